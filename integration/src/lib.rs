@@ -1,0 +1,15 @@
+//! End-to-end harness for Berth: starts a real `berthd` on a private temporary root, state dir and
+//! socket, then drives it with the real `ctr` and with gRPC clients, as containerd's
+//! `integration/client/client_test.go` `TestMain` does for containerd.
+
+mod command;
+mod ctr;
+mod daemon;
+mod grpc;
+mod prereq;
+
+pub use command::{run_with_timeout, CmdOutput};
+pub use ctr::{ctr, parse_table, Row, CTR_BIN, CTR_TIMEOUT};
+pub use daemon::{berthd_bin, spawn_raw, Daemon, READY_TIMEOUT};
+pub use grpc::{channel, namespaced, NAMESPACE_HEADER};
+pub use prereq::{require_binary, require_root};

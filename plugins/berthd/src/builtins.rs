@@ -1,0 +1,10 @@
+//! The one list of every plugin built into `berthd`, in registration order.
+
+use berth_registry::{Registry, RegistryError};
+
+/// Registers all built-in plugins.
+pub fn register_all(registry: &mut Registry) -> Result<(), RegistryError> {
+    registry.register(berth_core::metadata::plugin::registration())?;
+    berth_services::register(registry)?;
+    Ok(())
+}

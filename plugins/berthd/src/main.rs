@@ -1,0 +1,21 @@
+//! `berthd`: parse the command line, run, print one error line.
+
+mod builtins;
+mod cli;
+mod logging;
+mod server;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    match cli::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("berthd: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

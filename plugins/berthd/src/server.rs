@@ -1,0 +1,140 @@
+//! The daemon's life: take the root lock, load the plugins, bind the socket, serve every gRPC
+//! plugin until SIGTERM or SIGINT, then shut down cleanly.
+
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use berth_registry::{types, Config, Registry};
+use berth_services::GrpcService;
+use nix::fcntl::{Flock, FlockArg};
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::service::Routes;
+
+/// Name of the lock file under the root.
+const LOCK_FILE: &str = "berthd.lock";
+
+/// Runs the daemon until a termination signal.
+pub fn run(config: Config, registry: Registry) -> anyhow::Result<()> {
+    create_dir(&config.root)?;
+    create_dir(&config.state)?;
+    let _lock = lock_root(&config.root)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("berthd")
+        .build()
+        .context("start the async runtime")?;
+    runtime.block_on(serve(config, registry))
+}
+
+fn create_dir(path: &Path) -> anyhow::Result<()> {
+    // 0711: others may traverse to what a container's user must reach, but not list.
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o711)
+        .create(path)
+        .with_context(|| format!("create {}", path.display()))
+}
+
+/// Holds an exclusive flock on `<root>/berthd.lock` for the daemon's life, so that two daemons
+/// never share one root.
+fn lock_root(root: &Path) -> anyhow::Result<Flock<File>> {
+    let path = root.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("open lock file {}", path.display()))?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(lock),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => bail!(
+            "root {} is in use by another berthd (lock {} is held)",
+            root.display(),
+            path.display()
+        ),
+        Err((_, e)) => Err(e).with_context(|| format!("lock {}", path.display())),
+    }
+}
+
+/// Binds the gRPC socket: a live socket is an error, a stale one is replaced.
+fn bind(config: &Config) -> anyhow::Result<UnixListener> {
+    let address = &config.grpc.address;
+    if let Some(parent) = address.parent() {
+        create_dir(parent)?;
+    }
+    if address.exists() || address.symlink_metadata().is_ok() {
+        if std::os::unix::net::UnixStream::connect(address).is_ok() {
+            bail!(
+                "address {} is already in use by a running server",
+                address.display()
+            );
+        }
+        tracing::info!(address = %address.display(), "removing stale socket");
+        std::fs::remove_file(address)
+            .with_context(|| format!("remove stale socket {}", address.display()))?;
+    }
+    let listener =
+        UnixListener::bind(address).with_context(|| format!("listen on {}", address.display()))?;
+    std::fs::set_permissions(address, std::fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("chmod {}", address.display()))?;
+    nix::unistd::chown(
+        address,
+        Some(nix::unistd::Uid::from_raw(config.grpc.uid)),
+        Some(nix::unistd::Gid::from_raw(config.grpc.gid)),
+    )
+    .with_context(|| format!("chown {}", address.display()))?;
+    Ok(listener)
+}
+
+async fn serve(config: Config, registry: Registry) -> anyhow::Result<()> {
+    let plugins = {
+        let config = config.clone();
+        // Plugin init does blocking I/O (opening databases, scanning directories).
+        tokio::task::spawn_blocking(move || registry.load(&config))
+            .await
+            .context("plugin loading panicked")??
+    };
+    let mut routes = Routes::default();
+    for (id, instance) in plugins.get_all(types::GRPC) {
+        match instance.downcast::<GrpcService>() {
+            Ok(svc) => {
+                tracing::debug!(id = %id, service = svc.name(), "serving");
+                routes = svc.add_to(routes);
+            }
+            Err(_) => tracing::warn!(id = %id, "grpc plugin did not return a service"),
+        }
+    }
+    let listener = bind(&config)?;
+    let address: PathBuf = config.grpc.address.clone();
+    tracing::info!(address = %address.display(), "serving");
+    let result = tonic::transport::Server::builder()
+        .trace_fn(|req| tracing::info_span!("rpc", method = %req.uri().path()))
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown_signal())
+        .await;
+    if let Err(e) = std::fs::remove_file(&address) {
+        tracing::warn!(address = %address.display(), error = %e, "remove socket");
+    }
+    drop(Arc::new(plugins));
+    tracing::info!("berthd stopped");
+    result.context("serve gRPC")
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+}

@@ -1,0 +1,63 @@
+//! Errors of the core plugins.
+
+use berth_registry::{Classify, ErrorKind, IdentifierError};
+
+/// Why a metadata operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MetadataError {
+    /// A client-supplied name or label was refused.
+    #[error(transparent)]
+    Identifier(#[from] IdentifierError),
+    /// The namespace exists already.
+    #[error("namespace {0:?}: already exists")]
+    NamespaceExists(String),
+    /// The namespace does not exist.
+    #[error("namespace {0:?}: not found")]
+    NamespaceNotFound(String),
+    /// The namespace still holds objects.
+    #[error("namespace {name:?} must be empty, but it still has {what}")]
+    NamespaceNotEmpty {
+        /// The namespace.
+        name: String,
+        /// What is left, e.g. `images, blobs`.
+        what: String,
+    },
+    /// An update named a field that cannot be updated.
+    #[error("cannot update {0:?} field")]
+    BadFieldPath(String),
+    /// The database failed.
+    #[error("metadata database {op}: {source}")]
+    Storage {
+        /// What was being done.
+        op: &'static str,
+        /// sled's error.
+        source: sled::Error,
+    },
+    /// A stored record did not decode.
+    #[error("metadata record {key:?} is corrupt: {source}")]
+    Corrupt {
+        /// The record's key.
+        key: String,
+        /// The decoder's error.
+        source: serde_json::Error,
+    },
+}
+
+impl Classify for MetadataError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            MetadataError::Identifier(e) => e.kind(),
+            MetadataError::NamespaceExists(_) => ErrorKind::AlreadyExists,
+            MetadataError::NamespaceNotFound(_) => ErrorKind::NotFound,
+            MetadataError::NamespaceNotEmpty { .. } => ErrorKind::FailedPrecondition,
+            MetadataError::BadFieldPath(_) => ErrorKind::InvalidArgument,
+            MetadataError::Storage { .. } => ErrorKind::Unavailable,
+            MetadataError::Corrupt { .. } => ErrorKind::DataLoss,
+        }
+    }
+}
+
+/// Tags a sled error with the operation.
+pub(crate) fn storage(op: &'static str) -> impl FnOnce(sled::Error) -> MetadataError {
+    move |source| MetadataError::Storage { op, source }
+}

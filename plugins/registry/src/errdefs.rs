@@ -1,0 +1,67 @@
+//! containerd's error classes (errdefs), shared by every crate so that one function can map them
+//! to gRPC status codes.
+
+use std::fmt;
+
+/// The class of an error, as containerd's `errdefs` defines them. Each crate's error enum
+/// answers `kind()` with one of these where the error is born.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The caller sent something malformed.
+    InvalidArgument,
+    /// The object does not exist.
+    NotFound,
+    /// The object exists already.
+    AlreadyExists,
+    /// The system is not in the state the operation needs.
+    FailedPrecondition,
+    /// Two operations collided (mapped to FailedPrecondition on the wire, as containerd does).
+    Conflict,
+    /// The resource is busy or temporarily unreachable; the client may retry.
+    Unavailable,
+    /// The operation is not implemented.
+    NotImplemented,
+    /// A position or size is out of range.
+    OutOfRange,
+    /// Stored data is corrupt or was lost.
+    DataLoss,
+    /// The caller went away.
+    Canceled,
+    /// A deadline passed.
+    DeadlineExceeded,
+    /// Anything else: a bug or an unexpected host failure.
+    Internal,
+}
+
+impl ErrorKind {
+    /// The text containerd appends to messages of this class (clients strip it again).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidArgument => "invalid argument",
+            ErrorKind::NotFound => "not found",
+            ErrorKind::AlreadyExists => "already exists",
+            ErrorKind::FailedPrecondition => "failed precondition",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::NotImplemented => "not implemented",
+            ErrorKind::OutOfRange => "out of range",
+            ErrorKind::DataLoss => "data loss",
+            ErrorKind::Canceled => "context canceled",
+            ErrorKind::DeadlineExceeded => "context deadline exceeded",
+            ErrorKind::Internal => "internal",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Implemented by every crate's error enum so that the service layer can map it to a status
+/// without knowing the crate.
+pub trait Classify: std::error::Error {
+    /// The errdefs class of this error.
+    fn kind(&self) -> ErrorKind;
+}

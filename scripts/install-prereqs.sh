@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Berth's tests and demo use. Idempotent: does nothing when all are
+# present. Needs root (or sudo).
+set -euo pipefail
+
+packages=(
+  containerd      # the real `ctr` client, and a reference containerd for comparisons
+  runc            # the OCI runtime the shim drives
+  busybox-static  # the tests build their image from it
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+echo "installing: ${missing[*]}"
+$SUDO apt-get update -q
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+# The Debian containerd package starts its own daemon; the tests run private ones instead.
+$SUDO systemctl disable --now containerd >/dev/null 2>&1 || true

@@ -1,0 +1,24 @@
+//! Berth's gRPC services: one module per containerd API service. Each service does only
+//! namespace, validate, call, convert and map the error; the work lives in the core crates.
+
+pub mod blocking;
+pub mod grpc;
+pub mod health;
+pub mod introspection;
+pub mod namespace;
+pub mod namespaces;
+pub mod status;
+pub mod version;
+
+pub use grpc::GrpcService;
+
+use berth_registry::{Registry, RegistryError};
+
+/// Registers every gRPC service plugin of this crate.
+pub fn register(registry: &mut Registry) -> Result<(), RegistryError> {
+    registry.register(version::registration())?;
+    registry.register(introspection::registration())?;
+    registry.register(namespaces::registration())?;
+    registry.register(health::registration())?;
+    Ok(())
+}

@@ -1,0 +1,63 @@
+//! The `containerd-namespace` request header, required by every namespaced call.
+
+use berth_registry::identifiers::{validate_namespace, IdentifierError};
+use tonic::{Request, Status};
+
+use crate::status::to_status;
+
+/// The gRPC metadata key naming the namespace.
+pub const NAMESPACE_HEADER: &str = "containerd-namespace";
+
+/// The validated namespace of a request: FailedPrecondition when missing, InvalidArgument when
+/// malformed. The first value wins, as in containerd.
+pub fn from_request<T>(req: &Request<T>) -> Result<String, Status> {
+    let ns = req
+        .metadata()
+        .get_all(NAMESPACE_HEADER)
+        .iter()
+        .next()
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if ns.is_empty() {
+        return Err(to_status(&IdentifierError::NamespaceRequired));
+    }
+    validate_namespace(ns).map_err(|e| to_status(&e))?;
+    Ok(ns.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::Code;
+
+    use super::*;
+
+    fn req(values: &[&str]) -> Request<()> {
+        let mut r = Request::new(());
+        for v in values {
+            r.metadata_mut()
+                .append(NAMESPACE_HEADER, v.parse().unwrap());
+        }
+        r
+    }
+
+    #[test]
+    fn missing_namespace_is_failed_precondition() {
+        let err = from_request(&req(&[])).unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition);
+        assert_eq!(err.message(), "namespace is required: failed precondition");
+    }
+
+    #[test]
+    fn invalid_namespace_is_invalid_argument() {
+        let err = from_request(&req(&["../x"])).unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(err
+            .message()
+            .starts_with("namespace validation: identifier \"../x\""));
+    }
+
+    #[test]
+    fn first_value_wins() {
+        assert_eq!(from_request(&req(&["a", "b"])).unwrap(), "a");
+    }
+}

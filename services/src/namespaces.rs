@@ -1,0 +1,193 @@
+//! `containerd.services.namespaces.v1.Namespaces`. Not itself namespaced: the namespace is the
+//! object.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use berth_core::{MetadataStore, Namespace as StoredNamespace};
+use berth_proto::containerd::services::namespaces::v1::namespaces_server::{
+    Namespaces, NamespacesServer,
+};
+use berth_proto::containerd::services::namespaces::v1::{
+    CreateNamespaceRequest, CreateNamespaceResponse, DeleteNamespaceRequest, GetNamespaceRequest,
+    GetNamespaceResponse, ListNamespacesRequest, ListNamespacesResponse, Namespace,
+    UpdateNamespaceRequest, UpdateNamespaceResponse,
+};
+use berth_registry::{types, Registration};
+use tonic::{Request, Response, Status};
+
+use crate::blocking;
+use crate::grpc::GrpcService;
+use crate::status::to_status;
+
+/// The Namespaces service over the metadata store.
+#[derive(Debug, Clone)]
+pub struct NamespacesService {
+    store: Arc<MetadataStore>,
+}
+
+impl NamespacesService {
+    /// A service over `store`.
+    pub fn new(store: Arc<MetadataStore>) -> Self {
+        NamespacesService { store }
+    }
+
+    async fn with_store<T, F>(&self, f: F) -> Result<T, Status>
+    where
+        F: FnOnce(&MetadataStore) -> Result<T, berth_core::MetadataError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let store = self.store.clone();
+        blocking::run(move || f(&store))
+            .await?
+            .map_err(|e| to_status(&e))
+    }
+}
+
+fn to_proto(ns: StoredNamespace) -> Namespace {
+    Namespace {
+        name: ns.name,
+        labels: ns.labels.into_iter().collect(),
+    }
+}
+
+fn labels_of(ns: Option<Namespace>) -> (String, BTreeMap<String, String>) {
+    let ns = ns.unwrap_or_default();
+    (ns.name, ns.labels.into_iter().collect())
+}
+
+#[tonic::async_trait]
+impl Namespaces for NamespacesService {
+    #[tracing::instrument(skip_all, fields(namespace = %req.get_ref().name))]
+    async fn get(
+        &self,
+        req: Request<GetNamespaceRequest>,
+    ) -> Result<Response<GetNamespaceResponse>, Status> {
+        let name = req.into_inner().name;
+        let ns = self.with_store(move |s| s.get_namespace(&name)).await?;
+        Ok(Response::new(GetNamespaceResponse {
+            namespace: Some(to_proto(ns)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list(
+        &self,
+        _req: Request<ListNamespacesRequest>,
+    ) -> Result<Response<ListNamespacesResponse>, Status> {
+        // containerd 1.6 ignores the filter field; so do we.
+        let all = self.with_store(|s| s.list_namespaces()).await?;
+        Ok(Response::new(ListNamespacesResponse {
+            namespaces: all.into_iter().map(to_proto).collect(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(namespace))]
+    async fn create(
+        &self,
+        req: Request<CreateNamespaceRequest>,
+    ) -> Result<Response<CreateNamespaceResponse>, Status> {
+        let (name, labels) = labels_of(req.into_inner().namespace);
+        tracing::Span::current().record("namespace", name.as_str());
+        let ns = self
+            .with_store(move |s| s.create_namespace(&name, labels))
+            .await?;
+        Ok(Response::new(CreateNamespaceResponse {
+            namespace: Some(to_proto(ns)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(namespace))]
+    async fn update(
+        &self,
+        req: Request<UpdateNamespaceRequest>,
+    ) -> Result<Response<UpdateNamespaceResponse>, Status> {
+        let req = req.into_inner();
+        let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
+        let (name, labels) = labels_of(req.namespace);
+        tracing::Span::current().record("namespace", name.as_str());
+        let ns = self
+            .with_store(move |s| s.update_namespace(&name, labels, &paths))
+            .await?;
+        Ok(Response::new(UpdateNamespaceResponse {
+            namespace: Some(to_proto(ns)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(namespace = %req.get_ref().name))]
+    async fn delete(&self, req: Request<DeleteNamespaceRequest>) -> Result<Response<()>, Status> {
+        let name = req.into_inner().name;
+        self.with_store(move |s| s.delete_namespace(&name)).await?;
+        Ok(Response::new(()))
+    }
+}
+
+/// The `io.containerd.grpc.v1.namespaces` plugin.
+pub fn registration() -> Registration {
+    Registration::new(types::GRPC, "namespaces")
+        .requires(&[types::METADATA])
+        .init(|ctx| {
+            let store: Arc<MetadataStore> = ctx.get_single(types::METADATA)?;
+            let svc = NamespacesService::new(store);
+            Ok(Arc::new(GrpcService::new(
+                "containerd.services.namespaces.v1.Namespaces",
+                |routes| routes.add_service(NamespacesServer::new(svc)),
+            )))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::Code;
+
+    use super::*;
+
+    fn service() -> (tempfile::TempDir, NamespacesService) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MetadataStore::open(dir.path()).unwrap();
+        (dir, NamespacesService::new(Arc::new(store)))
+    }
+
+    fn create_req(name: &str, labels: &[(&str, &str)]) -> Request<CreateNamespaceRequest> {
+        Request::new(CreateNamespaceRequest {
+            namespace: Some(Namespace {
+                name: name.into(),
+                labels: labels
+                    .iter()
+                    .map(|(k, v)| ((*k).into(), (*v).into()))
+                    .collect(),
+            }),
+        })
+    }
+
+    #[tokio::test]
+    async fn codes_match_containerd() {
+        let (_d, svc) = service();
+        svc.create(create_req("a", &[("k", "v")])).await.unwrap();
+        let err = svc.create(create_req("a", &[])).await.unwrap_err();
+        assert_eq!(err.code(), Code::AlreadyExists);
+        assert_eq!(err.message(), "namespace \"a\": already exists");
+        let err = svc.create(create_req("../x", &[])).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        let err = svc
+            .delete(Request::new(DeleteNamespaceRequest {
+                name: "nope".into(),
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::NotFound);
+        let err = svc
+            .update(Request::new(UpdateNamespaceRequest {
+                namespace: Some(Namespace {
+                    name: "a".into(),
+                    labels: Default::default(),
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["name".into()],
+                }),
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+    }
+}
