@@ -1,5 +1,6 @@
 //! A real `berthd` on a private temporary root, state dir and socket.
 
+use std::cell::Cell;
 use std::fs::{self, File};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -68,6 +69,8 @@ pub struct Daemon {
     log: PathBuf,
     extra_args: Vec<String>,
     child: Option<Child>,
+    /// Set once a panic message has included the log, so drop does not print it again.
+    log_shown: Cell<bool>,
 }
 
 impl Daemon {
@@ -121,6 +124,7 @@ impl Daemon {
             log,
             extra_args: extra_args.iter().map(|s| (*s).to_owned()).collect(),
             child: None,
+            log_shown: Cell::new(false),
         }
     }
 
@@ -237,6 +241,7 @@ impl Daemon {
 
     /// The log framed for a panic message.
     fn log_banner(&self) -> String {
+        self.log_shown.set(true);
         format!(
             "--- berthd log ({}) ---\n{}--- end of berthd log ---",
             self.log.display(),
@@ -306,7 +311,7 @@ impl Drop for Daemon {
             let _ = child.kill();
             let _ = child.wait();
         }
-        if thread::panicking() {
+        if thread::panicking() && !self.log_shown.get() {
             eprintln!("{}", self.log_banner());
         }
     }

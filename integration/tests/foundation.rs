@@ -456,6 +456,10 @@ async fn acknowledged_namespaces_survive_kill9() {
         "no Create succeeded within 1.5 s\n{}",
         daemon.log()
     );
+    println!(
+        "{} namespaces acknowledged before kill -9",
+        acknowledged.len()
+    );
 
     daemon.restart();
     let listed = grpc_namespace_names(&daemon).await;

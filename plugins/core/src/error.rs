@@ -22,6 +22,29 @@ pub enum MetadataError {
         /// What is left, e.g. `images, blobs`.
         what: String,
     },
+    /// The image does not exist.
+    #[error("image {0:?}: not found")]
+    ImageNotFound(String),
+    /// The image name is taken.
+    #[error("image {0:?}: already exists")]
+    ImageExists(String),
+    /// The image record is not valid.
+    #[error("image {name:?}: {reason}")]
+    InvalidImage {
+        /// The image name.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The blob is not in this namespace.
+    #[error("content {0}: not found")]
+    ContentNotFound(String),
+    /// The blob is in this namespace already.
+    #[error("content {0}: already exists")]
+    ContentExists(String),
+    /// A digest string is malformed.
+    #[error("invalid digest {0:?}")]
+    InvalidDigest(String),
     /// An update named a field that cannot be updated.
     #[error("cannot update {0:?} field")]
     BadFieldPath(String),
@@ -47,8 +70,15 @@ impl Classify for MetadataError {
     fn kind(&self) -> ErrorKind {
         match self {
             MetadataError::Identifier(e) => e.kind(),
-            MetadataError::NamespaceExists(_) => ErrorKind::AlreadyExists,
-            MetadataError::NamespaceNotFound(_) => ErrorKind::NotFound,
+            MetadataError::NamespaceExists(_)
+            | MetadataError::ImageExists(_)
+            | MetadataError::ContentExists(_) => ErrorKind::AlreadyExists,
+            MetadataError::NamespaceNotFound(_)
+            | MetadataError::ImageNotFound(_)
+            | MetadataError::ContentNotFound(_) => ErrorKind::NotFound,
+            MetadataError::InvalidImage { .. } | MetadataError::InvalidDigest(_) => {
+                ErrorKind::InvalidArgument
+            }
             MetadataError::NamespaceNotEmpty { .. } => ErrorKind::FailedPrecondition,
             MetadataError::BadFieldPath(_) => ErrorKind::InvalidArgument,
             MetadataError::Storage { .. } => ErrorKind::Unavailable,

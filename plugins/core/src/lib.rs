@@ -22,4 +22,4 @@ pub mod error;
 pub mod metadata;
 
 pub use error::MetadataError;
-pub use metadata::{MetadataStore, Namespace};
+pub use metadata::{BlobRecord, Descriptor, Image, MetadataStore, Namespace};

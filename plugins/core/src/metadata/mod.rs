@@ -1,19 +1,38 @@
 //! The metadata store: one sled database holding every namespaced record (see the key schema in
 //! the crate docs).
 
+mod blobs;
+mod images;
 mod namespaces;
 pub mod plugin;
+mod tx;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use crate::error::{storage, MetadataError};
 
+pub use blobs::BlobRecord;
+pub use images::{Descriptor, Image};
 pub use namespaces::Namespace;
 
 /// Tree names, one per object kind.
 pub(crate) mod trees {
     /// Namespace records.
     pub const NAMESPACES: &str = "namespaces";
+    /// Image records.
+    pub const IMAGES: &str = "images";
+    /// Per-namespace content (blob) records.
+    pub const CONTENT: &str = "content";
+}
+
+/// Object kinds as the namespace-not-empty error names them.
+pub(crate) mod kinds {
+    /// Images.
+    pub const IMAGES: &str = "images";
+    /// Content blobs.
+    pub const BLOBS: &str = "blobs";
 }
 
 /// The metadata database.
@@ -21,6 +40,10 @@ pub(crate) mod trees {
 pub struct MetadataStore {
     db: sled::Db,
     namespaces: sled::Tree,
+    images: sled::Tree,
+    content: sled::Tree,
+    /// Bumped by every deletion; the garbage collector runs when it moved.
+    deletions: Arc<AtomicU64>,
 }
 
 impl MetadataStore {
@@ -31,8 +54,14 @@ impl MetadataStore {
             .mode(sled::Mode::HighThroughput)
             .open()
             .map_err(storage("open"))?;
-        let namespaces = db.open_tree(trees::NAMESPACES).map_err(storage("open"))?;
-        Ok(MetadataStore { db, namespaces })
+        let tree = |name: &str| db.open_tree(name).map_err(storage("open"));
+        Ok(MetadataStore {
+            namespaces: tree(trees::NAMESPACES)?,
+            images: tree(trees::IMAGES)?,
+            content: tree(trees::CONTENT)?,
+            db,
+            deletions: Arc::new(AtomicU64::new(0)),
+        })
     }
 
     /// Makes every completed transaction durable. Called before a mutating RPC returns.
@@ -40,10 +69,32 @@ impl MetadataStore {
         self.db.flush().map_err(storage("flush"))?;
         Ok(())
     }
+
+    /// How many deletions happened since start; the GC compares it with its last run.
+    pub fn deletion_count(&self) -> u64 {
+        self.deletions.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn note_deletion(&self) {
+        self.deletions.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// Joins key parts with the 0x00 separator the schema uses.
-#[allow(dead_code)] // used by the object kinds that land with later issues
 pub(crate) fn key(parts: &[&str]) -> Vec<u8> {
     parts.join("\0").into_bytes()
+}
+
+/// The prefix of every key of a namespace in a namespaced tree.
+pub(crate) fn ns_prefix(ns: &str) -> Vec<u8> {
+    let mut p = ns.as_bytes().to_vec();
+    p.push(0);
+    p
+}
+
+/// Splits a namespaced key into its namespace and the rest.
+pub(crate) fn split_key(k: &[u8]) -> Option<(String, String)> {
+    let s = std::str::from_utf8(k).ok()?;
+    let (ns, rest) = s.split_once('\0')?;
+    Some((ns.to_owned(), rest.to_owned()))
 }

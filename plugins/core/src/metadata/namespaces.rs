@@ -4,8 +4,9 @@ use std::collections::BTreeMap;
 
 use berth_registry::identifiers::{validate_label, validate_namespace};
 use serde::{Deserialize, Serialize};
-use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use sled::transaction::TransactionalTree;
 
+use super::tx::{self, abort, finish, TxResult};
 use super::MetadataStore;
 use crate::error::{storage, MetadataError};
 
@@ -28,42 +29,15 @@ struct NamespaceRecord {
     objects: BTreeMap<String, u64>,
 }
 
-type TxResult<T> = Result<T, ConflictableTransactionError<MetadataError>>;
-
-fn abort<T>(e: MetadataError) -> TxResult<T> {
-    Err(ConflictableTransactionError::Abort(e))
-}
-
 fn read(tree: &TransactionalTree, name: &str) -> TxResult<Option<NamespaceRecord>> {
-    match tree.get(name.as_bytes())? {
-        None => Ok(None),
-        Some(bytes) => match serde_json::from_slice(&bytes) {
-            Ok(r) => Ok(Some(r)),
-            Err(source) => abort(MetadataError::Corrupt {
-                key: format!("namespaces/{name}"),
-                source,
-            }),
-        },
-    }
+    tx::read(tree, "namespaces", name.as_bytes())
 }
 
 fn write(tree: &TransactionalTree, name: &str, record: &NamespaceRecord) -> TxResult<()> {
-    let bytes = serde_json::to_vec(record).expect("namespace records serialize");
-    tree.insert(name.as_bytes(), bytes)?;
-    Ok(())
+    tx::write(tree, name.as_bytes(), record)
 }
 
-fn finish<T>(result: Result<T, TransactionError<MetadataError>>) -> Result<T, MetadataError> {
-    result.map_err(|e| match e {
-        TransactionError::Abort(e) => e,
-        TransactionError::Storage(source) => MetadataError::Storage {
-            op: "transaction",
-            source,
-        },
-    })
-}
-
-fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), MetadataError> {
+pub(crate) fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), MetadataError> {
     for (k, v) in labels {
         validate_label(k, v)?;
     }
@@ -212,7 +186,6 @@ impl MetadataStore {
 
     /// Adds `delta` to a namespace's count of objects of one kind, creating the namespace if
     /// needed. Call inside the transaction that creates or removes the object.
-    #[allow(dead_code)] // the object kinds that use it land with later issues
     pub(crate) fn count_object(
         tree: &TransactionalTree,
         name: &str,
