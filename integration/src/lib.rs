@@ -6,6 +6,7 @@ mod command;
 mod ctr;
 mod daemon;
 mod grpc;
+pub mod image;
 mod prereq;
 
 pub use command::{run_with_timeout, CmdOutput};

@@ -2,9 +2,14 @@
 //! namespace, validate, call, convert and map the error; the work lives in the core crates.
 
 pub mod blocking;
+pub mod content;
+pub mod convert;
+pub mod events;
 pub mod grpc;
 pub mod health;
+pub mod images;
 pub mod introspection;
+pub mod leases;
 pub mod namespace;
 pub mod namespaces;
 pub mod status;
@@ -20,5 +25,9 @@ pub fn register(registry: &mut Registry) -> Result<(), RegistryError> {
     registry.register(introspection::registration())?;
     registry.register(namespaces::registration())?;
     registry.register(health::registration())?;
+    registry.register(content::registration())?;
+    registry.register(images::registration())?;
+    registry.register(leases::registration())?;
+    registry.register(events::registration())?;
     Ok(())
 }

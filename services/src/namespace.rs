@@ -8,6 +8,18 @@ use crate::status::to_status;
 /// The gRPC metadata key naming the namespace.
 pub const NAMESPACE_HEADER: &str = "containerd-namespace";
 
+/// The gRPC metadata key naming the lease that protects what a call creates.
+pub const LEASE_HEADER: &str = "containerd-lease";
+
+/// The lease a request works under, if it names one.
+pub fn lease_from_request<T>(req: &Request<T>) -> Option<String> {
+    req.metadata()
+        .get(LEASE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
 /// The validated namespace of a request: FailedPrecondition when missing, InvalidArgument when
 /// malformed. The first value wins, as in containerd.
 pub fn from_request<T>(req: &Request<T>) -> Result<String, Status> {

@@ -4,7 +4,10 @@ use berth_registry::{Registry, RegistryError};
 
 /// Registers all built-in plugins.
 pub fn register_all(registry: &mut Registry) -> Result<(), RegistryError> {
+    registry.register(berth_core::content::plugin::registration())?;
     registry.register(berth_core::metadata::plugin::registration())?;
+    registry.register(berth_core::events::plugin::registration())?;
+    registry.register(berth_core::gc::plugin::registration())?;
     berth_services::register(registry)?;
     Ok(())
 }

@@ -42,12 +42,40 @@ pub enum MetadataError {
     /// The blob is in this namespace already.
     #[error("content {0}: already exists")]
     ContentExists(String),
+    /// The snapshot does not exist in this namespace.
+    #[error("snapshot {0} does not exist")]
+    SnapshotNotFound(String),
+    /// The snapshot key is taken.
+    #[error("snapshot {0:?}")]
+    SnapshotExists(String),
+    /// The snapshot is the parent of another.
+    #[error("cannot remove snapshot {0:?} with child")]
+    SnapshotHasChildren(String),
     /// A digest string is malformed.
     #[error("invalid digest {0:?}")]
     InvalidDigest(String),
     /// An update named a field that cannot be updated.
     #[error("cannot update {0:?} field")]
     BadFieldPath(String),
+    /// The lease named by a lease call does not exist in the namespace.
+    #[error("lease {0:?}: not found")]
+    LeaseNotFound(String),
+    /// A lease with this id exists already in the namespace.
+    #[error("lease {0:?}: already exists")]
+    LeaseExists(String),
+    /// The lease a request works under (the `containerd-lease` header) does not exist; the
+    /// text is containerd's (`metadata/leases.go` `addContentLease`).
+    #[error("lease does not exist")]
+    LeaseMissing(String),
+    /// A lease resource type is malformed (`content/x`, `snapshots` without a snapshotter).
+    #[error("invalid resource type {0}")]
+    InvalidResourceType(String),
+    /// A `content` lease resource does not name a valid digest.
+    #[error("invalid content resource id {0}")]
+    InvalidContentResource(String),
+    /// A lease resource type other than `content`, `ingests` and `snapshots/<snapshotter>`.
+    #[error("resource type {0} not supported yet")]
+    UnsupportedResourceType(String),
     /// The database failed.
     #[error("metadata database {op}: {source}")]
     Storage {
@@ -72,7 +100,10 @@ impl Classify for MetadataError {
             MetadataError::Identifier(e) => e.kind(),
             MetadataError::NamespaceExists(_)
             | MetadataError::ImageExists(_)
-            | MetadataError::ContentExists(_) => ErrorKind::AlreadyExists,
+            | MetadataError::ContentExists(_)
+            | MetadataError::SnapshotExists(_) => ErrorKind::AlreadyExists,
+            MetadataError::SnapshotNotFound(_) => ErrorKind::NotFound,
+            MetadataError::SnapshotHasChildren(_) => ErrorKind::FailedPrecondition,
             MetadataError::NamespaceNotFound(_)
             | MetadataError::ImageNotFound(_)
             | MetadataError::ContentNotFound(_) => ErrorKind::NotFound,
@@ -81,6 +112,12 @@ impl Classify for MetadataError {
             }
             MetadataError::NamespaceNotEmpty { .. } => ErrorKind::FailedPrecondition,
             MetadataError::BadFieldPath(_) => ErrorKind::InvalidArgument,
+            MetadataError::LeaseNotFound(_) | MetadataError::LeaseMissing(_) => ErrorKind::NotFound,
+            MetadataError::LeaseExists(_) => ErrorKind::AlreadyExists,
+            MetadataError::InvalidResourceType(_) | MetadataError::InvalidContentResource(_) => {
+                ErrorKind::InvalidArgument
+            }
+            MetadataError::UnsupportedResourceType(_) => ErrorKind::NotImplemented,
             MetadataError::Storage { .. } => ErrorKind::Unavailable,
             MetadataError::Corrupt { .. } => ErrorKind::DataLoss,
         }

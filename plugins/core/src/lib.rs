@@ -18,8 +18,12 @@
 //! Every mutation is one sled transaction across the trees it touches, flushed to disk before
 //! the call returns, so an RPC that answered OK survives `kill -9`.
 
+pub mod content;
 pub mod error;
+pub mod events;
+pub mod gc;
 pub mod metadata;
+pub mod namespaced_content;
 
 pub use error::MetadataError;
 pub use metadata::{BlobRecord, Descriptor, Image, MetadataStore, Namespace};

@@ -47,13 +47,23 @@ pub enum EventError {
     /// A forwarded envelope carries no timestamp (or Go's zero time).
     #[error("timestamp must be set on forwarded event")]
     TimestampUnset,
+    /// A forwarded envelope's timestamp cannot be represented on this host.
+    #[error("timestamp {seconds}s {nanos}ns of forwarded event is out of range")]
+    TimestampOutOfRange {
+        /// Seconds since the Unix epoch, as sent.
+        seconds: i64,
+        /// Nanoseconds, as sent.
+        nanos: i32,
+    },
 }
 
 impl Classify for EventError {
     fn kind(&self) -> ErrorKind {
         match self {
             EventError::Namespace(e) | EventError::EnvelopeNamespace(e) => e.kind(),
-            EventError::Topic { .. } | EventError::TimestampUnset => ErrorKind::InvalidArgument,
+            EventError::Topic { .. }
+            | EventError::TimestampUnset
+            | EventError::TimestampOutOfRange { .. } => ErrorKind::InvalidArgument,
         }
     }
 }

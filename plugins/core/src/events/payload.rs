@@ -61,7 +61,7 @@ pub const TASK_CHECKPOINTED: &str = "containerd.events.TaskCheckpointed";
 
 /// An event payload with its wire type URL and the topic containerd publishes it on, so that
 /// publishers write `exchange.publish_event(ns, &TaskExit { .. })`.
-pub trait Event: prost::Message {
+pub trait Event: prost::Message + Sized {
     /// The bare proto name used as the `Any` type URL.
     const TYPE_URL: &'static str;
     /// The topic the daemon publishes this event on.

@@ -3,8 +3,10 @@
 
 mod blobs;
 mod images;
+mod leases;
 mod namespaces;
 pub mod plugin;
+mod snapshots;
 mod tx;
 
 use std::path::Path;
@@ -15,7 +17,9 @@ use crate::error::{storage, MetadataError};
 
 pub use blobs::BlobRecord;
 pub use images::{Descriptor, Image};
+pub use leases::{Lease, LeaseResource};
 pub use namespaces::Namespace;
+pub use snapshots::SnapshotRecord;
 
 /// Tree names, one per object kind.
 pub(crate) mod trees {
@@ -25,6 +29,10 @@ pub(crate) mod trees {
     pub const IMAGES: &str = "images";
     /// Per-namespace content (blob) records.
     pub const CONTENT: &str = "content";
+    /// Lease records.
+    pub const LEASES: &str = "leases";
+    /// Per-namespace snapshot records.
+    pub const SNAPSHOTS: &str = "snapshots";
 }
 
 /// Object kinds as the namespace-not-empty error names them.
@@ -42,6 +50,8 @@ pub struct MetadataStore {
     namespaces: sled::Tree,
     images: sled::Tree,
     content: sled::Tree,
+    leases: sled::Tree,
+    snapshots: sled::Tree,
     /// Bumped by every deletion; the garbage collector runs when it moved.
     deletions: Arc<AtomicU64>,
 }
@@ -59,6 +69,8 @@ impl MetadataStore {
             namespaces: tree(trees::NAMESPACES)?,
             images: tree(trees::IMAGES)?,
             content: tree(trees::CONTENT)?,
+            leases: tree(trees::LEASES)?,
+            snapshots: tree(trees::SNAPSHOTS)?,
             db,
             deletions: Arc::new(AtomicU64::new(0)),
         })

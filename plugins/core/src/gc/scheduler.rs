@@ -1,0 +1,354 @@
+//! When to collect (containerd `gc/scheduler/scheduler.go`): after deletions, on a schedule
+//! that keeps the time spent collecting near `pause_threshold`, and on demand.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Mutex, Notify};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::collect::{collect_with, GcOptions, GcReport};
+use super::error::GcError;
+use crate::content::ContentStore;
+use crate::metadata::MetadataStore;
+
+/// The interval between checks before the first collection gives a measured one.
+const INITIAL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The shortest interval between checks. containerd has no floor, but its bolt collections
+/// take milliseconds; ours can take microseconds, which would make an idle daemon spin.
+const MIN_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How the scheduler decides to collect; [`super::plugin::Config`] parsed and clamped as
+/// containerd clamps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// Target share of time spent collecting, 0 to 0.5; sets the interval between scheduled
+    /// collections (`avg / threshold - avg`). 0 keeps a one second interval.
+    pub pause_threshold: f64,
+    /// Pending deletions that make a check collect at once; 0 means any deletion is collected
+    /// at the next scheduled check.
+    pub deletion_threshold: u64,
+    /// Accepted for containerd compatibility. The metadata store counts deletions only, so
+    /// mutations never trigger a collection.
+    pub mutation_threshold: u64,
+    /// How long after deciding to collect the collection starts.
+    pub schedule_delay: Duration,
+    /// When after start the first collection runs; 0 = only once something was deleted.
+    pub startup_delay: Duration,
+}
+
+/// What the collections so far measured; held while collecting, so one runs at a time.
+#[derive(Debug, Default)]
+struct RunStats {
+    collections: u32,
+    total: Duration,
+}
+
+impl RunStats {
+    /// The interval that keeps collections at `pause_threshold` of the time.
+    fn interval(&self, pause_threshold: f64) -> Duration {
+        if pause_threshold <= 0.0 || self.collections == 0 {
+            return INITIAL_INTERVAL;
+        }
+        let avg = self.total.as_secs_f64() / f64::from(self.collections);
+        Duration::from_secs_f64(avg / pause_threshold - avg).max(MIN_INTERVAL)
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    meta: Arc<MetadataStore>,
+    content: Arc<ContentStore>,
+    options: GcOptions,
+    settings: Settings,
+    /// Pokes the loop: `trigger()`, or a new reason to look at the deletion count.
+    wake: Notify,
+    /// Set by `trigger()`: collect on the next wake whatever the thresholds say.
+    triggered: AtomicBool,
+    /// The deletion count the last collection accounted for.
+    seen_deletions: AtomicU64,
+    runs: Mutex<RunStats>,
+}
+
+impl Shared {
+    /// Deletions since the last collection.
+    fn pending(&self) -> u64 {
+        self.meta
+            .deletion_count()
+            .saturating_sub(self.seen_deletions.load(Ordering::Relaxed))
+    }
+
+    /// Runs one collection on the blocking pool, after any running one.
+    async fn collect(self: &Arc<Self>) -> Result<GcReport, GcError> {
+        let mut stats = self.runs.lock().await;
+        let before = self.meta.deletion_count();
+        let shared = Arc::clone(self);
+        let result = tokio::task::spawn_blocking(move || {
+            collect_with(&shared.meta, &shared.content, &shared.options)
+        })
+        .await
+        .unwrap_or_else(|e| Err(GcError::Task(e)));
+        match result {
+            Ok(report) => {
+                // The collector's own removals need no collection of their own.
+                let own = (report.records_removed + report.leases_expired) as u64;
+                self.seen_deletions.store(before + own, Ordering::Relaxed);
+                stats.collections += 1;
+                stats.total += report.duration;
+                Ok(report)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "garbage collection failed");
+                Err(e)
+            }
+        }
+    }
+
+    async fn interval(&self) -> Duration {
+        self.runs
+            .lock()
+            .await
+            .interval(self.settings.pause_threshold)
+    }
+
+    /// The scheduling loop; runs until the scheduler is dropped.
+    async fn run(self: Arc<Self>) {
+        let s = &self.settings;
+        let mut interval = INITIAL_INTERVAL;
+        let mut next = (!s.startup_delay.is_zero()).then(|| Instant::now() + s.startup_delay);
+        let mut collected = false;
+        loop {
+            // Nothing tells the loop about deletions, so it also looks every `interval`.
+            let wake_at = next.unwrap_or_else(|| Instant::now() + interval);
+            tokio::select! {
+                () = tokio::time::sleep_until(wake_at) => {}
+                () = self.wake.notified() => {}
+            }
+            let now = Instant::now();
+            let due = next.is_some_and(|n| now >= n);
+            let pending = self.pending();
+            let triggered = self.triggered.swap(false, Ordering::Relaxed);
+            let start = triggered
+                || (due && (!collected || pending > 0))
+                || (s.deletion_threshold > 0 && pending >= s.deletion_threshold)
+                || (next.is_none() && pending > 0);
+            if !start {
+                if due {
+                    next = Some(now + interval);
+                }
+                continue;
+            }
+            if !s.schedule_delay.is_zero() {
+                tokio::time::sleep(s.schedule_delay).await;
+            }
+            collected = true;
+            match self.collect().await {
+                Ok(report) => {
+                    tracing::debug!(duration = ?report.duration, "scheduled collection done");
+                    interval = self.interval().await;
+                    next = Some(Instant::now() + interval);
+                }
+                // Back off a little, as containerd does, and try again.
+                Err(_) => next = Some(Instant::now() + interval + Duration::from_secs(1)),
+            }
+        }
+    }
+}
+
+/// The `io.containerd.gc.v1.scheduler` instance: a background loop that collects garbage,
+/// and [`GcScheduler::collect_now`] for callers that must see the result (`sync` deletes).
+#[derive(Debug)]
+pub struct GcScheduler {
+    shared: Arc<Shared>,
+    task: JoinHandle<()>,
+}
+
+impl GcScheduler {
+    /// Starts the scheduling loop on `runtime`.
+    pub fn start(
+        meta: Arc<MetadataStore>,
+        content: Arc<ContentStore>,
+        settings: Settings,
+        options: GcOptions,
+        runtime: &tokio::runtime::Handle,
+    ) -> GcScheduler {
+        let seen = meta.deletion_count();
+        let shared = Arc::new(Shared {
+            meta,
+            content,
+            options,
+            settings,
+            wake: Notify::new(),
+            triggered: AtomicBool::new(false),
+            seen_deletions: AtomicU64::new(seen),
+            runs: Mutex::new(RunStats::default()),
+        });
+        let task = runtime.spawn(Arc::clone(&shared).run());
+        GcScheduler { shared, task }
+    }
+
+    /// The settings the scheduler runs with.
+    pub fn settings(&self) -> &Settings {
+        &self.shared.settings
+    }
+
+    /// Asks for a collection soon (after `schedule_delay`) without waiting for it.
+    pub fn trigger(&self) {
+        self.shared.triggered.store(true, Ordering::Relaxed);
+        self.shared.wake.notify_one();
+    }
+
+    /// Runs a collection now, after any running one, and returns what it did (containerd's
+    /// `ScheduleAndWait`). Collections never overlap; the sweep runs on the blocking pool.
+    pub async fn collect_now(&self) -> Result<GcReport, GcError> {
+        self.shared.collect().await
+    }
+}
+
+impl Drop for GcScheduler {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::MetadataError;
+
+    const D1: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        meta: Arc<MetadataStore>,
+        content: Arc<ContentStore>,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Arc::new(MetadataStore::open(&dir.path().join("meta")).unwrap());
+        let content = Arc::new(ContentStore::open(&dir.path().join("content")).unwrap());
+        Fixture {
+            _dir: dir,
+            meta,
+            content,
+        }
+    }
+
+    fn settings(startup_delay: Duration) -> Settings {
+        Settings {
+            pause_threshold: 0.02,
+            deletion_threshold: 0,
+            mutation_threshold: 100,
+            schedule_delay: Duration::ZERO,
+            startup_delay,
+        }
+    }
+
+    impl Fixture {
+        fn start(&self, startup_delay: Duration) -> GcScheduler {
+            GcScheduler::start(
+                self.meta.clone(),
+                self.content.clone(),
+                settings(startup_delay),
+                GcOptions::default(),
+                &tokio::runtime::Handle::current(),
+            )
+        }
+
+        /// A record nothing references.
+        fn orphan(&self) {
+            self.meta
+                .add_blob("default", D1, 1, BTreeMap::new())
+                .unwrap();
+        }
+
+        async fn wait_until_collected(&self) {
+            let gone = async {
+                while !matches!(
+                    self.meta.get_blob("default", D1),
+                    Err(MetadataError::ContentNotFound(_))
+                ) {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(5), gone)
+                .await
+                .expect("the scheduler collects within 5 s");
+        }
+    }
+
+    #[tokio::test]
+    async fn collect_now_collects_one_at_a_time() {
+        let f = fixture();
+        let gc = f.start(Duration::ZERO);
+        f.orphan();
+        let (a, b) = tokio::join!(gc.collect_now(), gc.collect_now());
+        let (a, b) = (a.unwrap(), b.unwrap());
+        // Serialized: one of them removed the record, the other found nothing.
+        assert_eq!(a.records_removed + b.records_removed, 1);
+        assert_eq!(gc.settings().pause_threshold, 0.02);
+    }
+
+    #[tokio::test]
+    async fn trigger_collects_without_deletions() {
+        let f = fixture();
+        let gc = f.start(Duration::ZERO);
+        f.orphan();
+        gc.trigger();
+        f.wait_until_collected().await;
+    }
+
+    #[tokio::test]
+    async fn deletions_are_collected_in_the_background() {
+        let f = fixture();
+        let _gc = f.start(Duration::ZERO);
+        f.orphan();
+        f.meta
+            .create_lease("default", "l", BTreeMap::new())
+            .unwrap();
+        // A deletion: the loop notices it on its next look.
+        f.meta.delete_lease("default", "l").unwrap();
+        f.wait_until_collected().await;
+    }
+
+    #[tokio::test]
+    async fn the_first_collection_follows_the_startup_delay() {
+        let f = fixture();
+        f.orphan();
+        let _gc = f.start(Duration::from_millis(10));
+        f.wait_until_collected().await;
+    }
+
+    #[tokio::test]
+    async fn dropping_the_scheduler_stops_its_loop() {
+        let f = fixture();
+        let gc = f.start(Duration::from_millis(50));
+        drop(gc);
+        f.orphan();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(f.meta.get_blob("default", D1).is_ok());
+    }
+
+    #[test]
+    fn the_interval_keeps_collections_at_the_pause_threshold() {
+        let stats = RunStats {
+            collections: 2,
+            total: Duration::from_millis(20),
+        };
+        // avg 10 ms: 10 / 0.02 - 10 = 490 ms.
+        assert_eq!(stats.interval(0.02), Duration::from_millis(490));
+        assert_eq!(stats.interval(0.0), INITIAL_INTERVAL);
+        assert_eq!(RunStats::default().interval(0.02), INITIAL_INTERVAL);
+        let fast = RunStats {
+            collections: 1,
+            total: Duration::from_micros(100),
+        };
+        assert_eq!(fast.interval(0.02), MIN_INTERVAL);
+    }
+}

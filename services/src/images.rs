@@ -1,0 +1,211 @@
+//! `containerd.services.images.v1.Images`: named pointers to image content, per namespace.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use berth_core::events::Exchange;
+use berth_core::gc::GcScheduler;
+use berth_core::{Image as StoredImage, MetadataStore};
+use berth_proto::containerd::services::images::v1::images_server::{Images, ImagesServer};
+use berth_proto::containerd::services::images::v1::{
+    CreateImageRequest, CreateImageResponse, DeleteImageRequest, GetImageRequest, GetImageResponse,
+    Image, ImageCreate, ImageDelete, ImageUpdate, ListImagesRequest, ListImagesResponse,
+    UpdateImageRequest, UpdateImageResponse,
+};
+use berth_registry::{types, Registration};
+use tonic::{Request, Response, Status};
+
+use crate::convert::{descriptor_from_proto, descriptor_to_proto, timestamp};
+use crate::grpc::GrpcService;
+use crate::status::to_status;
+use crate::{blocking, namespace};
+
+/// The Images service over the metadata store.
+#[derive(Debug, Clone)]
+pub struct ImagesService {
+    store: Arc<MetadataStore>,
+    events: Arc<Exchange>,
+    gc: Option<Arc<GcScheduler>>,
+}
+
+fn to_proto(i: StoredImage) -> Image {
+    Image {
+        name: i.name,
+        labels: i.labels.into_iter().collect(),
+        target: Some(descriptor_to_proto(i.target)),
+        created_at: timestamp(i.created_at),
+        updated_at: timestamp(i.updated_at),
+    }
+}
+
+fn from_proto(i: Option<Image>) -> StoredImage {
+    let i = i.unwrap_or_default();
+    StoredImage {
+        name: i.name,
+        labels: i.labels.into_iter().collect(),
+        target: descriptor_from_proto(i.target),
+        created_at: SystemTime::UNIX_EPOCH,
+        updated_at: SystemTime::UNIX_EPOCH,
+    }
+}
+
+impl ImagesService {
+    /// A service over `store`, publishing to `events`, collecting garbage through `gc`.
+    pub fn new(
+        store: Arc<MetadataStore>,
+        events: Arc<Exchange>,
+        gc: Option<Arc<GcScheduler>>,
+    ) -> Self {
+        ImagesService { store, events, gc }
+    }
+
+    async fn with_store<T, F>(&self, f: F) -> Result<T, Status>
+    where
+        F: FnOnce(&MetadataStore) -> Result<T, berth_core::MetadataError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let store = self.store.clone();
+        blocking::run(move || f(&store))
+            .await?
+            .map_err(|e| to_status(&e))
+    }
+
+    fn publish<M: prost::Message>(&self, ns: &str, topic: &str, type_url: &str, msg: &M) {
+        // The change is committed; a failed publish is logged, not returned (containerd
+        // returns it, which makes clients retry a write that already happened).
+        if let Err(e) = self.events.publish_message(ns, topic, type_url, msg) {
+            tracing::warn!(topic, error = %e, "publish event");
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Images for ImagesService {
+    #[tracing::instrument(skip_all, fields(namespace, name = %req.get_ref().name))]
+    async fn get(
+        &self,
+        req: Request<GetImageRequest>,
+    ) -> Result<Response<GetImageResponse>, Status> {
+        let ns = namespace::from_request(&req)?;
+        tracing::Span::current().record("namespace", ns.as_str());
+        let name = req.into_inner().name;
+        let image = self.with_store(move |s| s.get_image(&ns, &name)).await?;
+        Ok(Response::new(GetImageResponse {
+            image: Some(to_proto(image)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(namespace))]
+    async fn list(
+        &self,
+        req: Request<ListImagesRequest>,
+    ) -> Result<Response<ListImagesResponse>, Status> {
+        let ns = namespace::from_request(&req)?;
+        tracing::Span::current().record("namespace", ns.as_str());
+        let filter = berth_filters::parse_any(&req.get_ref().filters).map_err(|e| to_status(&e))?;
+        let images = self
+            .with_store(move |s| s.list_images(&ns, &filter))
+            .await?;
+        Ok(Response::new(ListImagesResponse {
+            images: images.into_iter().map(to_proto).collect(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(namespace, name))]
+    async fn create(
+        &self,
+        req: Request<CreateImageRequest>,
+    ) -> Result<Response<CreateImageResponse>, Status> {
+        let ns = namespace::from_request(&req)?;
+        let image = from_proto(req.into_inner().image);
+        let span = tracing::Span::current();
+        span.record("namespace", ns.as_str());
+        span.record("name", image.name.as_str());
+        let ns2 = ns.clone();
+        let created = self
+            .with_store(move |s| s.create_image(&ns2, image))
+            .await?;
+        self.publish(
+            &ns,
+            "/images/create",
+            "containerd.services.images.v1.ImageCreate",
+            &ImageCreate {
+                name: created.name.clone(),
+                labels: created.labels.clone().into_iter().collect(),
+            },
+        );
+        Ok(Response::new(CreateImageResponse {
+            image: Some(to_proto(created)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(namespace, name))]
+    async fn update(
+        &self,
+        req: Request<UpdateImageRequest>,
+    ) -> Result<Response<UpdateImageResponse>, Status> {
+        let ns = namespace::from_request(&req)?;
+        let req = req.into_inner();
+        let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
+        let image = from_proto(req.image);
+        let span = tracing::Span::current();
+        span.record("namespace", ns.as_str());
+        span.record("name", image.name.as_str());
+        let ns2 = ns.clone();
+        let updated = self
+            .with_store(move |s| s.update_image(&ns2, image, &paths))
+            .await?;
+        self.publish(
+            &ns,
+            "/images/update",
+            "containerd.services.images.v1.ImageUpdate",
+            &ImageUpdate {
+                name: updated.name.clone(),
+                labels: updated.labels.clone().into_iter().collect(),
+            },
+        );
+        Ok(Response::new(UpdateImageResponse {
+            image: Some(to_proto(updated)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(namespace, name = %req.get_ref().name))]
+    async fn delete(&self, req: Request<DeleteImageRequest>) -> Result<Response<()>, Status> {
+        let ns = namespace::from_request(&req)?;
+        tracing::Span::current().record("namespace", ns.as_str());
+        let DeleteImageRequest { name, sync } = req.into_inner();
+        let (ns2, name2) = (ns.clone(), name.clone());
+        self.with_store(move |s| s.delete_image(&ns2, &name2))
+            .await?;
+        self.publish(
+            &ns,
+            "/images/delete",
+            "containerd.services.images.v1.ImageDelete",
+            &ImageDelete { name },
+        );
+        if let Some(gc) = &self.gc {
+            if sync {
+                gc.collect_now().await.map_err(|e| to_status(&e))?;
+            } else {
+                gc.trigger();
+            }
+        }
+        Ok(Response::new(()))
+    }
+}
+
+/// The `io.containerd.grpc.v1.images` plugin.
+pub fn registration() -> Registration {
+    Registration::new(types::GRPC, "images")
+        .requires(&[types::METADATA, types::EVENT, types::GC])
+        .init(|ctx| {
+            let store: Arc<MetadataStore> = ctx.get_single(types::METADATA)?;
+            let events: Arc<Exchange> = ctx.get_single(types::EVENT)?;
+            let gc: Option<Arc<GcScheduler>> = ctx.get_single(types::GC).ok();
+            let svc = ImagesService::new(store, events, gc);
+            Ok(Arc::new(GrpcService::new(
+                "containerd.services.images.v1.Images",
+                |routes| routes.add_service(ImagesServer::new(svc)),
+            )))
+        })
+}
