@@ -7,6 +7,7 @@ packages=(
   containerd      # the real `ctr` client, and a reference containerd for comparisons
   runc            # the OCI runtime the shim drives
   busybox-static  # the tests build their image from it
+  btrfs-progs     # mkfs.btrfs for the btrfs snapshotter tests (on a loop device)
 )
 
 missing=()

@@ -2,8 +2,10 @@
 //! namespace, validate, call, convert and map the error; the work lives in the core crates.
 
 pub mod blocking;
+pub mod containers;
 pub mod content;
 pub mod convert;
+pub mod diff;
 pub mod events;
 pub mod grpc;
 pub mod health;
@@ -12,6 +14,7 @@ pub mod introspection;
 pub mod leases;
 pub mod namespace;
 pub mod namespaces;
+pub mod snapshots;
 pub mod status;
 pub mod version;
 
@@ -27,6 +30,9 @@ pub fn register(registry: &mut Registry) -> Result<(), RegistryError> {
     registry.register(health::registration())?;
     registry.register(content::registration())?;
     registry.register(images::registration())?;
+    registry.register(containers::registration())?;
+    registry.register(snapshots::registration())?;
+    registry.register(diff::registration())?;
     registry.register(leases::registration())?;
     registry.register(events::registration())?;
     Ok(())

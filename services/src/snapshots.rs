@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use berth_core::events::Exchange;
 use berth_core::metadata::SnapshotRecord;
-use berth_core::namespaced_snapshots::{record_kind, NamespacedSnapshotError, NamespacedSnapshots};
+use berth_core::namespaced_snapshots::{
+    loaded_snapshotters, record_kind, NamespacedSnapshotError, NamespacedSnapshots,
+};
 use berth_core::MetadataStore;
 use berth_proto::containerd::events::{SnapshotCommit, SnapshotPrepare, SnapshotRemove};
 use berth_proto::containerd::services::snapshots::v1::snapshots_server::{
@@ -22,7 +24,7 @@ use berth_proto::containerd::services::snapshots::v1::{
 };
 use berth_proto::containerd::types::Mount as ProtoMount;
 use berth_registry::{types, Registration};
-use berth_snapshotters::{Kind, Mount, Snapshotter};
+use berth_snapshotters::{Kind, Mount};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
@@ -114,10 +116,23 @@ impl Snapshots for SnapshotsService {
         let labels: BTreeMap<_, _> = r.labels.into_iter().collect();
         let mounts = self
             .run(move |s| {
-                s.prepare(&n, &r.snapshotter, &key, opt(parent).as_deref(), labels, lease.as_deref())
+                s.prepare(
+                    &n,
+                    &r.snapshotter,
+                    &key,
+                    opt(parent).as_deref(),
+                    labels,
+                    lease.as_deref(),
+                )
             })
             .await?;
-        self.publish(&ns, &SnapshotPrepare { key: r.key, parent: r.parent });
+        self.publish(
+            &ns,
+            &SnapshotPrepare {
+                key: r.key,
+                parent: r.parent,
+            },
+        );
         Ok(Response::new(PrepareSnapshotResponse {
             mounts: mounts_to_proto(mounts),
         }))
@@ -135,7 +150,14 @@ impl Snapshots for SnapshotsService {
         let labels: BTreeMap<_, _> = r.labels.into_iter().collect();
         let mounts = self
             .run(move |s| {
-                s.view(&ns, &r.snapshotter, &r.key, opt(r.parent).as_deref(), labels, lease.as_deref())
+                s.view(
+                    &ns,
+                    &r.snapshotter,
+                    &r.key,
+                    opt(r.parent).as_deref(),
+                    labels,
+                    lease.as_deref(),
+                )
             })
             .await?;
         Ok(Response::new(ViewSnapshotResponse {
@@ -169,7 +191,13 @@ impl Snapshots for SnapshotsService {
         let labels: BTreeMap<_, _> = r.labels.into_iter().collect();
         self.run(move |s| s.commit(&n, &r.snapshotter, &name, &key, labels, lease.as_deref()))
             .await?;
-        self.publish(&ns, &SnapshotCommit { key: r.key, name: r.name });
+        self.publish(
+            &ns,
+            &SnapshotCommit {
+                key: r.key,
+                name: r.name,
+            },
+        );
         Ok(Response::new(()))
     }
 
@@ -179,7 +207,8 @@ impl Snapshots for SnapshotsService {
         tracing::Span::current().record("namespace", ns.as_str());
         let r = req.into_inner();
         let (n, key) = (ns.clone(), r.key.clone());
-        self.run(move |s| s.remove(&n, &r.snapshotter, &key)).await?;
+        self.run(move |s| s.remove(&n, &r.snapshotter, &key))
+            .await?;
         self.publish(&ns, &SnapshotRemove { key: r.key });
         Ok(Response::new(()))
     }
@@ -192,7 +221,9 @@ impl Snapshots for SnapshotsService {
         let ns = namespace::from_request(&req)?;
         tracing::Span::current().record("namespace", ns.as_str());
         let r = req.into_inner();
-        let rec = self.run(move |s| s.stat(&ns, &r.snapshotter, &r.key)).await?;
+        let rec = self
+            .run(move |s| s.stat(&ns, &r.snapshotter, &r.key))
+            .await?;
         Ok(Response::new(StatSnapshotResponse {
             info: Some(info_to_proto(rec)),
         }))
@@ -247,7 +278,9 @@ impl Snapshots for SnapshotsService {
         let ns = namespace::from_request(&req)?;
         tracing::Span::current().record("namespace", ns.as_str());
         let r = req.into_inner();
-        let u = self.run(move |s| s.usage(&ns, &r.snapshotter, &r.key)).await?;
+        let u = self
+            .run(move |s| s.usage(&ns, &r.snapshotter, &r.key))
+            .await?;
         Ok(Response::new(UsageResponse {
             size: u.size,
             inodes: u.inodes,
@@ -261,21 +294,6 @@ impl Snapshots for SnapshotsService {
         self.run(move |s| s.cleanup(&sn)).await?;
         Ok(Response::new(()))
     }
-}
-
-/// Every loaded snapshotter plugin, by id.
-pub fn loaded_snapshotters(
-    ctx: &berth_registry::InitContext<'_>,
-) -> BTreeMap<String, Arc<dyn Snapshotter>> {
-    ctx.get_all(types::SNAPSHOTTER)
-        .into_iter()
-        .filter_map(|(id, instance)| {
-            instance
-                .downcast::<Arc<dyn Snapshotter>>()
-                .ok()
-                .map(|s| (id, (*s).clone()))
-        })
-        .collect()
 }
 
 /// The `io.containerd.grpc.v1.snapshots` plugin.

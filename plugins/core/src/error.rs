@@ -51,6 +51,20 @@ pub enum MetadataError {
     /// The snapshot is the parent of another.
     #[error("cannot remove snapshot {0:?} with child")]
     SnapshotHasChildren(String),
+    /// The container does not exist.
+    #[error("container {0:?}: not found")]
+    ContainerNotFound(String),
+    /// The container id is taken.
+    #[error("container {0:?}: already exists")]
+    ContainerExists(String),
+    /// The container record is not valid.
+    #[error("container {id:?}: {reason}")]
+    InvalidContainer {
+        /// The container id.
+        id: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A digest string is malformed.
     #[error("invalid digest {0:?}")]
     InvalidDigest(String),
@@ -101,7 +115,10 @@ impl Classify for MetadataError {
             MetadataError::NamespaceExists(_)
             | MetadataError::ImageExists(_)
             | MetadataError::ContentExists(_)
-            | MetadataError::SnapshotExists(_) => ErrorKind::AlreadyExists,
+            | MetadataError::SnapshotExists(_)
+            | MetadataError::ContainerExists(_) => ErrorKind::AlreadyExists,
+            MetadataError::ContainerNotFound(_) => ErrorKind::NotFound,
+            MetadataError::InvalidContainer { .. } => ErrorKind::InvalidArgument,
             MetadataError::SnapshotNotFound(_) => ErrorKind::NotFound,
             MetadataError::SnapshotHasChildren(_) => ErrorKind::FailedPrecondition,
             MetadataError::NamespaceNotFound(_)

@@ -24,6 +24,7 @@ pub mod events;
 pub mod gc;
 pub mod metadata;
 pub mod namespaced_content;
+pub mod namespaced_snapshots;
 
 pub use error::MetadataError;
-pub use metadata::{BlobRecord, Descriptor, Image, MetadataStore, Namespace};
+pub use metadata::{BlobRecord, Container, Descriptor, Image, MetadataStore, Namespace};

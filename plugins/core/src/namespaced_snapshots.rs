@@ -443,6 +443,21 @@ impl SnapshotSweeper for Sweeper {
     }
 }
 
+/// Every loaded snapshotter plugin, by id (each instance is an `Arc<dyn Snapshotter>`).
+pub fn loaded_snapshotters(
+    ctx: &berth_registry::InitContext<'_>,
+) -> BTreeMap<String, Arc<dyn Snapshotter>> {
+    ctx.get_all(berth_registry::types::SNAPSHOTTER)
+        .into_iter()
+        .filter_map(|(id, instance)| {
+            instance
+                .downcast::<Arc<dyn Snapshotter>>()
+                .ok()
+                .map(|s| (id, (*s).clone()))
+        })
+        .collect()
+}
+
 /// The record's kind as the wire enum's name.
 pub fn record_kind(rec: &SnapshotRecord) -> Kind {
     match rec.kind.as_str() {

@@ -106,6 +106,16 @@ struct Unpacker<'a> {
     dirs: Vec<(Vec<OsString>, Times)>,
 }
 
+/// A numeric header field, where an empty field (all NULs or spaces) means 0 as Go's
+/// `archive/tar` reads it.
+fn numeric(parsed: io::Result<u64>, raw: &[u8]) -> Result<u64, ApplyError> {
+    match parsed {
+        Ok(v) => Ok(v),
+        Err(_) if raw.iter().all(|b| *b == 0 || *b == b' ') => Ok(0),
+        Err(e) => Err(ApplyError::Read(e)),
+    }
+}
+
 /// Parses a PAX time (`seconds[.fraction]`, maybe negative) into a file time.
 fn pax_time(value: &[u8]) -> Option<FileTime> {
     let s = std::str::from_utf8(value).ok()?;
@@ -143,9 +153,10 @@ impl Unpacker<'_> {
         self.mkparent(&parent)?;
 
         let header = entry.header();
-        let uid = header.uid().map_err(ApplyError::Read)?;
-        let gid = header.gid().map_err(ApplyError::Read)?;
-        let mode = header.mode().map_err(ApplyError::Read)? & 0o7777;
+        let old = header.as_old();
+        let uid = numeric(header.uid(), &old.uid)?;
+        let gid = numeric(header.gid(), &old.gid)?;
+        let mode = numeric(header.mode().map(u64::from), &old.mode)? as u32 & 0o7777;
         let base_bytes = base.as_bytes();
         if base_bytes.starts_with(WHITEOUT_PREFIX.as_bytes()) {
             return self.whiteout(&name, &parent, base_bytes, uid, gid);
@@ -180,8 +191,9 @@ impl Unpacker<'_> {
             }
         }
         let header = entry.header();
+        let header_mtime = numeric(header.mtime(), &header.as_old().mtime)?;
         let mtime = pax_mtime.unwrap_or_else(|| {
-            FileTime::from_unix_time(header.mtime().map_or(0, |t| t as i64), 0)
+            FileTime::from_unix_time(i64::try_from(header_mtime).unwrap_or(0), 0)
         });
         // containerd uses the later of atime and mtime as atime.
         let atime = pax_atime.map_or(mtime, |a| a.max(mtime));
@@ -207,9 +219,9 @@ impl Unpacker<'_> {
                 io::copy(&mut entry, &mut file).map_err(ApplyError::Read)?;
             }
             EntryType::Symlink => {
-                let target = entry.link_name_bytes().ok_or_else(|| {
-                    ApplyError::unsafe_entry(&name, "symlink without a target")
-                })?;
+                let target = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| ApplyError::unsafe_entry(&name, "symlink without a target"))?;
                 std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&target), &path)
                     .map_err(|e| ApplyError::io("symlink", &path, e))?;
             }
@@ -223,13 +235,36 @@ impl Unpacker<'_> {
                     EntryType::Block => SFlag::S_IFBLK,
                     _ => SFlag::S_IFIFO,
                 };
-                let major = header.device_major().map_err(ApplyError::Read)?.unwrap_or(0);
-                let minor = header.device_minor().map_err(ApplyError::Read)?.unwrap_or(0);
+                let (major, minor) = match header.as_ustar() {
+                    Some(u) => (
+                        numeric(
+                            header.device_major().map(|d| d.unwrap_or(0).into()),
+                            &u.dev_major,
+                        )?,
+                        numeric(
+                            header.device_minor().map(|d| d.unwrap_or(0).into()),
+                            &u.dev_minor,
+                        )?,
+                    ),
+                    None => match header.as_gnu() {
+                        Some(g) => (
+                            numeric(
+                                header.device_major().map(|d| d.unwrap_or(0).into()),
+                                &g.dev_major,
+                            )?,
+                            numeric(
+                                header.device_minor().map(|d| d.unwrap_or(0).into()),
+                                &g.dev_minor,
+                            )?,
+                        ),
+                        None => (0, 0),
+                    },
+                };
                 mknod(
                     &path,
                     sflag,
                     Mode::from_bits_truncate(mode),
-                    makedev(major.into(), minor.into()),
+                    makedev(major, minor),
                 )
                 .map_err(|e| ApplyError::io("mknod", &path, e.into()))?;
             }
@@ -246,8 +281,14 @@ impl Unpacker<'_> {
         for (key, value) in &xattrs {
             set_xattr(&path, key, value)?;
         }
-        // After lchown, which clears setuid and setgid. Symlinks have no mode of their own.
-        if kind != EntryType::Symlink {
+        // After lchown, which clears setuid and setgid. chmod(2) follows symlinks, and a
+        // hardlink may name a symlink's inode (whose target may be a host path): symlinks have
+        // no mode of their own, so they are skipped whatever the entry type.
+        let is_symlink = fs::symlink_metadata(&path)
+            .map_err(|e| ApplyError::io("lstat", &path, e))?
+            .file_type()
+            .is_symlink();
+        if !is_symlink {
             fs::set_permissions(&path, fs::Permissions::from_mode(mode))
                 .map_err(|e| ApplyError::io("chmod", &path, e))?;
         }
@@ -264,11 +305,15 @@ impl Unpacker<'_> {
     /// Where a hardlink's target lives: its parent resolved inside the root, its last
     /// component not followed (link(2) does not follow it either).
     fn hardlink_target(&self, name: &str, link: Option<&[u8]>) -> Result<PathBuf, ApplyError> {
-        let link = link.ok_or_else(|| ApplyError::unsafe_entry(name, "hardlink without a target"))?;
+        let link =
+            link.ok_or_else(|| ApplyError::unsafe_entry(name, "hardlink without a target"))?;
         let comps = clean_name(link)
             .map_err(|r| ApplyError::unsafe_entry(name, format!("hardlink target: {r}")))?;
         let Some((base, parents)) = comps.split_last() else {
-            return Err(ApplyError::unsafe_entry(name, "hardlink target is the root"));
+            return Err(ApplyError::unsafe_entry(
+                name,
+                "hardlink target is the root",
+            ));
         };
         let rel: PathBuf = parents.iter().collect();
         let parent = resolve_in_root(self.root, &rel)
@@ -386,7 +431,8 @@ impl Unpacker<'_> {
     /// it onto `dst`.
     fn copy_parent_info(&self, dst: &Path, sub: &Path) -> Result<(), ApplyError> {
         for lower in &self.opts.parents {
-            let src = resolve_in_root(lower, sub).map_err(|e| ApplyError::io("resolve", lower, e))?;
+            let src =
+                resolve_in_root(lower, sub).map_err(|e| ApplyError::io("resolve", lower, e))?;
             let meta = match fs::symlink_metadata(&src) {
                 Ok(m) => m,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
@@ -424,9 +470,15 @@ impl Unpacker<'_> {
     /// Sets directory times last, so that creating their entries did not change them.
     fn finish(&mut self) -> Result<(), ApplyError> {
         for (comps, times) in std::mem::take(&mut self.dirs) {
-            let rel: PathBuf = comps.iter().collect();
+            // Resolved again: a later entry may have replaced a parent with a symlink. The
+            // last component is not followed.
+            let Some((base, parents)) = comps.split_last() else {
+                continue;
+            };
+            let rel: PathBuf = parents.iter().collect();
             let path = resolve_in_root(self.root, &rel)
-                .map_err(|e| ApplyError::io("resolve", self.root.join(&rel), e))?;
+                .map_err(|e| ApplyError::io("resolve", self.root.join(&rel), e))?
+                .join(base);
             match filetime::set_symlink_file_times(&path, times.atime, times.mtime) {
                 Ok(()) => {}
                 // A later entry of the layer removed it.

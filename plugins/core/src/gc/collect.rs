@@ -121,6 +121,20 @@ pub fn collect_with(
         marker.push_label_refs(&ns, &image.labels);
     }
 
+    // Containers: their root filesystem snapshot and their label references.
+    for (ns, container) in meta_store
+        .all_containers()
+        .map_err(meta("list containers"))?
+    {
+        if !container.snapshot_key.is_empty() {
+            marker.push(
+                Node::snapshot(&ns, &container.snapshotter, &container.snapshot_key),
+                false,
+            );
+        }
+        marker.push_label_refs(&ns, &container.labels);
+    }
+
     // Blobs labelled as roots, read afresh so that a label added during the collection counts.
     for (ns, rec) in meta_store.all_blobs().map_err(meta("list blob records"))? {
         if is_root(&rec.labels) {

@@ -70,7 +70,7 @@ impl Config {
 /// stores. Its loop runs on the tokio runtime the registry is loaded from.
 pub fn registration() -> Registration {
     Registration::new(types::GC, ID)
-        .requires(&[types::METADATA, types::CONTENT])
+        .requires(&[types::METADATA, types::CONTENT, types::SNAPSHOTTER])
         .config::<Config>()
         .init(|ctx| {
             let config: Config = ctx.config()?;
@@ -80,6 +80,7 @@ pub fn registration() -> Registration {
             })?;
             let meta: Arc<MetadataStore> = ctx.get_single(types::METADATA)?;
             let content: Arc<ContentStore> = ctx.get_single(types::CONTENT)?;
+            let meta_for_sweepers = meta.clone();
             let runtime = tokio::runtime::Handle::try_current().map_err(|e| {
                 PluginError::Init(format!(
                     "the gc scheduler runs on a tokio runtime, and plugins are loaded outside \
@@ -108,7 +109,14 @@ pub fn registration() -> Registration {
                 meta,
                 content,
                 settings,
-                GcOptions::default(),
+                GcOptions {
+                    snapshot_sweepers: crate::namespaced_snapshots::NamespacedSnapshots::new(
+                        meta_for_sweepers,
+                        crate::namespaced_snapshots::loaded_snapshotters(ctx),
+                    )
+                    .sweepers(),
+                    ..GcOptions::default()
+                },
                 &runtime,
             )))
         })

@@ -2,6 +2,7 @@
 //! the crate docs).
 
 mod blobs;
+mod containers;
 mod images;
 mod leases;
 mod namespaces;
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use crate::error::{storage, MetadataError};
 
 pub use blobs::BlobRecord;
+pub use containers::{AnyValue, Container, RuntimeRecord};
 pub use images::{Descriptor, Image};
 pub use leases::{Lease, LeaseResource};
 pub use namespaces::Namespace;
@@ -31,6 +33,8 @@ pub(crate) mod trees {
     pub const CONTENT: &str = "content";
     /// Lease records.
     pub const LEASES: &str = "leases";
+    /// Container records.
+    pub const CONTAINERS: &str = "containers";
     /// Per-namespace snapshot records.
     pub const SNAPSHOTS: &str = "snapshots";
 }
@@ -41,6 +45,8 @@ pub(crate) mod kinds {
     pub const IMAGES: &str = "images";
     /// Content blobs.
     pub const BLOBS: &str = "blobs";
+    /// Containers.
+    pub const CONTAINERS: &str = "containers";
 }
 
 /// The metadata database.
@@ -52,6 +58,7 @@ pub struct MetadataStore {
     content: sled::Tree,
     leases: sled::Tree,
     snapshots: sled::Tree,
+    containers: sled::Tree,
     /// Bumped by every deletion; the garbage collector runs when it moved.
     deletions: Arc<AtomicU64>,
 }
@@ -71,6 +78,7 @@ impl MetadataStore {
             content: tree(trees::CONTENT)?,
             leases: tree(trees::LEASES)?,
             snapshots: tree(trees::SNAPSHOTS)?,
+            containers: tree(trees::CONTAINERS)?,
             db,
             deletions: Arc::new(AtomicU64::new(0)),
         })

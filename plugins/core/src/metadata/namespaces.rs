@@ -166,12 +166,20 @@ impl MetadataStore {
             let Some(record) = read(tree, name)? else {
                 return abort(MetadataError::NamespaceNotFound(name.to_owned()));
             };
-            let left: Vec<&str> = record
+            let mut left: Vec<&str> = record
                 .objects
                 .iter()
                 .filter(|(_, n)| **n > 0)
                 .map(|(kind, _)| kind.as_str())
                 .collect();
+            // containerd's order: images, blobs, containers, then snapshots per snapshotter.
+            left.sort_by_key(|kind| {
+                let rank = ["images", "blobs", "containers"]
+                    .iter()
+                    .position(|k| k == kind)
+                    .unwrap_or(3);
+                (rank, *kind)
+            });
             if !left.is_empty() {
                 return abort(MetadataError::NamespaceNotEmpty {
                     name: name.to_owned(),
@@ -181,6 +189,16 @@ impl MetadataStore {
             tree.remove(name.as_bytes())?;
             Ok(())
         }))?;
+        // Leases do not keep a namespace alive, but go with it, as in containerd.
+        let keys: Vec<sled::IVec> = self
+            .leases
+            .scan_prefix(super::ns_prefix(name))
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(storage("scan leases"))?;
+        for k in keys {
+            self.leases.remove(k).map_err(storage("remove lease"))?;
+        }
         self.flush()
     }
 
@@ -290,7 +308,7 @@ mod tests {
         let err = s.delete_namespace("t1").unwrap_err();
         assert_eq!(
             err.to_string(),
-            "namespace \"t1\" must be empty, but it still has blobs, images"
+            "namespace \"t1\" must be empty, but it still has images, blobs"
         );
         s.namespaces
             .transaction(|tree| {

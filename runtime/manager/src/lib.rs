@@ -1,0 +1,1 @@
+//! Runtime v2 manager.

@@ -1,0 +1,261 @@
+//! `containerd.services.containers.v1.Containers`: container records per namespace.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use berth_core::events::Exchange;
+use berth_core::metadata::{AnyValue, RuntimeRecord};
+use berth_core::{Container as StoredContainer, MetadataStore};
+use berth_proto::containerd::events::{
+    container_create, ContainerCreate, ContainerDelete, ContainerUpdate,
+};
+use berth_proto::containerd::services::containers::v1::containers_server::{
+    Containers, ContainersServer,
+};
+use berth_proto::containerd::services::containers::v1::{
+    container, Container, CreateContainerRequest, CreateContainerResponse, DeleteContainerRequest,
+    GetContainerRequest, GetContainerResponse, ListContainerMessage, ListContainersRequest,
+    ListContainersResponse, UpdateContainerRequest, UpdateContainerResponse,
+};
+use berth_registry::{types, Registration};
+use prost_types::Any;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::convert::timestamp;
+use crate::grpc::GrpcService;
+use crate::status::to_status;
+use crate::{blocking, namespace};
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// The Containers service.
+#[derive(Debug, Clone)]
+pub struct ContainersService {
+    store: Arc<MetadataStore>,
+    events: Arc<Exchange>,
+}
+
+fn any_from(a: Option<Any>) -> Option<AnyValue> {
+    a.map(|a| AnyValue {
+        type_url: a.type_url,
+        value: a.value,
+    })
+}
+
+fn any_to(a: Option<AnyValue>) -> Option<Any> {
+    a.map(|a| Any {
+        type_url: a.type_url,
+        value: a.value,
+    })
+}
+
+/// A container record for the wire.
+pub fn to_proto(c: StoredContainer) -> Container {
+    Container {
+        id: c.id,
+        labels: c.labels.into_iter().collect(),
+        image: c.image,
+        runtime: Some(container::Runtime {
+            name: c.runtime.name,
+            options: any_to(c.runtime.options),
+        }),
+        spec: any_to(c.spec),
+        snapshotter: c.snapshotter,
+        snapshot_key: c.snapshot_key,
+        created_at: timestamp(c.created_at),
+        updated_at: timestamp(c.updated_at),
+        extensions: c
+            .extensions
+            .into_iter()
+            .filter_map(|(k, v)| any_to(Some(v)).map(|v| (k, v)))
+            .collect(),
+    }
+}
+
+fn from_proto(c: Option<Container>) -> StoredContainer {
+    let c = c.unwrap_or_default();
+    let runtime = c.runtime.unwrap_or_default();
+    StoredContainer {
+        id: c.id,
+        labels: c.labels.into_iter().collect(),
+        image: c.image,
+        runtime: RuntimeRecord {
+            name: runtime.name,
+            options: any_from(runtime.options),
+        },
+        spec: any_from(c.spec),
+        snapshotter: c.snapshotter,
+        snapshot_key: c.snapshot_key,
+        created_at: SystemTime::UNIX_EPOCH,
+        updated_at: SystemTime::UNIX_EPOCH,
+        extensions: c
+            .extensions
+            .into_iter()
+            .filter_map(|(k, v)| any_from(Some(v)).map(|v| (k, v)))
+            .collect(),
+    }
+}
+
+impl ContainersService {
+    /// A service over `store`, publishing to `events`.
+    pub fn new(store: Arc<MetadataStore>, events: Arc<Exchange>) -> Self {
+        ContainersService { store, events }
+    }
+
+    async fn with_store<T, F>(&self, f: F) -> Result<T, Status>
+    where
+        F: FnOnce(&MetadataStore) -> Result<T, berth_core::MetadataError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let store = self.store.clone();
+        blocking::run(move || f(&store))
+            .await?
+            .map_err(|e| to_status(&e))
+    }
+
+    fn publish<E: berth_core::events::Event>(&self, ns: &str, event: &E) {
+        if let Err(e) = self.events.publish_event(ns, event) {
+            tracing::warn!(error = %e, "publish container event");
+        }
+    }
+
+    async fn list_all(
+        &self,
+        req: &Request<ListContainersRequest>,
+    ) -> Result<Vec<Container>, Status> {
+        let ns = namespace::from_request(req)?;
+        tracing::Span::current().record("namespace", ns.as_str());
+        let filter = berth_filters::parse_any(&req.get_ref().filters).map_err(|e| to_status(&e))?;
+        let all = self
+            .with_store(move |s| s.list_containers(&ns, &filter))
+            .await?;
+        Ok(all.into_iter().map(to_proto).collect())
+    }
+}
+
+#[tonic::async_trait]
+impl Containers for ContainersService {
+    #[tracing::instrument(skip_all, fields(namespace, id = %req.get_ref().id))]
+    async fn get(
+        &self,
+        req: Request<GetContainerRequest>,
+    ) -> Result<Response<GetContainerResponse>, Status> {
+        let ns = namespace::from_request(&req)?;
+        tracing::Span::current().record("namespace", ns.as_str());
+        let id = req.into_inner().id;
+        let c = self.with_store(move |s| s.get_container(&ns, &id)).await?;
+        Ok(Response::new(GetContainerResponse {
+            container: Some(to_proto(c)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(namespace))]
+    async fn list(
+        &self,
+        req: Request<ListContainersRequest>,
+    ) -> Result<Response<ListContainersResponse>, Status> {
+        let containers = self.list_all(&req).await?;
+        Ok(Response::new(ListContainersResponse { containers }))
+    }
+
+    type ListStreamStream = BoxStream<ListContainerMessage>;
+
+    #[tracing::instrument(skip_all, fields(namespace))]
+    async fn list_stream(
+        &self,
+        req: Request<ListContainersRequest>,
+    ) -> Result<Response<Self::ListStreamStream>, Status> {
+        let containers = self.list_all(&req).await?;
+        let msgs: Vec<Result<ListContainerMessage, Status>> = containers
+            .into_iter()
+            .map(|c| Ok(ListContainerMessage { container: Some(c) }))
+            .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(msgs))))
+    }
+
+    #[tracing::instrument(skip_all, fields(namespace, id))]
+    async fn create(
+        &self,
+        req: Request<CreateContainerRequest>,
+    ) -> Result<Response<CreateContainerResponse>, Status> {
+        let ns = namespace::from_request(&req)?;
+        let c = from_proto(req.into_inner().container);
+        let span = tracing::Span::current();
+        span.record("namespace", ns.as_str());
+        span.record("id", c.id.as_str());
+        let n = ns.clone();
+        let created = self.with_store(move |s| s.create_container(&n, c)).await?;
+        self.publish(
+            &ns,
+            &ContainerCreate {
+                id: created.id.clone(),
+                image: created.image.clone(),
+                runtime: Some(container_create::Runtime {
+                    name: created.runtime.name.clone(),
+                    options: any_to(created.runtime.options.clone()),
+                }),
+            },
+        );
+        Ok(Response::new(CreateContainerResponse {
+            container: Some(to_proto(created)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(namespace, id))]
+    async fn update(
+        &self,
+        req: Request<UpdateContainerRequest>,
+    ) -> Result<Response<UpdateContainerResponse>, Status> {
+        let ns = namespace::from_request(&req)?;
+        let r = req.into_inner();
+        let paths = r.update_mask.map(|m| m.paths).unwrap_or_default();
+        let c = from_proto(r.container);
+        let span = tracing::Span::current();
+        span.record("namespace", ns.as_str());
+        span.record("id", c.id.as_str());
+        let n = ns.clone();
+        let updated = self
+            .with_store(move |s| s.update_container(&n, c, &paths))
+            .await?;
+        self.publish(
+            &ns,
+            &ContainerUpdate {
+                id: updated.id.clone(),
+                image: updated.image.clone(),
+                labels: updated.labels.clone().into_iter().collect(),
+                snapshot_key: updated.snapshot_key.clone(),
+            },
+        );
+        Ok(Response::new(UpdateContainerResponse {
+            container: Some(to_proto(updated)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(namespace, id = %req.get_ref().id))]
+    async fn delete(&self, req: Request<DeleteContainerRequest>) -> Result<Response<()>, Status> {
+        let ns = namespace::from_request(&req)?;
+        tracing::Span::current().record("namespace", ns.as_str());
+        let id = req.into_inner().id;
+        let (n, i) = (ns.clone(), id.clone());
+        self.with_store(move |s| s.delete_container(&n, &i)).await?;
+        self.publish(&ns, &ContainerDelete { id });
+        Ok(Response::new(()))
+    }
+}
+
+/// The `io.containerd.grpc.v1.containers` plugin.
+pub fn registration() -> Registration {
+    Registration::new(types::GRPC, "containers")
+        .requires(&[types::METADATA, types::EVENT])
+        .init(|ctx| {
+            let store: Arc<MetadataStore> = ctx.get_single(types::METADATA)?;
+            let events: Arc<Exchange> = ctx.get_single(types::EVENT)?;
+            let svc = ContainersService::new(store, events);
+            Ok(Arc::new(GrpcService::new(
+                "containerd.services.containers.v1.Containers",
+                |routes| routes.add_service(ContainersServer::new(svc)),
+            )))
+        })
+}
