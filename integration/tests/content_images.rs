@@ -48,6 +48,10 @@ const IMAGE: &str = "docker.io/library/bb:latest";
 /// Header of `ctr images ls`.
 const IMAGES_LS_HEADER: [&str; 6] = ["REF", "TYPE", "DIGEST", "SIZE", "PLATFORMS", "LABELS"];
 
+/// How long one of the concurrent imports may take: real containerd 1.6.20 needs up to ~110 s
+/// for 20 concurrent imports of one archive (clients back off on the locked `tar-*` ingest refs).
+const CONCURRENT_IMPORT_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// How long to wait for an asynchronous effect (an event line, an active ingest).
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -72,6 +76,17 @@ fn ctr_redirect(
     stdin: Option<&Path>,
     stdout: Option<&Path>,
 ) -> CmdOutput {
+    run_with_timeout(ctr_command(address, args, stdin, stdout), CTR_TIMEOUT)
+}
+
+/// The command `ctr --address <address> <args>`, run by `sh` to redirect stdin from `stdin` and
+/// stdout to `stdout` when given; namespace and address variables are removed.
+fn ctr_command(
+    address: &Path,
+    args: &[&str],
+    stdin: Option<&Path>,
+    stdout: Option<&Path>,
+) -> Command {
     let mut script = String::from(r#"exec "$0" --address "$ADDR" "$@""#);
     let mut cmd = Command::new("sh");
     if let Some(path) = stdin {
@@ -90,7 +105,7 @@ fn ctr_redirect(
         .env_remove("CONTAINERD_ADDRESS")
         .env_remove("CONTAINERD_NAMESPACE")
         .env_remove("CONTAINERD_SNAPSHOTTER");
-    run_with_timeout(cmd, CTR_TIMEOUT)
+    cmd
 }
 
 /// The rows of `ctr images ls`, checking the header.
@@ -694,17 +709,16 @@ fn concurrent_imports_store_each_blob_once() {
             .map(|name| {
                 let archive = &img.archive;
                 s.spawn(move || {
-                    ctr_at(
-                        addr,
-                        &[
-                            "images",
-                            "import",
-                            "--no-unpack",
-                            "--index-name",
-                            name,
-                            archive.to_str().expect("utf-8 path"),
-                        ],
-                    )
+                    let args = [
+                        "images",
+                        "import",
+                        "--no-unpack",
+                        "--index-name",
+                        name,
+                        archive.to_str().expect("utf-8 path"),
+                    ];
+                    let cmd = ctr_command(addr, &args, None, None);
+                    run_with_timeout(cmd, CONCURRENT_IMPORT_TIMEOUT)
                 })
             })
             .collect();

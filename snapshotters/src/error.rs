@@ -127,6 +127,16 @@ pub enum SnapshotError {
         /// What was refused.
         what: String,
     },
+    /// A remote (proxy) snapshotter answered with an error; `kind` is its class.
+    #[error("remote snapshotter {op}: {message}")]
+    Remote {
+        /// The call.
+        op: &'static str,
+        /// The error class the remote's status code maps to.
+        kind: ErrorKind,
+        /// The remote's message.
+        message: String,
+    },
     /// The host cannot run this snapshotter at this root.
     #[error("{reason}: failed precondition")]
     Unsupported {
@@ -183,6 +193,7 @@ impl Classify for SnapshotError {
             | SnapshotError::NotActiveOrView { .. }
             | SnapshotError::Unsupported { .. } => ErrorKind::FailedPrecondition,
             SnapshotError::Corrupt { .. } => ErrorKind::DataLoss,
+            SnapshotError::Remote { kind, .. } => *kind,
             SnapshotError::UnsupportedMount { .. } => ErrorKind::NotImplemented,
             SnapshotError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                 ErrorKind::NotFound

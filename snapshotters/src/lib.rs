@@ -26,6 +26,7 @@ mod fsutil;
 pub mod mount;
 pub mod native;
 pub mod overlay;
+pub mod proxy;
 pub mod snapshotter;
 pub mod storage;
 pub mod testsuite;

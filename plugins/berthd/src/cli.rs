@@ -51,9 +51,10 @@ enum ConfigAction {
     Dump,
 }
 
-fn registry() -> anyhow::Result<Registry> {
+fn registry(config: &Config) -> anyhow::Result<Registry> {
     let mut registry = Registry::new();
     builtins::register_all(&mut registry)?;
+    berth_snapshotters::proxy::plugin::register_from_config(&mut registry, config)?;
     Ok(registry)
 }
 
@@ -100,21 +101,24 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Config {
             action: ConfigAction::Default,
         }) => {
-            let config = with_plugin_defaults(Config::default(), &registry()?);
+            let config = Config::default();
+            let config = with_plugin_defaults(config.clone(), &registry(&config)?);
             print!("{}", config.to_toml());
             Ok(())
         }
         Some(Command::Config {
             action: ConfigAction::Dump,
         }) => {
-            let config = with_plugin_defaults(cli.load_config()?, &registry()?);
+            let config = cli.load_config()?;
+            let config = with_plugin_defaults(config.clone(), &registry(&config)?);
             print!("{}", config.to_toml());
             Ok(())
         }
         None => {
             let config = cli.load_config()?;
             logging::init(&config.debug.level);
-            server::run(config, registry()?)
+            let registry = registry(&config)?;
+            server::run(config, registry)
         }
     }
 }

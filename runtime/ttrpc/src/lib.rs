@@ -18,6 +18,8 @@ use std::time::Duration;
 pub use berth_proto::google::rpc::Status as RpcStatus;
 
 mod client;
+#[cfg(test)]
+mod conn_tests;
 mod server;
 pub mod wire;
 

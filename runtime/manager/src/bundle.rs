@@ -1,0 +1,298 @@
+//! A task's bundle (containerd `runtime/v2/bundle.go`):
+//!
+//! ```text
+//! <state>/io.containerd.runtime.v2.task/<ns>/<id>/   0700
+//!     config.json      the spec Any's value, byte for byte
+//!     rootfs/          the shim mounts the snapshot here
+//!     work -> <root>/io.containerd.runtime.v2.task/<ns>/<id>
+//!     log              FIFO the shim writes its log to; the daemon reads it
+//!     address          written by the shim's start action
+//!     shim-binary-path written by the daemon; read on restart
+//! ```
+//!
+//! Namespace and id are validated before any path is built. Everything here is synchronous
+//! filesystem work; async callers go through [`crate::blocking`].
+
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use berth_registry::identifiers;
+use nix::sys::stat::Mode;
+
+use crate::error::RuntimeError;
+
+/// The spec file name.
+pub const CONFIG_FILE: &str = "config.json";
+/// The rootfs directory name.
+pub const ROOTFS: &str = "rootfs";
+/// The work-dir symlink name.
+pub const WORK: &str = "work";
+/// The shim log FIFO name.
+pub const LOG_FIFO: &str = "log";
+/// The file the shim writes its address to.
+pub const ADDRESS_FILE: &str = "address";
+/// The file recording the shim binary, read on restart.
+pub const SHIM_BINARY_FILE: &str = "shim-binary-path";
+
+/// One task's bundle on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bundle {
+    /// The namespace.
+    pub namespace: String,
+    /// The task (container) id.
+    pub id: String,
+    /// `<state>/<ns>/<id>`.
+    pub path: PathBuf,
+    /// `<root>/<ns>/<id>`.
+    pub work: PathBuf,
+}
+
+fn bundle_io(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> RuntimeError + '_ {
+    move |source| RuntimeError::Bundle {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn mkdir(path: &Path, mode: u32, recursive: bool) -> io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(recursive)
+        .mode(mode)
+        .create(path)
+}
+
+impl Bundle {
+    /// The bundle of `ns`/`id` under the plugin's `state` and `root` dirs; refuses ids that are
+    /// not identifiers (so `../x` never becomes a path).
+    pub fn locate(state: &Path, root: &Path, ns: &str, id: &str) -> Result<Bundle, RuntimeError> {
+        identifiers::validate_namespace(ns).map_err(|source| RuntimeError::InvalidId {
+            id: ns.to_owned(),
+            source,
+        })?;
+        identifiers::validate(id).map_err(|source| RuntimeError::InvalidId {
+            id: id.to_owned(),
+            source,
+        })?;
+        Ok(Bundle {
+            namespace: ns.to_owned(),
+            id: id.to_owned(),
+            path: state.join(ns).join(id),
+            work: root.join(ns).join(id),
+        })
+    }
+
+    /// Creates the bundle with `spec` as `config.json`. An existing bundle directory means the
+    /// task exists (AlreadyExists); on any other failure what was made is removed again.
+    pub fn create(
+        state: &Path,
+        root: &Path,
+        ns: &str,
+        id: &str,
+        spec: &[u8],
+    ) -> Result<Bundle, RuntimeError> {
+        let b = Bundle::locate(state, root, ns, id)?;
+        let parent = state.join(ns);
+        mkdir(&parent, 0o711, true).map_err(bundle_io("create state dir", &parent))?;
+        match mkdir(&b.path, 0o700, false) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                return Err(RuntimeError::TaskExists(id.to_owned()))
+            }
+            Err(e) => return Err(bundle_io("create bundle", &b.path)(e)),
+        }
+        if let Err(e) = b.populate(root, spec) {
+            let _ = std::fs::remove_dir_all(&b.path);
+            let _ = std::fs::remove_dir_all(&b.work);
+            return Err(e);
+        }
+        Ok(b)
+    }
+
+    fn populate(&self, root: &Path, spec: &[u8]) -> Result<(), RuntimeError> {
+        let rootfs = self.path.join(ROOTFS);
+        mkdir(&rootfs, 0o711, false).map_err(bundle_io("create rootfs dir", &rootfs))?;
+        let work_parent = root.join(&self.namespace);
+        mkdir(&work_parent, 0o711, true).map_err(bundle_io("create work dir", &work_parent))?;
+        if let Err(e) = mkdir(&self.work, 0o711, false) {
+            if e.kind() != io::ErrorKind::AlreadyExists {
+                return Err(bundle_io("create work dir", &self.work)(e));
+            }
+            // A stale work dir from an earlier task of the same id: start clean.
+            std::fs::remove_dir_all(&self.work).map_err(bundle_io("remove work dir", &self.work))?;
+            mkdir(&self.work, 0o711, false).map_err(bundle_io("create work dir", &self.work))?;
+        }
+        let link = self.path.join(WORK);
+        std::os::unix::fs::symlink(&self.work, &link).map_err(bundle_io("link work dir", &link))?;
+        let config = self.path.join(CONFIG_FILE);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&config)
+            .and_then(|mut f| io::Write::write_all(&mut f, spec))
+            .map_err(bundle_io("write spec", &config))?;
+        let log = self.log_path();
+        nix::unistd::mkfifo(&log, Mode::from_bits_truncate(0o700))
+            .map_err(|e| bundle_io("create log fifo", &log)(io::Error::from(e)))?;
+        Ok(())
+    }
+
+    /// The shim log FIFO.
+    pub fn log_path(&self) -> PathBuf {
+        self.path.join(LOG_FIFO)
+    }
+
+    /// The rootfs directory.
+    pub fn rootfs(&self) -> PathBuf {
+        self.path.join(ROOTFS)
+    }
+
+    /// True when the bundle directory has no entries (or is gone).
+    pub fn is_empty(&self) -> bool {
+        std::fs::read_dir(&self.path)
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(true)
+    }
+
+    /// Writes a small file in the bundle (mode 0600), replacing it.
+    pub fn write_file(&self, name: &str, data: &[u8]) -> Result<(), RuntimeError> {
+        let p = self.path.join(name);
+        let tmp = self.path.join(format!(".{name}.tmp"));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .and_then(|mut f| io::Write::write_all(&mut f, data))
+            .and_then(|()| std::fs::rename(&tmp, &p))
+            .map_err(bundle_io("write", &p))
+    }
+
+    /// Reads a bundle file as trimmed text; `None` when it does not exist.
+    pub fn read_file(&self, name: &str) -> Result<Option<String>, RuntimeError> {
+        let p = self.path.join(name);
+        match std::fs::read_to_string(&p) {
+            Ok(s) => Ok(Some(s.trim().to_owned())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(bundle_io("read", &p)(e)),
+        }
+    }
+
+    /// Removes the bundle and its work dir: unmounts whatever is left on `rootfs`, then renames
+    /// each tree to a hidden name before removing it, so a crash never leaves half a bundle
+    /// under its real name.
+    pub fn delete(&self) -> Result<(), RuntimeError> {
+        let rootfs = self.rootfs();
+        unmount_all(&rootfs).map_err(bundle_io("unmount rootfs", &rootfs))?;
+        match std::fs::remove_dir(&rootfs) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(bundle_io("remove rootfs", &rootfs)(e)),
+        }
+        let bundle = atomic_delete(&self.path).map_err(bundle_io("remove bundle", &self.path));
+        let work = atomic_delete(&self.work).map_err(bundle_io("remove work dir", &self.work));
+        bundle.and(work)
+    }
+}
+
+/// Unmounts every mount stacked on `path` (lazily, so busy mounts do not block).
+fn unmount_all(path: &Path) -> io::Result<()> {
+    use nix::errno::Errno;
+    use nix::mount::{umount2, MntFlags};
+    // Bounded: a path can only have so many mounts stacked on it.
+    for _ in 0..64 {
+        match umount2(path, MntFlags::MNT_DETACH) {
+            Ok(()) => continue,
+            // EINVAL: not a mount point (any more); EPERM: unprivileged, so nothing of ours
+            // can be mounted there.
+            Err(Errno::EINVAL | Errno::ENOENT | Errno::EPERM) => return Ok(()),
+            Err(e) => return Err(io::Error::from(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Renames `path` to `.<name>` next to it, then removes that.
+fn atomic_delete(path: &Path) -> io::Result<()> {
+    let Some(name) = path.file_name() else {
+        return Ok(());
+    };
+    let mut hidden = std::ffi::OsString::from(".");
+    hidden.push(name);
+    let hidden = path.with_file_name(hidden);
+    match std::fs::rename(path, &hidden) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    std::fs::remove_dir_all(&hidden)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+
+    use berth_registry::{Classify, ErrorKind};
+
+    use super::*;
+
+    #[test]
+    fn refuses_ids_that_are_not_identifiers() {
+        let d = tempfile::tempdir().unwrap();
+        for (ns, id) in [
+            ("default", "../x"),
+            ("default", "a/b"),
+            ("..", "x"),
+            ("", "x"),
+            ("default", ""),
+        ] {
+            let err = Bundle::create(d.path(), d.path(), ns, id, b"{}").unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{ns:?}/{id:?}");
+        }
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn creates_the_layout_and_deletes_it() {
+        let d = tempfile::tempdir().unwrap();
+        let (state, root) = (d.path().join("state"), d.path().join("root"));
+        let b = Bundle::create(&state, &root, "ns1", "c1", b"{\"ociVersion\":\"1\"}").unwrap();
+        assert_eq!(b.path, state.join("ns1/c1"));
+        let mode = std::fs::metadata(&b.path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        assert_eq!(
+            std::fs::read(b.path.join(CONFIG_FILE)).unwrap(),
+            b"{\"ociVersion\":\"1\"}"
+        );
+        assert!(b.rootfs().is_dir());
+        assert_eq!(
+            std::fs::read_link(b.path.join(WORK)).unwrap(),
+            root.join("ns1/c1")
+        );
+        assert!(root.join("ns1/c1").is_dir());
+        assert!(std::fs::metadata(b.log_path())
+            .unwrap()
+            .file_type()
+            .is_fifo());
+
+        let again = Bundle::create(&state, &root, "ns1", "c1", b"{}").unwrap_err();
+        assert_eq!(again.kind(), ErrorKind::AlreadyExists);
+
+        b.write_file(SHIM_BINARY_FILE, b"/usr/bin/x").unwrap();
+        assert_eq!(
+            b.read_file(SHIM_BINARY_FILE).unwrap().as_deref(),
+            Some("/usr/bin/x")
+        );
+        assert_eq!(b.read_file(ADDRESS_FILE).unwrap(), None);
+
+        b.delete().unwrap();
+        assert!(!b.path.exists());
+        assert!(!root.join("ns1/c1").exists());
+        assert_eq!(std::fs::read_dir(state.join("ns1")).unwrap().count(), 0);
+        // Deleting twice is fine.
+        b.delete().unwrap();
+    }
+}

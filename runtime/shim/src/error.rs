@@ -1,0 +1,145 @@
+//! The shim's error type and its one mapping to a ttrpc status.
+
+use std::path::PathBuf;
+
+use berth_ttrpc::{code, status, RpcStatus};
+
+use crate::process::StateError;
+
+/// Everything a shim operation can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ShimError {
+    /// Task id not known to this shim (containerd: "container not created").
+    #[error("container {id} not created: not found")]
+    ContainerNotFound {
+        /// The task id asked for.
+        id: String,
+    },
+    /// Exec id not known within the task.
+    #[error("process {exec_id} does not exist: not found")]
+    ProcessNotFound {
+        /// The exec id asked for.
+        exec_id: String,
+    },
+    /// Signalling a process that is gone (`pkg/process/utils.go` `checkKillError`).
+    #[error("process already finished: not found")]
+    ProcessFinished,
+    /// Task or exec id taken.
+    #[error("{what} {id} already exists")]
+    AlreadyExists {
+        /// "container" or "process".
+        what: &'static str,
+        /// The id.
+        id: String,
+    },
+    /// The lifecycle state refuses the operation.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// Malformed request.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// Not supported by this shim or host.
+    #[error("{0}: not implemented")]
+    Unimplemented(&'static str),
+    /// A runc invocation failed; `message` is runc's own error (from its JSON log when it has one).
+    #[error("{op}: {message}")]
+    Runc {
+        /// What we asked runc to do, in containerd's words ("OCI runtime create failed").
+        op: String,
+        /// runc's message.
+        message: String,
+    },
+    /// A file operation failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// The operation.
+        op: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A system call failed.
+    #[error("{op}: {source}")]
+    Sys {
+        /// The operation and its object.
+        op: String,
+        /// The errno.
+        #[source]
+        source: nix::Error,
+    },
+    /// A payload could not be decoded.
+    #[error("decode {what}: {message}")]
+    Decode {
+        /// What was being decoded.
+        what: &'static str,
+        /// The decoder's message.
+        message: String,
+    },
+}
+
+impl ShimError {
+    /// Wraps an I/O error with its operation and path.
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> ShimError {
+        ShimError::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// Wraps an errno with the operation.
+    pub fn sys(op: impl Into<String>, source: nix::Error) -> ShimError {
+        ShimError::Sys {
+            op: op.into(),
+            source,
+        }
+    }
+
+    /// The gRPC code containerd's errdefs would give this error.
+    pub fn code(&self) -> i32 {
+        match self {
+            ShimError::ContainerNotFound { .. }
+            | ShimError::ProcessNotFound { .. }
+            | ShimError::ProcessFinished => code::NOT_FOUND,
+            ShimError::AlreadyExists { .. } => code::ALREADY_EXISTS,
+            ShimError::State(_) => code::FAILED_PRECONDITION,
+            ShimError::InvalidArgument(_) | ShimError::Decode { .. } => code::INVALID_ARGUMENT,
+            ShimError::Unimplemented(_) => code::UNIMPLEMENTED,
+            ShimError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                code::NOT_FOUND
+            }
+            ShimError::Runc { .. } | ShimError::Io { .. } | ShimError::Sys { .. } => code::UNKNOWN,
+        }
+    }
+}
+
+impl From<ShimError> for RpcStatus {
+    fn from(err: ShimError) -> RpcStatus {
+        tracing::warn!(error = %err, "request failed");
+        status(err.code(), err.to_string())
+    }
+}
+
+/// Shorthand for shim results.
+pub type Result<T> = std::result::Result<T, ShimError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_and_messages() {
+        let st: RpcStatus = ShimError::ProcessFinished.into();
+        assert_eq!(st.code, code::NOT_FOUND);
+        assert_eq!(st.message, "process already finished: not found");
+        let st: RpcStatus = ShimError::State(StateError::new("cannot pause task in created state")).into();
+        assert_eq!(st.code, code::FAILED_PRECONDITION);
+        assert_eq!(st.message, "cannot pause task in created state");
+        assert_eq!(
+            ShimError::Unimplemented("checkpoint").code(),
+            code::UNIMPLEMENTED
+        );
+    }
+}

@@ -1,0 +1,97 @@
+//! Wire conversions shared by the proxy client and server.
+
+use std::time::SystemTime;
+
+use berth_proto::containerd::services::snapshots::v1::{Info as ProtoInfo, Kind as ProtoKind};
+use berth_proto::containerd::types::Mount as ProtoMount;
+use berth_registry::ErrorKind;
+use tonic::Code;
+
+use crate::snapshotter::{Info, Kind, Mount};
+
+pub(crate) fn mount_to_proto(m: Mount) -> ProtoMount {
+    ProtoMount {
+        r#type: m.mount_type,
+        source: m.source,
+        target: m.target,
+        options: m.options,
+    }
+}
+
+pub(crate) fn mount_from_proto(m: ProtoMount) -> Mount {
+    Mount {
+        mount_type: m.r#type,
+        source: m.source,
+        target: m.target,
+        options: m.options,
+    }
+}
+
+fn time_from(t: Option<prost_types::Timestamp>) -> SystemTime {
+    t.and_then(|t| SystemTime::try_from(t).ok())
+        .unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+pub(crate) fn info_to_proto(i: Info) -> ProtoInfo {
+    let kind = match i.kind {
+        Kind::View => ProtoKind::View,
+        Kind::Active => ProtoKind::Active,
+        Kind::Committed => ProtoKind::Committed,
+    };
+    ProtoInfo {
+        name: i.name,
+        parent: i.parent.unwrap_or_default(),
+        kind: kind as i32,
+        created_at: Some(i.created_at.into()),
+        updated_at: Some(i.updated_at.into()),
+        labels: i.labels.into_iter().collect(),
+    }
+}
+
+pub(crate) fn info_from_proto(i: ProtoInfo) -> Info {
+    let kind = match ProtoKind::try_from(i.kind) {
+        Ok(ProtoKind::View) => Kind::View,
+        Ok(ProtoKind::Committed) => Kind::Committed,
+        _ => Kind::Active,
+    };
+    Info {
+        name: i.name,
+        parent: (!i.parent.is_empty()).then_some(i.parent),
+        kind,
+        labels: i.labels.into_iter().collect(),
+        created_at: time_from(i.created_at),
+        updated_at: time_from(i.updated_at),
+    }
+}
+
+pub(crate) fn kind_of(code: Code) -> ErrorKind {
+    match code {
+        Code::InvalidArgument => ErrorKind::InvalidArgument,
+        Code::NotFound => ErrorKind::NotFound,
+        Code::AlreadyExists => ErrorKind::AlreadyExists,
+        Code::FailedPrecondition => ErrorKind::FailedPrecondition,
+        Code::Unavailable => ErrorKind::Unavailable,
+        Code::Unimplemented => ErrorKind::NotImplemented,
+        Code::OutOfRange => ErrorKind::OutOfRange,
+        Code::DataLoss => ErrorKind::DataLoss,
+        Code::Cancelled => ErrorKind::Canceled,
+        Code::DeadlineExceeded => ErrorKind::DeadlineExceeded,
+        _ => ErrorKind::Internal,
+    }
+}
+
+pub(crate) fn code_of(kind: ErrorKind) -> Code {
+    match kind {
+        ErrorKind::InvalidArgument => Code::InvalidArgument,
+        ErrorKind::NotFound => Code::NotFound,
+        ErrorKind::AlreadyExists => Code::AlreadyExists,
+        ErrorKind::FailedPrecondition | ErrorKind::Conflict => Code::FailedPrecondition,
+        ErrorKind::Unavailable => Code::Unavailable,
+        ErrorKind::NotImplemented => Code::Unimplemented,
+        ErrorKind::OutOfRange => Code::OutOfRange,
+        ErrorKind::DataLoss => Code::DataLoss,
+        ErrorKind::Canceled => Code::Cancelled,
+        ErrorKind::DeadlineExceeded => Code::DeadlineExceeded,
+        ErrorKind::Internal => Code::Unknown,
+    }
+}
