@@ -19,7 +19,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use berth_integration::image::{
-    build_busybox_image, sha256_digest, TestImage, MEDIA_TYPE_MANIFEST,
+    build_busybox_image, read_archive, sha256_digest, TestImage, MEDIA_TYPE_MANIFEST,
 };
 use berth_integration::{
     channel, ctr, namespaced, parse_table, require_binary, require_root, run_with_timeout,
@@ -373,7 +373,7 @@ fn export_reimports_with_identical_digests() {
     let exported = daemon.dir().join("export.tar");
     let exported_str = exported.to_str().expect("utf-8 path");
     ctr(&daemon, &["images", "export", exported_str, IMAGE]).ok();
-    let files = berth_integration::image::read_archive(&exported);
+    let files = read_archive(&exported);
     for name in ["oci-layout", "index.json"] {
         assert!(
             files.contains_key(name),
@@ -416,6 +416,25 @@ fn export_reimports_with_identical_digests() {
         assert!(
             reference.contains(&digest),
             "{digest} not in containerd: {reference:?}"
+        );
+    }
+    // Exported again by containerd, the archive has the same files with the same bytes: ctr
+    // builds the tar client-side, so any difference is in what the daemons stored.
+    let again = daemon.dir().join("export-containerd.tar");
+    let again_str = again.to_str().expect("utf-8 path");
+    ctr_at(&containerd.address, &["images", "export", again_str, IMAGE]).ok();
+    let reference_files = read_archive(&again);
+    assert_eq!(
+        files.keys().collect::<Vec<_>>(),
+        reference_files.keys().collect::<Vec<_>>(),
+        "exported file lists differ"
+    );
+    for (name, data) in &reference_files {
+        assert!(
+            files[name] == *data,
+            "{name} differs between the berthd and containerd exports:\n{}\n{}",
+            String::from_utf8_lossy(&files[name]),
+            String::from_utf8_lossy(data)
         );
     }
 }
@@ -654,21 +673,25 @@ fn events_report_image_create_and_delete() {
         }
     };
 
-    // Handshake: the subscription is live once a namespace created afterwards is reported.
+    // Handshake: the subscription is live once an image tagged afterwards is reported (only
+    // image events are relied on here). Lines seen before it are dropped.
+    import(daemon.address(), &img.archive, &[]);
     let deadline = Instant::now() + WAIT;
-    let mut n = 0;
+    let mut probes = Vec::new();
     loop {
-        let ns = format!("probe{n}");
-        ctr(&daemon, &["namespaces", "create", &ns]).ok();
-        let seen = rx.recv_timeout(Duration::from_millis(500));
-        if let Ok(line) = seen {
-            lines.push(line);
+        let probe = format!("example.com/probe:{}", probes.len());
+        ctr(&daemon, &["images", "tag", IMAGE, &probe]).ok();
+        probes.push(probe);
+        if rx.recv_timeout(Duration::from_millis(500)).is_ok() {
             break;
         }
         assert!(Instant::now() < deadline, "ctr events reported nothing");
-        n += 1;
     }
+    while rx.recv_timeout(Duration::from_millis(200)).is_ok() {}
 
+    let mut rm = vec!["images", "rm", "--sync", IMAGE];
+    rm.extend(probes.iter().map(String::as_str));
+    ctr(&daemon, &rm).ok();
     import(daemon.address(), &img.archive, &[]);
     ctr(&daemon, &["images", "rm", "--sync", IMAGE]).ok();
     let name = format!("\"name\":\"{IMAGE}\"");

@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use berth_core::events::Exchange;
 use berth_core::{MetadataStore, Namespace as StoredNamespace};
+use berth_proto::containerd::events::{NamespaceCreate, NamespaceDelete, NamespaceUpdate};
 use berth_proto::containerd::services::namespaces::v1::namespaces_server::{
     Namespaces, NamespacesServer,
 };
@@ -24,12 +26,22 @@ use crate::status::to_status;
 #[derive(Debug, Clone)]
 pub struct NamespacesService {
     store: Arc<MetadataStore>,
+    events: Option<Arc<Exchange>>,
 }
 
 impl NamespacesService {
-    /// A service over `store`.
-    pub fn new(store: Arc<MetadataStore>) -> Self {
-        NamespacesService { store }
+    /// A service over `store`, publishing namespace events to `events` when given.
+    pub fn new(store: Arc<MetadataStore>, events: Option<Arc<Exchange>>) -> Self {
+        NamespacesService { store, events }
+    }
+
+    /// Publishes under the namespace the event is about, as containerd does.
+    fn publish<E: berth_core::events::Event>(&self, ns: &str, event: &E) {
+        if let Some(events) = &self.events {
+            if let Err(e) = events.publish_event(ns, event) {
+                tracing::warn!(error = %e, "publish namespace event");
+            }
+        }
     }
 
     async fn with_store<T, F>(&self, f: F) -> Result<T, Status>
@@ -92,6 +104,13 @@ impl Namespaces for NamespacesService {
         let ns = self
             .with_store(move |s| s.create_namespace(&name, labels))
             .await?;
+        self.publish(
+            &ns.name,
+            &NamespaceCreate {
+                name: ns.name.clone(),
+                labels: ns.labels.clone().into_iter().collect(),
+            },
+        );
         Ok(Response::new(CreateNamespaceResponse {
             namespace: Some(to_proto(ns)),
         }))
@@ -109,6 +128,13 @@ impl Namespaces for NamespacesService {
         let ns = self
             .with_store(move |s| s.update_namespace(&name, labels, &paths))
             .await?;
+        self.publish(
+            &ns.name,
+            &NamespaceUpdate {
+                name: ns.name.clone(),
+                labels: ns.labels.clone().into_iter().collect(),
+            },
+        );
         Ok(Response::new(UpdateNamespaceResponse {
             namespace: Some(to_proto(ns)),
         }))
@@ -117,7 +143,9 @@ impl Namespaces for NamespacesService {
     #[tracing::instrument(skip_all, fields(namespace = %req.get_ref().name))]
     async fn delete(&self, req: Request<DeleteNamespaceRequest>) -> Result<Response<()>, Status> {
         let name = req.into_inner().name;
-        self.with_store(move |s| s.delete_namespace(&name)).await?;
+        let n = name.clone();
+        self.with_store(move |s| s.delete_namespace(&n)).await?;
+        self.publish(&name, &NamespaceDelete { name: name.clone() });
         Ok(Response::new(()))
     }
 }
@@ -125,10 +153,11 @@ impl Namespaces for NamespacesService {
 /// The `io.containerd.grpc.v1.namespaces` plugin.
 pub fn registration() -> Registration {
     Registration::new(types::GRPC, "namespaces")
-        .requires(&[types::METADATA])
+        .requires(&[types::METADATA, types::EVENT])
         .init(|ctx| {
             let store: Arc<MetadataStore> = ctx.get_single(types::METADATA)?;
-            let svc = NamespacesService::new(store);
+            let events: Option<Arc<Exchange>> = ctx.get_single(types::EVENT).ok();
+            let svc = NamespacesService::new(store, events);
             Ok(Arc::new(GrpcService::new(
                 "containerd.services.namespaces.v1.Namespaces",
                 |routes| routes.add_service(NamespacesServer::new(svc)),
@@ -145,7 +174,7 @@ mod tests {
     fn service() -> (tempfile::TempDir, NamespacesService) {
         let dir = tempfile::tempdir().unwrap();
         let store = MetadataStore::open(dir.path()).unwrap();
-        (dir, NamespacesService::new(Arc::new(store)))
+        (dir, NamespacesService::new(Arc::new(store), None))
     }
 
     fn create_req(name: &str, labels: &[(&str, &str)]) -> Request<CreateNamespaceRequest> {

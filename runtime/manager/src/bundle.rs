@@ -48,7 +48,7 @@ pub struct Bundle {
     pub work: PathBuf,
 }
 
-fn bundle_io(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> RuntimeError + '_ {
+fn bundle_io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> RuntimeError + 'a {
     move |source| RuntimeError::Bundle {
         op,
         path: path.to_path_buf(),

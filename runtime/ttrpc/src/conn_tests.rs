@@ -44,7 +44,10 @@ impl Service for TestTask {
                 })
             }),
             "Metadata" => {
-                let ns = ctx.get("containerd-namespace-ttrpc").unwrap_or("").to_owned();
+                let ns = ctx
+                    .get("containerd-namespace-ttrpc")
+                    .unwrap_or("")
+                    .to_owned();
                 let has_timeout = ctx.timeout.is_some();
                 unary(&payload, move |_: ConnectRequest| async move {
                     Ok(ConnectResponse {
@@ -226,7 +229,12 @@ async fn call_timeout() {
     assert_eq!(err.code(), Some(code::DEADLINE_EXCEEDED), "{err}");
     // The connection stays usable after a timed-out call.
     let resp: ConnectResponse = client
-        .call(TASK, "Connect", &connect_req("after"), CallOptions::default())
+        .call(
+            TASK,
+            "Connect",
+            &connect_req("after"),
+            CallOptions::default(),
+        )
         .await
         .unwrap();
     assert_eq!(resp.version, "after");
@@ -513,7 +521,10 @@ async fn interop_with_go_shim() {
     let client = Client::connect_address(&address).await.unwrap();
     let opts = CallOptions {
         timeout: Some(Duration::from_secs(5)),
-        metadata: vec![("containerd-namespace-ttrpc".into(), "berth-ttrpc-test".into())],
+        metadata: vec![(
+            "containerd-namespace-ttrpc".into(),
+            "berth-ttrpc-test".into(),
+        )],
     };
     let resp: ConnectResponse = client
         .call(TASK, "Connect", &connect_req(&id), opts.clone())

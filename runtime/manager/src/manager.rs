@@ -1,0 +1,692 @@
+//! The task manager (containerd `runtime/v2/manager.go` `ShimManager` + `TaskManager`,
+//! `shim_load.go`): creates bundles, starts shims, keeps the live tasks per namespace, deletes
+//! them, cleans up after shims that die, and reconnects to running shims after a restart.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use berth_proto::containerd::task::v2::{CreateTaskRequest, CreateTaskResponse};
+use berth_proto::containerd::types::Mount as ProtoMount;
+use berth_registry::{identifiers, Classify, ErrorKind};
+use berth_ttrpc::Client;
+
+use crate::binary::ShimResolver;
+use crate::bundle::{self, Bundle};
+use crate::error::RuntimeError;
+use crate::events::{publish_dead_shim, EventSink};
+use crate::shim::{is_executable, parse_address, spawn_log_pump, Exit, ShimBinary};
+use crate::task::{Task, TaskIo, LOAD_TIMEOUT};
+
+/// How often a task's connection is checked for a dead shim.
+const MONITOR_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Runtime options type the runc shims take (`io.containerd.runc.*`).
+pub const RUNC_OPTIONS_TYPE: &str = "containerd.runc.v1.Options";
+
+/// Where the manager lives and how shims reach the daemon.
+#[derive(Debug, Clone)]
+pub struct ManagerConfig {
+    /// `<root>/io.containerd.runtime.v2.task`: work dirs.
+    pub root: PathBuf,
+    /// `<state>/io.containerd.runtime.v2.task`: bundles.
+    pub state: PathBuf,
+    /// The daemon's gRPC socket (shim `-address`).
+    pub grpc_address: String,
+    /// The daemon's ttrpc socket (shim `TTRPC_ADDRESS`).
+    pub ttrpc_address: String,
+    /// The daemon executable (shim `-publish-binary`).
+    pub publish_binary: PathBuf,
+    /// Runtime name → shim binary overrides (see [`crate::Config::runtimes`]).
+    pub runtimes: BTreeMap<String, String>,
+}
+
+/// One rootfs mount handed to the shim, which mounts it on `<bundle>/rootfs`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RootfsMount {
+    /// Filesystem type (`bind`, `overlay`, ...).
+    pub mount_type: String,
+    /// Source.
+    pub source: String,
+    /// Target below the rootfs, usually empty.
+    pub target: String,
+    /// `mount(8)` options.
+    pub options: Vec<String>,
+}
+
+/// What a new task needs.
+#[derive(Debug, Clone, Default)]
+pub struct CreateOpts {
+    /// Namespace.
+    pub namespace: String,
+    /// Task (container) id.
+    pub id: String,
+    /// The OCI spec JSON, written as `config.json` unchanged.
+    pub spec: Vec<u8>,
+    /// Rootfs mounts.
+    pub rootfs: Vec<RootfsMount>,
+    /// The container's runtime name (`io.containerd.runc.v2`).
+    pub runtime: String,
+    /// A runtime binary path from the request; used instead of the name if non-empty (only
+    /// configured paths are accepted).
+    pub runtime_path: String,
+    /// The container's runtime options.
+    pub runtime_options: Option<prost_types::Any>,
+    /// The request's task options; win over the runtime options.
+    pub task_options: Option<prost_types::Any>,
+    /// Stdio.
+    pub io: TaskIo,
+    /// A checkpoint directory to restore from, empty for none.
+    pub checkpoint: String,
+}
+
+type TaskKey = (String, String);
+
+/// The live tasks of every namespace.
+pub struct TaskManager {
+    config: ManagerConfig,
+    resolver: ShimResolver,
+    events: Arc<dyn EventSink>,
+    tasks: Mutex<BTreeMap<TaskKey, Arc<Task>>>,
+    me: Weak<TaskManager>,
+}
+
+impl std::fmt::Debug for TaskManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskManager")
+            .field("config", &self.config)
+            .field("tasks", &self.lock().len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn blocking_err(e: tokio::task::JoinError) -> RuntimeError {
+    RuntimeError::Bundle {
+        op: "blocking bundle operation",
+        path: PathBuf::new(),
+        source: std::io::Error::other(e),
+    }
+}
+
+/// Runs filesystem work on the blocking pool.
+async fn blocking<T, F>(f: F) -> Result<T, RuntimeError>
+where
+    F: FnOnce() -> Result<T, RuntimeError> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(blocking_err(e)))
+}
+
+async fn delete_bundle(bundle: &Bundle) {
+    let b = bundle.clone();
+    if let Err(e) = blocking(move || b.delete()).await {
+        tracing::warn!(namespace = %bundle.namespace, id = %bundle.id, error = %e, "remove bundle");
+    }
+}
+
+/// Refuses options of the wrong type for the runc runtimes (containerd `getRestorePath`).
+fn check_options(runtime: &str, options: Option<&prost_types::Any>) -> Result<(), RuntimeError> {
+    match options {
+        Some(o) if runtime.starts_with("io.containerd.runc.") && o.type_url != RUNC_OPTIONS_TYPE => {
+            Err(RuntimeError::InvalidOptions {
+                runtime: runtime.to_owned(),
+                type_url: o.type_url.clone(),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+impl TaskManager {
+    /// A manager over `config`, publishing its own events to `events`. Creates the root and
+    /// state dirs; call [`TaskManager::load`] to pick up tasks that survived a restart.
+    pub fn new(
+        config: ManagerConfig,
+        events: Arc<dyn EventSink>,
+    ) -> Result<Arc<TaskManager>, RuntimeError> {
+        for dir in [&config.root, &config.state] {
+            std::fs::create_dir_all(dir).map_err(|source| RuntimeError::Bundle {
+                op: "create runtime dir",
+                path: dir.clone(),
+                source,
+            })?;
+        }
+        let resolver = ShimResolver::new(config.runtimes.clone());
+        Ok(Arc::new_cyclic(|me| TaskManager {
+            config,
+            resolver,
+            events,
+            tasks: Mutex::new(BTreeMap::new()),
+            me: me.clone(),
+        }))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<TaskKey, Arc<Task>>> {
+        self.tasks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn shim_binary(&self, binary: PathBuf, bundle: &Bundle) -> ShimBinary {
+        ShimBinary {
+            binary,
+            namespace: bundle.namespace.clone(),
+            id: bundle.id.clone(),
+            bundle: bundle.path.clone(),
+            grpc_address: self.config.grpc_address.clone(),
+            ttrpc_address: self.config.ttrpc_address.clone(),
+            publish_binary: self.config.publish_binary.clone(),
+        }
+    }
+
+    /// The task `id` of namespace `ns`.
+    pub fn get(&self, ns: &str, id: &str) -> Result<Arc<Task>, RuntimeError> {
+        self.lock()
+            .get(&(ns.to_owned(), id.to_owned()))
+            .cloned()
+            .ok_or_else(|| RuntimeError::TaskNotFound(id.to_owned()))
+    }
+
+    /// The tasks of namespace `ns`, by id.
+    pub fn list(&self, ns: &str) -> Vec<Arc<Task>> {
+        self.lock()
+            .iter()
+            .filter(|((n, _), _)| n == ns)
+            .map(|(_, t)| t.clone())
+            .collect()
+    }
+
+    /// Every task of every namespace.
+    pub fn list_all(&self) -> Vec<Arc<Task>> {
+        self.lock().values().cloned().collect()
+    }
+
+    /// Removes `task` from the list if it is still the listed one; true if it was.
+    fn unlist(&self, task: &Arc<Task>) -> bool {
+        let key = (task.namespace().to_owned(), task.id().to_owned());
+        let mut tasks = self.lock();
+        match tasks.get(&key) {
+            Some(t) if Arc::ptr_eq(t, task) => {
+                tasks.remove(&key);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Creates a task: bundle, shim `start`, ttrpc connect, shim `Create`. Whatever fails is
+    /// undone (shim delete action, bundle removal) before the error returns.
+    pub async fn create(&self, opts: CreateOpts) -> Result<Arc<Task>, RuntimeError> {
+        let (ns, id) = (opts.namespace.clone(), opts.id.clone());
+        Bundle::locate(&self.config.state, &self.config.root, &ns, &id)?;
+        if self.get(&ns, &id).is_ok() {
+            return Err(RuntimeError::TaskExists(id));
+        }
+        let runtime = if opts.runtime_path.is_empty() {
+            &opts.runtime
+        } else {
+            &opts.runtime_path
+        };
+        let binary = self.resolver.resolve(runtime)?;
+        let options = opts.task_options.clone().or(opts.runtime_options.clone());
+        check_options(&opts.runtime, options.as_ref())?;
+
+        let (state, root, spec) = (
+            self.config.state.clone(),
+            self.config.root.clone(),
+            opts.spec.clone(),
+        );
+        let (n, i) = (ns.clone(), id.clone());
+        let bundle = blocking(move || Bundle::create(&state, &root, &n, &i, &spec)).await?;
+        let pump = match spawn_log_pump(&bundle) {
+            Ok(p) => p,
+            Err(e) => {
+                delete_bundle(&bundle).await;
+                return Err(e);
+            }
+        };
+        let shim = self.shim_binary(binary.clone(), &bundle);
+        let address = match shim.start(options.as_ref()).await {
+            Ok(a) => a,
+            Err(e) => {
+                pump.abort();
+                delete_bundle(&bundle).await;
+                return Err(e);
+            }
+        };
+        tracing::debug!(namespace = %ns, id = %id, address = %address, "shim started");
+        let task = match self.connect_new(&bundle, &binary, &address).await {
+            Ok(client) => Arc::new(Task::new(bundle.clone(), shim.clone(), client, Some(pump))),
+            Err(e) => {
+                pump.abort();
+                self.run_delete_action(&shim).await;
+                delete_bundle(&bundle).await;
+                return Err(e);
+            }
+        };
+        let req = CreateTaskRequest {
+            id: id.clone(),
+            bundle: bundle.path.display().to_string(),
+            rootfs: opts
+                .rootfs
+                .into_iter()
+                .map(|m| ProtoMount {
+                    r#type: m.mount_type,
+                    source: m.source,
+                    target: m.target,
+                    options: m.options,
+                })
+                .collect(),
+            terminal: opts.io.terminal,
+            stdin: opts.io.stdin,
+            stdout: opts.io.stdout,
+            stderr: opts.io.stderr,
+            checkpoint: opts.checkpoint,
+            parent_checkpoint: String::new(),
+            options,
+        };
+        match task.call::<_, CreateTaskResponse>("Create", &req, None).await {
+            Ok(resp) => task.set_pid(resp.pid),
+            Err(e) => {
+                // containerd: shim Delete, Shutdown, then the delete action and bundle removal.
+                let _ = task.shim_delete("").await;
+                let _ = task.shutdown().await;
+                self.cleanup_dead_shim(&task).await;
+                return Err(e);
+            }
+        }
+        self.lock().insert((ns, id), task.clone());
+        self.spawn_monitor(task.clone());
+        Ok(task)
+    }
+
+    async fn connect_new(
+        &self,
+        bundle: &Bundle,
+        binary: &Path,
+        address: &str,
+    ) -> Result<Client, RuntimeError> {
+        // Recorded for restarts; the runc shim writes `address` itself, other shims may not.
+        let (b, bin, addr) = (
+            bundle.clone(),
+            binary.display().to_string(),
+            address.to_owned(),
+        );
+        blocking(move || {
+            b.write_file(bundle::SHIM_BINARY_FILE, bin.as_bytes())?;
+            if b.read_file(bundle::ADDRESS_FILE)?.is_none() {
+                b.write_file(bundle::ADDRESS_FILE, addr.as_bytes())?;
+            }
+            Ok(())
+        })
+        .await?;
+        Client::connect_address(address)
+            .await
+            .map_err(|source| RuntimeError::Connect {
+                address: address.to_owned(),
+                source,
+            })
+    }
+
+    async fn run_delete_action(&self, shim: &ShimBinary) -> Option<Exit> {
+        match shim.delete().await {
+            Ok(exit) => Some(exit),
+            Err(e) => {
+                tracing::warn!(namespace = %shim.namespace, id = %shim.id, error = %e, "failed to clean up after shim");
+                None
+            }
+        }
+    }
+
+    /// Watches the task's connection; when the shim goes away, cleans up after it. Ends when
+    /// the task is cleaned up or the manager is dropped.
+    fn spawn_monitor(&self, task: Arc<Task>) {
+        let me = self.me.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(MONITOR_INTERVAL).await;
+                if task.cleanup.initialized() || me.strong_count() == 0 {
+                    return;
+                }
+                if task.is_closed() {
+                    break;
+                }
+            }
+            if let Some(manager) = me.upgrade() {
+                tracing::info!(namespace = %task.namespace(), id = %task.id(), "shim disconnected");
+                manager.cleanup_dead_shim(&task).await;
+            }
+        });
+    }
+
+    /// containerd `cleanupAfterDeadShim` + bundle removal, once per task: the shim's `delete`
+    /// action; if the task was still listed, TaskExit and TaskDelete (255 if the action failed);
+    /// then the bundle goes.
+    async fn cleanup_dead_shim(&self, task: &Arc<Task>) {
+        task.cleanup
+            .get_or_init(|| async {
+                let exit = self.run_delete_action(&task.shim).await;
+                if self.unlist(task) {
+                    tracing::warn!(namespace = %task.namespace(), id = %task.id(), "cleaned up after dead shim");
+                    publish_dead_shim(
+                        self.events.as_ref(),
+                        task.namespace(),
+                        task.id(),
+                        exit.as_ref(),
+                    );
+                }
+                task.stop_log_pump();
+                delete_bundle(&task.bundle).await;
+            })
+            .await;
+    }
+
+    /// Deletes the task's init process in the shim, shuts the shim down and removes the bundle;
+    /// returns how the task exited. A shim that refuses (e.g. the task is running) keeps the task.
+    pub async fn delete(&self, ns: &str, id: &str) -> Result<Exit, RuntimeError> {
+        let task = self.get(ns, id)?;
+        let result = match task.shim_delete("").await {
+            Ok(resp) => {
+                // The shim published its own exit and delete events: none from us.
+                self.unlist(&task);
+                Ok(Exit {
+                    pid: resp.pid,
+                    status: resp.exit_status,
+                    exited_at: resp.exited_at,
+                })
+            }
+            Err(e) if e.is_closed() || e.kind() == ErrorKind::NotFound => Err(e),
+            Err(e) => return Err(e),
+        };
+        if let Err(e) = task.shutdown().await {
+            tracing::warn!(namespace = %ns, id = %id, error = %e, "failed to shut down shim");
+        }
+        self.cleanup_dead_shim(&task).await;
+        self.unlist(&task);
+        result
+    }
+
+    /// Reconnects to the shims of tasks that survived a daemon restart (containerd
+    /// `loadExistingTasks`): each `<state>/<ns>/<id>` bundle with a recorded shim and address
+    /// is dialled and must answer Connect within 5 s; otherwise the shim's `delete` action runs,
+    /// TaskExit and TaskDelete are published and the bundle is removed. Work dirs of tasks
+    /// not loaded are removed too.
+    pub async fn load(&self) -> Result<(), RuntimeError> {
+        let state = self.config.state.clone();
+        let namespaces = blocking(move || list_dirs(&state)).await?;
+        for ns in namespaces {
+            if identifiers::validate_namespace(&ns).is_err() {
+                tracing::warn!(namespace = %ns, "skipping state dir that is not a namespace");
+                continue;
+            }
+            let dir = self.config.state.join(&ns);
+            let ids = blocking(move || list_dirs(&dir)).await?;
+            for id in ids {
+                if identifiers::validate(&id).is_err() {
+                    tracing::warn!(namespace = %ns, id = %id, "skipping bundle with an invalid id");
+                    continue;
+                }
+                self.load_one(&ns, &id).await;
+            }
+        }
+        self.cleanup_work_dirs().await
+    }
+
+    async fn load_one(&self, ns: &str, id: &str) {
+        let bundle = match Bundle::locate(&self.config.state, &self.config.root, ns, id) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(namespace = %ns, id = %id, error = %e, "skipping bundle");
+                return;
+            }
+        };
+        let b = bundle.clone();
+        let files = blocking(move || {
+            if b.is_empty() {
+                return Ok(None);
+            }
+            Ok(Some((
+                b.read_file(bundle::SHIM_BINARY_FILE)?,
+                b.read_file(bundle::ADDRESS_FILE)?,
+            )))
+        })
+        .await;
+        let (binary, address) = match files {
+            Ok(Some(found)) => found,
+            Ok(None) => {
+                delete_bundle(&bundle).await;
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(namespace = %ns, id = %id, error = %e, "read bundle");
+                delete_bundle(&bundle).await;
+                return;
+            }
+        };
+        let Some(binary) = binary
+            .map(PathBuf::from)
+            .filter(|p| is_executable(p))
+        else {
+            // Without a shim binary there is nothing to reconnect to or to clean up with.
+            tracing::warn!(namespace = %ns, id = %id, "bundle has no usable shim-binary-path; removing it");
+            publish_dead_shim(self.events.as_ref(), ns, id, None);
+            delete_bundle(&bundle).await;
+            return;
+        };
+        let shim = self.shim_binary(binary, &bundle);
+        let pump = spawn_log_pump(&bundle).ok();
+        match self.reconnect(&bundle, &shim, address.as_deref(), pump).await {
+            Ok(task) => {
+                tracing::info!(namespace = %ns, id = %id, pid = task.pid(), "task reconnected");
+                self.lock()
+                    .insert((ns.to_owned(), id.to_owned()), task.clone());
+                self.spawn_monitor(task);
+            }
+            Err(e) => {
+                tracing::warn!(namespace = %ns, id = %id, error = %e, "shim did not answer; cleaning up");
+                let exit = self.run_delete_action(&shim).await;
+                publish_dead_shim(self.events.as_ref(), ns, id, exit.as_ref());
+                delete_bundle(&bundle).await;
+            }
+        }
+    }
+
+    async fn reconnect(
+        &self,
+        bundle: &Bundle,
+        shim: &ShimBinary,
+        address: Option<&str>,
+        pump: Option<tokio::task::JoinHandle<()>>,
+    ) -> Result<Arc<Task>, RuntimeError> {
+        let abort = |pump: &Option<tokio::task::JoinHandle<()>>| {
+            if let Some(p) = pump {
+                p.abort();
+            }
+        };
+        let address = match address.map(parse_address) {
+            Some(Ok(a)) => a,
+            Some(Err(e)) => {
+                abort(&pump);
+                return Err(e);
+            }
+            None => {
+                abort(&pump);
+                return Err(RuntimeError::InvalidAddress(String::new()));
+            }
+        };
+        let connected = tokio::time::timeout(LOAD_TIMEOUT, Client::connect_address(&address))
+            .await
+            .unwrap_or(Err(berth_ttrpc::TtrpcError::Timeout));
+        let client = match connected {
+            Ok(c) => c,
+            Err(source) => {
+                abort(&pump);
+                return Err(RuntimeError::Connect { address, source });
+            }
+        };
+        let task = Arc::new(Task::new(bundle.clone(), shim.clone(), client, pump));
+        match task.connect(Some(LOAD_TIMEOUT)).await {
+            Ok(resp) => {
+                task.set_pid(resp.task_pid);
+                Ok(task)
+            }
+            Err(e) => {
+                task.stop_log_pump();
+                Err(e)
+            }
+        }
+    }
+
+    async fn cleanup_work_dirs(&self) -> Result<(), RuntimeError> {
+        let root = self.config.root.clone();
+        let live: Vec<TaskKey> = self.lock().keys().cloned().collect();
+        blocking(move || {
+            for ns in list_dirs(&root)? {
+                for id in list_dirs(&root.join(&ns))? {
+                    if live.iter().any(|(n, i)| *n == ns && *i == id) {
+                        continue;
+                    }
+                    let path = root.join(&ns).join(&id);
+                    if let Err(e) = std::fs::remove_dir_all(&path) {
+                        tracing::warn!(path = %path.display(), error = %e, "remove orphan work dir");
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// Names of the directories in `dir` that are not hidden; a missing dir has none.
+fn list_dirs(dir: &Path) -> Result<Vec<String>, RuntimeError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(RuntimeError::Bundle {
+                op: "read dir",
+                path: dir.to_path_buf(),
+                source,
+            })
+        }
+    };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if is_dir && !name.starts_with('.') {
+            out.push(name);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::DiscardEvents;
+
+    fn manager(dir: &Path) -> Arc<TaskManager> {
+        TaskManager::new(
+            ManagerConfig {
+                root: dir.join("root"),
+                state: dir.join("state"),
+                grpc_address: dir.join("grpc.sock").display().to_string(),
+                ttrpc_address: dir.join("grpc.sock.ttrpc").display().to_string(),
+                publish_binary: "/bin/true".into(),
+                runtimes: BTreeMap::new(),
+            },
+            Arc::new(DiscardEvents),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn refusals_run_nothing_and_leave_no_bundle() {
+        let d = tempfile::tempdir().unwrap();
+        let m = manager(d.path());
+        let base = CreateOpts {
+            namespace: "ns1".into(),
+            id: "c1".into(),
+            spec: b"{}".to_vec(),
+            runtime: "io.containerd.runc.v2".into(),
+            ..Default::default()
+        };
+        let cases = [
+            CreateOpts {
+                id: "../x".into(),
+                ..base.clone()
+            },
+            CreateOpts {
+                runtime: "/bin/sh".into(),
+                ..base.clone()
+            },
+            CreateOpts {
+                runtime_path: "/bin/sh".into(),
+                ..base.clone()
+            },
+            CreateOpts {
+                runtime: "sh".into(),
+                ..base.clone()
+            },
+            CreateOpts {
+                runtime: "io.containerd.nosuchshim.v9".into(),
+                ..base.clone()
+            },
+        ];
+        for opts in cases {
+            let err = m.create(opts).await.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+        }
+        assert!(list_dirs(&d.path().join("state")).unwrap().is_empty());
+        let err = m.get("ns1", "c1").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound);
+        assert_eq!(err.to_string(), "task c1 not found");
+        let err = m.delete("ns1", "c1").await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn runc_runtimes_take_only_runc_options() {
+        let runc = prost_types::Any {
+            type_url: RUNC_OPTIONS_TYPE.into(),
+            value: vec![],
+        };
+        let other = prost_types::Any {
+            type_url: "x.Y".into(),
+            value: vec![],
+        };
+        assert!(check_options("io.containerd.runc.v2", Some(&runc)).is_ok());
+        assert!(check_options("io.containerd.runc.v2", None).is_ok());
+        assert_eq!(
+            check_options("io.containerd.runc.v1", Some(&other))
+                .unwrap_err()
+                .kind(),
+            ErrorKind::InvalidArgument
+        );
+        assert!(check_options("io.containerd.kata.v2", Some(&other)).is_ok());
+    }
+
+    #[tokio::test]
+    async fn load_drops_dead_bundles_and_orphan_work_dirs() {
+        let d = tempfile::tempdir().unwrap();
+        let state = d.path().join("state");
+        let root = d.path().join("root");
+        // A bundle whose shim binary is gone, an empty bundle, a hidden dir and an orphan
+        // work dir.
+        let b = Bundle::create(&state, &root, "ns1", "dead", b"{}").unwrap();
+        b.write_file(bundle::SHIM_BINARY_FILE, b"/nonexistent/shim")
+            .unwrap();
+        std::fs::create_dir_all(state.join("ns1/empty")).unwrap();
+        std::fs::create_dir_all(state.join("ns1/.hidden")).unwrap();
+        std::fs::create_dir_all(root.join("ns1/orphan")).unwrap();
+        let m = manager(d.path());
+        m.load().await.unwrap();
+        assert!(m.list("ns1").is_empty());
+        assert_eq!(list_dirs(&state.join("ns1")).unwrap(), Vec::<String>::new());
+        assert!(list_dirs(&root.join("ns1")).unwrap().is_empty());
+    }
+}

@@ -1,0 +1,78 @@
+//! Exec, ResizePty, CloseIO.
+
+use std::sync::Arc;
+
+use berth_proto::containerd::events::TaskExecAdded;
+use berth_proto::containerd::task::v2 as api;
+
+use super::Shim;
+use crate::constants::{topic, type_url};
+use crate::error::{Result, ShimError};
+use crate::io::StdioConfig;
+use crate::process::{Kind, Op, Process};
+
+impl Shim {
+    /// Exec: registers an exec process (runc runs at Start), TaskExecAdded.
+    #[tracing::instrument(skip_all, fields(id = %req.id, exec_id = %req.exec_id))]
+    pub(super) async fn exec(self: Arc<Self>, req: api::ExecProcessRequest) -> Result<()> {
+        if req.exec_id.is_empty() {
+            return Err(ShimError::InvalidArgument("exec id must not be empty".into()));
+        }
+        let spec = req
+            .spec
+            .map(|a| a.value)
+            .ok_or_else(|| ShimError::InvalidArgument("exec: no process spec".into()))?;
+        self.with_container(&req.id, |c| {
+            c.init.check(Op::Exec)?;
+            if c.execs.contains_key(&req.exec_id) {
+                return Err(ShimError::AlreadyExists {
+                    what: "id",
+                    id: req.exec_id.clone(),
+                });
+            }
+            let stdio = StdioConfig {
+                stdin: req.stdin.clone(),
+                stdout: req.stdout.clone(),
+                stderr: req.stderr.clone(),
+                terminal: req.terminal,
+            };
+            let mut p = Process::new(req.exec_id.clone(), Kind::Exec, stdio);
+            p.spec = spec;
+            c.execs.insert(req.exec_id.clone(), p);
+            Ok(())
+        })?;
+        self.publisher.publish(
+            topic::TASK_EXEC_ADDED,
+            type_url::TASK_EXEC_ADDED,
+            &TaskExecAdded {
+                container_id: req.id.clone(),
+                exec_id: req.exec_id.clone(),
+            },
+        );
+        Ok(())
+    }
+
+    /// ResizePty: TIOCSWINSZ on the process's pty master.
+    pub(super) async fn resize_pty(self: Arc<Self>, req: api::ResizePtyRequest) -> Result<()> {
+        let pty = self.with_container(&req.id, |c| {
+            let p = c.process(&req.exec_id)?;
+            p.check(Op::Resize)?;
+            Ok(p.io.pty())
+        })?;
+        match pty {
+            Some(pty) => pty.resize(req.width, req.height),
+            None => Err(ShimError::InvalidArgument("process has no terminal".into())),
+        }
+    }
+
+    /// CloseIO: closes the process's stdin.
+    pub(super) async fn close_io(self: Arc<Self>, req: api::CloseIoRequest) -> Result<()> {
+        self.with_container(&req.id, |c| {
+            let p = c.process_mut(&req.exec_id)?;
+            if req.stdin {
+                p.io.close_stdin();
+            }
+            Ok(())
+        })
+    }
+}
