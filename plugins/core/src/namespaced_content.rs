@@ -324,6 +324,10 @@ impl NamespacedWriter {
         labels: BTreeMap<String, String>,
     ) -> Result<Digest> {
         let expected: Option<Digest> = expected.map(str::parse).transpose()?;
+        // Bytes and record land under one guard, so the collector never sees one without
+        // the other.
+        let meta = self.content.meta.clone();
+        let _commit = meta.content_commit_guard();
         let (digest, size) = match self.inner {
             Inner::Data(w) => {
                 let written = w.offset();
@@ -359,7 +363,6 @@ impl NamespacedWriter {
                 (digest, have)
             }
         };
-        let meta = &self.content.meta;
         if let Some(lease) = &self.lease {
             meta.add_lease_resource(&self.ns, lease, &content_resource(&digest.to_string()))?;
             meta.delete_lease_resource(&self.ns, lease, &ingest_resource(&self.reference))?;

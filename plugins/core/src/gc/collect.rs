@@ -213,6 +213,8 @@ pub fn collect_with(
 
     // Sweep the content store: bytes that no namespace records any more. Bytes a live lease
     // names are kept too: the content service adds a blob to its lease before recording it.
+    // No commit may be between "bytes in place" and "recorded" while we decide.
+    let _sweep = meta_store.content_sweep_guard();
     let mut held: HashSet<String> = meta_store
         .all_blobs()
         .map_err(meta("list blob records"))?

@@ -12,7 +12,7 @@ mod tx;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::error::{storage, MetadataError};
 
@@ -61,6 +61,10 @@ pub struct MetadataStore {
     containers: sled::Tree,
     /// Bumped by every deletion; the garbage collector runs when it moved.
     deletions: Arc<AtomicU64>,
+    /// Held shared by a content commit (bytes renamed into place, then recorded) and
+    /// exclusively by the collector's content sweep, so that it never removes bytes between
+    /// the two steps (containerd's `cs.l`).
+    content_lock: Arc<RwLock<()>>,
 }
 
 impl MetadataStore {
@@ -81,6 +85,7 @@ impl MetadataStore {
             containers: tree(trees::CONTAINERS)?,
             db,
             deletions: Arc::new(AtomicU64::new(0)),
+            content_lock: Arc::new(RwLock::new(())),
         })
     }
 
@@ -93,6 +98,20 @@ impl MetadataStore {
     /// How many deletions happened since start; the GC compares it with its last run.
     pub fn deletion_count(&self) -> u64 {
         self.deletions.load(Ordering::Relaxed)
+    }
+
+    /// Taken by a content commit for its whole length.
+    pub fn content_commit_guard(&self) -> RwLockReadGuard<'_, ()> {
+        self.content_lock
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Taken by the collector while it decides which bytes to remove and removes them.
+    pub(crate) fn content_sweep_guard(&self) -> RwLockWriteGuard<'_, ()> {
+        self.content_lock
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub(crate) fn note_deletion(&self) {
