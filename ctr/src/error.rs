@@ -105,9 +105,6 @@ pub enum CtrError {
         namespace: String,
         status: tonic::Status,
     },
-    /// Wrong use of the command line that clap cannot catch.
-    #[error("{0}")]
-    Usage(String),
 }
 
 /// containerd's errdefs class text for a code (the suffix servers append to messages).

@@ -7,6 +7,7 @@ mod ctr;
 mod daemon;
 mod grpc;
 pub mod image;
+pub mod layers;
 mod prereq;
 
 pub use command::{run_with_timeout, CmdOutput};

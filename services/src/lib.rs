@@ -16,6 +16,8 @@ pub mod namespace;
 pub mod namespaces;
 pub mod snapshots;
 pub mod status;
+pub mod tasks;
+pub mod ttrpc_events;
 pub mod version;
 
 pub use grpc::GrpcService;
@@ -35,5 +37,7 @@ pub fn register(registry: &mut Registry) -> Result<(), RegistryError> {
     registry.register(diff::registration())?;
     registry.register(leases::registration())?;
     registry.register(events::registration())?;
+    registry.register(tasks::runtime_registration())?;
+    registry.register(tasks::registration())?;
     Ok(())
 }

@@ -43,8 +43,6 @@ pub struct Client {
     channel: Channel,
     /// The namespace sent in `containerd-namespace`.
     pub namespace: String,
-    /// The socket address, for messages.
-    pub address: String,
     lease: Option<String>,
 }
 
@@ -95,7 +93,6 @@ impl Client {
         Ok(Self {
             channel,
             namespace: opts.namespace.clone(),
-            address,
             lease: None,
         })
     }

@@ -4,10 +4,11 @@
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use berth_registry::{types, Config, Registry};
+use berth_core::events::Exchange;
+use berth_services::ttrpc_events::serve_ttrpc_events;
 use berth_services::GrpcService;
 use nix::fcntl::{Flock, FlockArg};
 use tokio::net::UnixListener;
@@ -60,13 +61,12 @@ fn lock_root(root: &Path) -> anyhow::Result<Flock<File>> {
     }
 }
 
-/// Binds the gRPC socket: a live socket is an error, a stale one is replaced.
-fn bind(config: &Config) -> anyhow::Result<UnixListener> {
-    let address = &config.grpc.address;
+/// Binds a unix socket for a server: a live socket is an error, a stale one is replaced.
+fn bind(address: &Path, uid: u32, gid: u32) -> anyhow::Result<UnixListener> {
     if let Some(parent) = address.parent() {
         create_dir(parent)?;
     }
-    if address.exists() || address.symlink_metadata().is_ok() {
+    if address.symlink_metadata().is_ok() {
         if std::os::unix::net::UnixStream::connect(address).is_ok() {
             bail!(
                 "address {} is already in use by a running server",
@@ -83,8 +83,8 @@ fn bind(config: &Config) -> anyhow::Result<UnixListener> {
         .with_context(|| format!("chmod {}", address.display()))?;
     nix::unistd::chown(
         address,
-        Some(nix::unistd::Uid::from_raw(config.grpc.uid)),
-        Some(nix::unistd::Gid::from_raw(config.grpc.gid)),
+        Some(nix::unistd::Uid::from_raw(uid)),
+        Some(nix::unistd::Gid::from_raw(gid)),
     )
     .with_context(|| format!("chown {}", address.display()))?;
     Ok(listener)
@@ -108,18 +108,55 @@ async fn serve(config: Config, registry: Registry) -> anyhow::Result<()> {
             Err(_) => tracing::warn!(id = %id, "grpc plugin did not return a service"),
         }
     }
-    let listener = bind(&config)?;
     let address: PathBuf = config.grpc.address.clone();
-    tracing::info!(address = %address.display(), "serving");
+    let listener = bind(&address, config.grpc.uid, config.grpc.gid)?;
+    // Shims forward their events to the ttrpc socket.
+    let ttrpc_address = config.ttrpc_address();
+    let ttrpc_listener = bind(&ttrpc_address, config.grpc.uid, config.grpc.gid)?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let ttrpc = match plugins
+        .get_all(types::EVENT)
+        .into_iter()
+        .find_map(|(_, i)| i.downcast::<Exchange>().ok())
+    {
+        Some(exchange) => {
+            let mut stop = stop_rx.clone();
+            Some(tokio::spawn(serve_ttrpc_events(
+                ttrpc_listener,
+                exchange,
+                async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                },
+            )))
+        }
+        None => {
+            tracing::warn!("no event exchange loaded; shim events are not received");
+            None
+        }
+    };
+    tracing::info!(address = %address.display(), ttrpc = %ttrpc_address.display(), "serving");
     let result = tonic::transport::Server::builder()
         .trace_fn(|req| tracing::info_span!("rpc", method = %req.uri().path()))
         .add_routes(routes)
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown_signal())
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
+            shutdown_signal().await;
+            let _ = stop_tx.send(true);
+        })
         .await;
-    if let Err(e) = std::fs::remove_file(&address) {
-        tracing::warn!(address = %address.display(), error = %e, "remove socket");
+    if let Some(ttrpc) = ttrpc {
+        match ttrpc.await {
+            Ok(Err(e)) => tracing::warn!(error = %e, "ttrpc server"),
+            Err(e) => tracing::warn!(error = %e, "ttrpc server task"),
+            Ok(Ok(())) => {}
+        }
     }
-    drop(Arc::new(plugins));
+    for socket in [&address, &ttrpc_address] {
+        if let Err(e) = std::fs::remove_file(socket) {
+            tracing::warn!(address = %socket.display(), error = %e, "remove socket");
+        }
+    }
+    // Plugins (databases, shims connections) close only after both servers stopped.
+    drop(plugins);
     tracing::info!("berthd stopped");
     result.context("serve gRPC")
 }

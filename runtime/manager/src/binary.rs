@@ -105,9 +105,7 @@ impl ShimResolver {
             return self.check_absolute(runtime, runtime);
         }
         let binary = match self.overrides.get(runtime) {
-            Some(target) if target.starts_with('/') => {
-                return self.check_absolute(runtime, target)
-            }
+            Some(target) if target.starts_with('/') => return self.check_absolute(runtime, target),
             Some(target) if is_plain_binary(target) => target.clone(),
             Some(_) => return Err(invalid()),
             None => binary_name(runtime).ok_or_else(invalid)?,
@@ -219,7 +217,10 @@ mod tests {
         let configured = ShimResolver::with_search_path(
             BTreeMap::from([
                 ("io.containerd.mine.v1".to_owned(), sh.display().to_string()),
-                ("io.containerd.evil.v1".to_owned(), "../../bin/sh".to_owned()),
+                (
+                    "io.containerd.evil.v1".to_owned(),
+                    "../../bin/sh".to_owned(),
+                ),
             ]),
             vec![],
         );

@@ -120,7 +120,8 @@ impl Bundle {
                 return Err(bundle_io("create work dir", &self.work)(e));
             }
             // A stale work dir from an earlier task of the same id: start clean.
-            std::fs::remove_dir_all(&self.work).map_err(bundle_io("remove work dir", &self.work))?;
+            std::fs::remove_dir_all(&self.work)
+                .map_err(bundle_io("remove work dir", &self.work))?;
             mkdir(&self.work, 0o711, false).map_err(bundle_io("create work dir", &self.work))?;
         }
         let link = self.path.join(WORK);

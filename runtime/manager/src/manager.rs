@@ -130,7 +130,9 @@ async fn delete_bundle(bundle: &Bundle) {
 /// Refuses options of the wrong type for the runc runtimes (containerd `getRestorePath`).
 fn check_options(runtime: &str, options: Option<&prost_types::Any>) -> Result<(), RuntimeError> {
     match options {
-        Some(o) if runtime.starts_with("io.containerd.runc.") && o.type_url != RUNC_OPTIONS_TYPE => {
+        Some(o)
+            if runtime.starts_with("io.containerd.runc.") && o.type_url != RUNC_OPTIONS_TYPE =>
+        {
             Err(RuntimeError::InvalidOptions {
                 runtime: runtime.to_owned(),
                 type_url: o.type_url.clone(),
@@ -286,7 +288,10 @@ impl TaskManager {
             parent_checkpoint: String::new(),
             options,
         };
-        match task.call::<_, CreateTaskResponse>("Create", &req, None).await {
+        match task
+            .call::<_, CreateTaskResponse>("Create", &req, None)
+            .await
+        {
             Ok(resp) => task.set_pid(resp.pid),
             Err(e) => {
                 // containerd: shim Delete, Shutdown, then the delete action and bundle removal.
@@ -464,10 +469,7 @@ impl TaskManager {
                 return;
             }
         };
-        let Some(binary) = binary
-            .map(PathBuf::from)
-            .filter(|p| is_executable(p))
-        else {
+        let Some(binary) = binary.map(PathBuf::from).filter(|p| is_executable(p)) else {
             // Without a shim binary there is nothing to reconnect to or to clean up with.
             tracing::warn!(namespace = %ns, id = %id, "bundle has no usable shim-binary-path; removing it");
             publish_dead_shim(self.events.as_ref(), ns, id, None);
@@ -476,7 +478,10 @@ impl TaskManager {
         };
         let shim = self.shim_binary(binary, &bundle);
         let pump = spawn_log_pump(&bundle).ok();
-        match self.reconnect(&bundle, &shim, address.as_deref(), pump).await {
+        match self
+            .reconnect(&bundle, &shim, address.as_deref(), pump)
+            .await
+        {
             Ok(task) => {
                 tracing::info!(namespace = %ns, id = %id, pid = task.pid(), "task reconnected");
                 self.lock()

@@ -164,8 +164,8 @@ impl ShimBinary {
         if !stderr.is_empty() {
             tracing::warn!(namespace = %self.namespace, id = %self.id, warnings = %stderr, "shim cleanup warnings");
         }
-        let resp = DeleteResponse::decode(output.stdout.as_slice())
-            .map_err(RuntimeError::DecodeDelete)?;
+        let resp =
+            DeleteResponse::decode(output.stdout.as_slice()).map_err(RuntimeError::DecodeDelete)?;
         Ok(Exit {
             pid: resp.pid,
             status: resp.exit_status,
@@ -312,9 +312,8 @@ mod tests {
         let exit = shim.delete().await.unwrap();
         assert_eq!((exit.pid, exit.status), (7, 137));
         let args = std::fs::read_to_string(d.path().join("args")).unwrap();
-        assert!(args.trim().ends_with(&format!(
-            "-id c1 -bundle {} delete",
-            d.path().display()
-        )));
+        assert!(args
+            .trim()
+            .ends_with(&format!("-id c1 -bundle {} delete", d.path().display())));
     }
 }

@@ -307,7 +307,10 @@ impl Task {
     }
 
     /// Shim and task pids; proves the shim answers.
-    pub async fn connect(&self, timeout: Option<Duration>) -> Result<ConnectResponse, RuntimeError> {
+    pub async fn connect(
+        &self,
+        timeout: Option<Duration>,
+    ) -> Result<ConnectResponse, RuntimeError> {
         let req = ConnectRequest {
             id: self.id().to_owned(),
         };

@@ -433,7 +433,10 @@ where
     match cgroup {
         Cgroup::V1 { .. } => {
             let fd = match v1_oom_eventfd(&dir).and_then(|fd| {
-                AsyncFd::new(fd).map_err(|e| ShimError::io("register eventfd", &dir, e))
+                // SAFETY: the OwnedFd moves into the AsyncFd, which keeps it open and unchanged
+                // for as long as it is registered.
+                unsafe { AsyncFd::register(fd) }
+                    .map_err(|e| ShimError::io("register eventfd", &dir, e.into()))
             }) {
                 Ok(fd) => fd,
                 Err(err) => {

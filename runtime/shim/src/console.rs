@@ -114,7 +114,10 @@ impl Pty {
         let flags = fcntl(&fd, FcntlArg::F_GETFL).map_err(|e| ShimError::sys("fcntl pty", e))?;
         let flags = OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK;
         fcntl(&fd, FcntlArg::F_SETFL(flags)).map_err(|e| ShimError::sys("fcntl pty", e))?;
-        let fd = AsyncFd::new(fd).map_err(|e| ShimError::io("register pty", "", e))?;
+        // SAFETY: the OwnedFd moves into the AsyncFd, which keeps it open and unchanged for as
+        // long as it is registered.
+        let fd = unsafe { AsyncFd::register(fd) }
+            .map_err(|e| ShimError::io("register pty", "", e.into()))?;
         Ok(Pty { fd })
     }
 

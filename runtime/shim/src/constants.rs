@@ -39,8 +39,6 @@ pub mod type_url {
     pub const TASK_PAUSED: &str = "containerd.events.TaskPaused";
     /// `containerd.events.TaskResumed`.
     pub const TASK_RESUMED: &str = "containerd.events.TaskResumed";
-    /// `containerd.events.TaskCheckpointed`.
-    pub const TASK_CHECKPOINTED: &str = "containerd.events.TaskCheckpointed";
 }
 
 /// Event topics (`runtime/events.go`).
@@ -63,8 +61,6 @@ pub mod topic {
     pub const TASK_PAUSED: &str = "/tasks/paused";
     /// Task resumed.
     pub const TASK_RESUMED: &str = "/tasks/resumed";
-    /// Task checkpointed.
-    pub const TASK_CHECKPOINTED: &str = "/tasks/checkpointed";
 }
 
 /// Spec annotations that put several containers into one shim (`runtime/v2/runc/manager`).

@@ -7,7 +7,7 @@
 //! blocks and writes never fail with EPIPE while the client is away).
 
 use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -186,7 +186,7 @@ pub fn prepare_pipes(cfg: &StdioConfig) -> Result<(ProcessStdio, PipeIo)> {
         }
         None => None,
     };
-    let mut output = |spec: &str, slot: &mut Option<OwnedFd>| -> Result<_> {
+    let output = |spec: &str, slot: &mut Option<OwnedFd>| -> Result<_> {
         match open_output(&parse_output(spec)?)? {
             Some(writer) => {
                 let (r, w) = new_pipe()?;
@@ -287,17 +287,18 @@ impl PtyIo {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
 /// Makes `path` a FIFO with mode 0700 if it does not exist (tests and the `log` FIFO).
-pub fn mkfifo(path: &Path) -> Result<()> {
+fn mkfifo(path: &std::path::Path) -> Result<()> {
     match nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o700)) {
         Ok(()) | Err(nix::errno::Errno::EEXIST) => Ok(()),
         Err(e) => Err(ShimError::sys(format!("mkfifo {}", path.display()), e)),
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
 
     #[test]
     fn output_specs() {

@@ -396,6 +396,16 @@ pub fn parse_ps(out: &[u8]) -> Result<Vec<u32>, RuncError> {
     Ok(pids.unwrap_or_default())
 }
 
+/// Whether `binary` is an existing path or found on `$PATH`.
+pub fn on_path(binary: &str) -> bool {
+    if binary.contains('/') {
+        return Path::new(binary).is_file();
+    }
+    std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|dir| dir.join(binary).is_file())
+    })
+}
+
 /// Reads a pid file as runc writes it.
 pub fn read_pid_file(path: &Path) -> std::io::Result<u32> {
     let text = std::fs::read_to_string(path)?;

@@ -151,7 +151,7 @@ impl Shim {
             Ok((c.runc.clone(), c.init.stdio.terminal))
         })?;
         let criu = runc.criu.clone().unwrap_or_else(|| "criu".into());
-        if !crate::start::on_path(&criu) {
+        if !crate::runc::on_path(&criu) {
             return Err(ShimError::Unimplemented("checkpoint (criu is not installed)"));
         }
         let opts = match &req.options {

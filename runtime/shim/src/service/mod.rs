@@ -122,11 +122,6 @@ impl Shim {
     pub fn shutdown_requested(&self) -> watch::Receiver<bool> {
         self.shutdown.subscribe()
     }
-
-    /// The event publisher.
-    pub fn publisher(&self) -> &Publisher {
-        &self.publisher
-    }
 }
 
 /// The ttrpc face of a [`Shim`].

@@ -1,0 +1,190 @@
+//! Registry connection options and the `oci-client` client built from them.
+
+use std::fmt;
+
+use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+
+use crate::error::TransferError;
+
+/// How to reach and authenticate to a registry (ctr's `--user`, `--plain-http`, `--tlscacert`).
+#[derive(Clone, Default)]
+pub struct RegistryOptions {
+    /// `user:password` credentials for HTTP basic auth or a token service; `None` is anonymous.
+    pub credentials: Option<(String, String)>,
+    /// Speak plain HTTP instead of HTTPS.
+    pub plain_http: bool,
+    /// PEM certificates trusted besides the system roots (a test or private CA).
+    pub ca_pem: Option<Vec<u8>>,
+    /// Accept any server certificate (ctr's `--skip-verify`).
+    pub skip_verify: bool,
+    /// How many blobs move at once (0: 3, as ctr's default `max-concurrent-downloads`).
+    pub concurrency: usize,
+}
+
+impl fmt::Debug for RegistryOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegistryOptions")
+            .field("user", &self.credentials.as_ref().map(|(u, _)| u))
+            .field("plain_http", &self.plain_http)
+            .field("ca_pem", &self.ca_pem.as_ref().map(Vec::len))
+            .field("skip_verify", &self.skip_verify)
+            .field("concurrency", &self.concurrency)
+            .finish()
+    }
+}
+
+impl RegistryOptions {
+    /// Parses ctr's `--user user[:password]` (a missing password is empty).
+    pub fn with_user(mut self, user: &str) -> Self {
+        let (u, p) = user.split_once(':').unwrap_or((user, ""));
+        self.credentials = Some((u.to_owned(), p.to_owned()));
+        self
+    }
+
+    /// The number of parallel blob transfers.
+    pub fn parallelism(&self) -> usize {
+        if self.concurrency == 0 {
+            3
+        } else {
+            self.concurrency
+        }
+    }
+
+    pub(crate) fn auth(&self) -> RegistryAuth {
+        match &self.credentials {
+            Some((u, p)) => RegistryAuth::Basic(u.clone(), p.clone()),
+            None => RegistryAuth::Anonymous,
+        }
+    }
+
+    /// A fresh `oci-client` client (one per transfer, so credentials and tokens never leak
+    /// between transfers).
+    pub(crate) fn client(&self) -> Client {
+        let mut config = ClientConfig {
+            protocol: if self.plain_http {
+                ClientProtocol::Http
+            } else {
+                ClientProtocol::Https
+            },
+            accept_invalid_certificates: self.skip_verify,
+            platform_resolver: None,
+            max_concurrent_download: self.parallelism(),
+            max_concurrent_upload: self.parallelism(),
+            ..ClientConfig::default()
+        };
+        if let Some(pem) = &self.ca_pem {
+            config.extra_root_certificates.push(Certificate {
+                encoding: CertificateEncoding::Pem,
+                data: pem.clone(),
+            });
+        }
+        Client::new(config)
+    }
+}
+
+/// A parsed, docker-normalized reference.
+#[derive(Debug, Clone)]
+pub struct ImageRef {
+    /// The `oci-client` form.
+    pub reference: Reference,
+    /// The full name the image record gets (`docker.io/library/x:latest` for `x`).
+    pub name: String,
+}
+
+impl ImageRef {
+    /// Parses `reference` the way docker normalizes names: `x` is
+    /// `docker.io/library/x:latest`, `host:5000/a/b` is `host:5000/a/b:latest`.
+    pub fn parse(reference: &str) -> Result<Self, TransferError> {
+        let parsed: Reference =
+            reference
+                .parse()
+                .map_err(|e: oci_client::ParseError| TransferError::InvalidReference {
+                    reference: reference.to_owned(),
+                    reason: e.to_string(),
+                })?;
+        let parsed = if parsed.tag().is_none() && parsed.digest().is_none() {
+            Reference::with_tag(
+                parsed.registry().to_owned(),
+                parsed.repository().to_owned(),
+                "latest".to_owned(),
+            )
+        } else {
+            parsed
+        };
+        Ok(Self {
+            name: parsed.whole(),
+            reference: parsed,
+        })
+    }
+
+    /// The registry host as written (`docker.io`, `127.0.0.1:5000`).
+    pub fn registry(&self) -> &str {
+        self.reference.registry()
+    }
+
+    /// The same repository at `digest`.
+    pub fn at(&self, digest: &str) -> Reference {
+        self.reference.clone_with_digest(digest.to_owned())
+    }
+
+    /// The distribution-source label key and value for blobs of this repository
+    /// (`containerd.io/distribution.source.<host without port>` = `<repository>`).
+    pub fn distribution_source(&self) -> (String, String) {
+        let host = self.registry();
+        let host = match host.rsplit_once(':') {
+            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+            _ => host,
+        };
+        (
+            format!("{}.{host}", crate::types::LABEL_DISTRIBUTION_SOURCE),
+            self.reference.repository().to_owned(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_normalized_like_docker() {
+        assert_eq!(
+            ImageRef::parse("busybox").unwrap().name,
+            "docker.io/library/busybox:latest"
+        );
+        assert_eq!(
+            ImageRef::parse("docker.io/x/y:1").unwrap().name,
+            "docker.io/x/y:1"
+        );
+        let r = ImageRef::parse("127.0.0.1:5000/test/bb").unwrap();
+        assert_eq!(r.name, "127.0.0.1:5000/test/bb:latest");
+        assert_eq!(r.registry(), "127.0.0.1:5000");
+        assert_eq!(r.reference.repository(), "test/bb");
+        let d = format!("sha256:{}", "a".repeat(64));
+        let r = ImageRef::parse(&format!("localhost:5000/bb@{d}")).unwrap();
+        assert_eq!(r.name, format!("localhost:5000/bb@{d}"));
+        assert!(ImageRef::parse("library/UPPER").is_err());
+        assert!(ImageRef::parse("bad ref").is_err());
+    }
+
+    #[test]
+    fn distribution_source_drops_the_port() {
+        let r = ImageRef::parse("127.0.0.1:5000/test/bb:v1").unwrap();
+        assert_eq!(
+            r.distribution_source(),
+            (
+                "containerd.io/distribution.source.127.0.0.1".to_owned(),
+                "test/bb".to_owned()
+            )
+        );
+    }
+
+    #[test]
+    fn user_flag_splits_at_the_first_colon() {
+        let o = RegistryOptions::default().with_user("u:p:q");
+        assert_eq!(o.credentials, Some(("u".into(), "p:q".into())));
+        assert!(!format!("{o:?}").contains("p:q"));
+    }
+}
