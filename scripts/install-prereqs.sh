@@ -8,6 +8,9 @@ packages=(
   runc            # the OCI runtime the shim drives
   busybox-static  # the tests build their image from it
   btrfs-progs     # mkfs.btrfs for the btrfs snapshotter tests (on a loop device)
+  docker-registry # a real registry on 127.0.0.1 for pull and push tests
+  apache2-utils   # htpasswd, for the registry's basic auth
+  openssl         # a test CA and server certificate for the HTTPS registry
 )
 
 missing=()
@@ -22,4 +25,4 @@ echo "installing: ${missing[*]}"
 $SUDO apt-get update -q
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 # The Debian containerd package starts its own daemon; the tests run private ones instead.
-$SUDO systemctl disable --now containerd >/dev/null 2>&1 || true
+$SUDO systemctl disable --now containerd docker-registry >/dev/null 2>&1 || true
