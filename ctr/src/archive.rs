@@ -208,8 +208,8 @@ pub fn open_input(path: &str) -> Result<(File, Option<std::path::PathBuf>)> {
         std::process::id(),
         crate::timefmt::now_nanos()
     ));
-    let mut out = File::create(&spool)
-        .with_context(|| format!("cannot create {}", spool.display()))?;
+    let mut out =
+        File::create(&spool).with_context(|| format!("cannot create {}", spool.display()))?;
     io::copy(&mut io::stdin().lock(), &mut out).context("cannot read the archive from stdin")?;
     let file = File::open(&spool)?;
     Ok((file, Some(spool)))
@@ -268,16 +268,32 @@ mod tests {
 
     #[test]
     fn names_follow_containerd_translators() {
-        assert_eq!(translate_ref("import-2024-01-01", false, "latest").unwrap(), "import-2024-01-01:latest");
-        assert_eq!(translate_ref("foo/bar", false, "docker.io/x:1").unwrap(), "docker.io/x:1");
+        assert_eq!(
+            translate_ref("import-2024-01-01", false, "latest").unwrap(),
+            "import-2024-01-01:latest"
+        );
+        assert_eq!(
+            translate_ref("foo/bar", false, "docker.io/x:1").unwrap(),
+            "docker.io/x:1"
+        );
         assert_eq!(translate_ref("foo/bar", true, "docker.io/x:1"), None);
-        assert_eq!(translate_ref("foo/bar", true, "foo/bar:1").unwrap(), "foo/bar:1");
+        assert_eq!(
+            translate_ref("foo/bar", true, "foo/bar:1").unwrap(),
+            "foo/bar:1"
+        );
         assert_eq!(translate_ref("foo/bar", true, "foo/barx:1"), None);
         let mut desc = Descriptor::default();
-        desc.annotations.insert(oci::ANNOTATION_REF_NAME.into(), "v1".into());
+        desc.annotations
+            .insert(oci::ANNOTATION_REF_NAME.into(), "v1".into());
         assert_eq!(image_name(&desc, "p", false).unwrap(), "p:v1");
-        desc.annotations.insert(oci::ANNOTATION_IMAGE_NAME.into(), "docker.io/library/bb:latest".into());
-        assert_eq!(image_name(&desc, "p", true).unwrap(), "docker.io/library/bb:latest");
+        desc.annotations.insert(
+            oci::ANNOTATION_IMAGE_NAME.into(),
+            "docker.io/library/bb:latest".into(),
+        );
+        assert_eq!(
+            image_name(&desc, "p", true).unwrap(),
+            "docker.io/library/bb:latest"
+        );
         assert_eq!(ref_name("docker.io/library/bb:latest"), "latest");
         assert_eq!(ref_name("localhost:5000/bb"), "latest");
         assert_eq!(clean_name("./blobs//sha256/x"), "blobs/sha256/x");
@@ -287,7 +303,10 @@ mod tests {
     fn writer_output_scans_back() {
         let mut w = Writer::new(Vec::new()).unwrap();
         w.blob("sha256:00ff", b"data").unwrap();
-        let index = Index { schema_version: 2, ..Default::default() };
+        let index = Index {
+            schema_version: 2,
+            ..Default::default()
+        };
         let bytes = w.finish(&index).unwrap();
         let scan = scan(&bytes[..]).unwrap();
         assert_eq!(scan.layout_version.as_deref(), Some("1.0.0"));

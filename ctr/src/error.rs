@@ -74,7 +74,10 @@ impl Object {
 
     /// Namespaces are global; every other object lives in one.
     fn namespaced(&self) -> bool {
-        !matches!(self.kind, "namespace" | "namespaces" | "plugins" | "version" | "events")
+        !matches!(
+            self.kind,
+            "namespace" | "namespaces" | "plugins" | "version" | "events"
+        )
     }
 }
 

@@ -30,7 +30,10 @@ pub const LABEL_UNCOMPRESSED: &str = "containerd.io/uncompressed";
 
 /// True for image indexes (OCI index, Docker manifest list).
 pub fn is_index(media_type: &str) -> bool {
-    matches!(media_type, MEDIA_TYPE_INDEX | MEDIA_TYPE_DOCKER_MANIFEST_LIST)
+    matches!(
+        media_type,
+        MEDIA_TYPE_INDEX | MEDIA_TYPE_DOCKER_MANIFEST_LIST
+    )
 }
 
 /// True for image manifests.
@@ -86,7 +89,11 @@ pub fn children_gc_labels(children: &[Descriptor]) -> BTreeMap<String, String> {
 pub struct Platform {
     pub architecture: String,
     pub os: String,
-    #[serde(rename = "os.version", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "os.version",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
     pub os_version: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub variant: String,
@@ -130,7 +137,9 @@ impl Platform {
     pub fn matches(&self, other: &Platform) -> bool {
         self.os == other.os
             && self.architecture == other.architecture
-            && (self.variant.is_empty() || other.variant.is_empty() || self.variant == other.variant)
+            && (self.variant.is_empty()
+                || other.variant.is_empty()
+                || self.variant == other.variant)
     }
 
     /// `os/arch[/variant]`.
@@ -164,7 +173,11 @@ impl From<&types::Descriptor> for Descriptor {
             media_type: d.media_type.clone(),
             digest: d.digest.clone(),
             size: d.size,
-            annotations: d.annotations.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            annotations: d
+                .annotations
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             platform: None,
         }
     }
@@ -176,7 +189,11 @@ impl From<&Descriptor> for types::Descriptor {
             media_type: d.media_type.clone(),
             digest: d.digest.clone(),
             size: d.size,
-            annotations: d.annotations.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            annotations: d
+                .annotations
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         }
     }
 }
@@ -267,14 +284,17 @@ mod tests {
         let ab = sha256_digest(format!("{a} {b}").as_bytes());
         assert_eq!(ids[1], ab);
         assert_eq!(ids[2], sha256_digest(format!("{ab} {c}").as_bytes()));
-        assert_eq!(chain_id(&[a.clone()]), Some(a));
+        assert_eq!(chain_id(std::slice::from_ref(&a)), Some(a));
     }
 
     #[test]
     fn chain_id_known_value() {
         // sha256("sha256:aa..aa sha256:bb..bb") computed independently with sha256sum.
         let ids = chain_ids(&[d("aa"), d("bb")]);
-        assert_eq!(ids[1], sha256_digest(format!("{} {}", d("aa"), d("bb")).as_bytes()));
+        assert_eq!(
+            ids[1],
+            sha256_digest(format!("{} {}", d("aa"), d("bb")).as_bytes())
+        );
         assert_eq!(ids[1].len(), 71);
     }
 
@@ -302,7 +322,10 @@ mod tests {
         let host = Platform::parse("linux/amd64").unwrap();
         assert!(host.matches(&Platform::parse("linux/amd64").unwrap()));
         assert!(!host.matches(&Platform::parse("linux/arm64").unwrap()));
-        assert_eq!(Platform::parse("linux/arm64/v8").unwrap().format(), "linux/arm64/v8");
+        assert_eq!(
+            Platform::parse("linux/arm64/v8").unwrap().format(),
+            "linux/arm64/v8"
+        );
     }
 
     #[test]

@@ -224,28 +224,51 @@ mod tests {
 
     fn listing() -> Listing {
         let mut l = Listing::new(&["ID", "SIZE"]);
-        l.push("one", vec!["one".into(), "1".into()], serde_json::json!({"id": "one", "size": 1}));
-        l.push("two", vec!["two".into(), "22".into()], serde_json::json!({"id": "two", "size": 22}));
+        l.push(
+            "one",
+            vec!["one".into(), "1".into()],
+            serde_json::json!({"id": "one", "size": 1}),
+        );
+        l.push(
+            "two",
+            vec!["two".into(), "22".into()],
+            serde_json::json!({"id": "two", "size": 22}),
+        );
         l
     }
 
     #[test]
     fn listing_formats() {
         let l = listing();
-        let table = ListOpts { quiet: false, format: Format::Table };
+        let table = ListOpts {
+            quiet: false,
+            format: Format::Table,
+        };
         assert_eq!(l.render(&table), "ID  SIZE\none 1\ntwo 22\n");
-        let quiet = ListOpts { quiet: true, format: Format::Table };
+        let quiet = ListOpts {
+            quiet: true,
+            format: Format::Table,
+        };
         assert_eq!(l.render(&quiet), "one\ntwo\n");
-        let json = ListOpts { quiet: false, format: Format::Json };
+        let json = ListOpts {
+            quiet: false,
+            format: Format::Json,
+        };
         let parsed: Value = serde_json::from_str(&l.render(&json)).unwrap();
-        assert_eq!(parsed, serde_json::json!([{"id": "one", "size": 1}, {"id": "two", "size": 22}]));
+        assert_eq!(
+            parsed,
+            serde_json::json!([{"id": "one", "size": 1}, {"id": "two", "size": 22}])
+        );
         let empty = Listing::new(&["ID"]);
         assert_eq!(empty.render(&json), "[]\n");
     }
 
     #[test]
     fn labels_sorted() {
-        let labels = HashMap::from([("b".to_owned(), "2".to_owned()), ("a".to_owned(), "1".to_owned())]);
+        let labels = HashMap::from([
+            ("b".to_owned(), "2".to_owned()),
+            ("a".to_owned(), "1".to_owned()),
+        ]);
         assert_eq!(labels_column(&labels), "a=1,b=2");
         assert_eq!(labels_column(&HashMap::new()), "-");
         assert_eq!(labels_json(&labels).to_string(), r#"{"a":"1","b":"2"}"#);

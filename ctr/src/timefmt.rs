@@ -10,7 +10,10 @@ pub fn now() -> (i64, u32) {
     let d = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    (i64::try_from(d.as_secs()).unwrap_or(i64::MAX), d.subsec_nanos())
+    (
+        i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        d.subsec_nanos(),
+    )
 }
 
 /// Nanoseconds since the epoch, now.
@@ -86,9 +89,15 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339_nano(1_700_000_000, 500_000_000), "2023-11-14T22:13:20.5Z");
+        assert_eq!(
+            rfc3339_nano(1_700_000_000, 500_000_000),
+            "2023-11-14T22:13:20.5Z"
+        );
         assert_eq!(timestamp(None), "-");
-        let zero = prost_types::Timestamp { seconds: GO_ZERO_SECONDS, nanos: 0 };
+        let zero = prost_types::Timestamp {
+            seconds: GO_ZERO_SECONDS,
+            nanos: 0,
+        };
         assert_eq!(timestamp(Some(&zero)), "-");
     }
 }

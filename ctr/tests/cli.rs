@@ -31,7 +31,11 @@ struct Run {
 impl Run {
     #[track_caller]
     fn ok(self) -> String {
-        assert_eq!(self.code, 0, "berth failed:\nstdout: {}\nstderr: {}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 0,
+            "berth failed:\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
         self.stdout
     }
 
@@ -90,7 +94,10 @@ fn version_plugins_and_namespaces() {
     let a = daemon.address();
 
     let version = berth(a, &["version"]).ok();
-    assert!(version.contains("Client:") && version.contains("Server:"), "{version}");
+    assert!(
+        version.contains("Client:") && version.contains("Server:"),
+        "{version}"
+    );
     assert!(version.contains("UUID:"), "{version}");
 
     let plugins = berth(a, &["plugins", "ls"]).ok();
@@ -104,16 +111,28 @@ fn version_plugins_and_namespaces() {
     }
     let json = berth(a, &["plugins", "ls", "--format", "json"]).json();
     assert!(names(&json, "id").contains(&"overlayfs".to_owned()));
-    let quiet = berth(a, &["plugins", "ls", "-q", "type==io.containerd.snapshotter.v1"]).ok();
+    let quiet = berth(
+        a,
+        &["plugins", "ls", "-q", "type==io.containerd.snapshotter.v1"],
+    )
+    .ok();
     assert!(quiet.lines().any(|l| l == "overlayfs"), "{quiet}");
     assert!(!quiet.lines().any(|l| l == "content"), "{quiet}");
 
     berth(a, &["namespaces", "create", "ns1", "a=1"]).ok();
     berth(a, &["ns", "label", "ns1", "a=", "b=2"]).ok();
     let json = berth(a, &["namespaces", "ls", "--format", "json"]).json();
-    let ns1 = json.as_array().unwrap().iter().find(|n| n["name"] == "ns1").unwrap();
+    let ns1 = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "ns1")
+        .unwrap();
     assert_eq!(ns1["labels"], serde_json::json!({"b": "2"}));
-    assert!(berth(a, &["namespaces", "ls", "-q"]).ok().lines().any(|l| l == "ns1"));
+    assert!(berth(a, &["namespaces", "ls", "-q"])
+        .ok()
+        .lines()
+        .any(|l| l == "ns1"));
     let table = berth(a, &["namespaces", "ls"]).ok();
     assert!(table.starts_with("NAME"), "{table}");
 
@@ -127,7 +146,9 @@ fn version_plugins_and_namespaces() {
     let missing = berth(Path::new("/tmp/berth-no-such.sock"), &["version"]);
     assert_eq!(missing.code, 1);
     assert!(
-        missing.stderr.starts_with("berth: cannot connect to /tmp/berth-no-such.sock: is berthd running?"),
+        missing
+            .stderr
+            .starts_with("berth: cannot connect to /tmp/berth-no-such.sock: is berthd running?"),
         "{}",
         missing.stderr
     );
@@ -144,7 +165,13 @@ fn images_import_list_export_mount_remove() {
     let archive = img.archive.to_str().unwrap();
 
     let out = berth(a, &["images", "import", archive]).ok();
-    assert!(out.contains(&format!("unpacking {IMAGE} ({})...done", img.manifest_digest)), "{out}");
+    assert!(
+        out.contains(&format!(
+            "unpacking {IMAGE} ({})...done",
+            img.manifest_digest
+        )),
+        "{out}"
+    );
 
     let ls = berth(a, &["images", "ls", "--format", "json"]).json();
     assert_eq!(names(&ls, "name"), [IMAGE]);
@@ -163,13 +190,22 @@ fn images_import_list_export_mount_remove() {
         .iter()
         .find(|c| c["digest"] == img.manifest_digest.as_str())
         .expect("manifest in the content store");
-    assert_eq!(manifest["labels"]["containerd.io/gc.ref.content.config"], img.config_digest.as_str());
-    assert_eq!(manifest["labels"]["containerd.io/gc.ref.content.l.0"], img.layers[0].digest.as_str());
+    assert_eq!(
+        manifest["labels"]["containerd.io/gc.ref.content.config"],
+        img.config_digest.as_str()
+    );
+    assert_eq!(
+        manifest["labels"]["containerd.io/gc.ref.content.l.0"],
+        img.layers[0].digest.as_str()
+    );
 
     let check = berth(a, &["images", "check", "--format", "json"]).json();
     assert_eq!(check[0]["complete"], true);
     assert_eq!(check[0]["unpacked"], true);
-    assert_eq!(berth(a, &["images", "check", "-q"]).ok(), format!("{IMAGE}\n"));
+    assert_eq!(
+        berth(a, &["images", "check", "-q"]).ok(),
+        format!("{IMAGE}\n")
+    );
 
     berth(a, &["images", "tag", IMAGE, "docker.io/library/bb:v2"]).ok();
     let ls = berth(a, &["images", "ls", "-q"]).ok();
@@ -179,7 +215,16 @@ fn images_import_list_export_mount_remove() {
     let exported = daemon.dir().join("export.tar");
     berth(a, &["images", "export", exported.to_str().unwrap(), IMAGE]).ok();
     let other = Daemon::start();
-    berth(other.address(), &["images", "import", "--no-unpack", exported.to_str().unwrap()]).ok();
+    berth(
+        other.address(),
+        &[
+            "images",
+            "import",
+            "--no-unpack",
+            exported.to_str().unwrap(),
+        ],
+    )
+    .ok();
     let ls2 = berth(other.address(), &["images", "ls", "--format", "json"]).json();
     assert_eq!(names(&ls2, "name"), [IMAGE]);
     assert_eq!(ls2[0]["digest"], img.manifest_digest.as_str());
@@ -188,7 +233,10 @@ fn images_import_list_export_mount_remove() {
         "digest",
     );
     for d in img.image_blob_digests() {
-        assert!(digests.contains(&d), "{d} missing after re-import: {digests:?}");
+        assert!(
+            digests.contains(&d),
+            "{d} missing after re-import: {digests:?}"
+        );
     }
     drop(other);
 
@@ -199,19 +247,40 @@ fn images_import_list_export_mount_remove() {
     let out = berth(a, &["images", "mount", IMAGE, t]).ok();
     assert!(out.ends_with(&format!("{t}\n")), "{out}");
     assert!(target.join("bin/busybox").is_file());
-    assert_eq!(fs::read(target.join("etc/hello")).unwrap(), b"hello from layer 2\n");
-    assert!(berth(a, &["leases", "ls", "-q"]).ok().lines().any(|l| l == t));
+    assert_eq!(
+        fs::read(target.join("etc/hello")).unwrap(),
+        b"hello from layer 2\n"
+    );
+    assert!(berth(a, &["leases", "ls", "-q"])
+        .ok()
+        .lines()
+        .any(|l| l == t));
     berth(a, &["images", "unmount", "--rm", t]).ok();
     assert!(!target.join("bin/busybox").exists());
-    assert!(!berth(a, &["leases", "ls", "-q"]).ok().lines().any(|l| l == t));
-    assert!(!berth(a, &["snapshots", "ls", "-q"]).ok().lines().any(|l| l == t));
+    assert!(!berth(a, &["leases", "ls", "-q"])
+        .ok()
+        .lines()
+        .any(|l| l == t));
+    assert!(!berth(a, &["snapshots", "ls", "-q"])
+        .ok()
+        .lines()
+        .any(|l| l == t));
 
-    assert_eq!(berth(a, &["images", "rm", "docker.io/library/bb:v2", IMAGE]).ok().lines().count(), 2);
+    assert_eq!(
+        berth(a, &["images", "rm", "docker.io/library/bb:v2", IMAGE])
+            .ok()
+            .lines()
+            .count(),
+        2
+    );
     assert_eq!(berth(a, &["images", "ls", "-q"]).ok(), "");
 
     let missing = berth(a, &["images", "rm", "nosuch"]);
     assert_eq!(missing.code, 1);
-    assert_eq!(missing.stderr, "berth: image \"nosuch\" not found in namespace \"default\"\n");
+    assert_eq!(
+        missing.stderr,
+        "berth: image \"nosuch\" not found in namespace \"default\"\n"
+    );
     assert_eq!(missing.stdout, "");
 }
 
@@ -226,9 +295,38 @@ fn content_snapshots_and_leases() {
     // Ingest, resumable by ref: the second run with the same ref resumes and commits.
     let data = b"hello berth content\n";
     let digest = format!("sha256:{}", sha256_hex(data));
+    let size = data.len().to_string();
+    // A short first attempt fails to commit but leaves the ingest active at 5 bytes.
+    let short = berth_in(
+        a,
+        &["content", "ingest", "--expected-size", &size, "ref1"],
+        &data[..5],
+    );
+    assert_eq!(short.code, 1);
+    assert!(
+        short
+            .stderr
+            .starts_with("berth: cannot write ingest \"ref1\""),
+        "{}",
+        short.stderr
+    );
+    let active = berth(a, &["content", "active", "--format", "json"]).json();
+    assert_eq!(active[0]["ref"], "ref1");
+    assert_eq!(active[0]["offset"], 5);
     let out = berth_in(
         a,
-        &["content", "ingest", "--expected-size", &data.len().to_string(), "--expected-digest", &digest, "ref1"],
+        &[
+            "content",
+            "ingest",
+            "--expected-size",
+            &size,
+            "--expected-digest",
+            &digest,
+            // A GC root: unreferenced content is collected right after commit.
+            "--label",
+            "containerd.io/gc.root=test",
+            "ref1",
+        ],
         data,
     )
     .ok();
@@ -237,16 +335,23 @@ fn content_snapshots_and_leases() {
     let ls = berth(a, &["content", "ls", "--format", "json"]).json();
     assert_eq!(ls[0]["digest"], digest.as_str());
     assert_eq!(ls[0]["size"], data.len());
-    assert_eq!(berth(a, &["content", "ls", "-q"]).ok(), format!("{digest}\n"));
+    assert_eq!(
+        berth(a, &["content", "ls", "-q"]).ok(),
+        format!("{digest}\n")
+    );
     let labels = berth(a, &["content", "label", &digest, "x=y"]).ok();
-    assert_eq!(labels.trim(), "x=y");
+    assert_eq!(labels.trim(), "containerd.io/gc.root=test,x=y");
     let active = berth(a, &["content", "active", "--format", "json"]).json();
     assert_eq!(active, serde_json::json!([]));
     assert!(berth(a, &["content", "active"]).ok().starts_with("REF"));
     assert_eq!(berth(a, &["content", "rm", &digest]).ok().trim(), digest);
     let gone = berth(a, &["content", "get", &digest]);
     assert_eq!(gone.code, 1);
-    assert!(gone.stderr.contains("not found in namespace \"default\""), "{}", gone.stderr);
+    assert!(
+        gone.stderr.contains("not found in namespace \"default\""),
+        "{}",
+        gone.stderr
+    );
 
     // Snapshots on the native snapshotter (works on any filesystem).
     let sn = ["snapshots", "--snapshotter", "native"];
@@ -267,12 +372,31 @@ fn content_snapshots_and_leases() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| (s["name"].as_str().unwrap().to_owned(), s["kind"].as_str().unwrap().to_owned()))
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_owned(),
+                s["kind"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
     pairs.sort();
-    assert_eq!(pairs, [("base".into(), "Committed".into()), ("child".into(), "Active".into())]);
-    let base = ls.as_array().unwrap().iter().find(|s| s["name"] == "base").unwrap();
-    assert!(base["labels"]["containerd.io/gc.root"].is_string(), "{base}");
+    assert_eq!(
+        pairs,
+        [
+            ("base".into(), "Committed".into()),
+            ("child".into(), "Active".into())
+        ]
+    );
+    let base = ls
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "base")
+        .unwrap();
+    assert!(
+        base["labels"]["containerd.io/gc.root"].is_string(),
+        "{base}"
+    );
     let table = run(&["ls"]).ok();
     assert!(table.starts_with("KEY"), "{table}");
     assert_eq!(run(&["tree"]).ok(), " base\n  \\_ child\n");
@@ -295,8 +419,16 @@ fn content_snapshots_and_leases() {
     let random = berth(a, &["leases", "create"]).ok().trim().to_owned();
     let ls = berth(a, &["leases", "ls", "--format", "json"]).json();
     let ids = names(&ls, "id");
-    assert!(ids.contains(&"l1".to_owned()) && ids.contains(&random), "{ids:?}");
-    let l1 = ls.as_array().unwrap().iter().find(|l| l["id"] == "l1").unwrap();
+    assert!(
+        ids.contains(&"l1".to_owned()) && ids.contains(&random),
+        "{ids:?}"
+    );
+    let l1 = ls
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["id"] == "l1")
+        .unwrap();
     assert_eq!(l1["labels"]["k"], "v");
     assert!(l1["labels"]["containerd.io/gc.expire"].is_string());
     assert!(berth(a, &["leases", "ls"]).ok().starts_with("ID"));
@@ -304,8 +436,14 @@ fn content_snapshots_and_leases() {
     assert_eq!(berth(a, &["leases", "ls", "-q"]).ok(), "");
 
     // Containers: empty listing in every format.
-    assert_eq!(berth(a, &["containers", "ls", "--format", "json"]).json(), serde_json::json!([]));
-    assert_eq!(berth(a, &["containers", "ls"]).ok().trim(), "CONTAINER IMAGE RUNTIME");
+    assert_eq!(
+        berth(a, &["containers", "ls", "--format", "json"]).json(),
+        serde_json::json!([])
+    );
+    assert_eq!(
+        berth(a, &["containers", "ls"]).ok().trim(),
+        "CONTAINER IMAGE RUNTIME"
+    );
 }
 
 fn sha256_hex(data: &[u8]) -> String {
@@ -323,7 +461,10 @@ struct Containerd {
 
 impl Containerd {
     fn start() -> Self {
-        let dir = tempfile::Builder::new().prefix("ctd-").tempdir_in("/tmp").expect("create a temporary directory");
+        let dir = tempfile::Builder::new()
+            .prefix("ctd-")
+            .tempdir_in("/tmp")
+            .expect("create a temporary directory");
         let p = dir.path();
         let address = p.join("c.sock");
         let config = p.join("config.toml");
@@ -350,11 +491,21 @@ impl Containerd {
             .stderr(log)
             .spawn()
             .expect("spawn containerd");
-        let mut this = Self { dir, address, child: Some(child) };
+        let mut this = Self {
+            dir,
+            address,
+            child: Some(child),
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
         while UnixStream::connect(&this.address).is_err() {
-            let exited = this.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
-            assert!(exited.is_none() && Instant::now() < deadline, "containerd not ready ({exited:?})");
+            let exited = this
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            assert!(
+                exited.is_none() && Instant::now() < deadline,
+                "containerd not ready ({exited:?})"
+            );
             thread::sleep(Duration::from_millis(50));
         }
         this
@@ -368,7 +519,8 @@ impl Drop for Containerd {
             let _ = child.wait();
         }
         if thread::panicking() {
-            let log = fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default();
+            let log =
+                fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default();
             eprintln!("--- containerd log ---\n{log}--- end ---");
         }
     }
@@ -382,16 +534,43 @@ fn works_against_real_containerd() {
     let ctd = Containerd::start();
     let a = ctd.address.as_path();
     let version = berth(a, &["version"]).ok();
-    assert!(version.contains("Server:") && version.contains("1.6"), "{version}");
+    assert!(
+        version.contains("Server:") && version.contains("1.6"),
+        "{version}"
+    );
     berth(a, &["namespaces", "create", "ns1"]).ok();
-    assert!(berth(a, &["namespaces", "ls", "-q"]).ok().lines().any(|l| l == "ns1"));
+    assert!(berth(a, &["namespaces", "ls", "-q"])
+        .ok()
+        .lines()
+        .any(|l| l == "ns1"));
 
     let img = build_busybox_image(ctd.dir.path(), IMAGE);
-    berth(a, &["images", "import", "--snapshotter", "native", img.archive.to_str().unwrap()]).ok();
+    berth(
+        a,
+        &[
+            "images",
+            "import",
+            "--snapshotter",
+            "native",
+            img.archive.to_str().unwrap(),
+        ],
+    )
+    .ok();
     let ls = berth(a, &["images", "ls", "--format", "json"]).json();
     assert_eq!(names(&ls, "name"), [IMAGE]);
     assert_eq!(ls[0]["digest"], img.manifest_digest.as_str());
-    let check = berth(a, &["images", "check", "--snapshotter", "native", "--format", "json"]).json();
+    let check = berth(
+        a,
+        &[
+            "images",
+            "check",
+            "--snapshotter",
+            "native",
+            "--format",
+            "json",
+        ],
+    )
+    .json();
     assert_eq!(check[0]["complete"], true);
     assert_eq!(check[0]["unpacked"], true);
 
@@ -406,5 +585,8 @@ fn works_against_real_containerd() {
 
     let missing = berth(a, &["images", "rm", "nosuch"]);
     assert_eq!(missing.code, 1);
-    assert_eq!(missing.stderr, "berth: image \"nosuch\" not found in namespace \"default\"\n");
+    assert_eq!(
+        missing.stderr,
+        "berth: image \"nosuch\" not found in namespace \"default\"\n"
+    );
 }

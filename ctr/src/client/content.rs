@@ -48,13 +48,19 @@ struct Session<'a> {
 }
 
 impl Session<'_> {
-    async fn call(&mut self, req: WriteContentRequest) -> Result<Result<WriteContentResponse, tonic::Status>> {
+    async fn call(
+        &mut self,
+        req: WriteContentRequest,
+    ) -> Result<Result<WriteContentResponse, tonic::Status>> {
         if self.tx.send(req).await.is_err() {
             // The server closed the stream: its status is on the response side.
         }
         match self.rx.message().await {
             Ok(Some(resp)) => Ok(Ok(resp)),
-            Ok(None) => bail!("cannot write {}: the server closed the write stream", self.object),
+            Ok(None) => bail!(
+                "cannot write {}: the server closed the write stream",
+                self.object
+            ),
             Err(status) => Ok(Err(status)),
         }
     }
@@ -108,7 +114,10 @@ pub async fn write_blob<R: AsyncRead + Unpin>(
     };
     let stat = match session.rx.message().await {
         Ok(Some(stat)) => stat,
-        Ok(None) => bail!("cannot write {}: the server closed the write stream", session.object),
+        Ok(None) => bail!(
+            "cannot write {}: the server closed the write stream",
+            session.object
+        ),
         Err(s) if s.code() == Code::AlreadyExists => return Ok(existed()),
         Err(s) => return session.fail(s),
     };
@@ -123,7 +132,10 @@ pub async fn write_blob<R: AsyncRead + Unpin>(
         )
         .await?;
         if i64::try_from(skipped).unwrap_or(-1) != offset {
-            bail!("cannot resume {}: the input is shorter than the {offset} bytes already written", session.object);
+            bail!(
+                "cannot resume {}: the input is shorter than the {offset} bytes already written",
+                session.object
+            );
         }
     }
 
@@ -149,7 +161,11 @@ pub async fn write_blob<R: AsyncRead + Unpin>(
         };
         let now = offset + i64::try_from(n).unwrap_or(0);
         if resp.offset != now {
-            bail!("short write to {}: server has {} bytes, expected {now}", session.object, resp.offset);
+            bail!(
+                "short write to {}: server has {} bytes, expected {now}",
+                session.object,
+                resp.offset
+            );
         }
         offset = now;
     }
@@ -214,7 +230,11 @@ pub async fn info(client: &Client, digest: &str) -> Result<Info> {
 }
 
 /// Streams blob `digest` into `out`, returning the byte count.
-pub async fn read_to<W: AsyncWrite + Unpin>(client: &Client, digest: &str, out: &mut W) -> Result<u64> {
+pub async fn read_to<W: AsyncWrite + Unpin>(
+    client: &Client,
+    digest: &str,
+    out: &mut W,
+) -> Result<u64> {
     let mut stream = client
         .content()
         .read(client.req(ReadContentRequest {

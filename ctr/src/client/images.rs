@@ -28,7 +28,11 @@ pub async fn get(client: &Client, name: &str) -> Result<Image> {
 
 /// The image's target as an OCI descriptor.
 pub fn target(image: &Image) -> Descriptor {
-    image.target.as_ref().map(Descriptor::from).unwrap_or_default()
+    image
+        .target
+        .as_ref()
+        .map(Descriptor::from)
+        .unwrap_or_default()
 }
 
 /// Reads and parses a JSON blob.
@@ -84,7 +88,11 @@ pub async fn children(
 }
 
 /// Every descriptor reachable from `root` (root first, depth first), following `filter`.
-pub async fn walk(client: &Client, root: &Descriptor, filter: &PlatformFilter) -> Result<Vec<Descriptor>> {
+pub async fn walk(
+    client: &Client,
+    root: &Descriptor,
+    filter: &PlatformFilter,
+) -> Result<Vec<Descriptor>> {
     let mut out = Vec::new();
     let mut stack = vec![root.clone()];
     let mut seen = BTreeSet::new();
@@ -100,7 +108,11 @@ pub async fn walk(client: &Client, root: &Descriptor, filter: &PlatformFilter) -
 }
 
 /// The manifest for `platform` below `target` (containerd `images.Manifest`).
-pub async fn manifest(client: &Client, target: &Descriptor, platform: &Platform) -> Result<(Descriptor, Manifest)> {
+pub async fn manifest(
+    client: &Client,
+    target: &Descriptor,
+    platform: &Platform,
+) -> Result<(Descriptor, Manifest)> {
     let filter = PlatformFilter::Only(platform.clone());
     let mut queue = vec![target.clone()];
     while let Some(desc) = queue.pop() {
@@ -166,13 +178,21 @@ pub async fn rootfs(client: &Client, target: &Descriptor, platform: &Platform) -
     }
     Ok(RootFs {
         config: manifest.config.clone(),
-        layers: manifest.layers.into_iter().zip(config.rootfs.diff_ids).collect(),
+        layers: manifest
+            .layers
+            .into_iter()
+            .zip(config.rootfs.diff_ids)
+            .collect(),
     })
 }
 
 /// Sum of the sizes of every blob of the image for `filter` (containerd `Image.Size`).
 pub async fn size(client: &Client, target: &Descriptor, filter: &PlatformFilter) -> Result<i64> {
-    Ok(walk(client, target, filter).await?.iter().map(|d| d.size).sum())
+    Ok(walk(client, target, filter)
+        .await?
+        .iter()
+        .map(|d| d.size)
+        .sum())
 }
 
 /// Platforms of the image (containerd `images.Platforms`), formatted and sorted.

@@ -19,7 +19,11 @@ pub fn base64url(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -48,7 +52,11 @@ pub fn expiry_labels(secs: i64) -> HashMap<String, String> {
 
 /// Creates a lease (`id` empty: a random one) with `labels`.
 pub async fn create(client: &Client, id: &str, labels: HashMap<String, String>) -> Result<Lease> {
-    let id = if id.is_empty() { unique_part() } else { id.to_owned() };
+    let id = if id.is_empty() {
+        unique_part()
+    } else {
+        id.to_owned()
+    };
     let resp = client
         .leases()
         .create(client.req(CreateRequest {

@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use anyhow::Result;
 use berth_proto::containerd::services::{
-    containers::v1::containers_client::ContainersClient, content::v1::content_client::ContentClient,
-    diff::v1::diff_client::DiffClient, events::v1::events_client::EventsClient,
-    images::v1::images_client::ImagesClient,
+    containers::v1::containers_client::ContainersClient,
+    content::v1::content_client::ContentClient, diff::v1::diff_client::DiffClient,
+    events::v1::events_client::EventsClient, images::v1::images_client::ImagesClient,
     introspection::v1::introspection_client::IntrospectionClient,
     leases::v1::leases_client::LeasesClient, namespaces::v1::namespaces_client::NamespacesClient,
     snapshots::v1::snapshots_client::SnapshotsClient, version::v1::version_client::VersionClient,

@@ -37,8 +37,14 @@ pub fn mount_all(mounts: &[Mount], target: &Path) -> Result<()> {
         let data = (!data.is_empty()).then_some(data.as_str());
         if flags.contains(MsFlags::MS_BIND) || m.r#type == "bind" {
             let bind = flags & (MsFlags::MS_BIND | MsFlags::MS_REC) | MsFlags::MS_BIND;
-            mount(Some(m.source.as_str()), target, None::<&str>, bind, None::<&str>)
-                .with_context(|| format!("cannot bind mount {} on {}", m.source, target.display()))?;
+            mount(
+                Some(m.source.as_str()),
+                target,
+                None::<&str>,
+                bind,
+                None::<&str>,
+            )
+            .with_context(|| format!("cannot bind mount {} on {}", m.source, target.display()))?;
             let extra = flags - (MsFlags::MS_BIND | MsFlags::MS_REC);
             if !extra.is_empty() {
                 // Read-only (and other) flags on a bind need a remount.
@@ -49,11 +55,26 @@ pub fn mount_all(mounts: &[Mount], target: &Path) -> Result<()> {
                     extra | MsFlags::MS_BIND | MsFlags::MS_REMOUNT,
                     None::<&str>,
                 )
-                .with_context(|| format!("cannot remount {} with {:?}", target.display(), m.options))?;
+                .with_context(|| {
+                    format!("cannot remount {} with {:?}", target.display(), m.options)
+                })?;
             }
         } else if m.r#type == "overlay" || !m.r#type.is_empty() {
-            mount(Some(m.source.as_str()), target, Some(m.r#type.as_str()), flags, data)
-                .with_context(|| format!("cannot mount {} ({}) on {}", m.source, m.r#type, target.display()))?;
+            mount(
+                Some(m.source.as_str()),
+                target,
+                Some(m.r#type.as_str()),
+                flags,
+                data,
+            )
+            .with_context(|| {
+                format!(
+                    "cannot mount {} ({}) on {}",
+                    m.source,
+                    m.r#type,
+                    target.display()
+                )
+            })?;
         } else {
             bail!("mount of {} has no type", m.source);
         }
@@ -68,7 +89,9 @@ pub fn unmount_all(target: &Path) -> Result<()> {
             Ok(()) => continue,
             Err(Errno::EINVAL) => return Ok(()),
             Err(Errno::ENOENT) => return Ok(()),
-            Err(e) => return Err(e).with_context(|| format!("cannot unmount {}", target.display())),
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot unmount {}", target.display()))
+            }
         }
     }
 }

@@ -43,7 +43,11 @@ pub async fn unpack(client: &Client, rootfs: &RootFs, snapshotter: &str) -> Resu
     Ok(out)
 }
 
-async fn unpack_leased(client: &Client, rootfs: &RootFs, snapshotter: &str) -> Result<(String, bool)> {
+async fn unpack_leased(
+    client: &Client,
+    rootfs: &RootFs,
+    snapshotter: &str,
+) -> Result<(String, bool)> {
     let chain = oci::chain_ids(&rootfs.diff_ids());
     let mut parent = String::new();
     let mut applied_any = false;
@@ -68,7 +72,10 @@ async fn unpack_leased(client: &Client, rootfs: &RootFs, snapshotter: &str) -> R
     content::update_labels(
         client,
         &rootfs.config.digest,
-        [(format!("{LABEL_GC_REF_SNAPSHOT}.{snapshotter}"), parent.clone())],
+        [(
+            format!("{LABEL_GC_REF_SNAPSHOT}.{snapshotter}"),
+            parent.clone(),
+        )],
     )
     .await?;
     Ok((parent, applied_any))
@@ -105,7 +112,11 @@ async fn apply_layer(
                 payloads: Default::default(),
             }))
             .await
-            .rpc(client, "apply", Object::named("layer", layer.digest.clone()))?
+            .rpc(
+                client,
+                "apply",
+                Object::named("layer", layer.digest.clone()),
+            )?
             .into_inner()
             .applied
             .unwrap_or_default();

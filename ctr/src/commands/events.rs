@@ -163,14 +163,23 @@ mod tests {
             id: "c1".into(),
             pid: 42,
             exit_status: 137,
-            exited_at: Some(prost_types::Timestamp { seconds: 1_700_000_000, nanos: 0 }),
+            exited_at: Some(prost_types::Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 0,
+            }),
         };
         let v = event_json("containerd.events.TaskExit", &exit.encode_to_vec());
         assert_eq!(v["container_id"], "c1");
         assert_eq!(v["exit_status"], 137);
         assert_eq!(v["exited_at"], "2023-11-14T22:13:20Z");
-        let img = img_ev::ImageCreate { name: "x".into(), labels: Default::default() };
-        let v = event_json("containerd.services.images.v1.ImageCreate", &img.encode_to_vec());
+        let img = img_ev::ImageCreate {
+            name: "x".into(),
+            labels: Default::default(),
+        };
+        let v = event_json(
+            "containerd.services.images.v1.ImageCreate",
+            &img.encode_to_vec(),
+        );
         assert_eq!(v, json!({"name": "x", "labels": {}}));
         let v = event_json("example.Unknown", b"a");
         assert_eq!(v, json!({"type_url": "example.Unknown", "value": "YQ=="}));
@@ -178,7 +187,10 @@ mod tests {
 
     #[test]
     fn time_like_go() {
-        let t = prost_types::Timestamp { seconds: 1_700_000_000, nanos: 120_000_000 };
+        let t = prost_types::Timestamp {
+            seconds: 1_700_000_000,
+            nanos: 120_000_000,
+        };
         assert_eq!(go_time(Some(&t)), "2023-11-14 22:13:20.12 +0000 UTC");
     }
 }

@@ -15,7 +15,10 @@ pub async fn run(client: &Client, _args: Args) -> Result<()> {
     println!("Client:");
     println!("  Version:  {}", env!("CARGO_PKG_VERSION"));
     println!("  Revision: berth");
-    println!("  Rust version: {}", option_env!("CARGO_PKG_RUST_VERSION").unwrap_or("-"));
+    println!(
+        "  Rust version: {}",
+        option_env!("CARGO_PKG_RUST_VERSION").unwrap_or("-")
+    );
     println!();
     let v = client
         .version()

@@ -22,7 +22,9 @@ pub struct Args {
 pub async fn run(client: &Client, args: Args) -> Result<()> {
     let c = client
         .containers()
-        .get(client.req(GetContainerRequest { id: args.id.clone() }))
+        .get(client.req(GetContainerRequest {
+            id: args.id.clone(),
+        }))
         .await
         .rpc(client, "get", Object::container(&args.id))?
         .into_inner()

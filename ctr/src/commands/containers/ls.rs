@@ -22,14 +22,19 @@ pub struct Args {
 
 async fn list(client: &Client, filters: Vec<String>) -> Result<Vec<Container>> {
     let req = ListContainersRequest { filters };
-    match client.containers().list_stream(client.req(req.clone())).await {
+    match client
+        .containers()
+        .list_stream(client.req(req.clone()))
+        .await
+    {
         Ok(resp) => {
             let mut stream = resp.into_inner();
             let mut out = Vec::new();
-            while let Some(msg) = stream
-                .message()
-                .await
-                .rpc(client, "list", Object::kind("containers"))?
+            while let Some(msg) =
+                stream
+                    .message()
+                    .await
+                    .rpc(client, "list", Object::kind("containers"))?
             {
                 out.extend(msg.container);
             }
@@ -65,9 +70,21 @@ pub async fn run(client: &Client, args: Args) -> Result<()> {
     let containers = list(client, args.filters.clone()).await?;
     let mut listing = Listing::new(&["CONTAINER", "IMAGE", "RUNTIME"]);
     for c in &containers {
-        let image = if c.image.is_empty() { "-".to_owned() } else { c.image.clone() };
-        let runtime = c.runtime.as_ref().map(|r| r.name.clone()).unwrap_or_default();
-        listing.push(c.id.clone(), vec![c.id.clone(), image, runtime], container_json(c));
+        let image = if c.image.is_empty() {
+            "-".to_owned()
+        } else {
+            c.image.clone()
+        };
+        let runtime = c
+            .runtime
+            .as_ref()
+            .map(|r| r.name.clone())
+            .unwrap_or_default();
+        listing.push(
+            c.id.clone(),
+            vec![c.id.clone(), image, runtime],
+            container_json(c),
+        );
     }
     listing.print(&args.list)?;
     Ok(())

@@ -2,7 +2,9 @@
 //! container's snapshot unless `--keep-snapshot`.
 
 use anyhow::Result;
-use berth_proto::containerd::services::containers::v1::{DeleteContainerRequest, GetContainerRequest};
+use berth_proto::containerd::services::containers::v1::{
+    DeleteContainerRequest, GetContainerRequest,
+};
 use berth_proto::containerd::services::snapshots::v1::RemoveSnapshotRequest;
 use tonic::Code;
 
@@ -45,7 +47,11 @@ async fn delete(client: &Client, id: &str, keep_snapshot: bool) -> Result<()> {
             .await;
         if let Err(s) = removed {
             if s.code() != Code::NotFound {
-                return Err(s).rpc(client, "remove", Object::snapshot(&c.snapshotter, &c.snapshot_key));
+                return Err(s).rpc(
+                    client,
+                    "remove",
+                    Object::snapshot(&c.snapshotter, &c.snapshot_key),
+                );
             }
         }
     }

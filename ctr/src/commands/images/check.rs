@@ -9,8 +9,8 @@ use crate::client::images as img;
 use crate::client::unpack::snapshot_exists;
 use crate::client::Client;
 use crate::error::{Object, RpcResultExt};
-use crate::output::{bytes_binary, ListOpts, Listing};
 use crate::oci::Platform;
+use crate::output::{bytes_binary, ListOpts, Listing};
 
 /// Flags of `images check`.
 #[derive(Debug, clap::Args)]
@@ -45,7 +45,11 @@ pub async fn run(client: &Client, args: Args) -> Result<()> {
         let required: i64 = check.required.iter().map(|d| d.size).sum();
         let complete = check.available && check.missing.is_empty();
         let (status, size) = if check.available {
-            let word = if check.missing.is_empty() { "complete" } else { "incomplete" };
+            let word = if check.missing.is_empty() {
+                "complete"
+            } else {
+                "incomplete"
+            };
             (
                 format!("{word} ({}/{})", check.present.len(), check.required.len()),
                 format!("{}/{}", bytes_binary(present), bytes_binary(required)),

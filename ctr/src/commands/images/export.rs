@@ -42,7 +42,9 @@ pub async fn run(client: &Client, args: Args) -> Result<()> {
     let out: Box<dyn Write + Send> = if args.output == "-" {
         Box::new(std::io::stdout())
     } else {
-        Box::new(File::create(&args.output).with_context(|| format!("cannot create {}", args.output))?)
+        Box::new(
+            File::create(&args.output).with_context(|| format!("cannot create {}", args.output))?,
+        )
     };
     let mut writer = Writer::new(out)?;
     let mut index = Index {
@@ -65,8 +67,12 @@ pub async fn run(client: &Client, args: Args) -> Result<()> {
             writer.blob(&desc.digest, &data)?;
         }
         let mut entry = target.clone();
-        entry.annotations.insert(oci::ANNOTATION_IMAGE_NAME.to_owned(), name.clone());
-        entry.annotations.insert(oci::ANNOTATION_REF_NAME.to_owned(), archive::ref_name(name));
+        entry
+            .annotations
+            .insert(oci::ANNOTATION_IMAGE_NAME.to_owned(), name.clone());
+        entry
+            .annotations
+            .insert(oci::ANNOTATION_REF_NAME.to_owned(), archive::ref_name(name));
         index.manifests.push(entry);
     }
     let mut out = writer.finish(&index)?;

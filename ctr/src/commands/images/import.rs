@@ -6,7 +6,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::io::SeekFrom;
 
 use anyhow::{bail, Context as _, Result};
-use berth_proto::containerd::services::images::v1::{CreateImageRequest, Image, UpdateImageRequest};
+use berth_proto::containerd::services::images::v1::{
+    CreateImageRequest, Image, UpdateImageRequest,
+};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tonic::Code;
 
@@ -70,7 +72,11 @@ pub async fn run(client: &Client, args: Args) -> Result<()> {
             let platform = platform_arg(args.platform.as_deref())?;
             let snapshotter = client.snapshotter(args.snapshotter.as_deref()).await?;
             for image in &images {
-                let digest = image.target.as_ref().map(|t| t.digest.as_str()).unwrap_or("");
+                let digest = image
+                    .target
+                    .as_ref()
+                    .map(|t| t.digest.as_str())
+                    .unwrap_or("");
                 print!("unpacking {} ({digest})...", image.name);
                 use std::io::Write as _;
                 std::io::stdout().flush().ok();
@@ -86,7 +92,12 @@ pub async fn run(client: &Client, args: Args) -> Result<()> {
 }
 
 /// Writes the blobs and image records under a temporary lease.
-async fn import(client: &Client, args: &Args, file: tokio::fs::File, scan: &Scan) -> Result<Vec<Image>> {
+async fn import(
+    client: &Client,
+    args: &Args,
+    file: tokio::fs::File,
+    scan: &Scan,
+) -> Result<Vec<Image>> {
     let index_file = scan.index_file()?.clone();
     let lease = TempLease::new(client).await?;
     let result = import_leased(&lease.client, args, file, scan, &index_file).await;
@@ -179,7 +190,8 @@ async fn import_leased(
             img::children(client, &desc, &filter).await?
         };
         if !children.is_empty() {
-            content::update_labels(client, &desc.digest, oci::children_gc_labels(&children)).await?;
+            content::update_labels(client, &desc.digest, oci::children_gc_labels(&children))
+                .await?;
         }
         stack.extend(children.into_iter().rev());
     }
@@ -201,13 +213,15 @@ async fn import_leased(
             .await;
         let image = match updated {
             Ok(r) => r.into_inner().image,
-            Err(s) if s.code() == Code::NotFound => client
-                .images()
-                .create(client.req(CreateImageRequest { image: Some(image) }))
-                .await
-                .rpc(client, "create", Object::image(&name))?
-                .into_inner()
-                .image,
+            Err(s) if s.code() == Code::NotFound => {
+                client
+                    .images()
+                    .create(client.req(CreateImageRequest { image: Some(image) }))
+                    .await
+                    .rpc(client, "create", Object::image(&name))?
+                    .into_inner()
+                    .image
+            }
             Err(s) => return Err(s).rpc(client, "update", Object::image(&name)),
         };
         stored.push(image.with_context(|| format!("image {name:?}: empty reply"))?);

@@ -38,7 +38,10 @@ pub struct Args {
 pub async fn run(client: &Client, args: Args) -> Result<()> {
     let snapshotter = client.snapshotter(args.snapshotter.as_deref()).await?;
     let mut labels = leases::expiry_labels(DEFAULT_EXPIRY_SECS);
-    labels.insert(format!("{LABEL_GC_REF_SNAPSHOT}.{snapshotter}"), args.target.clone());
+    labels.insert(
+        format!("{LABEL_GC_REF_SNAPSHOT}.{snapshotter}"),
+        args.target.clone(),
+    );
     let created = match leases::create(client, &args.target, labels).await {
         Ok(_) => true,
         Err(err) if crate::error::code_of(&err) == Some(Code::AlreadyExists) => false,
@@ -84,16 +87,18 @@ async fn mount_leased(client: &Client, args: &Args, snapshotter: &str) -> Result
     };
     let mounts = match resp {
         Ok(m) => m,
-        Err(s) if s.code() == Code::AlreadyExists => client
-            .snapshots()
-            .mounts(client.req(MountsRequest {
-                snapshotter: snapshotter.to_owned(),
-                key: key.clone(),
-            }))
-            .await
-            .rpc(client, "get mounts of", object.clone())?
-            .into_inner()
-            .mounts,
+        Err(s) if s.code() == Code::AlreadyExists => {
+            client
+                .snapshots()
+                .mounts(client.req(MountsRequest {
+                    snapshotter: snapshotter.to_owned(),
+                    key: key.clone(),
+                }))
+                .await
+                .rpc(client, "get mounts of", object.clone())?
+                .into_inner()
+                .mounts
+        }
         Err(s) => return Err(s).rpc(client, if args.rw { "prepare" } else { "view" }, object),
     };
     let target = PathBuf::from(&args.target);
@@ -108,7 +113,10 @@ async fn mount_leased(client: &Client, args: &Args, snapshotter: &str) -> Result
             .await;
         if let Err(s) = removed {
             if s.code() != Code::NotFound {
-                eprintln!("berth: error cleaning up snapshot after mount error: {}", s.message());
+                eprintln!(
+                    "berth: error cleaning up snapshot after mount error: {}",
+                    s.message()
+                );
             }
         }
         return Err(err);

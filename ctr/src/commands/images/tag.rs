@@ -2,7 +2,9 @@
 //! replaces an existing one).
 
 use anyhow::Result;
-use berth_proto::containerd::services::images::v1::{CreateImageRequest, DeleteImageRequest, Image};
+use berth_proto::containerd::services::images::v1::{
+    CreateImageRequest, DeleteImageRequest, Image,
+};
 use tonic::Code;
 
 use crate::client::images as img;

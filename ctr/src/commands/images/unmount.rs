@@ -43,7 +43,11 @@ pub async fn run(client: &Client, args: Args) -> Result<()> {
             .await;
         if let Err(s) = removed {
             if s.code() != Code::NotFound {
-                return Err(s).rpc(client, "remove", Object::snapshot(&snapshotter, &args.target));
+                return Err(s).rpc(
+                    client,
+                    "remove",
+                    Object::snapshot(&snapshotter, &args.target),
+                );
             }
         }
     }

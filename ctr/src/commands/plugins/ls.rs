@@ -73,7 +73,12 @@ pub async fn run(client: &Client, args: Args) -> Result<()> {
         exports.sort();
         listing.push(
             p.id.clone(),
-            vec![p.r#type.clone(), p.id.clone(), platforms(p), status(p).to_owned()],
+            vec![
+                p.r#type.clone(),
+                p.id.clone(),
+                platforms(p),
+                status(p).to_owned(),
+            ],
             json!({
                 "type": p.r#type,
                 "id": p.id,
@@ -122,7 +127,11 @@ fn detailed(plugins: &[Plugin]) -> String {
         }
         if let Some(e) = &p.init_err {
             t.row(vec!["Error:".into()]);
-            t.row(vec![String::new(), "Code:".into(), tonic::Code::from(e.code).to_string()]);
+            t.row(vec![
+                String::new(),
+                "Code:".into(),
+                tonic::Code::from(e.code).to_string(),
+            ]);
             t.row(vec![String::new(), "Message:".into(), e.message.clone()]);
         }
         // Table::default has no header row; render keeps rows as given.

@@ -22,7 +22,11 @@ pub async fn run(client: &Client, snapshotter: &str, args: Args) -> Result<()> {
     for info in &infos {
         listing.push(
             info.name.clone(),
-            vec![info.name.clone(), info.parent.clone(), kind_name(info.kind).to_owned()],
+            vec![
+                info.name.clone(),
+                info.parent.clone(),
+                kind_name(info.kind).to_owned(),
+            ],
             info_json(info),
         );
     }

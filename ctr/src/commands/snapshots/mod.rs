@@ -83,7 +83,11 @@ impl Group {
 }
 
 /// Every snapshot (Snapshots.List, no filters unless given).
-pub async fn list_all(client: &Client, snapshotter: &str, filters: Vec<String>) -> Result<Vec<Info>> {
+pub async fn list_all(
+    client: &Client,
+    snapshotter: &str,
+    filters: Vec<String>,
+) -> Result<Vec<Info>> {
     let mut stream = client
         .snapshots()
         .list(client.req(ListSnapshotsRequest {
@@ -94,10 +98,11 @@ pub async fn list_all(client: &Client, snapshotter: &str, filters: Vec<String>) 
         .rpc(client, "list", Object::snapshots(snapshotter))?
         .into_inner();
     let mut out = Vec::new();
-    while let Some(batch) = stream
-        .message()
-        .await
-        .rpc(client, "list", Object::snapshots(snapshotter))?
+    while let Some(batch) =
+        stream
+            .message()
+            .await
+            .rpc(client, "list", Object::snapshots(snapshotter))?
     {
         out.extend(batch.info);
     }
@@ -137,6 +142,12 @@ pub fn gc_root_labels(extra: HashMap<String, String>) -> HashMap<String, String>
 /// `mount -t <type> <source> <target> -o <options>` per mount (ctr `printMounts`).
 pub fn print_mounts(target: &str, mounts: &[Mount]) {
     for m in mounts {
-        println!("mount -t {} {} {} -o {}", m.r#type, m.source, target, m.options.join(","));
+        println!(
+            "mount -t {} {} {} -o {}",
+            m.r#type,
+            m.source,
+            target,
+            m.options.join(",")
+        );
     }
 }

@@ -25,7 +25,11 @@ pub async fn run(client: &Client, snapshotter: &str, args: Args) -> Result<()> {
             key: args.key.clone(),
         }))
         .await
-        .rpc(client, "get mounts of", Object::snapshot(snapshotter, &args.key))?
+        .rpc(
+            client,
+            "get mounts of",
+            Object::snapshot(snapshotter, &args.key),
+        )?
         .into_inner()
         .mounts;
     print_mounts(&args.target, &mounts);

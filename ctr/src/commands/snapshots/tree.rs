@@ -27,7 +27,10 @@ pub fn render(nodes: &[(String, String)]) -> String {
                 order.push(parent.clone());
                 parents.insert(parent.clone(), String::new());
             }
-            children.entry(parent.clone()).or_default().push(name.clone());
+            children
+                .entry(parent.clone())
+                .or_default()
+                .push(name.clone());
         }
     }
     let mut out = String::new();

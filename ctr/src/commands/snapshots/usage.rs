@@ -43,7 +43,11 @@ pub async fn run(client: &Client, snapshotter: &str, args: Args) -> Result<()> {
             .into_inner();
         listing.push(
             key.clone(),
-            vec![key.clone(), bytes_binary(usage.size), usage.inodes.to_string()],
+            vec![
+                key.clone(),
+                bytes_binary(usage.size),
+                usage.inodes.to_string(),
+            ],
             json!({"key": key, "size": usage.size, "inodes": usage.inodes}),
         );
     }
