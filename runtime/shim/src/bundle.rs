@@ -45,7 +45,9 @@ impl From<&Options> for SavedOptions {
 /// Decodes `containerd.runc.v1.Options` from an `Any`; other types (or none) mean defaults.
 pub fn decode_options(any: Option<&prost_types::Any>) -> Result<Options> {
     match any {
-        Some(a) if a.type_url.trim_start_matches("type.googleapis.com/") == type_url::RUNC_OPTIONS => {
+        Some(a)
+            if a.type_url.trim_start_matches("type.googleapis.com/") == type_url::RUNC_OPTIONS =>
+        {
             Options::decode(&*a.value).map_err(|e| ShimError::Decode {
                 what: "runc options",
                 message: e.to_string(),

@@ -175,7 +175,11 @@ fn read_u64(path: &Path) -> u64 {
 
 fn read_list(path: &Path) -> Vec<u64> {
     std::fs::read_to_string(path)
-        .map(|s| s.split_whitespace().filter_map(|v| v.parse().ok()).collect())
+        .map(|s| {
+            s.split_whitespace()
+                .filter_map(|v| v.parse().ok())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -407,8 +411,8 @@ pub fn parse_io_stat(text: &str) -> Vec<v2::IoEntry> {
 /// Registers an eventfd for OOM events of a v1 memory cgroup; readable once per event.
 pub fn v1_oom_eventfd(memory_dir: &Path) -> Result<OwnedFd> {
     let control_path = memory_dir.join("memory.oom_control");
-    let control = std::fs::File::open(&control_path)
-        .map_err(|e| ShimError::io("open", &control_path, e))?;
+    let control =
+        std::fs::File::open(&control_path).map_err(|e| ShimError::io("open", &control_path, e))?;
     let efd = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
         .map_err(|e| ShimError::sys("eventfd", e))?;
     let efd = OwnedFd::from(efd);
@@ -492,7 +496,8 @@ mod tests {
 
     #[test]
     fn proc_cgroup_v1_and_v2() {
-        let text = "9:name=systemd:/default/t1\n4:memory:/default/t1\n2:cpu,cpuacct:/default/t1\n0::/\n";
+        let text =
+            "9:name=systemd:/default/t1\n4:memory:/default/t1\n2:cpu,cpuacct:/default/t1\n0::/\n";
         let p = parse_proc_cgroup(text);
         assert_eq!(p["memory"], "/default/t1");
         assert_eq!(p["cpuacct"], "/default/t1");
@@ -510,10 +515,18 @@ mod tests {
         for d in [&mem, &acct, &pids] {
             std::fs::create_dir_all(d).unwrap();
         }
-        std::fs::write(mem.join("memory.stat"), "cache 4096\nrss 8192\ntotal_rss 8192\n").unwrap();
+        std::fs::write(
+            mem.join("memory.stat"),
+            "cache 4096\nrss 8192\ntotal_rss 8192\n",
+        )
+        .unwrap();
         std::fs::write(mem.join("memory.usage_in_bytes"), "12288\n").unwrap();
         std::fs::write(mem.join("memory.limit_in_bytes"), "9223372036854771712\n").unwrap();
-        std::fs::write(mem.join("memory.oom_control"), "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n").unwrap();
+        std::fs::write(
+            mem.join("memory.oom_control"),
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
+        )
+        .unwrap();
         std::fs::write(acct.join("cpuacct.usage"), "5000\n").unwrap();
         std::fs::write(acct.join("cpuacct.usage_percpu"), "3000 2000 \n").unwrap();
         std::fs::write(acct.join("cpuacct.stat"), "user 3\nsystem 1\n").unwrap();
@@ -546,9 +559,21 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("memory.current"), "100\n").unwrap();
         std::fs::write(dir.join("memory.max"), "max\n").unwrap();
-        std::fs::write(dir.join("memory.events"), "low 0\nhigh 0\nmax 1\noom 1\noom_kill 1\n").unwrap();
-        std::fs::write(dir.join("cpu.stat"), "usage_usec 7\nuser_usec 5\nsystem_usec 2\n").unwrap();
-        std::fs::write(dir.join("io.stat"), "8:0 rbytes=1 wbytes=2 rios=3 wios=4 dbytes=0\n").unwrap();
+        std::fs::write(
+            dir.join("memory.events"),
+            "low 0\nhigh 0\nmax 1\noom 1\noom_kill 1\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("cpu.stat"),
+            "usage_usec 7\nuser_usec 5\nsystem_usec 2\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("io.stat"),
+            "8:0 rbytes=1 wbytes=2 rios=3 wios=4 dbytes=0\n",
+        )
+        .unwrap();
         let cg = Cgroup::from_proc(root.path(), "0::/default/t1\n");
         assert_eq!(cg, Cgroup::V2 { dir: dir.clone() });
         let m = v2_metrics(&dir);

@@ -64,7 +64,10 @@ pub mod topic {
 }
 
 /// Spec annotations that put several containers into one shim (`runtime/v2/runc/manager`).
-pub const GROUP_LABELS: [&str; 2] = ["io.containerd.runc.v2.group", "io.kubernetes.cri.sandbox-id"];
+pub const GROUP_LABELS: [&str; 2] = [
+    "io.containerd.runc.v2.group",
+    "io.kubernetes.cri.sandbox-id",
+];
 
 /// Default runc state root; the namespace is appended (`pkg/process/init.go` `RuncRoot`).
 pub const RUNC_ROOT: &str = "/run/containerd/runc";

@@ -24,7 +24,11 @@ const LISTENER_FD: i32 = 3;
 /// reads it (the open would block, so it is tried non-blocking).
 fn redirect_stderr_to_log(dir: &Path) {
     let path = dir.join(bundle::LOG_FIFO);
-    let Ok(fd) = open(&path, OFlag::O_WRONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC, Mode::empty()) else {
+    let Ok(fd) = open(
+        &path,
+        OFlag::O_WRONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) else {
         return;
     };
     let _ = fcntl(&fd, FcntlArg::F_SETFL(OFlag::empty()));

@@ -134,7 +134,8 @@ mod tests {
         let st: RpcStatus = ShimError::ProcessFinished.into();
         assert_eq!(st.code, code::NOT_FOUND);
         assert_eq!(st.message, "process already finished: not found");
-        let st: RpcStatus = ShimError::State(StateError::new("cannot pause task in created state")).into();
+        let st: RpcStatus =
+            ShimError::State(StateError::new("cannot pause task in created state")).into();
         assert_eq!(st.code, code::FAILED_PRECONDITION);
         assert_eq!(st.message, "cannot pause task in created state");
         assert_eq!(

@@ -206,7 +206,11 @@ async fn publish_binary(
     let Some(env) = &req.envelope else {
         return Ok(());
     };
-    let payload = env.event.as_ref().map(Message::encode_to_vec).unwrap_or_default();
+    let payload = env
+        .event
+        .as_ref()
+        .map(Message::encode_to_vec)
+        .unwrap_or_default();
     let mut cmd = Command::new(binary);
     cmd.args([
         "--address",
@@ -220,7 +224,9 @@ async fn publish_binary(
     .stdin(Stdio::piped())
     .stdout(Stdio::null())
     .stderr(Stdio::null());
-    let (mut child, mut sub) = reaper.spawn(&mut cmd).map_err(|e| format!("exec {binary}: {e}"))?;
+    let (mut child, mut sub) = reaper
+        .spawn(&mut cmd)
+        .map_err(|e| format!("exec {binary}: {e}"))?;
     if let Some(mut stdin) = child.stdin.take() {
         // The event is small: well under a pipe buffer, so this cannot block.
         let _ = stdin.write_all(&payload);
@@ -243,7 +249,11 @@ mod tests {
     #[test]
     fn sink_choice() {
         assert_eq!(
-            Sink::choose(Some("/run/c.sock.ttrpc".into()), "/bin/containerd", "/run/c.sock"),
+            Sink::choose(
+                Some("/run/c.sock.ttrpc".into()),
+                "/bin/containerd",
+                "/run/c.sock"
+            ),
             Sink::Ttrpc("/run/c.sock.ttrpc".into())
         );
         assert_eq!(
@@ -254,6 +264,47 @@ mod tests {
             }
         );
         assert_eq!(Sink::choose(Some(String::new()), "", ""), Sink::Discard);
+    }
+
+    #[tokio::test]
+    async fn publish_binary_fallback_gets_topic_namespace_and_any() {
+        use std::os::unix::fs::PermissionsExt;
+
+        let _serial = crate::reaper::TEST_FORK_LOCK.lock().await;
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("fake-containerd");
+        let out = dir.path().join("out");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\necho \"$@\" > {o}.args\ncat > {o}.stdin\n",
+                o = out.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let reaper = Reaper::new();
+        reaper.run().unwrap();
+        let sink = Sink::choose(None, &script.display().to_string(), "/run/x.sock");
+        let publisher = Publisher::start("ns1".into(), sink, reaper);
+        let ev = TaskOom {
+            container_id: "c1".into(),
+        };
+        publisher.publish(
+            crate::constants::topic::TASK_OOM,
+            crate::constants::type_url::TASK_OOM,
+            &ev,
+        );
+        publisher.flush(Duration::from_secs(10)).await;
+        let args = std::fs::read_to_string(dir.path().join("out.args")).unwrap();
+        assert_eq!(
+            args.trim(),
+            "--address /run/x.sock publish --topic /tasks/oom --namespace ns1"
+        );
+        let stdin = std::fs::read(dir.path().join("out.stdin")).unwrap();
+        let any = Any::decode(&*stdin).unwrap();
+        assert_eq!(any.type_url, "containerd.events.TaskOOM");
+        assert_eq!(TaskOom::decode(&*any.value).unwrap(), ev);
     }
 
     #[test]

@@ -213,14 +213,16 @@ impl PipeIo {
     pub fn start(self) -> Result<ProcessIo> {
         let mut io = ProcessIo::default();
         if let Some((mut fifo, w)) = self.stdin {
-            let mut tx = pipe::Sender::from_owned_fd(w).map_err(|e| ShimError::io("stdin pipe", "", e))?;
+            let mut tx =
+                pipe::Sender::from_owned_fd(w).map_err(|e| ShimError::io("stdin pipe", "", e))?;
             io.stdin = Some(tokio::spawn(async move {
                 let _ = tokio::io::copy(&mut fifo, &mut tx).await;
                 // Dropping tx closes the process's stdin.
             }));
         }
         for (r, writer) in [self.stdout, self.stderr].into_iter().flatten() {
-            let rx = pipe::Receiver::from_owned_fd(r).map_err(|e| ShimError::io("output pipe", "", e))?;
+            let rx = pipe::Receiver::from_owned_fd(r)
+                .map_err(|e| ShimError::io("output pipe", "", e))?;
             io.outputs.push(tokio::spawn(copy_to(rx, writer.0)));
         }
         Ok(io)
@@ -291,14 +293,13 @@ impl PtyIo {
 mod tests {
     use super::*;
 
-/// Makes `path` a FIFO with mode 0700 if it does not exist (tests and the `log` FIFO).
-fn mkfifo(path: &std::path::Path) -> Result<()> {
-    match nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o700)) {
-        Ok(()) | Err(nix::errno::Errno::EEXIST) => Ok(()),
-        Err(e) => Err(ShimError::sys(format!("mkfifo {}", path.display()), e)),
+    /// Makes `path` a FIFO with mode 0700 if it does not exist (tests and the `log` FIFO).
+    fn mkfifo(path: &std::path::Path) -> Result<()> {
+        match nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o700)) {
+            Ok(()) | Err(nix::errno::Errno::EEXIST) => Ok(()),
+            Err(e) => Err(ShimError::sys(format!("mkfifo {}", path.display()), e)),
+        }
     }
-}
-
 
     #[test]
     fn output_specs() {

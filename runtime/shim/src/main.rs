@@ -32,12 +32,17 @@ fn main() -> ExitCode {
         }
     };
     if args.version {
-        println!("containerd-shim-berth-v2:\n  Version: {}", constants::VERSION);
+        println!(
+            "containerd-shim-berth-v2:\n  Version: {}",
+            constants::VERSION
+        );
         return ExitCode::SUCCESS;
     }
     let result = match args.action {
         Some(Action::Start) => start::run(&args, &mut std::io::stdout()).map_err(|e| e.to_string()),
-        Some(Action::Delete) => delete::run(&args, &mut std::io::stdout()).map_err(|e| e.to_string()),
+        Some(Action::Delete) => {
+            delete::run(&args, &mut std::io::stdout()).map_err(|e| e.to_string())
+        }
         None => daemon::run(&args).map_err(|e| e.to_string()),
     };
     match result {

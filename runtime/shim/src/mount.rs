@@ -75,14 +75,7 @@ pub fn mount_one(m: &Mount, target: &Path) -> Result<()> {
             e,
         )
     };
-    mount(
-        Some(m.source.as_str()),
-        target,
-        fstype,
-        first,
-        data,
-    )
-    .map_err(err)?;
+    mount(Some(m.source.as_str()), target, fstype, first, data).map_err(err)?;
     // A read-only bind needs a remount to take effect.
     if flags.contains(MsFlags::MS_BIND) && flags.contains(MsFlags::MS_RDONLY) {
         mount(

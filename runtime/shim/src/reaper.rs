@@ -178,6 +178,11 @@ pub fn set_subreaper() -> nix::Result<()> {
     nix::sys::prctl::set_child_subreaper(true)
 }
 
+/// Serialises unit tests that fork: each runs its own `waitpid(-1)` loop, which would reap
+/// the other test's children.
+#[cfg(test)]
+pub static TEST_FORK_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[cfg(test)]
 mod tests {
     use std::process::Stdio;
@@ -203,6 +208,7 @@ mod tests {
 
     #[tokio::test]
     async fn spawned_exit_is_not_lost() {
+        let _serial = TEST_FORK_LOCK.lock().await;
         let reaper = Reaper::new();
         reaper.run().unwrap();
         let mut cmd = Command::new("sh");

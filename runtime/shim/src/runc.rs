@@ -170,7 +170,11 @@ impl Runc {
     }
 
     /// Runs runc with `args`, feeding `input` on stdin, returning stdout.
-    async fn output(&self, args: &[OsString], input: Option<Vec<u8>>) -> Result<Vec<u8>, RuncError> {
+    async fn output(
+        &self,
+        args: &[OsString],
+        input: Option<Vec<u8>>,
+    ) -> Result<Vec<u8>, RuncError> {
         let log_from = self.log_len();
         let mut cmd = Command::new(&self.binary);
         cmd.args(self.args(args))
@@ -181,10 +185,13 @@ impl Runc {
             })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let (mut child, mut sub) = self.reaper.spawn(&mut cmd).map_err(|source| RuncError::Spawn {
-            binary: self.binary.clone(),
-            source,
-        })?;
+        let (mut child, mut sub) =
+            self.reaper
+                .spawn(&mut cmd)
+                .map_err(|source| RuncError::Spawn {
+                    binary: self.binary.clone(),
+                    source,
+                })?;
         let pid = i32::try_from(child.id()).unwrap_or(-1);
         let stdin = child.stdin.take().map(OwnedFd::from);
         let stdout = child.stdout.take().map(OwnedFd::from);
@@ -196,7 +203,8 @@ impl Runc {
                 }
             }
         };
-        let (_, out, err, exit) = tokio::join!(feed, read_all(stdout), read_all(stderr), sub.wait_for(pid));
+        let (_, out, err, exit) =
+            tokio::join!(feed, read_all(stdout), read_all(stderr), sub.wait_for(pid));
         let status = exit.map_or(255, |e| e.status);
         if status == 0 {
             return Ok(out);
@@ -215,17 +223,24 @@ impl Runc {
     }
 
     /// Runs runc with the container's stdio (create, exec): runc's own errors go to its log.
-    async fn run_with_stdio(&self, args: &[OsString], stdio: ProcessStdio) -> Result<(), RuncError> {
+    async fn run_with_stdio(
+        &self,
+        args: &[OsString],
+        stdio: ProcessStdio,
+    ) -> Result<(), RuncError> {
         let log_from = self.log_len();
         let mut cmd = Command::new(&self.binary);
         cmd.args(self.args(args))
             .stdin(stdio_of(stdio.stdin))
             .stdout(stdio_of(stdio.stdout))
             .stderr(stdio_of(stdio.stderr));
-        let (child, mut sub) = self.reaper.spawn(&mut cmd).map_err(|source| RuncError::Spawn {
-            binary: self.binary.clone(),
-            source,
-        })?;
+        let (child, mut sub) = self
+            .reaper
+            .spawn(&mut cmd)
+            .map_err(|source| RuncError::Spawn {
+                binary: self.binary.clone(),
+                source,
+            })?;
         // The container now holds the pipe ends; ours must close or no EOF ever comes.
         drop(cmd);
         let pid = i32::try_from(child.id()).unwrap_or(-1);
@@ -240,7 +255,13 @@ impl Runc {
     }
 
     /// `runc create --bundle B --pid-file P [--console-socket S] [--no-pivot] [--no-new-keyring] ID`.
-    pub async fn create(&self, id: &str, bundle: &Path, opts: &CreateOpts, stdio: ProcessStdio) -> Result<(), RuncError> {
+    pub async fn create(
+        &self,
+        id: &str,
+        bundle: &Path,
+        opts: &CreateOpts,
+        stdio: ProcessStdio,
+    ) -> Result<(), RuncError> {
         let mut args: Vec<OsString> = vec![
             "create".into(),
             "--bundle".into(),
@@ -263,7 +284,12 @@ impl Runc {
     }
 
     /// `runc exec --process F --detach --pid-file P [--console-socket S] ID`.
-    pub async fn exec(&self, id: &str, opts: &ExecOpts, stdio: ProcessStdio) -> Result<(), RuncError> {
+    pub async fn exec(
+        &self,
+        id: &str,
+        opts: &ExecOpts,
+        stdio: ProcessStdio,
+    ) -> Result<(), RuncError> {
         let mut args: Vec<OsString> = vec![
             "exec".into(),
             "--process".into(),
@@ -282,7 +308,9 @@ impl Runc {
 
     /// `runc start ID`.
     pub async fn start(&self, id: &str) -> Result<(), RuncError> {
-        self.output(&["start".into(), id.into()], None).await.map(drop)
+        self.output(&["start".into(), id.into()], None)
+            .await
+            .map(drop)
     }
 
     /// `runc kill [--all] ID SIGNUM`.
@@ -308,18 +336,25 @@ impl Runc {
 
     /// `runc pause ID`.
     pub async fn pause(&self, id: &str) -> Result<(), RuncError> {
-        self.output(&["pause".into(), id.into()], None).await.map(drop)
+        self.output(&["pause".into(), id.into()], None)
+            .await
+            .map(drop)
     }
 
     /// `runc resume ID`.
     pub async fn resume(&self, id: &str) -> Result<(), RuncError> {
-        self.output(&["resume".into(), id.into()], None).await.map(drop)
+        self.output(&["resume".into(), id.into()], None)
+            .await
+            .map(drop)
     }
 
     /// `runc ps --format json ID`: the pids in the container.
     pub async fn ps(&self, id: &str) -> Result<Vec<u32>, RuncError> {
         let out = self
-            .output(&["ps".into(), "--format".into(), "json".into(), id.into()], None)
+            .output(
+                &["ps".into(), "--format".into(), "json".into(), id.into()],
+                None,
+            )
             .await?;
         parse_ps(&out)
     }
@@ -383,10 +418,10 @@ pub fn last_error_in_log(text: &str) -> Option<String> {
         msg: Option<String>,
     }
     text.lines()
+        .rev()
         .filter_map(|l| serde_json::from_str::<Line>(l).ok())
         .filter(|l| l.level.as_deref() == Some("error"))
-        .filter_map(|l| l.msg)
-        .last()
+        .find_map(|l| l.msg)
 }
 
 /// Parses `runc ps --format json` output (a JSON array of pids, or `null`).
@@ -401,17 +436,19 @@ pub fn on_path(binary: &str) -> bool {
     if binary.contains('/') {
         return Path::new(binary).is_file();
     }
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|dir| dir.join(binary).is_file())
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(binary).is_file()))
 }
 
 /// Reads a pid file as runc writes it.
 pub fn read_pid_file(path: &Path) -> std::io::Result<u32> {
     let text = std::fs::read_to_string(path)?;
-    text.trim()
-        .parse()
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("pid file {}: {e}", path.display())))
+    text.trim().parse().map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("pid file {}: {e}", path.display()),
+        )
+    })
 }
 
 #[cfg(test)]
@@ -422,7 +459,10 @@ mod tests {
     fn global_flags_come_first() {
         let r = Runc::new("", "", "default", Path::new("/b"), Reaper::new());
         let args = r.args(&["start".into(), "t1".into()]);
-        let args: Vec<_> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        let args: Vec<_> = args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
         assert_eq!(
             args,
             [

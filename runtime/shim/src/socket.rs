@@ -52,8 +52,8 @@ pub fn socket_name(address: &str, namespace: &str, id: &str) -> String {
 /// The directory for shim sockets of the daemon at `address`.
 pub fn socket_dir(address: &str) -> PathBuf {
     let address = clean(address.strip_prefix("unix://").unwrap_or(address));
-    let under_containerd = address == CONTAINERD_STATE_DIR
-        || address.starts_with(&format!("{CONTAINERD_STATE_DIR}/"));
+    let under_containerd =
+        address == CONTAINERD_STATE_DIR || address.starts_with(&format!("{CONTAINERD_STATE_DIR}/"));
     if address == "." || under_containerd {
         return PathBuf::from(CONTAINERD_SOCKET_DIR);
     }
@@ -79,7 +79,10 @@ mod tests {
 
     #[test]
     fn clean_like_go() {
-        assert_eq!(clean("/run//containerd/./x.sock/"), "/run/containerd/x.sock");
+        assert_eq!(
+            clean("/run//containerd/./x.sock/"),
+            "/run/containerd/x.sock"
+        );
         assert_eq!(clean("/a/b/../c"), "/a/c");
         assert_eq!(clean("/.."), "/");
         assert_eq!(clean(""), ".");
@@ -88,7 +91,9 @@ mod tests {
     #[test]
     fn containerd_layout_is_kept() {
         let p = socket_path("/run/containerd/containerd.sock", "default", "t1");
-        let expected = hex::encode(Sha256::digest(b"/run/containerd/containerd.sock/default/t1"));
+        let expected = hex::encode(Sha256::digest(
+            b"/run/containerd/containerd.sock/default/t1",
+        ));
         assert_eq!(p, Path::new("/run/containerd/s").join(expected));
     }
 
@@ -98,7 +103,10 @@ mod tests {
         assert_eq!(p.parent().unwrap(), Path::new("/tmp/berth-test/s"));
         assert_eq!(p.file_name().unwrap().len(), 64);
         // Grouping: the same group gives the same socket.
-        assert_eq!(p, socket_path("/tmp/berth-test/containerd.sock", "ns", "group"));
+        assert_eq!(
+            p,
+            socket_path("/tmp/berth-test/containerd.sock", "ns", "group")
+        );
         let long = format!("/tmp/{}/d.sock", "x".repeat(60));
         assert!(socket_path(&long, "n", "i").starts_with(BERTH_SOCKET_DIR));
     }

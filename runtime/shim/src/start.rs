@@ -43,7 +43,8 @@ fn io_err(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Er
 fn bind(path: &Path) -> Result<Option<UnixListener>, StartError> {
     let dir = path.parent().unwrap_or(Path::new("/"));
     std::fs::create_dir_all(dir).map_err(io_err("mkdir", dir))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io_err("chmod", dir))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(io_err("chmod", dir))?;
     let listener = match UnixListener::bind(path) {
         Ok(l) => l,
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
@@ -55,7 +56,8 @@ fn bind(path: &Path) -> Result<Option<UnixListener>, StartError> {
         }
         Err(e) => return Err(io_err("listen", path)(e)),
     };
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io_err("chmod", path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(io_err("chmod", path))?;
     Ok(Some(listener))
 }
 
@@ -96,7 +98,8 @@ pub fn run(args: &Args, out: &mut impl std::io::Write) -> Result<(), StartError>
 
     let Some(listener) = bind(&path)? else {
         std::fs::write(&address_file, &address).map_err(io_err("write", &address_file))?;
-        out.write_all(address.as_bytes()).map_err(io_err("write", "stdout"))?;
+        out.write_all(address.as_bytes())
+            .map_err(io_err("write", "stdout"))?;
         return Ok(());
     };
     let cleanup = |e: StartError| {
@@ -109,7 +112,14 @@ pub fn run(args: &Args, out: &mut impl std::io::Write) -> Result<(), StartError>
 
     let exe = std::env::current_exe().map_err(io_err("resolve", "/proc/self/exe"))?;
     let mut cmd = Command::new(&exe);
-    cmd.args(["-namespace", &args.namespace, "-id", &args.id, "-address", &args.address]);
+    cmd.args([
+        "-namespace",
+        &args.namespace,
+        "-id",
+        &args.id,
+        "-address",
+        &args.address,
+    ]);
     if !args.publish_binary.is_empty() {
         cmd.args(["-publish-binary", &args.publish_binary]);
     }
@@ -152,7 +162,35 @@ pub fn run(args: &Args, out: &mut impl std::io::Write) -> Result<(), StartError>
         }
     }
     adjust_oom_score(child.id());
-    out.write_all(address.as_bytes()).map_err(io_err("write", "stdout"))?;
+    out.write_all(address.as_bytes())
+        .map_err(io_err("write", "stdout"))?;
     out.flush().map_err(io_err("write", "stdout"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn bind_reuses_live_socket_and_replaces_stale_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s").join("abc");
+        let first = bind(&path).unwrap().expect("fresh socket");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let dir_mode = std::fs::metadata(path.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(dir_mode, 0o700);
+        // A shim listens: reuse it.
+        assert!(bind(&path).unwrap().is_none());
+        // The shim died and left its socket file: replace it.
+        drop(first);
+        assert!(bind(&path).unwrap().is_some());
+    }
 }

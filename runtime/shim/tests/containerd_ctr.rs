@@ -31,9 +31,8 @@ fn skip(reason: &str) -> bool {
 }
 
 fn on_path(binary: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|dir| dir.join(binary).is_file())
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(binary).is_file()))
 }
 
 /// The gate (containerd `testutil.RequiresRoot` plus the binaries).
@@ -118,7 +117,8 @@ impl Containerd {
         }
         std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("copy busybox");
         for applet in ["sh", "echo", "sleep", "true", "ls", "cat"] {
-            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).expect("symlink");
+            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet))
+                .expect("symlink");
         }
         let config = format!(
             "version = 2\nroot = \"{r}/root\"\nstate = \"{r}/state\"\n\
@@ -151,7 +151,11 @@ impl Containerd {
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while daemon.ctr(&["version"]).code != 0 {
-            assert!(Instant::now() < deadline, "containerd did not come up: {}", daemon.log());
+            assert!(
+                Instant::now() < deadline,
+                "containerd did not come up: {}",
+                daemon.log()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         daemon
@@ -191,7 +195,8 @@ impl Containerd {
     fn ok(&self, args: &[&str]) -> String {
         let out = self.ctr(args);
         assert_eq!(
-            out.code, 0,
+            out.code,
+            0,
             "ctr {args:?} failed: {}\n--- containerd log ---\n{}",
             out.stderr,
             self.log()
@@ -214,14 +219,31 @@ impl Containerd {
             if status.as_deref() == Some(want) {
                 return;
             }
-            assert!(Instant::now() < deadline, "task {id} is {status:?}, want {want}");
+            assert!(
+                Instant::now() < deadline,
+                "task {id} is {status:?}, want {want}"
+            );
             std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Containerd {
+    /// Removes what runc leaves per namespace once its containers are gone: the (empty) state
+    /// root and the namespace's parent cgroups.
+    fn remove_namespace_leftovers(&self) {
+        let _ = std::fs::remove_dir(Path::new("/run/containerd/runc").join(&self.namespace));
+        if let Ok(controllers) = std::fs::read_dir("/sys/fs/cgroup") {
+            for controller in controllers.flatten() {
+                let _ = std::fs::remove_dir(controller.path().join(&self.namespace));
+            }
         }
     }
 }
 
 impl Drop for Containerd {
     fn drop(&mut self) {
+        self.remove_namespace_leftovers();
         let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap_or(0));
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -276,7 +298,11 @@ fn exit_status_propagates() {
     // A missing binary is runc's error, passed through.
     let out = d.run(&["--rm"], "t2", &["/nonexistent"]);
     assert_ne!(out.code, 0);
-    assert!(out.stderr.contains("OCI runtime create failed"), "stderr: {}", out.stderr);
+    assert!(
+        out.stderr.contains("OCI runtime create failed"),
+        "stderr: {}",
+        out.stderr
+    );
     let _ = d.ctr(&["containers", "rm", "t2"]);
 }
 
@@ -292,14 +318,27 @@ fn detached_task_lifecycle() {
 
     let ls = d.ok(&["tasks", "exec", "--exec-id", "e1", "t3", "ls", "/"]);
     assert!(ls.lines().any(|l| l == "bin"), "ls /: {ls}");
-    let out = d.ctr(&["tasks", "exec", "--exec-id", "e2", "t3", "sh", "-c", "exit 3"]);
+    let out = d.ctr(&[
+        "tasks",
+        "exec",
+        "--exec-id",
+        "e2",
+        "t3",
+        "sh",
+        "-c",
+        "exit 3",
+    ]);
     assert_eq!(out.code, 3, "stderr: {}", out.stderr);
 
     d.ok(&["tasks", "pause", "t3"]);
     d.wait_status("t3", "PAUSED");
     let out = d.ctr(&["tasks", "pause", "t3"]);
     assert_ne!(out.code, 0);
-    assert!(out.stderr.contains("cannot pause a paused container"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("cannot pause a paused container"),
+        "{}",
+        out.stderr
+    );
     d.ok(&["tasks", "resume", "t3"]);
     d.wait_status("t3", "RUNNING");
 
@@ -317,7 +356,11 @@ fn detached_task_lifecycle() {
     d.wait_status("t3", "STOPPED");
     let out = d.ctr(&["tasks", "kill", "t3"]);
     assert_ne!(out.code, 0);
-    assert!(out.stderr.contains("process already finished"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("process already finished"),
+        "{}",
+        out.stderr
+    );
     d.ok(&["tasks", "delete", "t3"]);
     assert_eq!(d.task_status("t3"), None);
     d.ok(&["containers", "rm", "t3"]);
@@ -345,4 +388,88 @@ fn terminal_run() {
     );
     assert_eq!(out.code, 5, "stdout: {} stderr: {}", out.stdout, out.stderr);
     assert!(out.stdout.contains("/dev/pts/"), "stdout: {}", out.stdout);
+}
+
+/// `ctr events` in the background; `stop` returns what it printed.
+struct EventWatch {
+    child: Child,
+    reader: std::thread::JoinHandle<String>,
+}
+
+impl EventWatch {
+    fn start(d: &Containerd) -> EventWatch {
+        let mut child = Command::new("ctr")
+            .arg("--address")
+            .arg(d.address())
+            .arg("events")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start ctr events");
+        let mut out = child.stdout.take().expect("stdout piped");
+        let reader = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = out.read_to_string(&mut s);
+            s
+        });
+        // Let the subscription reach the daemon before anything happens.
+        std::thread::sleep(Duration::from_millis(500));
+        EventWatch { child, reader }
+    }
+
+    fn stop(mut self) -> String {
+        std::thread::sleep(Duration::from_millis(500));
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.reader.join().expect("events reader")
+    }
+}
+
+#[test]
+fn task_events_and_oom() {
+    if !ready() {
+        return;
+    }
+    let d = Containerd::start("events");
+    let watch = EventWatch::start(&d);
+    // Doubling a shell variable under a 16 MiB limit ends in the OOM killer.
+    let out = d.run(
+        &["--rm", "--memory-limit", "16777216"],
+        "oom1",
+        &[
+            "sh",
+            "-c",
+            "a=xxxxxxxxxxxxxxxx; while true; do a=$a$a; done",
+        ],
+    );
+    assert_eq!(out.code, 137, "stderr: {}", out.stderr);
+    let events = watch.stop();
+    let topics: Vec<&str> = events
+        .lines()
+        .filter(|l| l.contains(&d.namespace) && l.contains("/tasks/"))
+        .filter_map(|l| l.split_whitespace().find(|w| w.starts_with("/tasks/")))
+        .collect();
+    for topic in [
+        "/tasks/create",
+        "/tasks/start",
+        "/tasks/oom",
+        "/tasks/exit",
+        "/tasks/delete",
+    ] {
+        assert!(topics.contains(&topic), "no {topic} in {events}");
+    }
+    let pos = |t: &str| topics.iter().position(|x| *x == t);
+    assert!(
+        pos("/tasks/start") < pos("/tasks/exit"),
+        "order: {topics:?}"
+    );
+    assert!(
+        pos("/tasks/exit") < pos("/tasks/delete"),
+        "order: {topics:?}"
+    );
+    assert!(
+        events.contains("\"exit_status\":137"),
+        "exit status missing: {events}"
+    );
 }

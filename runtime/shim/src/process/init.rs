@@ -48,7 +48,9 @@ where
         Some(m) => m?,
         None => tokio::time::timeout(CONSOLE_TIMEOUT, recv_fut)
             .await
-            .map_err(|_| ShimError::InvalidArgument("failed to retrieve console master: timed out".into()))??,
+            .map_err(|_| {
+                ShimError::InvalidArgument("failed to retrieve console master: timed out".into())
+            })??,
     };
     Ok(pty_io.start(Pty::new(master)?))
 }
@@ -71,15 +73,19 @@ pub async fn create(
     opts: &InitOpts,
 ) -> Result<(u32, ProcessIo)> {
     let pid_file = bundle.join(crate::constants::bundle::INIT_PID);
-    let io = launch(stdio, "OCI runtime create failed", |console_socket, pipes| {
-        let create = CreateOpts {
-            pid_file: pid_file.clone(),
-            console_socket,
-            no_pivot: opts.no_pivot_root,
-            no_new_keyring: opts.no_new_keyring,
-        };
-        async move { runc.create(id, bundle, &create, pipes).await }
-    })
+    let io = launch(
+        stdio,
+        "OCI runtime create failed",
+        |console_socket, pipes| {
+            let create = CreateOpts {
+                pid_file: pid_file.clone(),
+                console_socket,
+                no_pivot: opts.no_pivot_root,
+                no_new_keyring: opts.no_new_keyring,
+            };
+            async move { runc.create(id, bundle, &create, pipes).await }
+        },
+    )
     .await?;
     let pid = crate::runc::read_pid_file(&pid_file)
         .map_err(|e| ShimError::io("read pid file", &pid_file, e))?;

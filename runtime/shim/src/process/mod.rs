@@ -141,6 +141,9 @@ mod tests {
         assert_eq!(st.status, ProtoStatus::Stopped as i32);
         assert_eq!(st.exit_status, 7);
         assert_eq!(st.exec_id, "e1");
-        assert_eq!(p.check(Op::Start).unwrap_err().to_string(), "cannot start a stopped process");
+        assert_eq!(
+            p.check(Op::Start).unwrap_err().to_string(),
+            "cannot start a stopped process"
+        );
     }
 }

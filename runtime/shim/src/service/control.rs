@@ -49,17 +49,22 @@ impl Shim {
                 if exited && !req.all {
                     return Err(ShimError::ProcessFinished);
                 }
-                runc.kill(&req.id, req.signal, req.all).await.map_err(kill_error)
+                runc.kill(&req.id, req.signal, req.all)
+                    .await
+                    .map_err(kill_error)
             }
             Kind::Exec => {
                 if exited {
                     return Err(ShimError::ProcessFinished);
                 }
                 if pid == 0 {
-                    return Err(ShimError::State(crate::process::StateError::new("process not created")));
+                    return Err(ShimError::State(crate::process::StateError::new(
+                        "process not created",
+                    )));
                 }
-                let raw = i32::try_from(req.signal)
-                    .map_err(|_| ShimError::InvalidArgument(format!("invalid signal {}", req.signal)))?;
+                let raw = i32::try_from(req.signal).map_err(|_| {
+                    ShimError::InvalidArgument(format!("invalid signal {}", req.signal))
+                })?;
                 let signal = Signal::try_from(raw)
                     .map_err(|_| ShimError::InvalidArgument(format!("invalid signal {raw}")))?;
                 let target = Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX));
@@ -137,10 +142,12 @@ impl Shim {
             .resources
             .map(|a| a.value)
             .ok_or_else(|| ShimError::InvalidArgument("update: no resources".into()))?;
-        runc.update(&req.id, resources).await.map_err(|e| ShimError::Runc {
-            op: "OCI runtime update failed".into(),
-            message: e.to_string(),
-        })
+        runc.update(&req.id, resources)
+            .await
+            .map_err(|e| ShimError::Runc {
+                op: "OCI runtime update failed".into(),
+                message: e.to_string(),
+            })
     }
 
     /// Checkpoint: `runc checkpoint` when criu is installed.
@@ -152,7 +159,9 @@ impl Shim {
         })?;
         let criu = runc.criu.clone().unwrap_or_else(|| "criu".into());
         if !crate::runc::on_path(&criu) {
-            return Err(ShimError::Unimplemented("checkpoint (criu is not installed)"));
+            return Err(ShimError::Unimplemented(
+                "checkpoint (criu is not installed)",
+            ));
         }
         let opts = match &req.options {
             Some(a) if a.type_url.ends_with("containerd.runc.v1.CheckpointOptions") => {
@@ -177,10 +186,12 @@ impl Shim {
             terminal: opts.terminal || terminal,
             file_locks: opts.file_locks,
         };
-        runc.checkpoint(&req.id, &copts).await.map_err(|e| ShimError::Runc {
-            op: "OCI runtime checkpoint failed".into(),
-            message: e.to_string(),
-        })
+        runc.checkpoint(&req.id, &copts)
+            .await
+            .map_err(|e| ShimError::Runc {
+                op: "OCI runtime checkpoint failed".into(),
+                message: e.to_string(),
+            })
     }
 }
 
@@ -197,8 +208,14 @@ mod tests {
 
     #[test]
     fn kill_errors_map_like_containerd() {
-        assert!(matches!(kill_error(failed("container not running")), ShimError::ProcessFinished));
-        assert!(matches!(kill_error(failed("No such process")), ShimError::ProcessFinished));
+        assert!(matches!(
+            kill_error(failed("container not running")),
+            ShimError::ProcessFinished
+        ));
+        assert!(matches!(
+            kill_error(failed("No such process")),
+            ShimError::ProcessFinished
+        ));
         assert!(matches!(
             kill_error(failed("container \"x\" does not exist")),
             ShimError::ContainerNotFound { .. }

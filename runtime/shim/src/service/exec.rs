@@ -16,7 +16,9 @@ impl Shim {
     #[tracing::instrument(skip_all, fields(id = %req.id, exec_id = %req.exec_id))]
     pub(super) async fn exec(self: Arc<Self>, req: api::ExecProcessRequest) -> Result<()> {
         if req.exec_id.is_empty() {
-            return Err(ShimError::InvalidArgument("exec id must not be empty".into()));
+            return Err(ShimError::InvalidArgument(
+                "exec id must not be empty".into(),
+            ));
         }
         let spec = req
             .spec

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use berth_proto::containerd::events::{TaskCreate, TaskDelete, TaskExecStarted, TaskIo, TaskOom, TaskStart};
+use berth_proto::containerd::events::{
+    TaskCreate, TaskDelete, TaskExecStarted, TaskIo, TaskOom, TaskStart,
+};
 use berth_proto::containerd::task::v2 as api;
 
 use super::exits::early_exit;
@@ -28,7 +30,9 @@ const IO_DRAIN: Duration = Duration::from_secs(2);
 fn validate_id(id: &str) -> Result<()> {
     let ok = !id.is_empty()
         && id.len() <= 76
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
         && id.starts_with(|c: char| c.is_ascii_alphanumeric());
     if ok {
         Ok(())
@@ -42,7 +46,10 @@ fn validate_id(id: &str) -> Result<()> {
 impl Shim {
     /// Create: mount the rootfs, `runc create`, publish TaskCreate.
     #[tracing::instrument(skip_all, fields(id = %req.id))]
-    pub(super) async fn create(self: Arc<Self>, req: api::CreateTaskRequest) -> Result<api::CreateTaskResponse> {
+    pub(super) async fn create(
+        self: Arc<Self>,
+        req: api::CreateTaskRequest,
+    ) -> Result<api::CreateTaskResponse> {
         validate_id(&req.id)?;
         if self.lock().containers.contains_key(&req.id) {
             return Err(ShimError::AlreadyExists {
@@ -63,7 +70,8 @@ impl Shim {
             asyncify(move || {
                 save_options(&dir, &saved)?;
                 if !mounts.is_empty() {
-                    std::fs::create_dir_all(&rootfs).map_err(|e| ShimError::io("mkdir", &rootfs, e))?;
+                    std::fs::create_dir_all(&rootfs)
+                        .map_err(|e| ShimError::io("mkdir", &rootfs, e))?;
                     mount_all(&mounts, &rootfs)?;
                 }
                 Ok(())
@@ -71,7 +79,13 @@ impl Shim {
             .await?;
         }
         let mounted = !req.rootfs.is_empty();
-        let mut runc = Runc::new(&opts.binary_name, &opts.root, &self.namespace, &dir, self.reaper.clone());
+        let mut runc = Runc::new(
+            &opts.binary_name,
+            &opts.root,
+            &self.namespace,
+            &dir,
+            self.reaper.clone(),
+        );
         runc.systemd_cgroup = opts.systemd_cgroup;
         runc.criu = (!opts.criu_path.is_empty()).then(|| opts.criu_path.clone());
         let stdio = StdioConfig {
@@ -144,7 +158,10 @@ impl Shim {
 
     /// Start: `runc start` for init, `runc exec --detach` for an exec process.
     #[tracing::instrument(skip_all, fields(id = %req.id, exec_id = %req.exec_id))]
-    pub(super) async fn start(self: Arc<Self>, req: api::StartRequest) -> Result<api::StartResponse> {
+    pub(super) async fn start(
+        self: Arc<Self>,
+        req: api::StartRequest,
+    ) -> Result<api::StartResponse> {
         let since = SystemTime::now();
         let mut sub = self.reaper.subscribe();
         let (runc, dir, spec, stdio) = self.with_container(&req.id, |c| {
@@ -228,13 +245,19 @@ impl Shim {
     /// Delete: forget an exec process, or `runc delete` the task, unmount its rootfs and
     /// publish TaskDelete.
     #[tracing::instrument(skip_all, fields(id = %req.id, exec_id = %req.exec_id))]
-    pub(super) async fn delete(self: Arc<Self>, req: api::DeleteRequest) -> Result<api::DeleteResponse> {
+    pub(super) async fn delete(
+        self: Arc<Self>,
+        req: api::DeleteRequest,
+    ) -> Result<api::DeleteResponse> {
         if !req.exec_id.is_empty() {
             let (outputs, resp) = self.with_container(&req.id, |c| {
                 c.process(&req.exec_id)?.check(Op::Delete)?;
-                let mut p = c.execs.remove(&req.exec_id).ok_or_else(|| ShimError::ProcessNotFound {
-                    exec_id: req.exec_id.clone(),
-                })?;
+                let mut p =
+                    c.execs
+                        .remove(&req.exec_id)
+                        .ok_or_else(|| ShimError::ProcessNotFound {
+                            exec_id: req.exec_id.clone(),
+                        })?;
                 p.io.close_stdin();
                 Ok((p.io.take_outputs(), delete_response(&p)))
             })?;

@@ -109,7 +109,11 @@ impl Shim {
     }
 
     /// Runs `f` on container `id` under the lock.
-    fn with_container<T>(&self, id: &str, f: impl FnOnce(&mut Container) -> Result<T>) -> Result<T> {
+    fn with_container<T>(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut Container) -> Result<T>,
+    ) -> Result<T> {
         let mut state = self.lock();
         let c = state
             .containers
@@ -159,7 +163,13 @@ impl Service for TaskService {
         let s = &self.shim;
         match method {
             "State" => route!(s, payload, api::StateRequest, api::StateResponse, state),
-            "Create" => route!(s, payload, api::CreateTaskRequest, api::CreateTaskResponse, create),
+            "Create" => route!(
+                s,
+                payload,
+                api::CreateTaskRequest,
+                api::CreateTaskResponse,
+                create
+            ),
             "Start" => route!(s, payload, api::StartRequest, api::StartResponse, start),
             "Delete" => route!(s, payload, api::DeleteRequest, api::DeleteResponse, delete),
             "Pids" => route!(s, payload, api::PidsRequest, api::PidsResponse, pids),
@@ -173,7 +183,13 @@ impl Service for TaskService {
             "Update" => route!(s, payload, api::UpdateTaskRequest, (), update),
             "Wait" => route!(s, payload, api::WaitRequest, api::WaitResponse, wait),
             "Stats" => route!(s, payload, api::StatsRequest, api::StatsResponse, stats),
-            "Connect" => route!(s, payload, api::ConnectRequest, api::ConnectResponse, connect),
+            "Connect" => route!(
+                s,
+                payload,
+                api::ConnectRequest,
+                api::ConnectResponse,
+                connect
+            ),
             "Shutdown" => route!(s, payload, api::ShutdownRequest, (), shutdown),
             other => unimplemented_method(other),
         }
@@ -186,9 +202,11 @@ where
     F: FnOnce() -> Result<T> + Send + 'static,
     T: Send + 'static,
 {
-    tokio::task::spawn_blocking(f).await.map_err(|e| ShimError::Io {
-        op: "blocking task",
-        path: PathBuf::new(),
-        source: std::io::Error::other(e.to_string()),
-    })?
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ShimError::Io {
+            op: "blocking task",
+            path: PathBuf::new(),
+            source: std::io::Error::other(e.to_string()),
+        })?
 }

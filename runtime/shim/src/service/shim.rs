@@ -10,7 +10,10 @@ use crate::error::Result;
 
 impl Shim {
     /// Connect: the shim's pid and the task's init pid.
-    pub(super) async fn connect(self: Arc<Self>, req: api::ConnectRequest) -> Result<api::ConnectResponse> {
+    pub(super) async fn connect(
+        self: Arc<Self>,
+        req: api::ConnectRequest,
+    ) -> Result<api::ConnectResponse> {
         let task_pid = self
             .lock()
             .containers

@@ -13,7 +13,10 @@ use crate::events::{any, timestamp};
 
 impl Shim {
     /// State of the init or an exec process.
-    pub(super) async fn state(self: Arc<Self>, req: api::StateRequest) -> Result<api::StateResponse> {
+    pub(super) async fn state(
+        self: Arc<Self>,
+        req: api::StateRequest,
+    ) -> Result<api::StateResponse> {
         self.with_container(&req.id, |c| {
             let bundle = c.bundle.display().to_string();
             Ok(c.process(&req.exec_id)?.state_response(&bundle))
@@ -50,18 +53,14 @@ impl Shim {
                 .iter()
                 .map(|&pid| ProcessInfo {
                     pid,
-                    info: c
-                        .execs
-                        .values()
-                        .find(|p| p.pid == pid)
-                        .map(|p| {
-                            any(
-                                type_url::PROCESS_DETAILS,
-                                &ProcessDetails {
-                                    exec_id: p.id.clone(),
-                                },
-                            )
-                        }),
+                    info: c.execs.values().find(|p| p.pid == pid).map(|p| {
+                        any(
+                            type_url::PROCESS_DETAILS,
+                            &ProcessDetails {
+                                exec_id: p.id.clone(),
+                            },
+                        )
+                    }),
                 })
                 .collect();
             Ok(api::PidsResponse { processes })
@@ -69,9 +68,14 @@ impl Shim {
     }
 
     /// Stats: the container's cgroup metrics.
-    pub(super) async fn stats(self: Arc<Self>, req: api::StatsRequest) -> Result<api::StatsResponse> {
+    pub(super) async fn stats(
+        self: Arc<Self>,
+        req: api::StatsRequest,
+    ) -> Result<api::StatsResponse> {
         let cgroup = self.with_container(&req.id, |c| {
-            c.cgroup.clone().ok_or_else(|| ShimError::InvalidArgument(format!("container {} has no cgroup", c.id)))
+            c.cgroup.clone().ok_or_else(|| {
+                ShimError::InvalidArgument(format!("container {} has no cgroup", c.id))
+            })
         })?;
         let stats = asyncify(move || Ok(cgroup.stats())).await?;
         Ok(api::StatsResponse { stats: Some(stats) })
