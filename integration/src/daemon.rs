@@ -45,6 +45,17 @@ pub fn berthd_bin() -> PathBuf {
     path
 }
 
+/// `$PATH` with the directory of the `berthd` binary in front, so that the daemon finds the
+/// `containerd-shim-berth-v2` built next to it (as a packaged install finds it on `PATH`).
+fn path_with_binary_dir() -> std::ffi::OsString {
+    let bin = berthd_bin();
+    let mut dirs: Vec<PathBuf> = bin.parent().map(Path::to_path_buf).into_iter().collect();
+    if let Some(path) = env::var_os("PATH") {
+        dirs.extend(env::split_paths(&path));
+    }
+    env::join_paths(dirs).expect("PATH entries contain no `:`")
+}
+
 /// Runs `berthd` with exactly `args`, expecting it to exit by itself (usually with an error), and
 /// kills it after `timeout` so that a daemon that wrongly starts cannot hang the test.
 pub fn spawn_raw(args: &[&str], timeout: Duration) -> CmdOutput {
@@ -147,6 +158,7 @@ impl Daemon {
             .arg("--address")
             .arg(&self.address)
             .args(&self.extra_args)
+            .env("PATH", path_with_binary_dir())
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err);

@@ -34,7 +34,9 @@ use berth_proto::containerd::services::content::v1::{WriteAction, WriteContentRe
 use berth_proto::containerd::services::diff::v1::diff_client::DiffClient;
 use berth_proto::containerd::services::diff::v1::ApplyRequest;
 use berth_proto::containerd::services::snapshots::v1::snapshots_client::SnapshotsClient;
-use berth_proto::containerd::services::snapshots::v1::MountsRequest;
+use berth_proto::containerd::services::snapshots::v1::{
+    MountsRequest, PrepareSnapshotRequest, RemoveSnapshotRequest,
+};
 use berth_proto::containerd::types::Descriptor;
 use nix::mount::{umount, umount2, MntFlags};
 use tempfile::TempDir;
@@ -1065,4 +1067,74 @@ fn image_rm_sync_collects_unpacked_snapshots() {
         rows.is_empty(),
         "snapshots left after images rm --sync: {out}"
     );
+}
+
+/// Snapshots.Prepare racing the garbage collector: each Remove schedules a collection whose
+/// sweep of driver snapshots without a record must not take a snapshot whose Prepare has
+/// created it in the driver but not yet recorded it (containerd serializes the two with the
+/// metadata snapshotter's lock, `metadata/snapshot.go` `garbageCollect`).
+#[test]
+fn prepare_racing_gc_keeps_the_snapshot() {
+    if !prerequisites() {
+        return;
+    }
+    let _serial = serial();
+    let daemon = Daemon::start();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("build a tokio runtime")
+        .block_on(async {
+            let mut client = SnapshotsClient::new(channel(&daemon).await);
+            let labels = HashMap::from([(GC_ROOT.to_owned(), "2024-01-01T00:00:00Z".to_owned())]);
+            let deadline = Instant::now() + Duration::from_secs(8);
+            let mut lost = Vec::new();
+            let mut rounds = 0;
+            while Instant::now() < deadline {
+                rounds += 1;
+                for key in [format!("a{rounds}"), format!("b{rounds}")] {
+                    client
+                        .prepare(namespaced(
+                            NS,
+                            PrepareSnapshotRequest {
+                                snapshotter: "overlayfs".to_owned(),
+                                key: key.clone(),
+                                labels: labels.clone(),
+                                ..Default::default()
+                            },
+                        ))
+                        .await
+                        .unwrap_or_else(|e| panic!("Prepare {key}: {e}"));
+                    if let Err(e) = client
+                        .mounts(namespaced(
+                            NS,
+                            MountsRequest {
+                                snapshotter: "overlayfs".to_owned(),
+                                key: key.clone(),
+                            },
+                        ))
+                        .await
+                    {
+                        lost.push(format!("{key}: {}", e.message()));
+                    }
+                    // Removing schedules a collection that overlaps the next Prepare.
+                    let _ = client
+                        .remove(namespaced(
+                            NS,
+                            RemoveSnapshotRequest {
+                                snapshotter: "overlayfs".to_owned(),
+                                key,
+                            },
+                        ))
+                        .await;
+                    tokio::time::sleep(Duration::from_millis(7)).await;
+                }
+            }
+            assert!(
+                lost.is_empty(),
+                "{} of {} prepared snapshots vanished before Mounts: {lost:?}",
+                lost.len(),
+                rounds * 2
+            );
+        });
 }

@@ -6,8 +6,8 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use berth_registry::{types, Config, Registry};
 use berth_core::events::Exchange;
+use berth_registry::{types, Config, Registry};
 use berth_services::ttrpc_events::serve_ttrpc_events;
 use berth_services::GrpcService;
 use nix::fcntl::{Flock, FlockArg};

@@ -202,9 +202,21 @@ impl TransferError {
                 digest: what.to_owned(),
                 detail: e.to_string(),
             },
-            OciDistributionError::RequestError(e) => Self::Network {
-                registry,
-                detail: error_chain(&e),
+            OciDistributionError::RequestError(e) => match e.status().map(|s| s.as_u16()) {
+                Some(401 | 403) => Self::Unauthorized {
+                    registry,
+                    detail: error_chain(&e),
+                },
+                Some(404) => not_found(),
+                Some(code) => Self::Registry {
+                    registry,
+                    what: what.to_owned(),
+                    detail: format!("HTTP {code}: {}", error_chain(&e)),
+                },
+                None => Self::Network {
+                    registry,
+                    detail: error_chain(&e),
+                },
             },
             OciDistributionError::IoError(e) => Self::Network {
                 registry,

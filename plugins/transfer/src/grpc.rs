@@ -372,7 +372,13 @@ impl ContentStore for GrpcContent {
                 size: 0,
             },
         )?;
-        let stream = self.client.clone().read(req).await.map_err(err)?.into_inner();
+        let stream = self
+            .client
+            .clone()
+            .read(req)
+            .await
+            .map_err(err)?
+            .into_inner();
         Ok(stream
             .map(|r| r.map(|m| Bytes::from(m.data)).map_err(err))
             .boxed())
@@ -539,7 +545,9 @@ impl Applier for GrpcApplier {
         resp.into_inner()
             .applied
             .map(from_proto_descriptor)
-            .ok_or_else(|| StoreError::new(ErrorKind::Internal, "Diff.Apply returned no descriptor"))
+            .ok_or_else(|| {
+                StoreError::new(ErrorKind::Internal, "Diff.Apply returned no descriptor")
+            })
     }
 }
 
@@ -597,7 +605,6 @@ impl ImageStore for GrpcImages {
             cx,
             CreateImageRequest {
                 image: Some(to_proto_image(image)),
-                ..Default::default()
             },
         )?;
         let resp = self.client.clone().create(req).await.map_err(err)?;
@@ -616,7 +623,6 @@ impl ImageStore for GrpcImages {
                 update_mask: Some(prost_types::FieldMask {
                     paths: paths.to_vec(),
                 }),
-                ..Default::default()
             },
         )?;
         let resp = self.client.clone().update(req).await.map_err(err)?;

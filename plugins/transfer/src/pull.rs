@@ -16,7 +16,9 @@ use oci_client::Client;
 use tokio::sync::mpsc;
 
 use crate::error::{StoreError, TransferError};
-use crate::manifest::{parse_config, parse_index, parse_manifest, select_entries, sniff_media_type};
+use crate::manifest::{
+    parse_config, parse_index, parse_manifest, select_entries, sniff_media_type,
+};
 use crate::progress::{NoProgress, Progress, ShowProgress};
 use crate::registry::{ImageRef, RegistryOptions};
 use crate::store::{ContentWriter, Cx, Ingest, Stores, LEASE_EXPIRY};
@@ -93,7 +95,9 @@ pub async fn pull(
     let (root_bytes, root_digest) = client
         .pull_manifest_raw(&image_ref.reference, &auth, &MANIFEST_MEDIA_TYPES)
         .await
-        .map_err(|e| TransferError::from_oci(e, &registry, &format!("manifest {}", image_ref.name)))?;
+        .map_err(|e| {
+            TransferError::from_oci(e, &registry, &format!("manifest {}", image_ref.name))
+        })?;
     let root = Descriptor::new(
         &sniff_media_type(&root_bytes, &root_digest)?,
         &root_digest,
@@ -183,9 +187,8 @@ impl Puller<'_> {
                     let child = self.manifest_bytes(entry).await?;
                     if is_manifest(&entry.media_type) {
                         let matches = entry.platform.as_ref().is_none_or(|p| want.matches(p));
-                        let unpack = self.opts.unpack
-                            && matches
-                            && !chosen.iter().any(|c| c.unpack);
+                        let unpack =
+                            self.opts.unpack && matches && !chosen.iter().any(|c| c.unpack);
                         chosen.push(Chosen {
                             desc: entry.clone(),
                             unpack,
@@ -268,7 +271,10 @@ impl Puller<'_> {
             manifest.config.digest.clone(),
         )]);
         for (i, layer) in manifest.layers.iter().enumerate() {
-            labels.insert(format!("{LABEL_GC_REF_CONTENT}.l.{i}"), layer.digest.clone());
+            labels.insert(
+                format!("{LABEL_GC_REF_CONTENT}.l.{i}"),
+                layer.digest.clone(),
+            );
         }
         self.put_bytes(desc, bytes, labels).await
     }
@@ -356,7 +362,10 @@ impl Puller<'_> {
         futures::future::try_join(downloads, unpacking).await?;
 
         if let Some(top) = chain.last() {
-            let label = format!("{LABEL_GC_REF_SNAPSHOT}.{}", self.stores.snapshots.snapshotter());
+            let label = format!(
+                "{LABEL_GC_REF_SNAPSHOT}.{}",
+                self.stores.snapshots.snapshotter()
+            );
             content
                 .update_labels(
                     &self.cx,
@@ -518,26 +527,47 @@ impl Puller<'_> {
         &self,
         desc: &Descriptor,
         bytes: &[u8],
-        labels: BTreeMap<String, String>,
+        extra: BTreeMap<String, String>,
     ) -> Result<(), TransferError> {
         let p = self.progress();
         p.on_start(desc);
-        match self.open(desc).await? {
-            Ingest::Present => {
-                self.relabel(desc, labels).await?;
-                p.on_exists(desc);
-            }
-            Ingest::Writer(mut w) => {
-                let store = |e| TransferError::store("write content", &desc.digest, e);
-                if w.offset() != 0 {
-                    w.truncate().await.map_err(store)?;
+        let store = |e| TransferError::store("write content", &desc.digest, e);
+        let labels =
+            |existing: &BTreeMap<String, String>| self.wanted_labels(existing, extra.clone());
+        for attempt in 0..2 {
+            let mut w = match self.open(desc).await? {
+                Ingest::Present => {
+                    self.relabel(desc, extra).await?;
+                    p.on_exists(desc);
+                    return Ok(());
                 }
-                w.write(bytes).await.map_err(store)?;
-                p.on_bytes(desc, bytes.len() as u64);
-                let labels = self.wanted_labels(&BTreeMap::new(), labels);
-                w.commit(labels).await.map_err(commit_error(desc))?;
-                p.on_done(desc);
+                Ingest::Writer(w) => w,
+            };
+            // A complete ingest (left by an earlier pull, or shared from another namespace)
+            // only needs its commit.
+            if attempt == 0 && w.offset() == desc.size {
+                match w.commit(labels(&BTreeMap::new())).await {
+                    Ok(()) => {
+                        p.on_bytes(desc, desc.size);
+                        p.on_done(desc);
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        tracing::debug!(digest = %desc.digest, "complete ingest failed to commit ({e}); rewriting it");
+                        continue;
+                    }
+                }
             }
+            if w.offset() != 0 {
+                w.truncate().await.map_err(store)?;
+            }
+            w.write(bytes).await.map_err(store)?;
+            p.on_bytes(desc, bytes.len() as u64);
+            w.commit(labels(&BTreeMap::new()))
+                .await
+                .map_err(commit_error(desc))?;
+            p.on_done(desc);
+            return Ok(());
         }
         Ok(())
     }
@@ -680,7 +710,11 @@ fn check_bytes(desc: &Descriptor, bytes: &[u8]) -> Result<(), TransferError> {
     if actual != desc.digest || bytes.len() as u64 != desc.size {
         return Err(TransferError::DigestMismatch {
             digest: desc.digest.clone(),
-            detail: format!("got {actual} ({} bytes, expected {})", bytes.len(), desc.size),
+            detail: format!(
+                "got {actual} ({} bytes, expected {})",
+                bytes.len(),
+                desc.size
+            ),
         });
     }
     Ok(())

@@ -244,7 +244,11 @@ impl Pusher<'_> {
         bytes: Vec<u8>,
     ) -> Result<(), TransferError> {
         let manifest = parse_manifest(&bytes, &desc.digest)?;
-        for blob in manifest.layers.iter().chain(std::iter::once(&manifest.config)) {
+        for blob in manifest
+            .layers
+            .iter()
+            .chain(std::iter::once(&manifest.config))
+        {
             if is_non_distributable(&blob.media_type) {
                 continue;
             }
@@ -306,13 +310,12 @@ impl Pusher<'_> {
         } else {
             self.dest.at(&desc.digest)
         };
-        let content_type = HeaderValue::from_str(&desc.media_type).map_err(|_| {
-            TransferError::InvalidContent {
+        let content_type =
+            HeaderValue::from_str(&desc.media_type).map_err(|_| TransferError::InvalidContent {
                 what: "manifest",
                 digest: desc.digest.clone(),
                 reason: format!("media type {:?} is not a header value", desc.media_type),
-            }
-        })?;
+            })?;
         self.client
             .push_manifest_raw(&reference, bytes.to_vec(), content_type)
             .await

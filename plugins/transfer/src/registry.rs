@@ -97,13 +97,12 @@ impl ImageRef {
     /// Parses `reference` the way docker normalizes names: `x` is
     /// `docker.io/library/x:latest`, `host:5000/a/b` is `host:5000/a/b:latest`.
     pub fn parse(reference: &str) -> Result<Self, TransferError> {
-        let parsed: Reference =
-            reference
-                .parse()
-                .map_err(|e: oci_client::ParseError| TransferError::InvalidReference {
-                    reference: reference.to_owned(),
-                    reason: e.to_string(),
-                })?;
+        let parsed: Reference = reference.parse().map_err(|e: oci_client::ParseError| {
+            TransferError::InvalidReference {
+                reference: reference.to_owned(),
+                reason: e.to_string(),
+            }
+        })?;
         let parsed = if parsed.tag().is_none() && parsed.digest().is_none() {
             Reference::with_tag(
                 parsed.registry().to_owned(),

@@ -17,8 +17,7 @@ pub const MEDIA_TYPE_OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+jso
 pub const MEDIA_TYPE_DOCKER_LIST: &str =
     "application/vnd.docker.distribution.manifest.list.v2+json";
 /// Docker v2 schema 2 manifest (`images.MediaTypeDockerSchema2Manifest`).
-pub const MEDIA_TYPE_DOCKER_MANIFEST: &str =
-    "application/vnd.docker.distribution.manifest.v2+json";
+pub const MEDIA_TYPE_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 /// Docker v2 schema 2 image config (`images.MediaTypeDockerSchema2Config`).
 pub const MEDIA_TYPE_DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 
@@ -124,7 +123,10 @@ impl Platform {
     pub fn parse(text: &str) -> Option<Self> {
         let mut parts = text.split('/');
         let os = parts.next().filter(|s| !s.is_empty())?;
-        let arch = parts.next().unwrap_or(Platform::host().architecture.as_str()).to_owned();
+        let arch = parts
+            .next()
+            .unwrap_or(Platform::host().architecture.as_str())
+            .to_owned();
         let variant = parts.next().unwrap_or("").to_owned();
         Some(
             Self {
@@ -269,7 +271,10 @@ pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
 /// Is `digest` a well-formed `sha256:<64 lowercase hex>` digest?
 pub fn valid_digest(digest: &str) -> bool {
     digest.strip_prefix("sha256:").is_some_and(|hex| {
-        hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     })
 }
 

@@ -1,0 +1,331 @@
+//! The two daemons under test, each private: its own root, state, socket, config and log in a
+//! directory of the benchmark's scratch space.
+
+use std::fmt;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context as _, Result};
+use nix::sys::signal::{self, Signal};
+use nix::unistd::Pid;
+
+use crate::command::{run_with_timeout, CmdOutput};
+
+/// The Debian `containerd` package's daemon, client and runc shim.
+pub const CONTAINERD_BIN: &str = "/usr/bin/containerd";
+/// The real `ctr` client that drives both daemons.
+pub const CTR_BIN: &str = "/usr/bin/ctr";
+/// containerd's runc shim.
+pub const RUNC_SHIM: &str = "containerd-shim-runc-v2";
+/// Berth's shim.
+pub const BERTH_SHIM: &str = "containerd-shim-berth-v2";
+
+/// How long a daemon may take to answer `ctr version` after it is spawned.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a daemon may take to exit after SIGTERM before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long one client command (`ctr`, `berth`, `runc`) may take.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Which daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `berthd` with `containerd-shim-berth-v2`.
+    Berth,
+    /// containerd 1.6 with `containerd-shim-runc-v2`.
+    Containerd,
+}
+
+impl Kind {
+    /// Both, Berth first: the order every alternating loop runs them in.
+    pub const BOTH: [Kind; 2] = [Kind::Berth, Kind::Containerd];
+
+    /// Lower-case name for ids, paths and JSON keys.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Berth => "berth",
+            Kind::Containerd => "containerd",
+        }
+    }
+
+    /// The shim binary name this daemon launches for `io.containerd.runc.v2`.
+    pub fn shim(self) -> &'static str {
+        match self {
+            Kind::Berth => BERTH_SHIM,
+            Kind::Containerd => RUNC_SHIM,
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Paths of every program the benchmark runs.
+#[derive(Debug, Clone)]
+pub struct Bins {
+    /// The directory holding `berthd`, the shim and `berth` (next to the bench binary).
+    pub target_dir: PathBuf,
+    /// `berthd`.
+    pub berthd: PathBuf,
+    /// Berth's own CLI, `berth`.
+    pub berth_cli: PathBuf,
+    /// `runc`, found on PATH.
+    pub runc: PathBuf,
+}
+
+impl Bins {
+    /// Checks that the Debian containerd package, runc and the Berth binaries are present; nothing
+    /// is installed at run time.
+    pub fn locate() -> Result<Bins> {
+        for path in [CONTAINERD_BIN, CTR_BIN, "/usr/bin/containerd-shim-runc-v2"] {
+            ensure!(
+                Path::new(path).is_file(),
+                "{path} not found: install the Debian `containerd` package first"
+            );
+        }
+        let exe = std::env::current_exe().context("locate the bench executable")?;
+        let target_dir = exe
+            .parent()
+            .context("the bench executable has no parent directory")?
+            .to_owned();
+        let berthd = target_dir.join("berthd");
+        for path in [&berthd, &target_dir.join(BERTH_SHIM)] {
+            ensure!(
+                path.is_file(),
+                "{} not found: build the workspace (`cargo build --release --workspace`) first",
+                path.display()
+            );
+        }
+        let runc = find_on_path("runc").context("runc not found on PATH")?;
+        Ok(Bins {
+            berth_cli: target_dir.join("berth"),
+            berthd,
+            runc,
+            target_dir,
+        })
+    }
+
+    /// `$PATH` with the target directory in front, so berthd finds `containerd-shim-berth-v2`.
+    fn berth_path(&self) -> String {
+        let rest = std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+        format!("{}:{rest}", self.target_dir.display())
+    }
+}
+
+/// The first `name` on `$PATH`.
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// A private daemon: `<dir>/root`, `<dir>/state`, `<dir>/s.sock`, `<dir>/config.toml` and
+/// `<dir>/daemon.log`. Dropping it kills the daemon; the directory stays for the caller to
+/// remove once every measurement is done (a bulk delete slows later unpacks on ext4).
+#[derive(Debug)]
+pub struct Server {
+    kind: Kind,
+    dir: PathBuf,
+    address: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Server {
+    /// Writes the config, spawns the daemon and waits until `ctr version` answers.
+    pub fn start(kind: Kind, bins: &Bins, dir: PathBuf) -> Result<Server> {
+        fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        let root = dir.join("root");
+        let state = dir.join("state");
+        let address = dir.join("s.sock");
+        let config = dir.join("config.toml");
+        let log = dir.join("daemon.log");
+        let log_file = File::create(&log).with_context(|| format!("create {}", log.display()))?;
+        let log_err = log_file.try_clone().context("clone the log handle")?;
+        let mut cmd = match kind {
+            Kind::Containerd => {
+                fs::write(&config, containerd_config(&dir))
+                    .with_context(|| format!("write {}", config.display()))?;
+                let mut cmd = Command::new(CONTAINERD_BIN);
+                cmd.arg("--config").arg(&config);
+                cmd
+            }
+            Kind::Berth => {
+                fs::write(&config, "version = 2\n")
+                    .with_context(|| format!("write {}", config.display()))?;
+                let mut cmd = Command::new(&bins.berthd);
+                cmd.arg("--config")
+                    .arg(&config)
+                    .arg("--root")
+                    .arg(&root)
+                    .arg("--state")
+                    .arg(&state)
+                    .arg("--address")
+                    .arg(&address)
+                    .env("PATH", bins.berth_path());
+                cmd
+            }
+        };
+        cmd.env_remove("CONTAINERD_ADDRESS")
+            .env_remove("CONTAINERD_NAMESPACE")
+            .stdin(Stdio::null())
+            .stdout(log_file)
+            .stderr(log_err);
+        let child = cmd.spawn().with_context(|| format!("spawn {cmd:?}"))?;
+        let mut server = Server {
+            kind,
+            dir,
+            address,
+            log,
+            child: Some(child),
+        };
+        server.wait_ready()?;
+        Ok(server)
+    }
+
+    /// Polls `ctr version` until it succeeds; fails with the log tail if the daemon exits or the
+    /// deadline passes.
+    fn wait_ready(&mut self) -> Result<()> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Some(status) = child.try_wait().context("wait for the daemon")? {
+                    self.child = None;
+                    bail!("{} exited at startup with {status}\n{}", self.kind, self.log_tail());
+                }
+            }
+            if self.address.exists() && self.ctr("", &["version"]).success() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!("{} not ready after {READY_TIMEOUT:?}\n{}", self.kind, self.log_tail());
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Which daemon this is.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// The gRPC socket.
+    pub fn address(&self) -> &Path {
+        &self.address
+    }
+
+    /// The daemon's private directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Process id of the daemon.
+    pub fn pid(&self) -> Result<u32> {
+        self.child
+            .as_ref()
+            .map(Child::id)
+            .with_context(|| format!("{} is not running", self.kind))
+    }
+
+    /// The last 40 lines of the daemon log, for error messages.
+    pub fn log_tail(&self) -> String {
+        let text = fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+        format!("--- {} log ({}) ---\n{tail}", self.kind, self.log.display())
+    }
+
+    /// The `ctr` command for this daemon and `namespace` (none when empty), not yet run.
+    pub fn ctr_command(&self, namespace: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new(CTR_BIN);
+        cmd.arg("--address").arg(&self.address);
+        if !namespace.is_empty() {
+            cmd.args(["--namespace", namespace]);
+        }
+        cmd.args(args)
+            .env_remove("CONTAINERD_ADDRESS")
+            .env_remove("CONTAINERD_NAMESPACE")
+            .env_remove("CONTAINERD_SNAPSHOTTER");
+        cmd
+    }
+
+    /// Runs `ctr` against this daemon and captures its output.
+    pub fn ctr(&self, namespace: &str, args: &[&str]) -> CmdOutput {
+        run_with_timeout(self.ctr_command(namespace, args), COMMAND_TIMEOUT)
+    }
+
+    /// Runs `ctr` and fails with its output (and the daemon log tail) unless it exits 0.
+    pub fn ctr_ok(&self, namespace: &str, args: &[&str]) -> Result<String> {
+        let out = self.ctr(namespace, args);
+        ensure!(out.success(), "{out}\n{}", self.log_tail());
+        Ok(out.stdout)
+    }
+
+    /// Sends SIGTERM and waits for the exit; kills the daemon if it lingers.
+    pub fn stop(&mut self) -> Result<()> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        let pid = Pid::from_raw(i32::try_from(child.id()).context("pid fits in i32")?);
+        // It may have exited already; the wait below reaps it either way.
+        let _ = signal::kill(pid, Signal::SIGTERM);
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while child.try_wait().context("wait for the daemon")?.is_none() {
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                child.wait().context("reap the killed daemon")?;
+                bail!("{} did not exit {STOP_TIMEOUT:?} after SIGTERM", self.kind);
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// containerd's config: everything under `dir`, CRI off (the issue's reference setup).
+fn containerd_config(dir: &Path) -> String {
+    let d = dir.display();
+    format!(
+        "version = 2\n\
+         root = \"{d}/root\"\n\
+         state = \"{d}/state\"\n\
+         disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+         [grpc]\n  address = \"{d}/s.sock\"\n\
+         [ttrpc]\n  address = \"{d}/s.sock.ttrpc\"\n\
+         [plugins.\"io.containerd.internal.v1.opt\"]\n  path = \"{d}/opt\"\n"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn containerd_config_keeps_everything_private() {
+        let text = containerd_config(Path::new("/tmp/b/c"));
+        let value: toml::Value = toml::from_str(&text).unwrap();
+        assert_eq!(value["version"].as_integer(), Some(2));
+        assert_eq!(value["root"].as_str(), Some("/tmp/b/c/root"));
+        assert_eq!(value["grpc"]["address"].as_str(), Some("/tmp/b/c/s.sock"));
+        assert_eq!(
+            value["disabled_plugins"][0].as_str(),
+            Some("io.containerd.grpc.v1.cri")
+        );
+    }
+}

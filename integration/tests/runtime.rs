@@ -1,0 +1,803 @@
+//! End-to-end tests for running containers: `ctr run`, the `ctr tasks` commands, the TTY path,
+//! OOM and task events, daemon restart with live shims, cross-compatibility of Berth's shim and
+//! daemon with containerd's, and the cleanup after rejected or failing runs.
+//!
+//! Each test starts its own `berthd` (its `PATH` starts with the directory holding
+//! `containerd-shim-berth-v2`), imports the busybox test image and removes every container it
+//! made through a drop guard, so that no shim outlives the test. runc's state directory
+//! (`/run/containerd/runc/<ns>`) is host-global, so container ids carry the test process id.
+
+// A file under tests/ is a test crate of its own; firecracker allows the lint the same way in
+// `src/vmm/tests/integration_tests.rs`.
+#![allow(clippy::tests_outside_test_module)]
+
+use std::ffi::OsString;
+use std::fs::{self, File};
+use std::io::{BufRead, BufReader};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use berth_integration::image::build_busybox_image;
+use berth_integration::{
+    berthd_bin, ctr, parse_table, require_binary, require_root, run_with_timeout, CmdOutput,
+    Daemon, Row, CTR_BIN, CTR_TIMEOUT,
+};
+use tempfile::TempDir;
+
+/// The namespace ctr uses when none is chosen.
+const NS: &str = "default";
+
+/// Name of the test image.
+const IMAGE: &str = "docker.io/library/bb:latest";
+
+/// Berth's shim binary.
+const BERTH_SHIM: &str = "containerd-shim-berth-v2";
+
+/// containerd's runc shim.
+const RUNC_SHIM: &str = "containerd-shim-runc-v2";
+
+/// Runtime name a real containerd maps to [`BERTH_SHIM`].
+const BERTH_RUNTIME: &str = "io.containerd.berth.v2";
+
+/// Bundles and work dirs of runtime v2 tasks, under the state and root directories.
+const TASK_DIR: &str = "io.containerd.runtime.v2.task";
+
+/// cgroup v1 hierarchies whose `<ns>/<id>` directory a task gets.
+const CGROUP_CONTROLLERS: [&str; 4] = ["memory", "pids", "cpu", "freezer"];
+
+/// How long to wait for an asynchronous effect (an event, a status change, a shim exit).
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Exit status of a task killed by SIGKILL (128 + 9).
+const KILLED: i32 = 137;
+
+/// Memory limit of the OOM test: 8 MiB.
+const OOM_LIMIT: &str = "8388608";
+
+/// Root, `ctr` and `runc`: what every test here needs.
+fn prerequisites() -> bool {
+    require_root() && require_binary(CTR_BIN) && require_binary("runc")
+}
+
+/// A container id unique to this test process, as runc's state directory is host-global.
+fn unique(base: &str) -> String {
+    format!("{base}-{}", std::process::id())
+}
+
+/// Runs `ctr --address <address> <args>`, like [`ctr`] but for any socket (a real containerd).
+fn ctr_at(address: &Path, args: &[&str]) -> CmdOutput {
+    let mut cmd = Command::new(CTR_BIN);
+    cmd.arg("--address")
+        .arg(address)
+        .args(args)
+        .env_remove("CONTAINERD_ADDRESS")
+        .env_remove("CONTAINERD_NAMESPACE")
+        .env_remove("CONTAINERD_SNAPSHOTTER");
+    run_with_timeout(cmd, CTR_TIMEOUT)
+}
+
+/// Builds the busybox image in `dir` and imports (and unpacks) it into the daemon at `address`.
+#[track_caller]
+fn import_image(address: &Path, dir: &Path) {
+    let img = build_busybox_image(dir, IMAGE);
+    let archive = img.archive.to_str().expect("utf-8 archive path");
+    ctr_at(address, &["images", "import", archive]).ok();
+}
+
+/// `$PATH` with the directory of the built binaries (`berthd`, `containerd-shim-berth-v2`) first.
+fn path_with_target_dir() -> OsString {
+    let bin = berthd_bin();
+    let mut dirs: Vec<PathBuf> = bin.parent().map(Path::to_path_buf).into_iter().collect();
+    if let Some(path) = std::env::var_os("PATH") {
+        dirs.extend(std::env::split_paths(&path));
+    }
+    std::env::join_paths(dirs).expect("PATH entries contain no `:`")
+}
+
+/// Removes containers on drop, whatever state they are in: `tasks kill -s KILL`, `tasks delete`,
+/// `containers rm`, each allowed to fail (the container may never have been created).
+struct Containers {
+    address: PathBuf,
+    ids: Vec<String>,
+}
+
+impl Containers {
+    fn new(address: &Path, ids: &[&str]) -> Self {
+        Self {
+            address: address.to_owned(),
+            ids: ids.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+}
+
+impl Drop for Containers {
+    fn drop(&mut self) {
+        for id in &self.ids {
+            let _ = ctr_at(&self.address, &["tasks", "kill", "-s", "KILL", id]);
+            // Deleting a task that is still being killed fails; retry briefly.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                let out = ctr_at(&self.address, &["tasks", "delete", id]);
+                let gone = out.stderr.contains("not found") || out.stderr.contains("no running");
+                if out.success() || gone || out.status.code().is_some_and(|c| c != 1) {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(200));
+            }
+            let _ = ctr_at(&self.address, &["containers", "rm", id]);
+        }
+    }
+}
+
+/// Argument vectors of the running shim processes (`argv[0]` ending in `shim`) whose command
+/// line names `address` and, when given, `-id <id>`.
+fn shim_processes(shim: &str, address: &Path, id: Option<&str>) -> Vec<(u32, Vec<String>)> {
+    let address = address.to_string_lossy();
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            // A process may exit while we look.
+            let raw = fs::read(e.path().join("cmdline")).ok()?;
+            let argv: Vec<String> = raw
+                .split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            let is_shim = argv
+                .first()
+                .is_some_and(|a0| Path::new(a0).file_name().is_some_and(|n| n == shim));
+            let names_address = argv.iter().any(|a| a.contains(&*address));
+            let names_id = id.is_none_or(|id| argv.windows(2).any(|w| w[0] == "-id" && w[1] == id));
+            (is_shim && names_address && names_id).then_some((pid, argv))
+        })
+        .collect()
+}
+
+/// Waits until no `shim` process names `address` (and `-id <id>` when given).
+#[track_caller]
+fn assert_no_shim(shim: &str, address: &Path, id: Option<&str>) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = shim_processes(shim, address, id);
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{shim} processes for {} {id:?} still running after {WAIT:?}: {left:?}",
+            address.display()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Mount points under `dir`, from `/proc/self/mountinfo` (field 5).
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let prefix = dir.to_string_lossy().into_owned();
+    fs::read_to_string("/proc/self/mountinfo")
+        .expect("read /proc/self/mountinfo")
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.starts_with(&prefix))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Checks that nothing of container `id` is left on the host: no shim, no bundle or work dir,
+/// no rootfs mount, no cgroup.
+#[track_caller]
+fn assert_no_leftovers(daemon: &Daemon, id: &str) {
+    assert_no_shim(BERTH_SHIM, daemon.address(), Some(id));
+    for dir in [daemon.state(), daemon.root()] {
+        let path = dir.join(TASK_DIR).join(NS).join(id);
+        assert!(!path.exists(), "{} survived the container", path.display());
+    }
+    let mounts = mounts_under(daemon.dir());
+    assert!(
+        !mounts.iter().any(|m| m.contains(id)),
+        "mounts of {id} survived: {mounts:?}"
+    );
+    for controller in CGROUP_CONTROLLERS {
+        let path = Path::new("/sys/fs/cgroup")
+            .join(controller)
+            .join(NS)
+            .join(id);
+        assert!(!path.exists(), "cgroup {} survived", path.display());
+    }
+}
+
+/// The rows of `ctr tasks ls` (`TASK PID STATUS`).
+#[track_caller]
+fn tasks_ls(address: &Path) -> Vec<Row> {
+    let out = ctr_at(address, &["tasks", "ls"]);
+    let (header, rows) = parse_table(out.ok());
+    assert_eq!(header, ["TASK", "PID", "STATUS"], "{out}");
+    rows
+}
+
+/// The `ctr tasks ls` row of task `id`, if listed.
+fn task_row(address: &Path, id: &str) -> Option<Row> {
+    tasks_ls(address).into_iter().find(|r| r["TASK"] == id)
+}
+
+/// Waits until `ctr tasks ls` shows task `id` with `status`; returns its row.
+#[track_caller]
+fn wait_status(address: &Path, id: &str, status: &str) -> Row {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let row = task_row(address, id);
+        if let Some(row) = row.as_ref().filter(|r| r["STATUS"] == status) {
+            return row.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "task {id} not {status} after {WAIT:?}: {row:?}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `ctr tasks delete <id>` of a stopped task, checking its exit status: ctr 1.6.20 exits 0 and
+/// warns `task <id> exit with non-zero exit code <n>` on stderr when it is not 0.
+#[track_caller]
+fn delete_task(address: &Path, id: &str, exit_status: i32) {
+    let out = ctr_at(address, &["tasks", "delete", id]);
+    out.ok();
+    let warning = format!("task {id} exit with non-zero exit code");
+    if exit_status == 0 {
+        assert!(!out.stderr.contains(&warning), "{out}");
+    } else {
+        let line = out
+            .stderr
+            .lines()
+            .find(|l| l.contains(&warning))
+            .unwrap_or_else(|| panic!("no exit status reported: {out}"));
+        let code = line[line.find(&warning).expect("found") + warning.len()..]
+            .trim_start()
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap_or("");
+        assert_eq!(code, exit_status.to_string(), "{out}");
+    }
+    assert!(
+        task_row(address, id).is_none(),
+        "task {id} listed after delete"
+    );
+}
+
+/// `ctr events` running as a child, its lines collected by a reader thread.
+struct Events {
+    child: Child,
+    rx: mpsc::Receiver<String>,
+    lines: Vec<String>,
+}
+
+impl Events {
+    /// Starts `ctr events` against `address` and waits until the subscription is live: an image
+    /// tag made afterwards is reported (tagging `IMAGE`, which must exist, as `probe:<n>`).
+    #[track_caller]
+    fn subscribe(address: &Path) -> Self {
+        let mut child = Command::new(CTR_BIN)
+            .arg("--address")
+            .arg(address)
+            .arg("events")
+            .env_remove("CONTAINERD_NAMESPACE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn ctr events");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel::<String>();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let events = Self {
+            child,
+            rx,
+            lines: Vec::new(),
+        };
+        let deadline = Instant::now() + WAIT;
+        let mut n = 0;
+        loop {
+            let probe = format!("example.com/probe:{n}");
+            n += 1;
+            ctr_at(address, &["images", "tag", IMAGE, &probe]).ok();
+            if events.rx.recv_timeout(Duration::from_millis(500)).is_ok() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "ctr events reported nothing");
+        }
+        while events.rx.recv_timeout(Duration::from_millis(200)).is_ok() {}
+        events
+    }
+
+    /// Waits until a line (received now or earlier) carries `topic` and contains `needle`;
+    /// returns it.
+    #[track_caller]
+    fn wait_for(&mut self, topic: &str, needle: &str) -> String {
+        let topic = format!(" {NS} {topic} ");
+        let matches = |l: &str| l.contains(&topic) && l.contains(needle);
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(line) = self.lines.iter().find(|l| matches(l)) {
+                return line.clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left.min(Duration::from_millis(200))) {
+                Ok(line) => self.lines.push(line),
+                Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {}
+                Err(e) => panic!(
+                    "no event{topic}with {needle} ({e:?}); got:\n{}",
+                    self.lines.join("\n")
+                ),
+            }
+        }
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `"container_id":"<id>"`, as task events print it.
+fn container_field(id: &str) -> String {
+    format!("\"container_id\":\"{id}\"")
+}
+
+/// A real containerd on a private root, state and socket, with the built binaries first on its
+/// `PATH`; killed and cleaned up on drop.
+struct Containerd {
+    dir: TempDir,
+    address: PathBuf,
+    child: Option<Child>,
+}
+
+impl Containerd {
+    /// Starts `containerd --config <private config>` (CRI disabled) and waits for its socket.
+    fn start() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("ctd-")
+            .tempdir_in("/tmp")
+            .expect("create a temporary directory under /tmp");
+        let p = dir.path();
+        let address = p.join("c.sock");
+        let config = p.join("config.toml");
+        let text = format!(
+            "version = 2\nroot = {:?}\nstate = {:?}\n\
+             disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+             [grpc]\n  address = {:?}\n\
+             [plugins.\"io.containerd.internal.v1.opt\"]\n  path = {:?}\n",
+            p.join("root"),
+            p.join("state"),
+            address,
+            p.join("opt"),
+        );
+        fs::write(&config, text).expect("write the containerd config");
+        let log = File::create(p.join("containerd.log")).expect("create the containerd log");
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(&config)
+            .env("PATH", path_with_target_dir())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone the log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn containerd");
+        let mut this = Self {
+            dir,
+            address,
+            child: Some(child),
+        };
+        let deadline = Instant::now() + WAIT;
+        while UnixStream::connect(&this.address).is_err() {
+            let exited = this
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            assert!(
+                exited.is_none() && Instant::now() < deadline,
+                "containerd not ready ({exited:?}):\n{}",
+                this.log()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+        this
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if thread::panicking() {
+            eprintln!("--- containerd log ---\n{}--- end ---", self.log());
+        }
+    }
+}
+
+/// `ctr run --rm [extra] IMAGE <id> echo hello` prints hello; `sh -c 'exit 7'` exits 7.
+#[track_caller]
+fn run_hello_and_exit_7(address: &Path, extra: &[&str], hello_id: &str, exit_id: &str) {
+    let mut args = vec!["run", "--rm"];
+    args.extend_from_slice(extra);
+    let mut hello = args.clone();
+    hello.extend([IMAGE, hello_id, "echo", "hello"]);
+    let out = ctr_at(address, &hello);
+    assert_eq!(out.ok(), "hello\n", "{out}");
+    let mut exit = args;
+    exit.extend([IMAGE, exit_id, "sh", "-c", "exit 7"]);
+    let out = ctr_at(address, &exit);
+    assert_eq!(out.status.code(), Some(7), "{out}");
+    assert!(!out.timed_out, "{out}");
+}
+
+#[test]
+fn run_rm_prints_output_and_returns_the_exit_code() {
+    if !prerequisites() {
+        return;
+    }
+    let daemon = Daemon::start();
+    import_image(daemon.address(), daemon.dir());
+    let (c1, c2) = (unique("c1"), unique("c2"));
+    let guard = Containers::new(daemon.address(), &[&c1, &c2]);
+
+    run_hello_and_exit_7(daemon.address(), &[], &c1, &c2);
+
+    let out = ctr(&daemon, &["containers", "ls", "-q"]);
+    assert!(
+        !out.ok().contains(&c1) && !out.stdout.contains(&c2),
+        "{out}"
+    );
+    drop(guard);
+    assert_no_leftovers(&daemon, &c1);
+    assert_no_leftovers(&daemon, &c2);
+}
+
+#[test]
+fn detached_task_lists_execs_pauses_reports_metrics_and_is_removed() {
+    if !prerequisites() {
+        return;
+    }
+    let daemon = Daemon::start();
+    let addr = daemon.address();
+    import_image(addr, daemon.dir());
+    let id = unique("c3");
+    let guard = Containers::new(addr, &[&id]);
+
+    ctr(&daemon, &["run", "-d", IMAGE, &id, "sleep", "300"]).ok();
+    let row = wait_status(addr, &id, "RUNNING");
+    let pid: u32 = row["PID"]
+        .parse()
+        .unwrap_or_else(|e| panic!("PID of {row:?}: {e}"));
+    assert!(pid > 0, "{row:?}");
+    assert_eq!(shim_processes(BERTH_SHIM, addr, Some(&id)).len(), 1);
+
+    let out = ctr(&daemon, &["tasks", "ps", &id]);
+    let (header, rows) = parse_table(out.ok());
+    assert_eq!(header, ["PID", "INFO"], "{out}");
+    assert!(
+        rows.iter().any(|r| r["PID"] == pid.to_string()),
+        "init pid {pid} not listed:\n{out}"
+    );
+
+    let out = ctr(
+        &daemon,
+        &["tasks", "exec", "--exec-id", "e1", &id, "ls", "/"],
+    );
+    assert!(
+        out.ok().lines().any(|l| l.trim() == "bin"),
+        "ls / lists no bin:\n{out}"
+    );
+
+    ctr(&daemon, &["tasks", "pause", &id]).ok();
+    wait_status(addr, &id, "PAUSED");
+    ctr(&daemon, &["tasks", "resume", &id]).ok();
+    wait_status(addr, &id, "RUNNING");
+
+    let out = ctr(&daemon, &["tasks", "metrics", &id]);
+    let usage = out
+        .ok()
+        .lines()
+        .filter_map(|l| {
+            let mut cells = l.split_whitespace();
+            (cells.next() == Some("memory.usage_in_bytes")).then(|| cells.next())?
+        })
+        .find_map(|v| v.parse::<u64>().ok());
+    assert!(
+        usage.is_some_and(|u| u > 0),
+        "no positive memory.usage_in_bytes:\n{out}"
+    );
+
+    ctr(&daemon, &["tasks", "kill", "-s", "KILL", &id]).ok();
+    wait_status(addr, &id, "STOPPED");
+    delete_task(addr, &id, KILLED);
+    ctr(&daemon, &["containers", "rm", &id]).ok();
+
+    drop(guard);
+    assert_no_leftovers(&daemon, &id);
+}
+
+#[test]
+fn run_with_tty_gets_a_pseudo_terminal() {
+    if !prerequisites() || !require_binary("script") {
+        return;
+    }
+    let daemon = Daemon::start();
+    import_image(daemon.address(), daemon.dir());
+    let id = unique("t1");
+    let guard = Containers::new(daemon.address(), &[&id]);
+
+    let inner = format!(
+        "{CTR_BIN} --address {} run --rm -t {IMAGE} {id} sh -c 'tty; echo ok'",
+        daemon.address().display()
+    );
+    let mut cmd = Command::new("script");
+    cmd.args(["-qec", &inner, "/dev/null"])
+        .env_remove("CONTAINERD_ADDRESS")
+        .env_remove("CONTAINERD_NAMESPACE");
+    let out = run_with_timeout(cmd, CTR_TIMEOUT);
+    let text = out.ok();
+    assert!(
+        text.contains("/dev/pts/") && text.contains("ok"),
+        "no tty or no ok:\n{out}"
+    );
+
+    drop(guard);
+    assert_no_leftovers(&daemon, &id);
+}
+
+#[test]
+fn memory_hog_is_oom_killed_and_reported() {
+    if !prerequisites() {
+        return;
+    }
+    let daemon = Daemon::start();
+    let addr = daemon.address();
+    import_image(addr, daemon.dir());
+    let id = unique("oom1");
+    let guard = Containers::new(addr, &[&id]);
+    let mut events = Events::subscribe(addr);
+
+    let out = ctr(
+        &daemon,
+        &[
+            "run",
+            "--rm",
+            "--memory-limit",
+            OOM_LIMIT,
+            IMAGE,
+            &id,
+            "sh",
+            "-c",
+            "x=a; while true; do x=$x$x; done",
+        ],
+    );
+    assert!(
+        !out.timed_out && out.status.code().is_some_and(|c| c != 0),
+        "the memory hog did not fail: {out}"
+    );
+    events.wait_for("/tasks/oom", &container_field(&id));
+
+    drop(guard);
+    assert_no_leftovers(&daemon, &id);
+}
+
+#[test]
+fn run_rm_publishes_task_lifecycle_events() {
+    if !prerequisites() {
+        return;
+    }
+    let daemon = Daemon::start();
+    let addr = daemon.address();
+    import_image(addr, daemon.dir());
+    let id = unique("ev1");
+    let guard = Containers::new(addr, &[&id]);
+    let mut events = Events::subscribe(addr);
+
+    let out = ctr(&daemon, &["run", "--rm", IMAGE, &id, "true"]);
+    out.ok();
+    let field = container_field(&id);
+    for topic in [
+        "/tasks/create",
+        "/tasks/start",
+        "/tasks/exit",
+        "/tasks/delete",
+    ] {
+        events.wait_for(topic, &field);
+    }
+    let exit = events.wait_for("/tasks/exit", &field);
+    assert!(
+        exit.contains(&format!("\"id\":\"{id}\"")),
+        "exit of the init process names the container id: {exit}"
+    );
+
+    drop(guard);
+    assert_no_leftovers(&daemon, &id);
+}
+
+#[test]
+fn tasks_survive_a_daemon_crash_and_report_exits_missed_while_down() {
+    if !prerequisites() {
+        return;
+    }
+    let mut daemon = Daemon::start();
+    let addr = daemon.address().to_owned();
+    import_image(&addr, daemon.dir());
+    let sleepers: Vec<String> = (0..5).map(|n| unique(&format!("r{n}"))).collect();
+    let short = unique("rshort");
+    let mut all: Vec<&str> = sleepers.iter().map(String::as_str).collect();
+    all.push(&short);
+    let guard = Containers::new(&addr, &all);
+
+    let mut pids = Vec::new();
+    for id in &sleepers {
+        ctr(&daemon, &["run", "-d", IMAGE, id, "sleep", "300"]).ok();
+        pids.push(wait_status(&addr, id, "RUNNING")["PID"].clone());
+    }
+    ctr(
+        &daemon,
+        &["run", "-d", IMAGE, &short, "sh", "-c", "sleep 3; exit 3"],
+    )
+    .ok();
+    wait_status(&addr, &short, "RUNNING");
+
+    daemon.kill9();
+    // The short task exits while the daemon is down.
+    thread::sleep(Duration::from_secs(5));
+    daemon.restart();
+
+    for (id, pid) in sleepers.iter().zip(&pids) {
+        let row = task_row(&addr, id).unwrap_or_else(|| panic!("{id} not listed after restart"));
+        assert_eq!(row["STATUS"], "RUNNING", "{row:?}");
+        assert_eq!(&row["PID"], pid, "{row:?}");
+    }
+    let row = wait_status(&addr, &short, "STOPPED");
+    assert!(!row["PID"].is_empty(), "{row:?}");
+    delete_task(&addr, &short, 3);
+
+    for id in &sleepers {
+        ctr(&daemon, &["tasks", "kill", "-s", "KILL", id]).ok();
+    }
+    for id in &sleepers {
+        wait_status(&addr, id, "STOPPED");
+        delete_task(&addr, id, KILLED);
+        ctr(&daemon, &["containers", "rm", id]).ok();
+    }
+    ctr(&daemon, &["containers", "rm", &short]).ok();
+
+    drop(guard);
+    for id in &all {
+        assert_no_leftovers(&daemon, id);
+    }
+}
+
+#[test]
+fn containerd_runs_the_berth_shim() {
+    if !prerequisites() || !require_binary("containerd") {
+        return;
+    }
+    let containerd = Containerd::start();
+    let addr = containerd.address.clone();
+    import_image(&addr, containerd.dir.path());
+    let (x1, x2) = (unique("x1"), unique("x2"));
+    let guard = Containers::new(&addr, &[&x1, &x2]);
+
+    run_hello_and_exit_7(&addr, &["--runtime", BERTH_RUNTIME], &x1, &x2);
+
+    drop(guard);
+    assert_no_shim(BERTH_SHIM, &addr, None);
+}
+
+#[test]
+fn berthd_runs_the_containerd_runc_shim() {
+    if !prerequisites() || !require_binary(RUNC_SHIM) {
+        return;
+    }
+    let config = format!(
+        "[plugins.\"io.containerd.runtime.v2.task\"]\n  \
+         runtimes = {{ \"io.containerd.runc.v2\" = \"{RUNC_SHIM}\" }}\n"
+    );
+    let daemon = Daemon::start_with(Some(&config), &[]);
+    let addr = daemon.address();
+    import_image(addr, daemon.dir());
+    let (y1, y2) = (unique("y1"), unique("y2"));
+    let guard = Containers::new(addr, &[&y1, &y2]);
+
+    run_hello_and_exit_7(addr, &[], &y1, &y2);
+
+    drop(guard);
+    assert_no_shim(RUNC_SHIM, addr, None);
+    assert_no_shim(BERTH_SHIM, addr, None);
+    for id in [&y1, &y2] {
+        let bundle = daemon.state().join(TASK_DIR).join(NS).join(id);
+        assert!(!bundle.exists(), "{} survived", bundle.display());
+    }
+}
+
+#[test]
+fn rejected_and_failing_runs_leave_nothing_behind() {
+    if !prerequisites() {
+        return;
+    }
+    let daemon = Daemon::start();
+    let addr = daemon.address();
+    import_image(addr, daemon.dir());
+    let (nb, rs) = (unique("nb1"), unique("rs1"));
+    let guard = Containers::new(addr, &["../x", &nb, &rs]);
+
+    // An id that is no identifier is rejected before anything runs.
+    let out = ctr(&daemon, &["run", "--rm", IMAGE, "../x", "echo"]);
+    assert!(
+        out.fails().contains("invalid argument"),
+        "not InvalidArgument: {out}"
+    );
+    assert_no_shim(BERTH_SHIM, addr, None);
+    let mounts = mounts_under(daemon.dir());
+    assert!(mounts.is_empty(), "mounts left: {mounts:?}");
+    for controller in CGROUP_CONTROLLERS {
+        let base = Path::new("/sys/fs/cgroup").join(controller);
+        assert!(!base.join("x").exists(), "cgroup {controller}/x made");
+        if let Ok(entries) = fs::read_dir(base.join(NS)) {
+            for entry in entries.filter_map(Result::ok) {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                assert!(!name.contains(".."), "cgroup {controller}/{NS}/{name} made");
+            }
+        }
+    }
+    assert!(
+        !daemon.state().join(TASK_DIR).join("x").exists(),
+        "a bundle escaped the namespace dir"
+    );
+
+    // A missing binary fails the start with an error naming it.
+    let out = ctr(&daemon, &["run", "--rm", IMAGE, &nb, "/no/such/binary"]);
+    assert!(
+        out.fails().contains("/no/such/binary"),
+        "the error does not name the binary: {out}"
+    );
+    // ctr run --rm deletes the container after the failure.
+    let out = ctr(&daemon, &["containers", "ls", "-q"]);
+    assert!(!out.ok().contains(&nb), "{out}");
+    assert_no_leftovers(&daemon, &nb);
+
+    // A container whose rootfs snapshot is gone cannot start.
+    ctr(&daemon, &["containers", "create", IMAGE, &rs, "true"]).ok();
+    ctr(&daemon, &["snapshots", "rm", &rs]).ok();
+    let out = ctr(&daemon, &["tasks", "start", &rs]);
+    let err = out.fails();
+    assert!(
+        err.contains(&rs) && err.contains("not found"),
+        "the error does not name the missing snapshot: {out}"
+    );
+    assert!(task_row(addr, &rs).is_none(), "a task of {rs} exists");
+    ctr(&daemon, &["containers", "rm", &rs]).ok();
+    assert_no_leftovers(&daemon, &rs);
+
+    drop(guard);
+    assert_no_shim(BERTH_SHIM, addr, None);
+}
