@@ -2,6 +2,7 @@
 //! socket, then drives it with the real `ctr` and with gRPC clients, as containerd's
 //! `integration/client/client_test.go` `TestMain` does for containerd.
 
+pub mod bench;
 mod command;
 mod ctr;
 mod daemon;

@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 
 use berth_integration::image::build_busybox_image;
 use berth_integration::{
-    berthd_bin, ctr, parse_table, require_binary, require_root, run_with_timeout, CmdOutput,
-    Daemon, Row, CTR_BIN, CTR_TIMEOUT,
+    berthd_bin, parse_table, require_binary, require_root, run_with_timeout, CmdOutput, Daemon,
+    Row, CTR_BIN, CTR_TIMEOUT,
 };
 use tempfile::TempDir;
 
@@ -68,7 +68,8 @@ fn unique(base: &str) -> String {
     format!("{base}-{}", std::process::id())
 }
 
-/// Runs `ctr --address <address> <args>`, like [`ctr`] but for any socket (a real containerd).
+/// Runs `ctr --address <address> <args>` (berthd or a real containerd), like
+/// `berth_integration::ctr` but for any socket.
 fn ctr_at(address: &Path, args: &[&str]) -> CmdOutput {
     let mut cmd = Command::new(CTR_BIN);
     cmd.arg("--address")
@@ -197,13 +198,13 @@ fn mounts_under(dir: &Path) -> Vec<String> {
 /// Checks that nothing of container `id` is left on the host: no shim, no bundle or work dir,
 /// no rootfs mount, no cgroup.
 #[track_caller]
-fn assert_no_leftovers(daemon: &Daemon, id: &str) {
-    assert_no_shim(BERTH_SHIM, daemon.address(), Some(id));
-    for dir in [daemon.state(), daemon.root()] {
+fn assert_no_leftovers(t: &Target, id: &str) {
+    assert_no_shim(t.shim, t.address(), Some(id));
+    for dir in [t.state(), t.root()] {
         let path = dir.join(TASK_DIR).join(NS).join(id);
         assert!(!path.exists(), "{} survived the container", path.display());
     }
-    let mounts = mounts_under(daemon.dir());
+    let mounts = mounts_under(t.dir());
     assert!(
         !mounts.iter().any(|m| m.contains(id)),
         "mounts of {id} survived: {mounts:?}"
@@ -368,6 +369,7 @@ fn container_field(id: &str) -> String {
 struct Containerd {
     dir: TempDir,
     address: PathBuf,
+    config: PathBuf,
     child: Option<Child>,
 }
 
@@ -392,35 +394,53 @@ impl Containerd {
             p.join("opt"),
         );
         fs::write(&config, text).expect("write the containerd config");
-        let log = File::create(p.join("containerd.log")).expect("create the containerd log");
+        let mut this = Self {
+            dir,
+            address,
+            config,
+            child: None,
+        };
+        this.spawn();
+        this
+    }
+
+    /// Spawns containerd with output appended to its log and waits for its socket.
+    fn spawn(&mut self) {
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("containerd.log"))
+            .expect("open the containerd log");
         let child = Command::new("containerd")
             .arg("--config")
-            .arg(&config)
+            .arg(&self.config)
             .env("PATH", path_with_target_dir())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone the log handle"))
             .stderr(log)
             .spawn()
             .expect("spawn containerd");
-        let mut this = Self {
-            dir,
-            address,
-            child: Some(child),
-        };
+        self.child = Some(child);
         let deadline = Instant::now() + WAIT;
-        while UnixStream::connect(&this.address).is_err() {
-            let exited = this
+        while UnixStream::connect(&self.address).is_err() {
+            let exited = self
                 .child
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten());
             assert!(
                 exited.is_none() && Instant::now() < deadline,
                 "containerd not ready ({exited:?}):\n{}",
-                this.log()
+                self.log()
             );
             thread::sleep(Duration::from_millis(50));
         }
-        this
+    }
+
+    /// Kills containerd with SIGKILL and reaps it.
+    fn kill9(&mut self) {
+        let mut child = self.child.take().expect("containerd is running");
+        let _ = child.kill();
+        child.wait().expect("reap the killed containerd");
     }
 
     fn log(&self) -> String {
@@ -436,6 +456,105 @@ impl Drop for Containerd {
         }
         if thread::panicking() {
             eprintln!("--- containerd log ---\n{}--- end ---", self.log());
+        }
+    }
+}
+
+/// The daemon a case runs against.
+enum Server {
+    Berthd(Daemon),
+    /// The reference: the cases must hold on containerd too (STYLE.md §5).
+    Containerd(Containerd),
+}
+
+/// A daemon with the busybox image imported, and the shim its default runtime starts.
+struct Target {
+    server: Server,
+    shim: &'static str,
+}
+
+impl Target {
+    /// `berthd` with the default config (`io.containerd.runc.v2` → Berth's shim); `None` when a
+    /// prerequisite is missing.
+    fn berthd() -> Option<Self> {
+        Self::berthd_with(None, BERTH_SHIM)
+    }
+
+    /// `berthd` with `config` whose default runtime starts `shim`.
+    fn berthd_with(config: Option<&str>, shim: &'static str) -> Option<Self> {
+        if !prerequisites() || !require_binary(shim) {
+            return None;
+        }
+        Some(Self::ready(
+            Server::Berthd(Daemon::start_with(config, &[])),
+            shim,
+        ))
+    }
+
+    /// A real containerd with its own runc shim; `None` when a prerequisite is missing.
+    fn containerd() -> Option<Self> {
+        if !prerequisites() || !require_binary("containerd") || !require_binary(RUNC_SHIM) {
+            return None;
+        }
+        Some(Self::ready(
+            Server::Containerd(Containerd::start()),
+            RUNC_SHIM,
+        ))
+    }
+
+    fn ready(server: Server, shim: &'static str) -> Self {
+        let target = Self { server, shim };
+        import_image(target.address(), target.dir());
+        target
+    }
+
+    fn address(&self) -> &Path {
+        match &self.server {
+            Server::Berthd(d) => d.address(),
+            Server::Containerd(c) => &c.address,
+        }
+    }
+
+    /// The private directory holding everything of the daemon.
+    fn dir(&self) -> &Path {
+        match &self.server {
+            Server::Berthd(d) => d.dir(),
+            Server::Containerd(c) => c.dir.path(),
+        }
+    }
+
+    fn state(&self) -> PathBuf {
+        match &self.server {
+            Server::Berthd(d) => d.state().to_owned(),
+            Server::Containerd(c) => c.dir.path().join("state"),
+        }
+    }
+
+    fn root(&self) -> PathBuf {
+        match &self.server {
+            Server::Berthd(d) => d.root().to_owned(),
+            Server::Containerd(c) => c.dir.path().join("root"),
+        }
+    }
+
+    fn ctr(&self, args: &[&str]) -> CmdOutput {
+        ctr_at(self.address(), args)
+    }
+
+    /// Kills the daemon with SIGKILL, waits `down`, and starts it again on the same root, state
+    /// and socket.
+    fn crash_and_restart(&mut self, down: Duration) {
+        match &mut self.server {
+            Server::Berthd(d) => {
+                d.kill9();
+                thread::sleep(down);
+                d.restart();
+            }
+            Server::Containerd(c) => {
+                c.kill9();
+                thread::sleep(down);
+                c.spawn();
+            }
         }
     }
 }
@@ -456,48 +575,38 @@ fn run_hello_and_exit_7(address: &Path, extra: &[&str], hello_id: &str, exit_id:
     assert!(!out.timed_out, "{out}");
 }
 
-#[test]
-fn run_rm_prints_output_and_returns_the_exit_code() {
-    if !prerequisites() {
-        return;
-    }
-    let daemon = Daemon::start();
-    import_image(daemon.address(), daemon.dir());
+/// Case 1: `run --rm` prints the output and exits with the task's status.
+fn run_rm_case(t: &Target) {
     let (c1, c2) = (unique("c1"), unique("c2"));
-    let guard = Containers::new(daemon.address(), &[&c1, &c2]);
+    let guard = Containers::new(t.address(), &[&c1, &c2]);
 
-    run_hello_and_exit_7(daemon.address(), &[], &c1, &c2);
+    run_hello_and_exit_7(t.address(), &[], &c1, &c2);
 
-    let out = ctr(&daemon, &["containers", "ls", "-q"]);
+    let out = t.ctr(&["containers", "ls", "-q"]);
     assert!(
         !out.ok().contains(&c1) && !out.stdout.contains(&c2),
         "{out}"
     );
     drop(guard);
-    assert_no_leftovers(&daemon, &c1);
-    assert_no_leftovers(&daemon, &c2);
+    assert_no_leftovers(t, &c1);
+    assert_no_leftovers(t, &c2);
 }
 
-#[test]
-fn detached_task_lists_execs_pauses_reports_metrics_and_is_removed() {
-    if !prerequisites() {
-        return;
-    }
-    let daemon = Daemon::start();
-    let addr = daemon.address();
-    import_image(addr, daemon.dir());
+/// Case 2: a detached task through ls, ps, exec, pause/resume, metrics, kill, delete and rm.
+fn detached_task_case(t: &Target) {
+    let addr = t.address();
     let id = unique("c3");
     let guard = Containers::new(addr, &[&id]);
 
-    ctr(&daemon, &["run", "-d", IMAGE, &id, "sleep", "300"]).ok();
+    t.ctr(&["run", "-d", IMAGE, &id, "sleep", "300"]).ok();
     let row = wait_status(addr, &id, "RUNNING");
     let pid: u32 = row["PID"]
         .parse()
         .unwrap_or_else(|e| panic!("PID of {row:?}: {e}"));
     assert!(pid > 0, "{row:?}");
-    assert_eq!(shim_processes(BERTH_SHIM, addr, Some(&id)).len(), 1);
+    assert_eq!(shim_processes(t.shim, addr, Some(&id)).len(), 1);
 
-    let out = ctr(&daemon, &["tasks", "ps", &id]);
+    let out = t.ctr(&["tasks", "ps", &id]);
     let (header, rows) = parse_table(out.ok());
     assert_eq!(header, ["PID", "INFO"], "{out}");
     assert!(
@@ -505,21 +614,18 @@ fn detached_task_lists_execs_pauses_reports_metrics_and_is_removed() {
         "init pid {pid} not listed:\n{out}"
     );
 
-    let out = ctr(
-        &daemon,
-        &["tasks", "exec", "--exec-id", "e1", &id, "ls", "/"],
-    );
+    let out = t.ctr(&["tasks", "exec", "--exec-id", "e1", &id, "ls", "/"]);
     assert!(
         out.ok().lines().any(|l| l.trim() == "bin"),
         "ls / lists no bin:\n{out}"
     );
 
-    ctr(&daemon, &["tasks", "pause", &id]).ok();
+    t.ctr(&["tasks", "pause", &id]).ok();
     wait_status(addr, &id, "PAUSED");
-    ctr(&daemon, &["tasks", "resume", &id]).ok();
+    t.ctr(&["tasks", "resume", &id]).ok();
     wait_status(addr, &id, "RUNNING");
 
-    let out = ctr(&daemon, &["tasks", "metrics", &id]);
+    let out = t.ctr(&["tasks", "metrics", &id]);
     let usage = out
         .ok()
         .lines()
@@ -533,28 +639,26 @@ fn detached_task_lists_execs_pauses_reports_metrics_and_is_removed() {
         "no positive memory.usage_in_bytes:\n{out}"
     );
 
-    ctr(&daemon, &["tasks", "kill", "-s", "KILL", &id]).ok();
+    t.ctr(&["tasks", "kill", "-s", "KILL", &id]).ok();
     wait_status(addr, &id, "STOPPED");
     delete_task(addr, &id, KILLED);
-    ctr(&daemon, &["containers", "rm", &id]).ok();
+    t.ctr(&["containers", "rm", &id]).ok();
 
     drop(guard);
-    assert_no_leftovers(&daemon, &id);
+    assert_no_leftovers(t, &id);
 }
 
-#[test]
-fn run_with_tty_gets_a_pseudo_terminal() {
-    if !prerequisites() || !require_binary("script") {
+/// Case 3: `run -t` under `script` gets a pseudo-terminal.
+fn tty_case(t: &Target) {
+    if !require_binary("script") {
         return;
     }
-    let daemon = Daemon::start();
-    import_image(daemon.address(), daemon.dir());
     let id = unique("t1");
-    let guard = Containers::new(daemon.address(), &[&id]);
+    let guard = Containers::new(t.address(), &[&id]);
 
     let inner = format!(
         "{CTR_BIN} --address {} run --rm -t {IMAGE} {id} sh -c 'tty; echo ok'",
-        daemon.address().display()
+        t.address().display()
     );
     let mut cmd = Command::new("script");
     cmd.args(["-qec", &inner, "/dev/null"])
@@ -568,35 +672,26 @@ fn run_with_tty_gets_a_pseudo_terminal() {
     );
 
     drop(guard);
-    assert_no_leftovers(&daemon, &id);
+    assert_no_leftovers(t, &id);
 }
 
-#[test]
-fn memory_hog_is_oom_killed_and_reported() {
-    if !prerequisites() {
-        return;
-    }
-    let daemon = Daemon::start();
-    let addr = daemon.address();
-    import_image(addr, daemon.dir());
+/// Case 4: a memory hog over its limit is OOM-killed and `/tasks/oom` is published.
+fn oom_case(t: &Target) {
     let id = unique("oom1");
-    let guard = Containers::new(addr, &[&id]);
-    let mut events = Events::subscribe(addr);
+    let guard = Containers::new(t.address(), &[&id]);
+    let mut events = Events::subscribe(t.address());
 
-    let out = ctr(
-        &daemon,
-        &[
-            "run",
-            "--rm",
-            "--memory-limit",
-            OOM_LIMIT,
-            IMAGE,
-            &id,
-            "sh",
-            "-c",
-            "x=a; while true; do x=$x$x; done",
-        ],
-    );
+    let out = t.ctr(&[
+        "run",
+        "--rm",
+        "--memory-limit",
+        OOM_LIMIT,
+        IMAGE,
+        &id,
+        "sh",
+        "-c",
+        "x=a; while true; do x=$x$x; done",
+    ]);
     assert!(
         !out.timed_out && out.status.code().is_some_and(|c| c != 0),
         "the memory hog did not fail: {out}"
@@ -604,23 +699,16 @@ fn memory_hog_is_oom_killed_and_reported() {
     events.wait_for("/tasks/oom", &container_field(&id));
 
     drop(guard);
-    assert_no_leftovers(&daemon, &id);
+    assert_no_leftovers(t, &id);
 }
 
-#[test]
-fn run_rm_publishes_task_lifecycle_events() {
-    if !prerequisites() {
-        return;
-    }
-    let daemon = Daemon::start();
-    let addr = daemon.address();
-    import_image(addr, daemon.dir());
+/// Case 5: `run --rm` publishes create, start, exit and delete task events.
+fn events_case(t: &Target) {
     let id = unique("ev1");
-    let guard = Containers::new(addr, &[&id]);
-    let mut events = Events::subscribe(addr);
+    let guard = Containers::new(t.address(), &[&id]);
+    let mut events = Events::subscribe(t.address());
 
-    let out = ctr(&daemon, &["run", "--rm", IMAGE, &id, "true"]);
-    out.ok();
+    t.ctr(&["run", "--rm", IMAGE, &id, "true"]).ok();
     let field = container_field(&id);
     for topic in [
         "/tasks/create",
@@ -637,17 +725,12 @@ fn run_rm_publishes_task_lifecycle_events() {
     );
 
     drop(guard);
-    assert_no_leftovers(&daemon, &id);
+    assert_no_leftovers(t, &id);
 }
 
-#[test]
-fn tasks_survive_a_daemon_crash_and_report_exits_missed_while_down() {
-    if !prerequisites() {
-        return;
-    }
-    let mut daemon = Daemon::start();
-    let addr = daemon.address().to_owned();
-    import_image(&addr, daemon.dir());
+/// Case 6: tasks survive a daemon crash; an exit while the daemon is down is reported after.
+fn restart_case(t: &mut Target) {
+    let addr = t.address().to_owned();
     let sleepers: Vec<String> = (0..5).map(|n| unique(&format!("r{n}"))).collect();
     let short = unique("rshort");
     let mut all: Vec<&str> = sleepers.iter().map(String::as_str).collect();
@@ -656,108 +739,55 @@ fn tasks_survive_a_daemon_crash_and_report_exits_missed_while_down() {
 
     let mut pids = Vec::new();
     for id in &sleepers {
-        ctr(&daemon, &["run", "-d", IMAGE, id, "sleep", "300"]).ok();
+        t.ctr(&["run", "-d", IMAGE, id, "sleep", "300"]).ok();
         pids.push(wait_status(&addr, id, "RUNNING")["PID"].clone());
     }
-    ctr(
-        &daemon,
-        &["run", "-d", IMAGE, &short, "sh", "-c", "sleep 3; exit 3"],
-    )
-    .ok();
+    t.ctr(&["run", "-d", IMAGE, &short, "sh", "-c", "sleep 3; exit 3"])
+        .ok();
     wait_status(&addr, &short, "RUNNING");
 
-    daemon.kill9();
     // The short task exits while the daemon is down.
-    thread::sleep(Duration::from_secs(5));
-    daemon.restart();
+    t.crash_and_restart(Duration::from_secs(5));
 
     for (id, pid) in sleepers.iter().zip(&pids) {
         let row = task_row(&addr, id).unwrap_or_else(|| panic!("{id} not listed after restart"));
         assert_eq!(row["STATUS"], "RUNNING", "{row:?}");
         assert_eq!(&row["PID"], pid, "{row:?}");
     }
-    let row = wait_status(&addr, &short, "STOPPED");
-    assert!(!row["PID"].is_empty(), "{row:?}");
+    wait_status(&addr, &short, "STOPPED");
     delete_task(&addr, &short, 3);
 
     for id in &sleepers {
-        ctr(&daemon, &["tasks", "kill", "-s", "KILL", id]).ok();
+        t.ctr(&["tasks", "kill", "-s", "KILL", id]).ok();
     }
     for id in &sleepers {
         wait_status(&addr, id, "STOPPED");
         delete_task(&addr, id, KILLED);
-        ctr(&daemon, &["containers", "rm", id]).ok();
+        t.ctr(&["containers", "rm", id]).ok();
     }
-    ctr(&daemon, &["containers", "rm", &short]).ok();
+    t.ctr(&["containers", "rm", &short]).ok();
 
     drop(guard);
     for id in &all {
-        assert_no_leftovers(&daemon, id);
+        assert_no_leftovers(t, id);
     }
 }
 
-#[test]
-fn containerd_runs_the_berth_shim() {
-    if !prerequisites() || !require_binary("containerd") {
-        return;
-    }
-    let containerd = Containerd::start();
-    let addr = containerd.address.clone();
-    import_image(&addr, containerd.dir.path());
-    let (x1, x2) = (unique("x1"), unique("x2"));
-    let guard = Containers::new(&addr, &[&x1, &x2]);
-
-    run_hello_and_exit_7(&addr, &["--runtime", BERTH_RUNTIME], &x1, &x2);
-
-    drop(guard);
-    assert_no_shim(BERTH_SHIM, &addr, None);
-}
-
-#[test]
-fn berthd_runs_the_containerd_runc_shim() {
-    if !prerequisites() || !require_binary(RUNC_SHIM) {
-        return;
-    }
-    let config = format!(
-        "[plugins.\"io.containerd.runtime.v2.task\"]\n  \
-         runtimes = {{ \"io.containerd.runc.v2\" = \"{RUNC_SHIM}\" }}\n"
-    );
-    let daemon = Daemon::start_with(Some(&config), &[]);
-    let addr = daemon.address();
-    import_image(addr, daemon.dir());
-    let (y1, y2) = (unique("y1"), unique("y2"));
-    let guard = Containers::new(addr, &[&y1, &y2]);
-
-    run_hello_and_exit_7(addr, &[], &y1, &y2);
-
-    drop(guard);
-    assert_no_shim(RUNC_SHIM, addr, None);
-    assert_no_shim(BERTH_SHIM, addr, None);
-    for id in [&y1, &y2] {
-        let bundle = daemon.state().join(TASK_DIR).join(NS).join(id);
-        assert!(!bundle.exists(), "{} survived", bundle.display());
-    }
-}
-
-#[test]
-fn rejected_and_failing_runs_leave_nothing_behind() {
-    if !prerequisites() {
-        return;
-    }
-    let daemon = Daemon::start();
-    let addr = daemon.address();
-    import_image(addr, daemon.dir());
+/// Case 8: an invalid id, a missing binary and a missing rootfs snapshot fail clearly and
+/// leave no shim, bundle, mount or cgroup.
+fn bad_input_case(t: &Target) {
+    let addr = t.address();
     let (nb, rs) = (unique("nb1"), unique("rs1"));
     let guard = Containers::new(addr, &["../x", &nb, &rs]);
 
     // An id that is no identifier is rejected before anything runs.
-    let out = ctr(&daemon, &["run", "--rm", IMAGE, "../x", "echo"]);
+    let out = t.ctr(&["run", "--rm", IMAGE, "../x", "echo"]);
     assert!(
         out.fails().contains("invalid argument"),
         "not InvalidArgument: {out}"
     );
-    assert_no_shim(BERTH_SHIM, addr, None);
-    let mounts = mounts_under(daemon.dir());
+    assert_no_shim(t.shim, addr, None);
+    let mounts = mounts_under(t.dir());
     assert!(mounts.is_empty(), "mounts left: {mounts:?}");
     for controller in CGROUP_CONTROLLERS {
         let base = Path::new("/sys/fs/cgroup").join(controller);
@@ -769,35 +799,167 @@ fn rejected_and_failing_runs_leave_nothing_behind() {
             }
         }
     }
-    assert!(
-        !daemon.state().join(TASK_DIR).join("x").exists(),
-        "a bundle escaped the namespace dir"
-    );
+    for dir in [t.state(), t.root()] {
+        let escaped = dir.join(TASK_DIR).join("x");
+        assert!(!escaped.exists(), "{} made", escaped.display());
+    }
 
     // A missing binary fails the start with an error naming it.
-    let out = ctr(&daemon, &["run", "--rm", IMAGE, &nb, "/no/such/binary"]);
+    let out = t.ctr(&["run", "--rm", IMAGE, &nb, "/no/such/binary"]);
     assert!(
         out.fails().contains("/no/such/binary"),
         "the error does not name the binary: {out}"
     );
     // ctr run --rm deletes the container after the failure.
-    let out = ctr(&daemon, &["containers", "ls", "-q"]);
+    let out = t.ctr(&["containers", "ls", "-q"]);
     assert!(!out.ok().contains(&nb), "{out}");
-    assert_no_leftovers(&daemon, &nb);
+    assert_no_leftovers(t, &nb);
 
     // A container whose rootfs snapshot is gone cannot start.
-    ctr(&daemon, &["containers", "create", IMAGE, &rs, "true"]).ok();
-    ctr(&daemon, &["snapshots", "rm", &rs]).ok();
-    let out = ctr(&daemon, &["tasks", "start", &rs]);
+    t.ctr(&["containers", "create", IMAGE, &rs, "true"]).ok();
+    t.ctr(&["snapshots", "rm", &rs]).ok();
+    let out = t.ctr(&["tasks", "start", &rs]);
     let err = out.fails();
     assert!(
         err.contains(&rs) && err.contains("not found"),
         "the error does not name the missing snapshot: {out}"
     );
     assert!(task_row(addr, &rs).is_none(), "a task of {rs} exists");
-    ctr(&daemon, &["containers", "rm", &rs]).ok();
-    assert_no_leftovers(&daemon, &rs);
+    t.ctr(&["containers", "rm", &rs]).ok();
+    assert_no_leftovers(t, &rs);
 
     drop(guard);
-    assert_no_shim(BERTH_SHIM, addr, None);
+    assert_no_shim(t.shim, addr, None);
+}
+
+#[test]
+fn run_rm_prints_output_and_returns_the_exit_code() {
+    if let Some(t) = Target::berthd() {
+        run_rm_case(&t);
+    }
+}
+
+#[test]
+fn detached_task_lists_execs_pauses_reports_metrics_and_is_removed() {
+    if let Some(t) = Target::berthd() {
+        detached_task_case(&t);
+    }
+}
+
+#[test]
+fn run_with_tty_gets_a_pseudo_terminal() {
+    if let Some(t) = Target::berthd() {
+        tty_case(&t);
+    }
+}
+
+#[test]
+fn memory_hog_is_oom_killed_and_reported() {
+    if let Some(t) = Target::berthd() {
+        oom_case(&t);
+    }
+}
+
+#[test]
+fn run_rm_publishes_task_lifecycle_events() {
+    if let Some(t) = Target::berthd() {
+        events_case(&t);
+    }
+}
+
+#[test]
+fn tasks_survive_a_daemon_crash_and_report_exits_missed_while_down() {
+    if let Some(mut t) = Target::berthd() {
+        restart_case(&mut t);
+    }
+}
+
+#[test]
+fn rejected_and_failing_runs_leave_nothing_behind() {
+    if let Some(t) = Target::berthd() {
+        bad_input_case(&t);
+    }
+}
+
+#[test]
+fn containerd_runs_the_berth_shim() {
+    let Some(t) = Target::containerd() else {
+        return;
+    };
+    let (x1, x2) = (unique("x1"), unique("x2"));
+    let guard = Containers::new(t.address(), &[&x1, &x2]);
+
+    run_hello_and_exit_7(t.address(), &["--runtime", BERTH_RUNTIME], &x1, &x2);
+
+    drop(guard);
+    assert_no_shim(BERTH_SHIM, t.address(), None);
+    for id in [&x1, &x2] {
+        let bundle = t.state().join(TASK_DIR).join(NS).join(id);
+        assert!(!bundle.exists(), "{} survived", bundle.display());
+    }
+}
+
+#[test]
+fn berthd_runs_the_containerd_runc_shim() {
+    let config = format!(
+        "[plugins.\"io.containerd.runtime.v2.task\"]\n  \
+         runtimes = {{ \"io.containerd.runc.v2\" = \"{RUNC_SHIM}\" }}\n"
+    );
+    let Some(t) = Target::berthd_with(Some(&config), RUNC_SHIM) else {
+        return;
+    };
+    run_rm_case(&t);
+    assert_no_shim(BERTH_SHIM, t.address(), None);
+}
+
+// The same cases against a real containerd with its runc shim: a case failing there is a wrong
+// test (STYLE.md §5).
+
+#[test]
+fn reference_containerd_run_rm() {
+    if let Some(t) = Target::containerd() {
+        run_rm_case(&t);
+    }
+}
+
+#[test]
+fn reference_containerd_detached_task() {
+    if let Some(t) = Target::containerd() {
+        detached_task_case(&t);
+    }
+}
+
+#[test]
+fn reference_containerd_tty() {
+    if let Some(t) = Target::containerd() {
+        tty_case(&t);
+    }
+}
+
+#[test]
+fn reference_containerd_oom() {
+    if let Some(t) = Target::containerd() {
+        oom_case(&t);
+    }
+}
+
+#[test]
+fn reference_containerd_events() {
+    if let Some(t) = Target::containerd() {
+        events_case(&t);
+    }
+}
+
+#[test]
+fn reference_containerd_restart() {
+    if let Some(mut t) = Target::containerd() {
+        restart_case(&mut t);
+    }
+}
+
+#[test]
+fn reference_containerd_bad_input() {
+    if let Some(t) = Target::containerd() {
+        bad_input_case(&t);
+    }
 }

@@ -173,7 +173,10 @@ fn build_layer(index: usize, shape: LayerShape, budget: u64, rng: &mut Prng) -> 
         let size = rng
             .range(shape.min_file, shape.max_file)
             .min(budget - written);
-        rng.fill_hex(&mut data, usize::try_from(size).context("file size fits in usize")?);
+        rng.fill_hex(
+            &mut data,
+            usize::try_from(size).context("file size fits in usize")?,
+        );
         let mut h = header(tar::EntryType::Regular, 0o644, size);
         let path = format!("{top}/d{:04}/f{file:06}", file / 100);
         tar.append_data(&mut h, path, data.as_slice())?;
@@ -196,8 +199,6 @@ fn build_layer(index: usize, shape: LayerShape, budget: u64, rng: &mut Prng) -> 
 /// The large image for the unpack measurement.
 #[derive(Debug, Clone)]
 pub struct BigImage {
-    /// Its name (the `io.containerd.image.name` annotation).
-    pub name: String,
     /// The OCI layout tar `ctr images import` reads.
     pub archive: PathBuf,
     /// Bytes of the three uncompressed layer tars together.
@@ -259,16 +260,21 @@ pub fn build_big_image(dir: &Path, name: &str, total: u64) -> Result<BigImage> {
     add("index.json", &index)?;
     let hex_of = |d: &str| d.trim_start_matches("sha256:").to_owned();
     add(&format!("blobs/sha256/{}", hex_of(&config_digest)), &config)?;
-    add(&format!("blobs/sha256/{}", hex_of(&manifest_digest)), &manifest)?;
+    add(
+        &format!("blobs/sha256/{}", hex_of(&manifest_digest)),
+        &manifest,
+    )?;
     for layer in &layers {
-        add(&format!("blobs/sha256/{}", hex_of(&layer.digest)), &layer.blob)?;
+        add(
+            &format!("blobs/sha256/{}", hex_of(&layer.digest)),
+            &layer.blob,
+        )?;
     }
     out.into_inner()
         .context("finish the image archive")?
         .flush()
         .context("flush the image archive")?;
     Ok(BigImage {
-        name: name.to_owned(),
         archive,
         uncompressed: layers.iter().map(|l| l.uncompressed).sum(),
         compressed: layers.iter().map(|l| l.blob.len() as u64).sum(),
@@ -314,7 +320,10 @@ mod tests {
         let b = tempfile::tempdir().unwrap();
         let one = build_big_image(a.path(), "bench/big:1", 1 << 20).unwrap();
         let two = build_big_image(b.path(), "bench/big:1", 1 << 20).unwrap();
-        assert_eq!(fs::read(&one.archive).unwrap(), fs::read(&two.archive).unwrap());
+        assert_eq!(
+            fs::read(&one.archive).unwrap(),
+            fs::read(&two.archive).unwrap()
+        );
         assert!(one.uncompressed >= 1 << 20);
         // Hex text keeps about half its size under gzip: neither raw nor collapsed.
         let ratio = one.compressed as f64 / one.uncompressed as f64;

@@ -132,7 +132,6 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
 #[derive(Debug)]
 pub struct Server {
     kind: Kind,
-    dir: PathBuf,
     address: PathBuf,
     log: PathBuf,
     child: Option<Child>,
@@ -181,7 +180,6 @@ impl Server {
         let child = cmd.spawn().with_context(|| format!("spawn {cmd:?}"))?;
         let mut server = Server {
             kind,
-            dir,
             address,
             log,
             child: Some(child),
@@ -198,14 +196,22 @@ impl Server {
             if let Some(child) = self.child.as_mut() {
                 if let Some(status) = child.try_wait().context("wait for the daemon")? {
                     self.child = None;
-                    bail!("{} exited at startup with {status}\n{}", self.kind, self.log_tail());
+                    bail!(
+                        "{} exited at startup with {status}\n{}",
+                        self.kind,
+                        self.log_tail()
+                    );
                 }
             }
             if self.address.exists() && self.ctr("", &["version"]).success() {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                bail!("{} not ready after {READY_TIMEOUT:?}\n{}", self.kind, self.log_tail());
+                bail!(
+                    "{} not ready after {READY_TIMEOUT:?}\n{}",
+                    self.kind,
+                    self.log_tail()
+                );
             }
             thread::sleep(Duration::from_millis(50));
         }
@@ -219,11 +225,6 @@ impl Server {
     /// The gRPC socket.
     pub fn address(&self) -> &Path {
         &self.address
-    }
-
-    /// The daemon's private directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// Process id of the daemon.

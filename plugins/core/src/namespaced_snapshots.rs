@@ -122,6 +122,9 @@ impl NamespacedSnapshots {
         if key.is_empty() {
             return Err(NamespacedSnapshotError::EmptyKey);
         }
+        // The driver's snapshot exists before its record; the collector must not see it
+        // in between and take it for an orphan.
+        let _create = self.meta.snapshot_create_guard();
         match self.meta.get_snapshot(ns, sn, key) {
             Ok(_) => return Err(MetadataError::SnapshotExists(key.to_owned()).into()),
             Err(MetadataError::SnapshotNotFound(_)) => {}
@@ -217,6 +220,7 @@ impl NamespacedSnapshots {
         if name.is_empty() {
             return Err(NamespacedSnapshotError::EmptyKey);
         }
+        let _create = self.meta.snapshot_create_guard();
         let rec = self.meta.get_snapshot(ns, sn, key)?;
         if rec.kind != "active" {
             return Err(NamespacedSnapshotError::NotActive(key.to_owned()));
@@ -416,6 +420,7 @@ impl SnapshotSweeper for Sweeper {
             }
         }
         // Driver snapshots with no record anywhere (a crash between driver and metadata).
+        let _sweep = self.meta.snapshot_sweep_guard();
         let known: std::collections::HashSet<String> = self
             .meta
             .all_snapshots(&self.name)

@@ -1,12 +1,18 @@
 //! Registry connection options and the `oci-client` client built from them.
 
 use std::fmt;
+use std::time::Duration;
 
 use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 
 use crate::error::TransferError;
+
+/// How long connecting to a registry may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a registry may stay silent in the middle of a response.
+const READ_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// How to reach and authenticate to a registry (ctr's `--user`, `--plain-http`, `--tlscacert`).
 #[derive(Clone, Default)]
@@ -72,6 +78,8 @@ impl RegistryOptions {
             platform_resolver: None,
             max_concurrent_download: self.parallelism(),
             max_concurrent_upload: self.parallelism(),
+            connect_timeout: Some(CONNECT_TIMEOUT),
+            read_timeout: Some(READ_TIMEOUT),
             ..ClientConfig::default()
         };
         if let Some(pem) = &self.ca_pem {

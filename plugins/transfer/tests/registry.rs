@@ -13,7 +13,7 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -269,7 +269,7 @@ async fn assert_pulled(grpc: &GrpcStores, ns: &str, img: &TestImage, host: &str,
     let manifest = content
         .info(&cx, &img.manifest_digest)
         .await
-        .unwrap()
+        .expect("store call")
         .expect("manifest stored");
     assert_eq!(
         manifest.labels["containerd.io/gc.ref.content.config"],
@@ -283,7 +283,7 @@ async fn assert_pulled(grpc: &GrpcStores, ns: &str, img: &TestImage, host: &str,
         let info = content
             .info(&cx, &layer.digest)
             .await
-            .unwrap()
+            .expect("store call")
             .expect("layer stored");
         assert_eq!(info.size, layer.size);
         assert_eq!(info.labels["containerd.io/uncompressed"], layer.diff_id);
@@ -297,14 +297,17 @@ async fn assert_pulled(grpc: &GrpcStores, ns: &str, img: &TestImage, host: &str,
     let config = content
         .info(&cx, &img.config_digest)
         .await
-        .unwrap()
+        .expect("store call")
         .expect("config stored");
     assert_eq!(
         config.labels[&format!("containerd.io/gc.ref.snapshot.{SNAPSHOTTER}")],
         chain[1]
     );
     for id in &chain {
-        assert!(grpc.snapshots.exists(&cx, id).await.unwrap(), "{id}");
+        assert!(
+            grpc.snapshots.exists(&cx, id).await.expect("store call"),
+            "{id}"
+        );
     }
 }
 
@@ -313,8 +316,8 @@ async fn plain_http_push_then_pull_into_a_fresh_daemon() {
     if !prerequisites() {
         return;
     }
-    let work = tempfile::tempdir().unwrap();
-    let registry = Registry::start(tempfile::tempdir().unwrap(), None);
+    let work = tempfile::tempdir().expect("test setup");
+    let registry = Registry::start(tempfile::tempdir().expect("test setup"), None);
     let (source, img) = daemon_with_image(work.path());
     let src = proxies(&source).await;
     let reference = format!("{}/test/bb:v1", registry.host());
@@ -325,12 +328,12 @@ async fn plain_http_push_then_pull_into_a_fresh_daemon() {
     };
     let pushed = push(IMAGE, &reference, &opts, &src.stores(NS))
         .await
-        .unwrap();
+        .expect("test setup");
     assert_eq!(pushed.digest, img.manifest_digest);
     // A second push finds every blob in the registry.
     push(IMAGE, &reference, &opts, &src.stores(NS))
         .await
-        .unwrap();
+        .expect("test setup");
 
     let fresh = Daemon::start();
     let dst = proxies(&fresh).await;
@@ -339,7 +342,9 @@ async fn plain_http_push_then_pull_into_a_fresh_daemon() {
         platform: Some(amd64()),
         ..PullOptions::default()
     };
-    let image = pull(&reference, &pull_opts, &dst.stores(NS)).await.unwrap();
+    let image = pull(&reference, &pull_opts, &dst.stores(NS))
+        .await
+        .expect("test setup");
     assert_eq!(image.name, reference);
     assert_eq!(image.target.digest, img.manifest_digest);
     assert_eq!(image.target.media_type, MEDIA_TYPE_OCI_MANIFEST);
@@ -360,7 +365,9 @@ async fn plain_http_push_then_pull_into_a_fresh_daemon() {
     };
     let before = gets(&registry);
     assert_eq!(before, 2, "{}", registry.log_text());
-    let again = pull(&reference, &pull_opts, &dst.stores(NS)).await.unwrap();
+    let again = pull(&reference, &pull_opts, &dst.stores(NS))
+        .await
+        .expect("test setup");
     assert_eq!(again.target, image.target);
     assert_eq!(gets(&registry), before);
 }
@@ -370,9 +377,9 @@ async fn https_with_a_test_ca_and_basic_auth() {
     if !prerequisites() {
         return;
     }
-    let work = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().expect("test setup");
     let (secure, ca) = secure_material(work.path());
-    let registry = Registry::start(tempfile::tempdir().unwrap(), Some(&secure));
+    let registry = Registry::start(tempfile::tempdir().expect("test setup"), Some(&secure));
     let (source, img) = daemon_with_image(work.path());
     let src = proxies(&source).await;
     let reference = format!("{}/private/bb:v1", registry.host());
@@ -401,7 +408,7 @@ async fn https_with_a_test_ca_and_basic_auth() {
     };
     let pushed = push(IMAGE, &reference, &opts, &src.stores(NS))
         .await
-        .unwrap();
+        .expect("test setup");
     assert_eq!(pushed.digest, img.manifest_digest);
 
     let fresh = Daemon::start();
@@ -442,7 +449,7 @@ async fn https_with_a_test_ca_and_basic_auth() {
 
     let image = pull(&reference, &pull_with(good), &dst.stores(NS))
         .await
-        .unwrap();
+        .expect("test setup");
     assert_eq!(image.target.digest, img.manifest_digest);
     assert_pulled(&dst, NS, &img, &registry.host(), "private/bb").await;
 }
@@ -457,12 +464,12 @@ fn arm64_layer() -> (Vec<u8>, String) {
     header.set_entry_type(tar::EntryType::Regular);
     builder
         .append_data(&mut header, "arm64", &b"arm64\n"[..])
-        .unwrap();
-    let tar = builder.into_inner().unwrap();
+        .expect("test setup");
+    let tar = builder.into_inner().expect("test setup");
     let diff_id = sha256_digest(&tar);
     let mut gz = GzEncoder::new(Vec::new(), Compression::default());
-    gz.write_all(&tar).unwrap();
-    (gz.finish().unwrap(), diff_id)
+    gz.write_all(&tar).expect("test setup");
+    (gz.finish().expect("test setup"), diff_id)
 }
 
 /// A two-platform index in the registry under `repo:multi`: the busybox image for
@@ -477,7 +484,9 @@ async fn push_multi_platform(
         protocol: ClientProtocol::Http,
         ..ClientConfig::default()
     });
-    let base: Reference = format!("{}/{repo}:multi", registry.host()).parse().unwrap();
+    let base: Reference = format!("{}/{repo}:multi", registry.host())
+        .parse()
+        .expect("test setup");
     client
         .store_auth_if_needed(base.resolve_registry(), &RegistryAuth::Anonymous)
         .await;
@@ -503,9 +512,12 @@ async fn push_multi_platform(
         if manifests.contains(&digest) {
             continue;
         }
-        client.push_blob(&base, data.clone(), digest).await.unwrap();
+        client
+            .push_blob(&base, data.clone(), digest)
+            .await
+            .expect("test setup");
     }
-    let mt = || MEDIA_TYPE_OCI_MANIFEST.parse().unwrap();
+    let mt = || MEDIA_TYPE_OCI_MANIFEST.parse().expect("test setup");
     client
         .push_manifest_raw(
             &base.clone_with_digest(img.manifest_digest.clone()),
@@ -513,7 +525,7 @@ async fn push_multi_platform(
             mt(),
         )
         .await
-        .unwrap();
+        .expect("test setup");
     client
         .push_manifest_raw(
             &base.clone_with_digest(arm_manifest.clone()),
@@ -521,7 +533,7 @@ async fn push_multi_platform(
             mt(),
         )
         .await
-        .unwrap();
+        .expect("test setup");
     let index = format!(
         r#"{{"schemaVersion":2,"mediaType":"{MEDIA_TYPE_OCI_INDEX}","manifests":[{{"mediaType":"{MEDIA_TYPE_OCI_MANIFEST}","digest":"{arm_manifest}","size":{},"platform":{{"architecture":"arm64","os":"linux","variant":"v8"}}}},{{"mediaType":"{MEDIA_TYPE_OCI_MANIFEST}","digest":"{}","size":{},"platform":{{"architecture":"amd64","os":"linux"}}}}]}}"#,
         manifest.len(),
@@ -531,9 +543,13 @@ async fn push_multi_platform(
     .into_bytes();
     let index_digest = sha256_digest(&index);
     client
-        .push_manifest_raw(&base, index, MEDIA_TYPE_OCI_INDEX.parse().unwrap())
+        .push_manifest_raw(
+            &base,
+            index,
+            MEDIA_TYPE_OCI_INDEX.parse().expect("test setup"),
+        )
         .await
-        .unwrap();
+        .expect("test setup");
     (index_digest, arm_manifest, config_digest, layer_digest)
 }
 
@@ -651,14 +667,17 @@ impl Progress for Interrupt {
         *self
             .bytes
             .lock()
-            .unwrap()
+            .expect("progress lock")
             .entry(desc.digest.clone())
             .or_default() += n;
     }
 
     fn on_done(&self, desc: &Descriptor) {
         if self.layers.contains(&desc.digest) {
-            self.done.lock().unwrap().push(desc.digest.clone());
+            self.done
+                .lock()
+                .expect("progress lock")
+                .push(desc.digest.clone());
             self.notify.notify_one();
         }
     }

@@ -33,7 +33,11 @@ pub fn registration() -> Registration {
             let root = if config.root_path.is_empty() {
                 ctx.create_root()?
             } else {
-                PathBuf::from(&config.root_path)
+                // Created first, as containerd does, so that a root_path inside a btrfs mount
+                // need not exist yet.
+                let root = PathBuf::from(&config.root_path);
+                berth_registry::context::create_private_dir(&root)?;
+                root
             };
             match check_btrfs(&root) {
                 Ok(()) => {}

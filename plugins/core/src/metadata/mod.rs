@@ -65,6 +65,9 @@ pub struct MetadataStore {
     /// exclusively by the collector's content sweep, so that it never removes bytes between
     /// the two steps (containerd's `cs.l`).
     content_lock: Arc<RwLock<()>>,
+    /// Held shared while a snapshot is created or committed (driver first, then record) and
+    /// exclusively while the collector removes driver snapshots that have no record.
+    snapshot_lock: Arc<RwLock<()>>,
 }
 
 impl MetadataStore {
@@ -86,6 +89,7 @@ impl MetadataStore {
             db,
             deletions: Arc::new(AtomicU64::new(0)),
             content_lock: Arc::new(RwLock::new(())),
+            snapshot_lock: Arc::new(RwLock::new(())),
         })
     }
 
@@ -110,6 +114,20 @@ impl MetadataStore {
     /// Taken by the collector while it decides which bytes to remove and removes them.
     pub(crate) fn content_sweep_guard(&self) -> RwLockWriteGuard<'_, ()> {
         self.content_lock
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Taken by a snapshot create or commit for its whole length.
+    pub fn snapshot_create_guard(&self) -> RwLockReadGuard<'_, ()> {
+        self.snapshot_lock
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Taken by the collector while it removes driver snapshots without a record.
+    pub(crate) fn snapshot_sweep_guard(&self) -> RwLockWriteGuard<'_, ()> {
+        self.snapshot_lock
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
