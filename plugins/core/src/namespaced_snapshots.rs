@@ -420,7 +420,6 @@ impl SnapshotSweeper for Sweeper {
             }
         }
         // Driver snapshots with no record anywhere (a crash between driver and metadata).
-        let _sweep = self.meta.snapshot_sweep_guard();
         let known: std::collections::HashSet<String> = self
             .meta
             .all_snapshots(&self.name)

@@ -92,6 +92,9 @@ pub fn collect_with(
     let now = SystemTime::now();
     let mut report = GcReport::default();
 
+    // Snapshots are created driver-first, record-second, and a record created after the
+    // marking would look unreachable to the sweep: no Prepare/Commit runs during a collection.
+    let _snapshots = meta_store.snapshot_sweep_guard();
     let candidates = meta_store.all_blobs().map_err(meta("list blob records"))?;
     let mut marker = Marker::new(meta_store, &options.snapshot_sweepers);
 

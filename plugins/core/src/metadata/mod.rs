@@ -66,7 +66,8 @@ pub struct MetadataStore {
     /// the two steps (containerd's `cs.l`).
     content_lock: Arc<RwLock<()>>,
     /// Held shared while a snapshot is created or committed (driver first, then record) and
-    /// exclusively while the collector removes driver snapshots that have no record.
+    /// exclusively for a whole collection, so that neither a new record nor a driver snapshot
+    /// awaiting its record is swept.
     snapshot_lock: Arc<RwLock<()>>,
 }
 
@@ -125,7 +126,7 @@ impl MetadataStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Taken by the collector while it removes driver snapshots without a record.
+    /// Taken by the collector for the whole of a collection.
     pub(crate) fn snapshot_sweep_guard(&self) -> RwLockWriteGuard<'_, ()> {
         self.snapshot_lock
             .write()
