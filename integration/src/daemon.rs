@@ -47,7 +47,7 @@ pub fn berthd_bin() -> PathBuf {
 
 /// `$PATH` with the directory of the `berthd` binary in front, so that the daemon finds the
 /// `containerd-shim-berth-v2` built next to it (as a packaged install finds it on `PATH`).
-fn path_with_binary_dir() -> std::ffi::OsString {
+pub fn path_with_binary_dir() -> std::ffi::OsString {
     let bin = berthd_bin();
     let mut dirs: Vec<PathBuf> = bin.parent().map(Path::to_path_buf).into_iter().collect();
     if let Some(path) = env::var_os("PATH") {

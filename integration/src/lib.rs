@@ -4,12 +4,14 @@
 
 pub mod bench;
 mod command;
+pub mod containerd;
 mod ctr;
 mod daemon;
 mod grpc;
 pub mod image;
 pub mod layers;
 mod prereq;
+pub mod registry;
 
 pub use command::{run_with_timeout, CmdOutput};
 pub use ctr::{ctr, parse_table, Row, CTR_BIN, CTR_TIMEOUT};

@@ -9,15 +9,15 @@
 #![allow(clippy::tests_outside_test_module)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, File};
+use std::fs::{self};
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use berth_integration::containerd::Containerd;
 use berth_integration::image::{
     build_busybox_image, read_archive, sha256_digest, TestImage, MEDIA_TYPE_MANIFEST,
 };
@@ -32,7 +32,6 @@ use berth_proto::containerd::services::content::v1::{
 use berth_proto::containerd::services::images::v1::images_client::ImagesClient;
 use berth_proto::containerd::services::images::v1::{CreateImageRequest, Image};
 use berth_proto::containerd::types::Descriptor;
-use tempfile::TempDir;
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 
@@ -214,82 +213,6 @@ fn test_data(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-/// A real containerd on a private root, state and socket, for checking the tests against the
-/// reference; killed and cleaned up on drop.
-struct Containerd {
-    dir: TempDir,
-    address: PathBuf,
-    child: Option<Child>,
-}
-
-impl Containerd {
-    /// Starts `containerd` with the CRI plugin disabled and waits for its socket.
-    fn start() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("ctd-")
-            .tempdir_in("/tmp")
-            .expect("create a temporary directory under /tmp");
-        let p = dir.path();
-        let address = p.join("c.sock");
-        let config = p.join("config.toml");
-        let text = format!(
-            "version = 2\nroot = {:?}\nstate = {:?}\n\
-             disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
-             [grpc]\n  address = {:?}\n\
-             [plugins.\"io.containerd.internal.v1.opt\"]\n  path = {:?}\n",
-            p.join("root"),
-            p.join("state"),
-            address,
-            p.join("opt"),
-        );
-        fs::write(&config, text).expect("write the containerd config");
-        let log = File::create(p.join("containerd.log")).expect("create the containerd log");
-        let child = Command::new("containerd")
-            .arg("--config")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clone the log handle"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn containerd");
-        let mut this = Self {
-            dir,
-            address,
-            child: Some(child),
-        };
-        let deadline = Instant::now() + WAIT;
-        while UnixStream::connect(&this.address).is_err() {
-            let exited = this
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten());
-            assert!(
-                exited.is_none() && Instant::now() < deadline,
-                "containerd not ready ({exited:?}):\n{}",
-                this.log()
-            );
-            thread::sleep(Duration::from_millis(50));
-        }
-        this
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if thread::panicking() {
-            eprintln!("--- containerd log ---\n{}--- end ---", self.log());
-        }
-    }
-}
-
 #[test]
 fn import_lists_checks_reads_tags_and_collects_on_remove() {
     if !prerequisites() {
@@ -405,13 +328,13 @@ fn export_reimports_with_identical_digests() {
         return;
     }
     let containerd = Containerd::start();
-    import(&containerd.address, &exported, &[]);
+    import(containerd.address(), &exported, &[]);
     assert_eq!(
-        image_digests(&containerd.address),
+        image_digests(containerd.address()),
         image_digests(fresh.address()),
         "containerd and berthd list the re-imported image differently"
     );
-    let reference = content_digests(&containerd.address);
+    let reference = content_digests(containerd.address());
     for digest in img.image_blob_digests() {
         assert!(
             reference.contains(&digest),
@@ -422,7 +345,11 @@ fn export_reimports_with_identical_digests() {
     // builds the tar client-side, so any difference is in what the daemons stored.
     let again = daemon.dir().join("export-containerd.tar");
     let again_str = again.to_str().expect("utf-8 path");
-    ctr_at(&containerd.address, &["images", "export", again_str, IMAGE]).ok();
+    ctr_at(
+        containerd.address(),
+        &["images", "export", again_str, IMAGE],
+    )
+    .ok();
     let reference_files = read_archive(&again);
     assert_eq!(
         files.keys().collect::<Vec<_>>(),

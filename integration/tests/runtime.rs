@@ -14,21 +14,20 @@
 #![allow(clippy::tests_outside_test_module)]
 
 use std::ffi::OsString;
-use std::fs::{self, File};
+use std::fs::{self};
 use std::io::{BufRead, BufReader};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use berth_integration::containerd::Containerd;
 use berth_integration::image::build_busybox_image;
 use berth_integration::{
     berthd_bin, parse_table, require_binary, require_root, run_with_timeout, CmdOutput, Daemon,
     Row, CTR_BIN, CTR_TIMEOUT,
 };
-use tempfile::TempDir;
 
 /// The namespace ctr uses when none is chosen.
 const NS: &str = "default";
@@ -89,16 +88,6 @@ fn import_image(address: &Path, dir: &Path) {
     let img = build_busybox_image(dir, IMAGE);
     let archive = img.archive.to_str().expect("utf-8 archive path");
     ctr_at(address, &["images", "import", archive]).ok();
-}
-
-/// `$PATH` with the directory of the built binaries (`berthd`, `containerd-shim-berth-v2`) first.
-fn path_with_target_dir() -> OsString {
-    let bin = berthd_bin();
-    let mut dirs: Vec<PathBuf> = bin.parent().map(Path::to_path_buf).into_iter().collect();
-    if let Some(path) = std::env::var_os("PATH") {
-        dirs.extend(std::env::split_paths(&path));
-    }
-    std::env::join_paths(dirs).expect("PATH entries contain no `:`")
 }
 
 /// True when `shim` is next to `berthd` or on `PATH` (where the daemon looks, see
@@ -376,102 +365,6 @@ fn container_field(id: &str) -> String {
     format!("\"container_id\":\"{id}\"")
 }
 
-/// A real containerd on a private root, state and socket, with the built binaries first on its
-/// `PATH`; killed and cleaned up on drop.
-struct Containerd {
-    dir: TempDir,
-    address: PathBuf,
-    config: PathBuf,
-    child: Option<Child>,
-}
-
-impl Containerd {
-    /// Starts `containerd --config <private config>` (CRI disabled) and waits for its socket.
-    fn start() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("ctd-")
-            .tempdir_in("/tmp")
-            .expect("create a temporary directory under /tmp");
-        let p = dir.path();
-        let address = p.join("c.sock");
-        let config = p.join("config.toml");
-        let text = format!(
-            "version = 2\nroot = {:?}\nstate = {:?}\n\
-             disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
-             [grpc]\n  address = {:?}\n\
-             [plugins.\"io.containerd.internal.v1.opt\"]\n  path = {:?}\n",
-            p.join("root"),
-            p.join("state"),
-            address,
-            p.join("opt"),
-        );
-        fs::write(&config, text).expect("write the containerd config");
-        let mut this = Self {
-            dir,
-            address,
-            config,
-            child: None,
-        };
-        this.spawn();
-        this
-    }
-
-    /// Spawns containerd with output appended to its log and waits for its socket.
-    fn spawn(&mut self) {
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("containerd.log"))
-            .expect("open the containerd log");
-        let child = Command::new("containerd")
-            .arg("--config")
-            .arg(&self.config)
-            .env("PATH", path_with_target_dir())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clone the log handle"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn containerd");
-        self.child = Some(child);
-        let deadline = Instant::now() + WAIT;
-        while UnixStream::connect(&self.address).is_err() {
-            let exited = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten());
-            assert!(
-                exited.is_none() && Instant::now() < deadline,
-                "containerd not ready ({exited:?}):\n{}",
-                self.log()
-            );
-            thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Kills containerd with SIGKILL and reaps it.
-    fn kill9(&mut self) {
-        let mut child = self.child.take().expect("containerd is running");
-        let _ = child.kill();
-        child.wait().expect("reap the killed containerd");
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if thread::panicking() {
-            eprintln!("--- containerd log ---\n{}--- end ---", self.log());
-        }
-    }
-}
-
 /// The daemon a case runs against.
 enum Server {
     Berthd(Daemon),
@@ -523,7 +416,7 @@ impl Target {
     fn address(&self) -> &Path {
         match &self.server {
             Server::Berthd(d) => d.address(),
-            Server::Containerd(c) => &c.address,
+            Server::Containerd(c) => c.address(),
         }
     }
 
@@ -531,21 +424,21 @@ impl Target {
     fn dir(&self) -> &Path {
         match &self.server {
             Server::Berthd(d) => d.dir(),
-            Server::Containerd(c) => c.dir.path(),
+            Server::Containerd(c) => c.dir(),
         }
     }
 
     fn state(&self) -> PathBuf {
         match &self.server {
             Server::Berthd(d) => d.state().to_owned(),
-            Server::Containerd(c) => c.dir.path().join("state"),
+            Server::Containerd(c) => c.dir().join("state"),
         }
     }
 
     fn root(&self) -> PathBuf {
         match &self.server {
             Server::Berthd(d) => d.root().to_owned(),
-            Server::Containerd(c) => c.dir.path().join("root"),
+            Server::Containerd(c) => c.dir().join("root"),
         }
     }
 

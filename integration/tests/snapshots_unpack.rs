@@ -19,6 +19,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use berth_integration::containerd::Containerd;
 use berth_integration::image::{build_busybox_image, HELLO};
 use berth_integration::layers::{
     build_layered_image, digest_of, gzip, malicious_layers, walk_tree, Expect, LayeredImage, Node,
@@ -280,68 +281,6 @@ fn wait_for_socket(socket: &Path, child: &mut Option<Child>, what: &str) {
             socket.display()
         );
         thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A real containerd on a private root, state and socket, for checking the tests against the
-/// reference; killed and cleaned up on drop.
-struct Containerd {
-    dir: TempDir,
-    address: PathBuf,
-    child: Option<Child>,
-}
-
-impl Containerd {
-    /// Starts `containerd` with the CRI plugin disabled and waits for its socket.
-    fn start() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("ctd-")
-            .tempdir_in("/tmp")
-            .expect("create a temporary directory under /tmp");
-        let p = dir.path();
-        let address = p.join("c.sock");
-        let config = p.join("config.toml");
-        let text = format!(
-            "version = 2\nroot = {:?}\nstate = {:?}\n\
-             disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
-             [grpc]\n  address = {:?}\n\
-             [plugins.\"io.containerd.internal.v1.opt\"]\n  path = {:?}\n",
-            p.join("root"),
-            p.join("state"),
-            address,
-            p.join("opt"),
-        );
-        fs::write(&config, text).expect("write the containerd config");
-        let log = File::create(p.join("containerd.log")).expect("create the containerd log");
-        let child = Command::new("containerd")
-            .arg("--config")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clone the log handle"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn containerd");
-        let mut this = Self {
-            dir,
-            address,
-            child: Some(child),
-        };
-        wait_for_socket(&this.address.clone(), &mut this.child, "containerd");
-        this
-    }
-}
-
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if thread::panicking() {
-            let log =
-                fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default();
-            eprintln!("--- containerd log ---\n{log}--- end ---");
-        }
     }
 }
 
@@ -761,10 +700,10 @@ fn trees_match_containerd(snapshotter: Option<&str>) {
     let img = build_layered_image(daemon.dir(), LAYERED_IMAGE);
     let ours = unpacked_tree(daemon.address(), &img, snapshotter, daemon.dir(), "mnt");
     let reference = unpacked_tree(
-        &containerd.address,
+        containerd.address(),
         &img,
         snapshotter,
-        containerd.dir.path(),
+        containerd.dir(),
         "mnt",
     );
     assert_whiteouts_applied(&reference, "containerd");
