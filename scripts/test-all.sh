@@ -9,4 +9,4 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 # The integration tests start the berthd binary, so build it before testing.
 cargo build --workspace
-cargo test --workspace
+cargo test --workspace --no-fail-fast
