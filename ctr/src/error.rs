@@ -202,9 +202,35 @@ pub fn render(err: &anyhow::Error) -> String {
     line
 }
 
-/// The process exit status for an error: 1, as ctr (`run` will pass the container's own code).
-pub fn exit_code(_err: &anyhow::Error) -> u8 {
-    1
+/// A command that ran a process ends with that process's exit status and prints nothing (ctr's
+/// `cli.NewExitError("", code)`).
+#[derive(Debug, thiserror::Error)]
+#[error("exit status {0}")]
+pub struct ExitStatus(pub u32);
+
+impl ExitStatus {
+    /// `Ok` for 0, else the status as an error.
+    pub fn result(code: u32) -> anyhow::Result<()> {
+        if code == 0 {
+            Ok(())
+        } else {
+            Err(Self(code).into())
+        }
+    }
+}
+
+/// The exit status of a process run by the command, if that is how it failed.
+pub fn exit_status(err: &anyhow::Error) -> Option<u32> {
+    err.downcast_ref::<ExitStatus>().map(|e| e.0)
+}
+
+/// The process exit status for an error: the process's own for [`ExitStatus`] (as the shell
+/// sees it, modulo 256), else 1, as ctr.
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    match exit_status(err) {
+        Some(code) => (code & 0xff) as u8,
+        None => 1,
+    }
 }
 
 #[cfg(test)]

@@ -18,7 +18,9 @@ fn main() -> ExitCode {
     match cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("berth: {}", error::render(&err));
+            if error::exit_status(&err).is_none() {
+                eprintln!("berth: {}", error::render(&err));
+            }
             ExitCode::from(error::exit_code(&err))
         }
     }

@@ -13,7 +13,6 @@
 // `src/vmm/tests/integration_tests.rs`.
 #![allow(clippy::tests_outside_test_module)]
 
-use std::ffi::OsString;
 use std::fs::{self};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -352,6 +352,74 @@ impl DiffService {
         DiffService { content, tmp_dir }
     }
 
+    /// Applies the layer blob `desc` of namespace `ns` from the content store onto `mounts`
+    /// and returns the descriptor of the uncompressed tar (its digest is the diffID): the work
+    /// of `Diff.Apply`, for in-daemon callers (the local transfer stores) as well.
+    pub async fn apply_layer_from_content(
+        &self,
+        ns: String,
+        desc: Descriptor,
+        mounts: Vec<Mount>,
+    ) -> Result<Descriptor, Status> {
+        let compression = media_type_compression(&desc.media_type).map_err(|e| to_status(&e))?;
+
+        let content = self.content.clone();
+        let digest = desc.digest.clone();
+        let ns_for_check = ns.clone();
+        let (file, size) = blocking::run(move || content.open(&ns, &digest))
+            .await?
+            .map_err(|e| to_status(&e))?;
+        if desc.size > 0 && desc.size as u64 != size {
+            return Err(to_status(&DiffServiceError::SizeMismatch {
+                digest: desc.digest,
+                expected: desc.size as u64,
+                actual: size,
+            }));
+        }
+        let verdict: Verdict = Arc::default();
+        let verifying = VerifyingReader {
+            inner: tokio::fs::File::from_std(file),
+            hasher: Sha256::new(),
+            count: 0,
+            digest: desc.digest.clone(),
+            size,
+            verdict: verdict.clone(),
+        };
+        let corrupt = |detail: String| {
+            to_status(&DiffServiceError::Corrupt {
+                digest: desc.digest.clone(),
+                detail,
+            })
+        };
+        let layer = match decompress(verifying, compression).await {
+            Ok(r) => r,
+            Err(e) => return Err(corrupt(format!("decompress: {e}"))),
+        };
+        let bridge = SyncIoBridge::new(layer);
+        let tmp_dir = self.tmp_dir.clone();
+        let applied = blocking::run(move || apply_to_mounts(bridge, &mounts, &tmp_dir)).await?;
+        let mut verdict = verdict.lock().ok().and_then(|mut v| v.take());
+        if verdict.is_none() && applied.is_err() {
+            // The apply stopped before the blob's end (a decoder or tar error): hash the whole
+            // blob, so that a corrupt blob reads as DataLoss and not as a bad archive.
+            let content = self.content.clone();
+            let (ns, digest) = (ns_for_check, desc.digest.clone());
+            verdict = blocking::run(move || verify_blob(&content, &ns, &digest)).await?;
+        }
+        let applied = match (verdict, applied) {
+            (Some(Err(detail)), _) => return Err(corrupt(detail)),
+            (_, Err(e)) => return Err(to_status(&e)),
+            (None, Ok(_)) => return Err(corrupt("data follows the end of the layer".into())),
+            (Some(Ok(())), Ok(a)) => a,
+        };
+        Ok(Descriptor {
+            media_type: MEDIA_TYPE_LAYER.to_owned(),
+            digest: applied.diff_id,
+            size: applied.size as i64,
+            annotations: HashMap::new(),
+        })
+    }
+
     /// Mounts both sides read-only, writes the layer into an ingest and commits it with the
     /// `uncompressed` label (containerd `diff/walking` `Compare`).
     fn compare(&self, job: DiffJob) -> Result<Descriptor, DiffServiceError> {
@@ -421,65 +489,10 @@ impl Diff for DiffService {
                 "stream processor payloads ignored"
             );
         }
-        let compression = media_type_compression(&desc.media_type).map_err(|e| to_status(&e))?;
         let mounts: Vec<Mount> = req.mounts.into_iter().map(mount_from_proto).collect();
-
-        let content = self.content.clone();
-        let digest = desc.digest.clone();
-        let ns_for_check = ns.clone();
-        let (file, size) = blocking::run(move || content.open(&ns, &digest))
-            .await?
-            .map_err(|e| to_status(&e))?;
-        if desc.size > 0 && desc.size as u64 != size {
-            return Err(to_status(&DiffServiceError::SizeMismatch {
-                digest: desc.digest,
-                expected: desc.size as u64,
-                actual: size,
-            }));
-        }
-        let verdict: Verdict = Arc::default();
-        let verifying = VerifyingReader {
-            inner: tokio::fs::File::from_std(file),
-            hasher: Sha256::new(),
-            count: 0,
-            digest: desc.digest.clone(),
-            size,
-            verdict: verdict.clone(),
-        };
-        let corrupt = |detail: String| {
-            to_status(&DiffServiceError::Corrupt {
-                digest: desc.digest.clone(),
-                detail,
-            })
-        };
-        let layer = match decompress(verifying, compression).await {
-            Ok(r) => r,
-            Err(e) => return Err(corrupt(format!("decompress: {e}"))),
-        };
-        let bridge = SyncIoBridge::new(layer);
-        let tmp_dir = self.tmp_dir.clone();
-        let applied = blocking::run(move || apply_to_mounts(bridge, &mounts, &tmp_dir)).await?;
-        let mut verdict = verdict.lock().ok().and_then(|mut v| v.take());
-        if verdict.is_none() && applied.is_err() {
-            // The apply stopped before the blob's end (a decoder or tar error): hash the whole
-            // blob, so that a corrupt blob reads as DataLoss and not as a bad archive.
-            let content = self.content.clone();
-            let (ns, digest) = (ns_for_check, desc.digest.clone());
-            verdict = blocking::run(move || verify_blob(&content, &ns, &digest)).await?;
-        }
-        let applied = match (verdict, applied) {
-            (Some(Err(detail)), _) => return Err(corrupt(detail)),
-            (_, Err(e)) => return Err(to_status(&e)),
-            (None, Ok(_)) => return Err(corrupt("data follows the end of the layer".into())),
-            (Some(Ok(())), Ok(a)) => a,
-        };
+        let applied = self.apply_layer_from_content(ns, desc, mounts).await?;
         Ok(Response::new(ApplyResponse {
-            applied: Some(Descriptor {
-                media_type: MEDIA_TYPE_LAYER.to_owned(),
-                digest: applied.diff_id,
-                size: applied.size as i64,
-                annotations: HashMap::new(),
-            }),
+            applied: Some(applied),
         }))
     }
 

@@ -17,6 +17,7 @@ pub mod namespaces;
 pub mod snapshots;
 pub mod status;
 pub mod tasks;
+pub mod transfer_local;
 pub mod ttrpc_events;
 pub mod version;
 

@@ -4,8 +4,11 @@
 
 pub mod content;
 pub mod images;
+pub mod io;
 pub mod leases;
 pub mod mount;
+pub mod spec;
+pub mod tasks;
 pub mod unpack;
 
 use std::path::PathBuf;
@@ -18,7 +21,8 @@ use berth_proto::containerd::services::{
     events::v1::events_client::EventsClient, images::v1::images_client::ImagesClient,
     introspection::v1::introspection_client::IntrospectionClient,
     leases::v1::leases_client::LeasesClient, namespaces::v1::namespaces_client::NamespacesClient,
-    snapshots::v1::snapshots_client::SnapshotsClient, version::v1::version_client::VersionClient,
+    snapshots::v1::snapshots_client::SnapshotsClient, tasks::v1::tasks_client::TasksClient,
+    version::v1::version_client::VersionClient,
 };
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
@@ -105,6 +109,11 @@ impl Client {
         }
     }
 
+    /// The channel to the daemon (for clients built elsewhere, like the transfer proxies).
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
     /// Wraps `msg` in a request with the namespace (and lease) metadata.
     pub fn req<T>(&self, msg: T) -> tonic::Request<T> {
         let mut req = tonic::Request::new(msg);
@@ -128,6 +137,7 @@ impl Client {
     service!(leases, LeasesClient);
     service!(namespaces, NamespacesClient);
     service!(snapshots, SnapshotsClient);
+    service!(tasks, TasksClient);
     service!(version, VersionClient);
 
     /// The snapshotter to use: `flag` when set, else the namespace's

@@ -8,7 +8,9 @@ pub mod images;
 pub mod leases;
 pub mod namespaces;
 pub mod plugins;
+pub mod run;
 pub mod snapshots;
+pub mod tasks;
 pub mod version;
 
 use std::collections::HashMap;
@@ -47,6 +49,11 @@ pub enum Command {
     /// Display daemon events.
     #[command(visible_alias = "event")]
     Events(events::Args),
+    /// Run a container: [flags] IMAGE|ROOTFS ID [COMMAND] [ARG...].
+    Run(Box<run::Args>),
+    /// Manage tasks.
+    #[command(subcommand, visible_aliases = ["t", "task"])]
+    Tasks(tasks::Command),
 }
 
 impl Command {
@@ -62,6 +69,8 @@ impl Command {
             Self::Containers(cmd) => cmd.run(client).await,
             Self::Leases(cmd) => cmd.run(client).await,
             Self::Events(args) => events::run(client, args).await,
+            Self::Run(args) => run::run(client, *args).await,
+            Self::Tasks(cmd) => cmd.run(client).await,
         }
     }
 }

@@ -174,12 +174,15 @@ async fn create_containers(address: &Path, namespace: &str, count: usize) -> Res
     Ok(())
 }
 
+/// A metric id suffix and the figure of a load run it reports.
+type LoadField = (&'static str, fn(&LoadResult) -> f64);
+
 /// Records a per-daemon series of load results under `prefix`.
 fn record(report: &mut Report, prefix: &str, runs: &[Vec<LoadResult>; 2]) {
     let series = |k: usize, f: fn(&LoadResult) -> f64| -> Option<Summary> {
         Summary::of(&runs[k].iter().map(f).collect::<Vec<_>>())
     };
-    let fields: [(&str, fn(&LoadResult) -> f64); 5] = [
+    let fields: [LoadField; 5] = [
         ("rps", |r| r.rps),
         ("p50_us", |r| r.p50_us),
         ("p99_us", |r| r.p99_us),

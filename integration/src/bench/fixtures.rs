@@ -166,7 +166,7 @@ fn build_layer(index: usize, shape: LayerShape, budget: u64, rng: &mut Prng) -> 
     let mut data = Vec::new();
     while written < budget {
         // A hundred files a directory, as package trees have.
-        if file % 100 == 0 {
+        if file.is_multiple_of(100) {
             let mut h = header(tar::EntryType::Directory, 0o755, 0);
             tar.append_data(&mut h, format!("{top}/d{:04}", file / 100), io::empty())?;
         }

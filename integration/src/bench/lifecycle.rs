@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{ensure, Context as _, Result};
 
 use super::report::Report;
-use super::servers::{Bins, Kind, Server, COMMAND_TIMEOUT};
+use super::servers::{Bins, Server, COMMAND_TIMEOUT};
 use super::stats::Summary;
 use crate::command::run_with_timeout;
 
@@ -150,7 +150,8 @@ fn concurrent_once(server: &Server, w: Workload<'_>, count: usize, round: usize)
     Ok(wall)
 }
 
-/// `count` concurrent lifecycles, alternating the daemons `runs` times.
+/// `count` concurrent lifecycles, alternating the daemons (`servers` is berth, containerd) `runs`
+/// times.
 pub fn measure_concurrent(
     report: &mut Report,
     servers: &[Server; 2],
@@ -164,8 +165,6 @@ pub fn measure_concurrent(
             wall.push(concurrent_once(server, w, count, round)?);
         }
     }
-    let kinds: Vec<Kind> = servers.iter().map(Server::kind).collect();
-    ensure!(kinds == Kind::BOTH, "servers must be berth, containerd");
     report.set(
         "concurrent_lifecycles_ms",
         Summary::of(&walls[0]),

@@ -103,6 +103,9 @@ fn measure_one(server: &Server, namespace: &str, image: &str, count: usize) -> R
     Ok(measured)
 }
 
+/// A metric id and the figure of a [`ShimMemory`] it reports.
+type MemoryField = (&'static str, fn(&ShimMemory) -> f64);
+
 /// Measures both daemons, one after the other, with `count` containers each.
 pub fn measure(
     report: &mut Report,
@@ -116,7 +119,7 @@ pub fn measure(
         measure_one(&servers[1], namespace, image, count)?,
     ];
     let n = count as f64;
-    let rows: [(&'static str, fn(&ShimMemory) -> f64); 6] = [
+    let rows: [MemoryField; 6] = [
         ("daemon_rss_containers_mib", |m| m.daemon_rss),
         ("shim_processes", |m| m.processes as f64),
         ("shim_rss_median_mib", |m| m.rss_median),

@@ -38,6 +38,11 @@ const IMAGE: &str = "docker.io/library/berth-bench-busybox:latest";
 /// The large image of the unpack measurement.
 const BIG_IMAGE: &str = "docker.io/library/berth-bench-big:latest";
 
+/// Where both shims keep runc's state, one directory per namespace.
+const RUNC_ROOT: &str = "/run/containerd/runc";
+/// The cgroup mount; ctr puts containers in `/<namespace>/<id>`.
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
 /// Command-line options.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
@@ -109,16 +114,26 @@ fn section(report: &mut Report, name: &str, f: impl FnOnce(&mut Report) -> Resul
     }
 }
 
+/// The 1, 5 and 15 minute load averages: other work on the host skews every figure.
+fn loadavg() -> String {
+    let text = fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    text.split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// The host, for the report.
 fn machine() -> serde_json::Value {
     let nproc = thread::available_parallelism().map_or(0, |n| n.get());
     let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    json!({ "nproc": nproc, "kernel": kernel.trim() })
+    json!({ "nproc": nproc, "kernel": kernel.trim(), "loadavg_at_start": loadavg() })
 }
 
 /// Kills shims still serving `address` (a section failed halfway), unmounts whatever is left
-/// under `scratch` and removes it.
-fn clean_up(scratch: &Path, addresses: &[PathBuf]) {
+/// under `scratch` and removes it, and removes the empty per-namespace directories both shims
+/// leave in the runc root and the cgroup hierarchies.
+fn clean_up(scratch: &Path, addresses: &[PathBuf], namespaces: &[String]) {
     for address in addresses {
         for kind in Kind::BOTH {
             for pid in procfs::shim_pids(kind.shim(), address) {
@@ -137,13 +152,31 @@ fn clean_up(scratch: &Path, addresses: &[PathBuf]) {
     if let Err(e) = fs::remove_dir_all(scratch) {
         progress(&format!("cannot remove {}: {e}", scratch.display()));
     }
+    let hierarchies: Vec<PathBuf> = fs::read_dir("/sys/fs/cgroup")
+        .map(|d| d.filter_map(|e| Some(e.ok()?.path())).collect())
+        .unwrap_or_default();
+    for ns in namespaces {
+        let mut dirs = vec![
+            Path::new(RUNC_ROOT).join(ns),
+            Path::new(CGROUP_ROOT).join(ns),
+        ];
+        dirs.extend(hierarchies.iter().map(|h| h.join(ns)));
+        for dir in dirs {
+            // remove_dir only takes empty directories: anything still in use stays.
+            let _ = fs::remove_dir(dir);
+        }
+    }
 }
 
 /// Runs every section and returns the report; `Err` only when the benchmark cannot start at all.
-fn measure_all(options: &Options, plan: Plan, scratch: &Path) -> Result<(Report, Vec<PathBuf>)> {
+fn measure_all(
+    options: &Options,
+    plan: Plan,
+    scratch: &Path,
+    namespace: &str,
+) -> Result<(Report, Vec<PathBuf>)> {
     let bins = Bins::locate()?;
     let mut report = Report::default();
-    let namespace = format!("bench-{}", std::process::id());
     report.context.insert("machine".into(), machine());
     report.context.insert(
         "command".into(),
@@ -197,7 +230,7 @@ fn measure_all(options: &Options, plan: Plan, scratch: &Path) -> Result<(Report,
         );
         let archive = busybox.archive.to_string_lossy();
         for server in &servers {
-            server.ctr_ok(&namespace, &["images", "import", &archive])?;
+            server.ctr_ok(namespace, &["images", "import", &archive])?;
         }
         report.set(
             "daemon_rss_imported_mib",
@@ -211,13 +244,13 @@ fn measure_all(options: &Options, plan: Plan, scratch: &Path) -> Result<(Report,
             report,
             &bins,
             &scratch.join("unpack"),
-            &namespace,
+            namespace,
             &big,
             plan.runs,
         )
     });
     let workload = lifecycle::Workload {
-        namespace: &namespace,
+        namespace,
         image: IMAGE,
     };
     section(&mut report, "lifecycles", |report| {
@@ -230,19 +263,21 @@ fn measure_all(options: &Options, plan: Plan, scratch: &Path) -> Result<(Report,
         lifecycle::measure_concurrent(report, &servers, workload, plan.concurrent, plan.runs)
     });
     section(&mut report, "API load", |report| {
-        let api_namespace = format!("{namespace}-api");
         api::measure(
             report,
             &servers,
-            &api_namespace,
+            &format!("{namespace}-api"),
             plan.list_containers,
             plan.api_duration,
             plan.runs,
         )
     });
     section(&mut report, "shim memory", |report| {
-        memory::measure(report, &servers, &namespace, IMAGE, plan.memory_containers)
+        memory::measure(report, &servers, namespace, IMAGE, plan.memory_containers)
     });
+    report
+        .context
+        .insert("loadavg_at_end".into(), json!(loadavg()));
     for mut server in servers {
         if let Err(e) = server.stop() {
             progress(&format!("{e:#}"));
@@ -264,13 +299,23 @@ pub fn run(options: &Options) -> Result<()> {
         .tempdir_in("/tmp")
         .context("create the scratch directory under /tmp")?
         .keep();
-    let outcome = measure_all(options, plan, &scratch);
+    let namespace = format!("bench-{}", std::process::id());
+    let outcome = measure_all(options, plan, &scratch, &namespace);
     let addresses = outcome.as_ref().map(|(_, a)| a.clone()).unwrap_or_default();
     // Stores are deleted only now, after the last measurement.
     progress(&format!("removing {}", scratch.display()));
-    clean_up(&scratch, &addresses);
+    clean_up(
+        &scratch,
+        &addresses,
+        &[format!("{namespace}-api"), namespace],
+    );
     let (report, _) = outcome?;
 
+    for key in ["machine", "plan", "loadavg_at_end"] {
+        if let Some(value) = report.context.get(key) {
+            println!("{key}: {value}");
+        }
+    }
     println!("{}", report.table());
     if let Some(out) = &options.out {
         let text = serde_json::to_string_pretty(&report.to_json())?;

@@ -19,6 +19,8 @@ pub enum Target {
     RatioAtLeast(f64),
     /// The Berth figure itself at most this (in the metric's unit).
     BerthAtMost(f64),
+    /// berth strictly below containerd.
+    Lower,
 }
 
 impl Target {
@@ -26,7 +28,7 @@ impl Target {
     pub fn describe(self, unit: &str) -> String {
         match self {
             Target::None => String::new(),
-            Target::RatioAtMost(r) if r == 1.0 => "lower".to_owned(),
+            Target::Lower => "lower".to_owned(),
             Target::RatioAtMost(r) => format!("<={r}x"),
             Target::RatioAtLeast(r) => format!(">={r}x"),
             Target::BerthAtMost(v) => format!("berth <={v} {unit}"),
@@ -38,8 +40,7 @@ impl Target {
     fn holds(self, berth: Option<f64>, ratio: Option<f64>) -> Option<bool> {
         match self {
             Target::None => None,
-            // "lower": strictly below containerd.
-            Target::RatioAtMost(r) if r == 1.0 => ratio.map(|x| x < 1.0),
+            Target::Lower => ratio.map(|x| x < 1.0),
             Target::RatioAtMost(r) => ratio.map(|x| x <= r),
             Target::RatioAtLeast(r) => ratio.map(|x| x >= r),
             Target::BerthAtMost(v) => berth.map(|b| b <= v),
@@ -179,7 +180,7 @@ pub const METRICS: &[MetricDef] = &[
         "version_p99_us",
         "Version: p99 latency",
         "us",
-        Target::RatioAtMost(1.0),
+        Target::Lower,
     ),
     def(
         "version_daemon_cpu_us",
@@ -427,7 +428,7 @@ mod tests {
     #[test]
     fn targets() {
         assert_eq!(Target::RatioAtMost(0.5).holds(None, Some(0.4)), Some(true));
-        assert_eq!(Target::RatioAtMost(1.0).holds(None, Some(1.0)), Some(false));
+        assert_eq!(Target::Lower.holds(None, Some(1.0)), Some(false));
         assert_eq!(
             Target::RatioAtLeast(2.0).holds(None, Some(1.5)),
             Some(false)

@@ -9,15 +9,13 @@
 #![allow(clippy::tests_outside_test_module)]
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
 use std::io::Write;
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use berth_integration::image::{build_busybox_image, sha256_digest, TestImage};
+use berth_integration::registry::{require_registry, Registry};
 use berth_integration::{channel, ctr, require_binary, require_root, Daemon};
 use berth_registry::{Classify, ErrorKind};
 use berth_transfer::grpc::GrpcStores;
@@ -31,209 +29,14 @@ use flate2::Compression;
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
 use oci_client::Reference;
-use tempfile::TempDir;
 
-const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
 const SNAPSHOTTER: &str = "overlayfs";
 const NS: &str = "default";
 const IMAGE: &str = "docker.io/library/bb:latest";
 
 /// Checks every prerequisite; false (after printing `skipped: ...`) when one is missing.
 fn prerequisites() -> bool {
-    require_root()
-        && require_binary(REGISTRY_BIN)
-        && require_binary("htpasswd")
-        && require_binary("openssl")
-        && require_binary(berth_integration::CTR_BIN)
-}
-
-/// TLS material and credentials of a registry.
-struct Secure {
-    cert: PathBuf,
-    key: PathBuf,
-    htpasswd: PathBuf,
-}
-
-/// A `docker-registry serve` on 127.0.0.1 with filesystem storage in a temporary directory.
-struct Registry {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-    _dir: TempDir,
-}
-
-impl Registry {
-    fn start(dir: TempDir, secure: Option<&Secure>) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let data = dir.path().join("data");
-        let mut config = format!(
-            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\n\
-             storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
-             http:\n  addr: 127.0.0.1:{port}\n  secret: berth-transfer-test\n",
-            data.display()
-        );
-        if let Some(s) = secure {
-            config.push_str(&format!(
-                "  tls:\n    certificate: {}\n    key: {}\nauth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
-                s.cert.display(),
-                s.key.display(),
-                s.htpasswd.display()
-            ));
-        }
-        let config_path = dir.path().join("config.yml");
-        fs::write(&config_path, config).expect("write registry config");
-        let log = dir.path().join("registry.log");
-        let out = File::create(&log).expect("create registry log");
-        let child = Command::new(REGISTRY_BIN)
-            .arg("serve")
-            .arg(&config_path)
-            .stdout(out.try_clone().expect("dup log"))
-            .stderr(out)
-            .spawn()
-            .expect("spawn docker-registry");
-        let registry = Self {
-            child,
-            port,
-            log,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "registry did not listen on {port}: {}",
-                registry.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        registry
-    }
-
-    fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn log_text(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The status codes of the `GET`s of blob `digest` in `repo`, from the access log.
-    fn blob_gets(&self, repo: &str, digest: &str) -> Vec<u16> {
-        let needle = format!("\"GET /v2/{repo}/blobs/{digest} ");
-        self.log_text()
-            .lines()
-            .filter_map(|l| l.split_once(&needle).map(|(_, rest)| rest))
-            .filter_map(|rest| {
-                // `HTTP/1.1" 200 1234 ...`
-                rest.split_once("\" ")
-                    .and_then(|(_, tail)| tail.split_whitespace().next())
-                    .and_then(|code| code.parse().ok())
-            })
-            .collect()
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            // The access log lines only, the last ones: enough to see what was requested.
-            let text = self.log_text();
-            let access: Vec<&str> = text
-                .lines()
-                .filter(|l| l.starts_with("127.0.0.1 - "))
-                .collect();
-            let tail = &access[access.len().saturating_sub(40)..];
-            eprintln!(
-                "--- registry access log (last {}) ---\n{}",
-                tail.len(),
-                tail.join("\n")
-            );
-        }
-    }
-}
-
-fn run(cmd: &mut Command) {
-    let out = cmd.output().expect("run command");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A test CA and a server certificate for 127.0.0.1 signed by it, plus an htpasswd file for
-/// `user:pass`. Returns the material and the CA certificate (PEM).
-fn secure_material(dir: &Path) -> (Secure, Vec<u8>) {
-    let p = |name: &str| dir.join(name);
-    run(Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-        .args([
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=berth test CA",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-            "-keyout",
-        ])
-        .arg(p("ca.key"))
-        .arg("-out")
-        .arg(p("ca.pem")));
-    run(Command::new("openssl")
-        .args([
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-        ])
-        .args(["-subj", "/CN=127.0.0.1", "-keyout"])
-        .arg(p("server.key"))
-        .arg("-out")
-        .arg(p("server.csr")));
-    fs::write(
-        p("ext.cnf"),
-        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n\
-         extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1\n",
-    )
-    .expect("write ext.cnf");
-    run(Command::new("openssl")
-        .args(["x509", "-req", "-days", "2", "-in"])
-        .arg(p("server.csr"))
-        .arg("-CA")
-        .arg(p("ca.pem"))
-        .arg("-CAkey")
-        .arg(p("ca.key"))
-        .arg("-CAcreateserial")
-        .arg("-extfile")
-        .arg(p("ext.cnf"))
-        .arg("-out")
-        .arg(p("server.pem")));
-    let out = Command::new("htpasswd")
-        .args(["-Bbn", "user", "pass"])
-        .output()
-        .expect("run htpasswd");
-    assert!(out.status.success());
-    fs::write(p("htpasswd"), &out.stdout).expect("write htpasswd");
-    let ca = fs::read(p("ca.pem")).expect("read CA");
-    (
-        Secure {
-            cert: p("server.pem"),
-            key: p("server.key"),
-            htpasswd: p("htpasswd"),
-        },
-        ca,
-    )
+    require_root() && require_registry() && require_binary(berth_integration::CTR_BIN)
 }
 
 /// A daemon with the busybox test image imported as [`IMAGE`].
@@ -317,7 +120,7 @@ async fn plain_http_push_then_pull_into_a_fresh_daemon() {
         return;
     }
     let work = tempfile::tempdir().expect("test setup");
-    let registry = Registry::start(tempfile::tempdir().expect("test setup"), None);
+    let registry = Registry::start_plain();
     let (source, img) = daemon_with_image(work.path());
     let src = proxies(&source).await;
     let reference = format!("{}/test/bb:v1", registry.host());
@@ -378,8 +181,8 @@ async fn https_with_a_test_ca_and_basic_auth() {
         return;
     }
     let work = tempfile::tempdir().expect("test setup");
-    let (secure, ca) = secure_material(work.path());
-    let registry = Registry::start(tempfile::tempdir().expect("test setup"), Some(&secure));
+    let registry = Registry::start_tls_auth("user", "pass");
+    let ca = registry.ca_pem();
     let (source, img) = daemon_with_image(work.path());
     let src = proxies(&source).await;
     let reference = format!("{}/private/bb:v1", registry.host());
@@ -560,7 +363,7 @@ async fn multi_platform_index_pulls_one_platform_unless_all() {
     }
     use berth_transfer::ContentStore as _;
     let work = tempfile::tempdir().unwrap();
-    let registry = Registry::start(tempfile::tempdir().unwrap(), None);
+    let registry = Registry::start_plain();
     let img = build_busybox_image(work.path(), IMAGE);
     let (index, arm_manifest, arm_config, arm_layer) =
         push_multi_platform(&registry, "test/multi", &img).await;
@@ -689,7 +492,7 @@ async fn interrupted_pull_resumes_without_refetching() {
         return;
     }
     let work = tempfile::tempdir().unwrap();
-    let registry = Registry::start(tempfile::tempdir().unwrap(), None);
+    let registry = Registry::start_plain();
     let (source, img) = daemon_with_image(work.path());
     let src = proxies(&source).await;
     let reference = format!("{}/test/resume:v1", registry.host());

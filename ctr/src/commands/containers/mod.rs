@@ -1,6 +1,6 @@
-//! `berth containers`: container metadata. `create` slots in here (`create.rs`) with the
-//! image/spec helpers.
+//! `berth containers`: container metadata, and `create` (the container half of `run`).
 
+mod create;
 mod info;
 mod label;
 mod ls;
@@ -14,6 +14,8 @@ use crate::client::Client;
 /// `containers` verbs.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Create a container: [flags] IMAGE|ROOTFS ID [COMMAND] [ARG...].
+    Create(Box<create::Args>),
     /// List containers (filters as arguments).
     #[command(visible_alias = "list")]
     Ls(ls::Args),
@@ -30,6 +32,7 @@ impl Command {
     /// Dispatches the verb.
     pub async fn run(self, client: &Client) -> Result<()> {
         match self {
+            Self::Create(a) => create::run(client, *a).await,
             Self::Ls(a) => ls::run(client, a).await,
             Self::Info(a) => info::run(client, a).await,
             Self::Rm(a) => rm::run(client, a).await,

@@ -1,5 +1,6 @@
-//! `berth containers rm ID...`: Containers.Get, Containers.Delete, then Snapshots.Remove of the
-//! container's snapshot unless `--keep-snapshot`.
+//! `berth containers rm ID...`: Containers.Get, Tasks.Get (a stopped or created task is deleted
+//! first, a live one refused: `cannot delete a non stopped container`), Containers.Delete, then
+//! Snapshots.Remove of the container's snapshot unless `--keep-snapshot`.
 
 use anyhow::Result;
 use berth_proto::containerd::services::containers::v1::{
@@ -32,6 +33,22 @@ async fn delete(client: &Client, id: &str, keep_snapshot: bool) -> Result<()> {
         .into_inner()
         .container
         .unwrap_or_default();
+    match crate::client::tasks::get(client, id, "").await {
+        Ok(task) => {
+            use berth_proto::containerd::v1::types::Status;
+            match task.status() {
+                Status::Stopped | Status::Created => {
+                    crate::client::tasks::delete(client, id, false).await?;
+                }
+                _ => anyhow::bail!(
+                    "cannot delete a non stopped container: {}",
+                    crate::client::tasks::status_name(&task).to_ascii_lowercase()
+                ),
+            }
+        }
+        Err(err) if crate::error::code_of(&err) == Some(Code::NotFound) => {}
+        Err(err) => return Err(err),
+    }
     client
         .containers()
         .delete(client.req(DeleteContainerRequest { id: id.to_owned() }))

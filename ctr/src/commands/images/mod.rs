@@ -1,5 +1,4 @@
-//! `berth images`: the image store. `pull` and `push` slot in here as `pull.rs` / `push.rs` once
-//! the registry client exists.
+//! `berth images`: the image store, and registry `pull` / `push` through `berth-transfer`.
 
 mod check;
 mod export;
@@ -7,8 +6,11 @@ mod import;
 mod label;
 mod ls;
 mod mount;
+mod pull;
+mod push;
 mod rm;
 mod tag;
+mod transfer;
 mod unmount;
 mod unpack;
 
@@ -45,6 +47,10 @@ pub enum Command {
     Mount(mount::Args),
     /// Unmount an image from a target path.
     Unmount(unmount::Args),
+    /// Pull an image from a registry and unpack it: REF.
+    Pull(pull::Args),
+    /// Push an image to a registry: REMOTE [LOCAL].
+    Push(push::Args),
 }
 
 impl Command {
@@ -61,6 +67,8 @@ impl Command {
             Self::Unpack(a) => unpack::run(client, a).await,
             Self::Mount(a) => mount::run(client, a).await,
             Self::Unmount(a) => unmount::run(client, a).await,
+            Self::Pull(a) => pull::run(client, a).await,
+            Self::Push(a) => push::run(client, a).await,
         }
     }
 }

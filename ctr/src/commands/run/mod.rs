@@ -1,0 +1,169 @@
+//! `berth run [flags] IMAGE|ROOTFS ID [COMMAND] [ARG...]`: create a container from an image (or
+//! a host directory with `--rootfs`) and run its task, as ctr's `commands/run` does.
+//!
+//! Call sequence (CONFORMANCE §8): Images.Get → Namespaces.Get → manifest/config reads →
+//! Snapshots.Stat(top chain) (unpack when missing) → Leases.Create → Prepare(ID, top chain) →
+//! Mounts + a local read-only temp mount to read `/etc/passwd` and `/etc/group` →
+//! Containers.Create → Leases.Delete → client FIFOs → Containers.Get, Mounts → Tasks.Create →
+//! Wait ∥ Start → Tasks.Get (stopped) → Tasks.Delete → with `--rm` Containers.Get,
+//! Snapshots.Remove, Containers.Delete. `-d` returns after Start. The exit status of `berth run`
+//! is the container's.
+
+mod container;
+
+use anyhow::{bail, Result};
+
+pub use container::{new_container, read_accounts, ref_and_id, ContainerFlags};
+
+use crate::client::io::{Attached, FifoSet, RawTerminal};
+use crate::client::{tasks, Client};
+use crate::error::ExitStatus;
+
+/// How a task's stdio is wired (`--null-io`, `--log-uri`, `--fifo-dir`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct IoFlags {
+    /// Send all IO to /dev/null.
+    #[arg(long)]
+    pub null_io: bool,
+    /// Log URI for the process's stdout and stderr (`file:///path`, `binary:///path`).
+    #[arg(long)]
+    pub log_uri: Option<String>,
+    /// Directory used for storing IO FIFOs (default /run/containerd/fifo).
+    #[arg(long)]
+    pub fifo_dir: Option<String>,
+}
+
+impl IoFlags {
+    /// The FIFO set for a process of container `id` (`cio.NewCreator` / `NullIO` / `LogURI`).
+    pub fn fifos(&self, id: &str, terminal: bool) -> Result<FifoSet> {
+        if terminal && self.null_io {
+            bail!("tty and null-io cannot be used together");
+        }
+        if self.null_io {
+            return Ok(FifoSet::default());
+        }
+        if let Some(uri) = self.log_uri.as_deref().filter(|u| !u.is_empty()) {
+            if terminal {
+                bail!("can't use log-uri with tty");
+            }
+            if !uri.contains("://") {
+                bail!("invalid log-uri {uri:?}: want file:///path or binary:///path");
+            }
+            return Ok(FifoSet {
+                stdout: uri.to_owned(),
+                stderr: uri.to_owned(),
+                ..Default::default()
+            });
+        }
+        FifoSet::create(self.fifo_dir.as_deref(), id, terminal)
+    }
+}
+
+/// Flags and arguments of `run`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Remove the container after running (cannot be used with --detach).
+    #[arg(long)]
+    pub rm: bool,
+    /// Detach from the task after it has started execution (cannot be used with --rm).
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    #[command(flatten)]
+    pub io: IoFlags,
+    #[command(flatten)]
+    pub container: ContainerFlags,
+    /// Image reference (or, with --rootfs, a host directory; with --config, the container id).
+    #[arg(value_name = "IMAGE|ROOTFS")]
+    pub image: String,
+    /// Container id.
+    pub id: Option<String>,
+    /// Command and arguments (default: the image's entrypoint and cmd).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
+}
+
+/// Runs a container.
+pub async fn run(client: &Client, args: Args) -> Result<()> {
+    let (image, id) = ref_and_id(&args.container, &args.image, args.id.as_deref())?;
+    let id = id.to_owned();
+    if args.rm && args.detach {
+        bail!("flags --detach and --rm cannot be specified together");
+    }
+    new_container(client, &args.container, image, &id, &args.args).await?;
+    let result = start_task(
+        client,
+        &id,
+        &args.io,
+        args.container.tty,
+        args.detach,
+        args.container.no_pivot,
+        args.container.pid_file.as_deref(),
+    )
+    .await;
+    if args.rm && !args.detach {
+        if let Err(err) = container::delete_with_snapshot(client, &id).await {
+            match &result {
+                Ok(()) => return Err(err),
+                Err(_) => eprintln!("berth: {}", crate::error::render(&err)),
+            }
+        }
+    }
+    result
+}
+
+/// Creates the task of container `id` and runs it (ctr's `tasks.NewTask` + Wait/Start), shared
+/// by `run` and `tasks start`. Unless `detach`, waits for the exit, deletes the task and returns
+/// [`ExitStatus`] for a non-zero status.
+pub async fn start_task(
+    client: &Client,
+    id: &str,
+    io: &IoFlags,
+    tty: bool,
+    detach: bool,
+    no_pivot: bool,
+    pid_file: Option<&str>,
+) -> Result<()> {
+    let _raw = if tty {
+        Some(RawTerminal::enable()?)
+    } else {
+        None
+    };
+    let fifos = io.fifos(id, tty)?;
+    let mut attached = Attached::start(&fifos);
+    let pid = match tasks::create(client, id, &fifos, no_pivot).await {
+        Ok(pid) => pid,
+        Err(err) => {
+            fifos.remove();
+            return Err(err);
+        }
+    };
+    tasks::close_stdin_on_eof(client, id, "", &mut attached);
+    let wait = (!detach).then(|| tasks::spawn_wait(client, id, ""));
+    let started = async {
+        if let Some(path) = pid_file {
+            std::fs::write(path, pid.to_string())
+                .map_err(|e| anyhow::anyhow!("cannot write the pid file {path}: {e}"))?;
+        }
+        tasks::start(client, id, "").await
+    }
+    .await;
+    let Some(wait) = wait else {
+        return started.map(|_| ());
+    };
+    let outcome = match started {
+        Ok(_) => tasks::wait_exit(client, id, "", wait, attached, tty).await,
+        Err(err) => {
+            wait.abort();
+            Err(err)
+        }
+    };
+    // ctr defers task.Delete; a failed delete after a good run is the command's error.
+    let deleted = tasks::delete(client, id, false).await;
+    fifos.remove();
+    let code = match (outcome, deleted) {
+        (Ok(code), Ok(_)) => code,
+        (Ok(_), Err(err)) => return Err(err),
+        (Err(err), _) => return Err(err),
+    };
+    ExitStatus::result(code)
+}

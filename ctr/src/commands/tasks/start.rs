@@ -1,0 +1,42 @@
+//! `berth tasks start [flags] CONTAINER`: create the task of a created container and run it
+//! (ctr `tasks start`): attached unless `-d`, exit status = the process's.
+
+use anyhow::Result;
+
+use crate::client::{spec, tasks, Client};
+use crate::commands::run::{start_task, IoFlags};
+
+/// Flags of `tasks start`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub io: IoFlags,
+    /// File path to write the task's pid.
+    #[arg(long)]
+    pub pid_file: Option<String>,
+    /// Detach from the task after it has started execution.
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// Disable the use of pivot_root.
+    #[arg(long)]
+    pub no_pivot: bool,
+    /// Container id.
+    pub id: String,
+}
+
+/// Starts the task.
+pub async fn run(client: &Client, args: Args) -> Result<()> {
+    let c = tasks::container(client, &args.id).await?;
+    let spec = spec::from_any(c.spec.as_ref())?;
+    let tty = spec["process"]["terminal"].as_bool().unwrap_or(false);
+    start_task(
+        client,
+        &args.id,
+        &args.io,
+        tty,
+        args.detach,
+        args.no_pivot,
+        args.pid_file.as_deref(),
+    )
+    .await
+}

@@ -1,0 +1,501 @@
+//! `berth images pull` and `berth images push` against a real registry (Debian's
+//! `docker-registry`, started per test on 127.0.0.1 by `berth_integration::registry`) and a real
+//! `berthd`: plain HTTP, HTTPS with a test CA and basic auth, and a pull killed halfway and run
+//! again.
+//!
+//! Needs root (berthd unpacks with overlayfs), `docker-registry`, `htpasswd` and `openssl`; a
+//! missing one skips the test, or fails it under CI=true.
+
+// A file under tests/ is a test crate of its own.
+#![allow(clippy::tests_outside_test_module)]
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use berth_integration::image::{build_busybox_image, sha256_digest};
+use berth_integration::registry::{require_registry, Registry};
+use berth_integration::{berthd_bin, require_root, Daemon};
+use berth_transfer::types::chain_ids;
+use serde_json::Value;
+
+const IMAGE: &str = "docker.io/library/bb:latest";
+
+fn prerequisites() -> bool {
+    // berthd_bin panics with a clear message when berthd is not built.
+    require_root() && require_registry() && berthd_bin().is_file()
+}
+
+/// Result of one `berth` run.
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    #[track_caller]
+    fn ok(self) -> String {
+        assert_eq!(
+            self.code, 0,
+            "berth failed:\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        self.stdout
+    }
+
+    #[track_caller]
+    fn json(self) -> Value {
+        let out = self.ok();
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+    }
+
+    /// Asserts exit status 1 and returns stderr.
+    #[track_caller]
+    fn fails(self) -> String {
+        assert_eq!(
+            self.code, 1,
+            "berth should fail:\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        self.stderr
+    }
+}
+
+fn berth_cmd(address: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+    cmd.arg("--address")
+        .arg(address)
+        .args(args)
+        .env_remove("CONTAINERD_NAMESPACE")
+        .env_remove("CONTAINERD_SNAPSHOTTER")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+fn berth(address: &Path, args: &[&str]) -> Run {
+    let out: Output = berth_cmd(address, args).output().expect("run berth");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The images of `berth images ls --format json` as (name, digest).
+fn images(address: &Path) -> Vec<(String, String)> {
+    berth(address, &["images", "ls", "--format", "json"])
+        .json()
+        .as_array()
+        .expect("a JSON array")
+        .iter()
+        .map(|i| {
+            (
+                i["name"].as_str().unwrap_or_default().to_owned(),
+                i["digest"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// A daemon with the busybox test image imported (and unpacked) as [`IMAGE`].
+fn daemon_with_busybox() -> (Daemon, berth_integration::image::TestImage) {
+    let daemon = Daemon::start();
+    let img = build_busybox_image(daemon.dir(), IMAGE);
+    let archive = img.archive.to_str().expect("utf-8 path");
+    berth(daemon.address(), &["images", "import", archive]).ok();
+    (daemon, img)
+}
+
+#[test]
+fn plain_http_push_remove_pull() {
+    if !prerequisites() {
+        return;
+    }
+    let registry = Registry::start_plain();
+    let (daemon, img) = daemon_with_busybox();
+    let a = daemon.address();
+    let remote = format!("{}/bb:1", registry.host());
+
+    let out = berth(a, &["images", "push", "--plain-http", &remote, IMAGE]).ok();
+    assert_eq!(
+        out.trim(),
+        format!("pushed {remote} ({})", img.manifest_digest)
+    );
+    // Pushing again finds every blob in the registry.
+    berth(a, &["images", "push", "--plain-http", &remote, IMAGE]).ok();
+
+    berth(a, &["images", "rm", IMAGE]).ok();
+    assert!(images(a).is_empty());
+
+    let out = berth(
+        a,
+        &["images", "pull", "--plain-http", "--print-chainid", &remote],
+    )
+    .ok();
+    assert!(
+        out.contains(&format!(
+            "unpacking {remote} ({})...done",
+            img.manifest_digest
+        )),
+        "{out}"
+    );
+    let diff_ids: Vec<String> = img.layers.iter().map(|l| l.diff_id.clone()).collect();
+    let top = chain_ids(&diff_ids).pop().expect("two layers");
+    assert!(out.contains(&format!("image chain ID: {top}")), "{out}");
+    assert_eq!(images(a), [(remote.clone(), img.manifest_digest.clone())]);
+    let check = berth(a, &["images", "check", "--format", "json"]).json();
+    assert_eq!(check[0]["complete"], true, "{check}");
+    assert_eq!(check[0]["unpacked"], true, "{check}");
+    // The pull lease is gone.
+    assert_eq!(berth(a, &["leases", "ls", "-q"]).ok().trim(), "");
+
+    // Into a fresh daemon, which has nothing: every blob comes from the registry.
+    let fresh = Daemon::start();
+    berth(
+        fresh.address(),
+        &["images", "pull", "--plain-http", &remote],
+    )
+    .ok();
+    assert_eq!(
+        images(fresh.address()),
+        [(remote.clone(), img.manifest_digest.clone())]
+    );
+    for layer in &img.layers {
+        assert!(
+            !registry.blob_gets("bb", &layer.digest).is_empty(),
+            "{}",
+            layer.digest
+        );
+    }
+
+    // A reference the registry does not have.
+    let missing = format!("{}/nothere:1", registry.host());
+    let err = berth(a, &["images", "pull", "--plain-http", &missing]).fails();
+    assert!(
+        err.starts_with("berth: ") && err.contains("not found") && err.lines().count() == 1,
+        "{err}"
+    );
+}
+
+#[test]
+fn https_with_test_ca_and_basic_auth() {
+    if !prerequisites() {
+        return;
+    }
+    let registry = Registry::start_tls_auth("user", "pass");
+    let ca = registry
+        .ca_pem_path()
+        .expect("a TLS registry")
+        .to_str()
+        .expect("utf-8 path")
+        .to_owned();
+    let (daemon, img) = daemon_with_busybox();
+    let a = daemon.address();
+    let host = registry.host();
+    let remote = format!("{host}/private/bb:v1");
+    let auth_error = format!("berth: authentication failed for {host}: check --user");
+
+    // Without credentials the registry refuses.
+    let err = berth(a, &["images", "push", "--tlscacert", &ca, &remote, IMAGE]).fails();
+    assert_eq!(err.trim(), auth_error);
+    let out = berth(
+        a,
+        &[
+            "images",
+            "push",
+            "--tlscacert",
+            &ca,
+            "--user",
+            "user:pass",
+            &remote,
+            IMAGE,
+        ],
+    )
+    .ok();
+    assert!(out.contains(&img.manifest_digest), "{out}");
+
+    let fresh = Daemon::start();
+    let f = fresh.address();
+    // A wrong password: one clear line, exit 1, nothing created.
+    let err = berth(
+        f,
+        &[
+            "images",
+            "pull",
+            "--tlscacert",
+            &ca,
+            "-u",
+            "user:wrong",
+            &remote,
+        ],
+    )
+    .fails();
+    assert_eq!(err.trim(), auth_error);
+    assert!(images(f).is_empty());
+
+    // Without the CA the certificate is not trusted.
+    let err = berth(f, &["images", "pull", "-u", "user:pass", &remote]).fails();
+    assert!(
+        err.starts_with(&format!("berth: cannot reach registry {host}")),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    berth(
+        f,
+        &[
+            "images",
+            "pull",
+            "--tlscacert",
+            &ca,
+            "--user",
+            "user:pass",
+            &remote,
+        ],
+    )
+    .ok();
+    assert_eq!(images(f), [(remote.clone(), img.manifest_digest.clone())]);
+
+    // --skip-verify trusts any certificate.
+    let other = Daemon::start();
+    berth(
+        other.address(),
+        &["images", "pull", "-k", "-u", "user:pass", &remote],
+    )
+    .ok();
+    assert_eq!(
+        images(other.address()),
+        [(remote, img.manifest_digest.clone())]
+    );
+}
+
+/// Bytes that do not compress: xorshift64 output.
+fn noise(len: usize, mut seed: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        out.extend_from_slice(&seed.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// A one-file uncompressed layer tar.
+fn file_layer(path: &str, data: &[u8]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_mode(0o644);
+    h.set_mtime(1_700_000_000);
+    h.set_size(data.len() as u64);
+    builder.append_data(&mut h, path, data).expect("tar");
+    builder.into_inner().expect("tar")
+}
+
+/// A two-layer image in an OCI layout tar: a small layer, then one of `big` incompressible
+/// bytes (both uncompressed tars). Returns the archive, the manifest digest and the layer
+/// digests, bottom first.
+fn build_big_image(dir: &Path, name: &str, big: usize) -> (PathBuf, String, Vec<(String, u64)>) {
+    const LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
+    let layers = [
+        file_layer("small", b"small layer\n"),
+        file_layer("big", &noise(big, 0x9e37_79b9_7f4a_7c15)),
+    ];
+    let digests: Vec<(String, u64)> = layers
+        .iter()
+        .map(|l| (sha256_digest(l), l.len() as u64))
+        .collect();
+    let diff_ids: Vec<String> = digests.iter().map(|(d, _)| format!("{d:?}")).collect();
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","config":{{"Cmd":["/big"]}},"rootfs":{{"type":"layers","diff_ids":[{}]}}}}"#,
+        diff_ids.join(",")
+    )
+    .into_bytes();
+    let layer_descs: Vec<String> = digests
+        .iter()
+        .map(|(d, size)| format!(r#"{{"mediaType":"{LAYER}","digest":"{d}","size":{size}}}"#))
+        .collect();
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":{}}},"layers":[{}]}}"#,
+        sha256_digest(&config),
+        config.len(),
+        layer_descs.join(",")
+    )
+    .into_bytes();
+    let manifest_digest = sha256_digest(&manifest);
+    let index = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{manifest_digest}","size":{},"annotations":{{"io.containerd.image.name":"{name}"}},"platform":{{"architecture":"amd64","os":"linux"}}}}]}}"#,
+        manifest.len()
+    )
+    .into_bytes();
+
+    let archive = dir.join("big.tar");
+    let mut out = tar::Builder::new(File::create(&archive).expect("create archive"));
+    let mut add = |path: &str, data: &[u8]| {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        out.append_data(&mut h, path, data).expect("write archive");
+    };
+    add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
+    add("index.json", &index);
+    for blob in [&config, &manifest, &layers[0], &layers[1]] {
+        let digest = sha256_digest(blob);
+        let hex = digest.trim_start_matches("sha256:");
+        add(&format!("blobs/sha256/{hex}"), blob);
+    }
+    out.into_inner()
+        .and_then(|mut f| f.flush())
+        .expect("finish archive");
+    (archive, manifest_digest, digests)
+}
+
+/// A TCP proxy to `127.0.0.1:<upstream>` that sends the upstream's answers at about
+/// `bytes_per_sec`, so that a pull takes long enough to be interrupted. Returns its port.
+fn slow_proxy(upstream: u16, bytes_per_sec: usize) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+    let port = listener.local_addr().expect("proxy address").port();
+    thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(client) = conn else { return };
+            let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                continue;
+            };
+            let (mut c_read, mut s_write) = (
+                client.try_clone().expect("clone socket"),
+                server.try_clone().expect("clone socket"),
+            );
+            thread::spawn(move || {
+                let _ = std::io::copy(&mut c_read, &mut s_write);
+                let _ = s_write.shutdown(std::net::Shutdown::Write);
+            });
+            let (mut s_read, mut c_write) = (server, client);
+            thread::spawn(move || {
+                let mut buf = vec![0u8; 16 << 10];
+                loop {
+                    let n = match s_read.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if c_write.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    thread::sleep(Duration::from_secs_f64(n as f64 / bytes_per_sec as f64));
+                }
+                let _ = c_write.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    port
+}
+
+/// The offset of the active ingest whose ref contains `digest`, if any.
+fn ingest_offset(address: &Path, digest: &str) -> Option<u64> {
+    let run = berth(address, &["content", "active", "--format", "json"]);
+    if run.code != 0 {
+        return None;
+    }
+    let v: Value = serde_json::from_str(&run.stdout).ok()?;
+    v.as_array()?
+        .iter()
+        .find(|s| s["ref"].as_str().is_some_and(|r| r.contains(digest)))
+        .and_then(|s| s["offset"].as_u64())
+}
+
+#[test]
+fn killed_pull_resumes_without_refetching() {
+    if !prerequisites() {
+        return;
+    }
+    let registry = Registry::start_plain();
+    let source = Daemon::start();
+    let name = "docker.io/library/big:latest";
+    let big = 24 << 20;
+    let (archive, manifest_digest, layers) = build_big_image(source.dir(), name, big);
+    let s = source.address();
+    berth(
+        s,
+        &[
+            "images",
+            "import",
+            "--no-unpack",
+            archive.to_str().expect("utf-8"),
+        ],
+    )
+    .ok();
+    let direct = format!("{}/test/big:1", registry.host());
+    berth(s, &["images", "push", "--plain-http", &direct, name]).ok();
+
+    // Pull through a proxy that serves 8 MiB/s: the big layer takes about 3 s.
+    let proxy = slow_proxy(registry.port(), 8 << 20);
+    let remote = format!("127.0.0.1:{proxy}/test/big:1");
+    let fresh = Daemon::start();
+    let f = fresh.address();
+    let pull_args = [
+        "images",
+        "pull",
+        "--plain-http",
+        "--max-concurrent-downloads",
+        "1",
+        remote.as_str(),
+    ];
+    let mut child = berth_cmd(f, &pull_args).spawn().expect("spawn berth pull");
+    let (small, big_layer) = (&layers[0].0, &layers[1].0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let offset = loop {
+        assert!(Instant::now() < deadline, "the big layer never started");
+        if let Some(off) = ingest_offset(f, big_layer).filter(|&o| o > 0) {
+            break off;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the pull ended ({status}) before it could be interrupted");
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    child.kill().expect("kill berth pull");
+    let status = child.wait().expect("reap berth pull");
+    assert!(!status.success());
+    assert!(offset < layers[1].1, "{offset}");
+    // The registry logs a request when its response ends: give the log a moment.
+    thread::sleep(Duration::from_millis(500));
+
+    // Interrupted: the small layer is committed, the big one is a partial ingest, no image.
+    let content = berth(f, &["content", "ls", "-q"]).ok();
+    assert!(content.lines().any(|l| l == small), "{content}");
+    assert!(!content.lines().any(|l| l == big_layer), "{content}");
+    assert!(images(f).is_empty());
+    let small_gets = registry.blob_gets("test/big", small);
+    assert_eq!(small_gets, [200], "{}", registry.log_text());
+    let big_before = registry.blob_gets("test/big", big_layer);
+
+    let out = berth(f, &pull_args).ok();
+    assert!(out.contains(&manifest_digest), "{out}");
+    assert_eq!(images(f), [(remote.clone(), manifest_digest.clone())]);
+    let check = berth(f, &["images", "check", "--format", "json"]).json();
+    assert_eq!(check[0]["unpacked"], true, "{check}");
+
+    // The completed layer was not fetched again; the big one resumed with a ranged request.
+    assert_eq!(registry.blob_gets("test/big", small), small_gets);
+    let big_after = registry.blob_gets("test/big", big_layer);
+    assert_eq!(
+        big_after.len(),
+        big_before.len() + 1,
+        "{big_before:?} -> {big_after:?}"
+    );
+    assert_eq!(big_after.last(), Some(&206), "{big_after:?}");
+    assert_eq!(
+        berth(f, &["content", "active", "-q"]).ok().trim(),
+        "",
+        "no ingest left"
+    );
+}
