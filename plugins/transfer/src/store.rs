@@ -1,7 +1,7 @@
 //! The stores pull and push work over. Each trait has two implementations: gRPC proxies for
 //! clients ([`crate::grpc`], as containerd's `content/proxy` and `snapshots/proxy` do) and the
-//! daemon's local stores (to come in `local.rs`), so that the CLI's pull and the daemon-side pull
-//! the CRI image service needs run the same code.
+//! daemon's local stores (`berth_services::transfer_local`), so that the CLI's pull and the
+//! daemon-side pull the CRI image service needs run the same code.
 //!
 //! The traits are object-safe (`async_trait`), so [`Stores`] holds `&dyn` references and any
 //! mix of implementations works. Every method takes a [`Cx`], the Rust form of the Go `context`
