@@ -527,11 +527,10 @@ async fn leased_content_survives_gc_until_the_lease_is_removed() {
         .await
         .expect("Content.Write without a lease");
     let (leased, loose) = (sha256_digest(&leased), sha256_digest(&loose));
+    // The unleased blob may already be gone: the import's lease deletion schedules a
+    // collection that can run right after its commit (containerd's scheduler does the same).
     let listed = content_digests(&addr);
-    assert!(
-        listed.contains(&leased) && listed.contains(&loose),
-        "{listed:?}"
-    );
+    assert!(listed.contains(&leased), "{listed:?}");
 
     // Removing an unrelated image runs a collection: the image's blobs and the unreferenced
     // blob go, the leased one stays.

@@ -4,7 +4,7 @@
 //!
 //! Each driver's test module runs the whole suite as one `#[test]` per check:
 //!
-//! ```ignore
+//! ```text
 //! fn make(root: &Path) -> Arc<dyn Snapshotter> { Arc::new(NativeSnapshotter::new(root).unwrap()) }
 //! berth_snapshotters::snapshotter_suite!(make);            // or (make, setup) with a root setup
 //! ```
