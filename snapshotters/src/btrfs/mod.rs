@@ -254,12 +254,7 @@ impl Snapshotter for BtrfsSnapshotter {
         key: &str,
         labels: BTreeMap<String, String>,
     ) -> Result<(), SnapshotError> {
-        let (id, info, _) = self.ms.get_info(key)?;
-        if info.kind != Kind::Active {
-            return Err(SnapshotError::NotActive {
-                key: key.to_owned(),
-            });
-        }
+        let id = self.ms.active_id(key)?;
         let usage = self.usage(key)?;
         let source = self.path(Kind::Active, &id);
         let tmp = self

@@ -162,12 +162,7 @@ impl Snapshotter for NativeSnapshotter {
         key: &str,
         labels: BTreeMap<String, String>,
     ) -> Result<(), SnapshotError> {
-        let (id, info, _) = self.ms.get_info(key)?;
-        if info.kind != Kind::Active {
-            return Err(SnapshotError::NotActive {
-                key: key.to_owned(),
-            });
-        }
+        let id = self.ms.active_id(key)?;
         let usage = fsutil::disk_usage(&self.snapshot_dir(&id))?;
         self.ms.commit_active(key, name, usage, labels)?;
         Ok(())

@@ -241,6 +241,18 @@ impl MetaStore {
     }
 
     /// The id, info and stored usage of any snapshot.
+    /// The id of the active snapshot `key`, the one thing every driver's commit needs first;
+    /// NotActive for a view or a committed snapshot.
+    pub fn active_id(&self, key: &str) -> Result<String, SnapshotError> {
+        let (id, info, _) = self.get_info(key)?;
+        if info.kind != Kind::Active {
+            return Err(SnapshotError::NotActive {
+                key: key.to_owned(),
+            });
+        }
+        Ok(id)
+    }
+
     pub fn get_info(&self, key: &str) -> Result<(String, Info, Usage), SnapshotError> {
         let record = self.read(key)?;
         Ok((record.id.to_string(), record.info(key), record.usage))
