@@ -13,3 +13,19 @@ where
         .await
         .map_err(|e| Status::internal(format!("blocking task failed: {e}")))
 }
+
+/// Runs `f` over a clone of `target` on the blocking pool and maps its error to a status in
+/// the one place that does so ([`crate::status::to_status`]). Every service's store calls go
+/// through here.
+pub async fn call<S, T, E, F>(target: &S, f: F) -> Result<T, Status>
+where
+    S: Clone + Send + 'static,
+    F: FnOnce(&S) -> Result<T, E> + Send + 'static,
+    T: Send + 'static,
+    E: berth_registry::Classify + Send + 'static,
+{
+    let target = target.clone();
+    run(move || f(&target))
+        .await?
+        .map_err(|e| crate::status::to_status(&e))
+}

@@ -109,16 +109,11 @@ impl ContainersService {
         F: FnOnce(&MetadataStore) -> Result<T, berth_core::MetadataError> + Send + 'static,
         T: Send + 'static,
     {
-        let store = self.store.clone();
-        blocking::run(move || f(&store))
-            .await?
-            .map_err(|e| to_status(&e))
+        blocking::call(&self.store, move |s| f(s)).await
     }
 
     fn publish<E: berth_core::events::Event>(&self, ns: &str, event: &E) {
-        if let Err(e) = self.events.publish_event(ns, event) {
-            tracing::warn!(error = %e, "publish container event");
-        }
+        crate::events::publish_committed(&self.events, ns, event);
     }
 
     async fn list_all(

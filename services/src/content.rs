@@ -95,10 +95,7 @@ impl ContentService {
             + 'static,
         T: Send + 'static,
     {
-        let content = self.content.clone();
-        blocking::run(move || f(&content))
-            .await?
-            .map_err(|e| to_status(&e))
+        blocking::call(&self.content, move |s| f(s)).await
     }
 }
 
@@ -172,14 +169,7 @@ impl Content for ContentService {
         let digest = req.into_inner().digest;
         let (ns2, d2) = (ns.clone(), digest.clone());
         self.with_content(move |c| c.delete(&ns2, &d2)).await?;
-        if let Err(e) = self.events.publish_message(
-            &ns,
-            "/content/delete",
-            "containerd.events.ContentDelete",
-            &ContentDelete { digest },
-        ) {
-            tracing::warn!(error = %e, "publish /content/delete");
-        }
+        crate::events::publish_committed(&self.events, &ns, &ContentDelete { digest });
         if let Some(gc) = &self.gc {
             gc.trigger();
         }

@@ -145,6 +145,14 @@ impl Events for EventsService {
     }
 }
 
+/// Publishes the event of a change that is already committed. A failed publish is logged, not
+/// returned: containerd returns it, which makes clients retry a write that already happened.
+pub fn publish_committed<E: berth_core::events::Event>(exchange: &Exchange, ns: &str, event: &E) {
+    if let Err(e) = exchange.publish_event(ns, event) {
+        tracing::warn!(topic = E::TOPIC, error = %e, "publish event");
+    }
+}
+
 /// The `io.containerd.grpc.v1.events` plugin, over the `exchange` event plugin.
 pub fn registration() -> Registration {
     Registration::new(types::GRPC, "events")

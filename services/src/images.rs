@@ -64,18 +64,11 @@ impl ImagesService {
         F: FnOnce(&MetadataStore) -> Result<T, berth_core::MetadataError> + Send + 'static,
         T: Send + 'static,
     {
-        let store = self.store.clone();
-        blocking::run(move || f(&store))
-            .await?
-            .map_err(|e| to_status(&e))
+        blocking::call(&self.store, move |s| f(s)).await
     }
 
-    fn publish<M: prost::Message>(&self, ns: &str, topic: &str, type_url: &str, msg: &M) {
-        // The change is committed; a failed publish is logged, not returned (containerd
-        // returns it, which makes clients retry a write that already happened).
-        if let Err(e) = self.events.publish_message(ns, topic, type_url, msg) {
-            tracing::warn!(topic, error = %e, "publish event");
-        }
+    fn publish<E: berth_core::events::Event>(&self, ns: &str, event: &E) {
+        crate::events::publish_committed(&self.events, ns, event);
     }
 }
 
@@ -127,8 +120,6 @@ impl Images for ImagesService {
             .await?;
         self.publish(
             &ns,
-            "/images/create",
-            "containerd.services.images.v1.ImageCreate",
             &ImageCreate {
                 name: created.name.clone(),
                 labels: created.labels.clone().into_iter().collect(),
@@ -157,8 +148,6 @@ impl Images for ImagesService {
             .await?;
         self.publish(
             &ns,
-            "/images/update",
-            "containerd.services.images.v1.ImageUpdate",
             &ImageUpdate {
                 name: updated.name.clone(),
                 labels: updated.labels.clone().into_iter().collect(),
@@ -177,12 +166,7 @@ impl Images for ImagesService {
         let (ns2, name2) = (ns.clone(), name.clone());
         self.with_store(move |s| s.delete_image(&ns2, &name2))
             .await?;
-        self.publish(
-            &ns,
-            "/images/delete",
-            "containerd.services.images.v1.ImageDelete",
-            &ImageDelete { name },
-        );
+        self.publish(&ns, &ImageDelete { name });
         if let Some(gc) = &self.gc {
             if sync {
                 gc.collect_now().await.map_err(|e| to_status(&e))?;

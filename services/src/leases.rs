@@ -63,10 +63,7 @@ impl LeasesService {
         F: FnOnce(&MetadataStore) -> Result<T, MetadataError> + Send + 'static,
         T: Send + 'static,
     {
-        let store = self.store.clone();
-        blocking::run(move || f(&store))
-            .await?
-            .map_err(|e| to_status(&e))
+        blocking::call(&self.store, move |s| f(s)).await
     }
 }
 

@@ -20,7 +20,6 @@ use tonic::{Request, Response, Status};
 
 use crate::blocking;
 use crate::grpc::GrpcService;
-use crate::status::to_status;
 
 /// The Namespaces service over the metadata store.
 #[derive(Debug, Clone)]
@@ -38,9 +37,7 @@ impl NamespacesService {
     /// Publishes under the namespace the event is about, as containerd does.
     fn publish<E: berth_core::events::Event>(&self, ns: &str, event: &E) {
         if let Some(events) = &self.events {
-            if let Err(e) = events.publish_event(ns, event) {
-                tracing::warn!(error = %e, "publish namespace event");
-            }
+            crate::events::publish_committed(events, ns, event);
         }
     }
 
@@ -49,10 +46,7 @@ impl NamespacesService {
         F: FnOnce(&MetadataStore) -> Result<T, berth_core::MetadataError> + Send + 'static,
         T: Send + 'static,
     {
-        let store = self.store.clone();
-        blocking::run(move || f(&store))
-            .await?
-            .map_err(|e| to_status(&e))
+        blocking::call(&self.store, move |s| f(s)).await
     }
 }
 

@@ -88,16 +88,11 @@ impl SnapshotsService {
         F: FnOnce(&NamespacedSnapshots) -> Result<T, NamespacedSnapshotError> + Send + 'static,
         T: Send + 'static,
     {
-        let s = self.snapshots.clone();
-        blocking::run(move || f(&s))
-            .await?
-            .map_err(|e| to_status(&e))
+        blocking::call(&self.snapshots, move |s| f(s)).await
     }
 
     fn publish<E: berth_core::events::Event>(&self, ns: &str, event: &E) {
-        if let Err(e) = self.events.publish_event(ns, event) {
-            tracing::warn!(error = %e, "publish snapshot event");
-        }
+        crate::events::publish_committed(&self.events, ns, event);
     }
 }
 
