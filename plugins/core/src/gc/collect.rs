@@ -241,13 +241,8 @@ pub fn collect_with(
         if held.contains(&digest) || info.created_at >= committed_before {
             continue;
         }
-        // Once more, right before the removal: a record may have been written since.
-        if meta_store
-            .blob_in_any_namespace(&digest)
-            .map_err(meta("look up blob records"))?
-        {
-            continue;
-        }
+        // No re-check per blob (a scan of every record each, quadratic): `held` was read
+        // under the sweep guard, and a commit records its blob only while holding the guard.
         match store.delete(&info.digest) {
             Ok(()) => {
                 tracing::debug!(digest = %digest, "removed content");
