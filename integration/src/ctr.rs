@@ -1,6 +1,7 @@
 //! Running the real containerd `ctr` client against a [`Daemon`].
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -17,9 +18,20 @@ pub const CTR_TIMEOUT: Duration = Duration::from_secs(60);
 /// variables from the environment are removed so that only `args` choose them (`-n <ns>` as
 /// the first argument selects a namespace).
 pub fn ctr(daemon: &Daemon, args: &[&str]) -> CmdOutput {
-    let mut cmd = Command::new(CTR_BIN);
+    ctr_at(daemon.address(), args)
+}
+
+/// Like [`ctr`] for any socket (a real containerd too).
+pub fn ctr_at(address: &Path, args: &[&str]) -> CmdOutput {
+    client_at(Path::new(CTR_BIN), address, args)
+}
+
+/// Runs the ctr-compatible client `program` (`ctr` or `berth`) as `<program> --address
+/// <address> <args>`, with the environment's address, namespace and snapshotter removed.
+pub fn client_at(program: &Path, address: &Path, args: &[&str]) -> CmdOutput {
+    let mut cmd = Command::new(program);
     cmd.arg("--address")
-        .arg(daemon.address())
+        .arg(address)
         .args(args)
         .env_remove("CONTAINERD_ADDRESS")
         .env_remove("CONTAINERD_NAMESPACE")

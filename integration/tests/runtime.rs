@@ -7,7 +7,9 @@
 //! made through a drop guard, so that no shim outlives the test. runc's state directory
 //! (`/run/containerd/runc/<ns>`) is host-global, so container ids carry the test process id.
 //! Every case also runs against a real containerd with its runc shim (`reference_containerd_*`,
-//! STYLE.md §5): a case failing there is a wrong test.
+//! STYLE.md §5): a case failing there is a wrong test. And every case runs with Berth's own CLI,
+//! `berth`, as the client too, against berthd (`berth_client_*`) and against containerd
+//! (`berth_client_containerd_*`): a ctr user's expectations are the spec of `berth`.
 
 // A file under tests/ is a test crate of its own; firecracker allows the lint the same way in
 // `src/vmm/tests/integration_tests.rs`.
@@ -24,8 +26,8 @@ use std::time::{Duration, Instant};
 use berth_integration::containerd::Containerd;
 use berth_integration::image::build_busybox_image;
 use berth_integration::{
-    berthd_bin, parse_table, require_binary, require_root, run_with_timeout, CmdOutput, Daemon,
-    Row, CTR_BIN, CTR_TIMEOUT,
+    berthd_bin, client_at, parse_table, require_binary, require_root, run_with_timeout, CmdOutput,
+    Daemon, Row, CTR_BIN, CTR_TIMEOUT,
 };
 
 /// The namespace ctr uses when none is chosen.
@@ -58,9 +60,37 @@ const KILLED: i32 = 137;
 /// Memory limit of the OOM test: 8 MiB.
 const OOM_LIMIT: &str = "8388608";
 
-/// Root, `ctr` and `runc`: what every test here needs.
-fn prerequisites() -> bool {
-    require_root() && require_binary(CTR_BIN) && require_binary("runc")
+/// The client binary a case drives the daemon with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Client {
+    /// containerd's `ctr` (the reference client).
+    Ctr,
+    /// Berth's `berth`, built next to `berthd`.
+    Berth,
+}
+
+impl Client {
+    /// Path of the client's executable.
+    fn program(self) -> PathBuf {
+        match self {
+            Self::Ctr => PathBuf::from(CTR_BIN),
+            // `cargo build --workspace` puts both binaries in the same target directory.
+            Self::Berth => berthd_bin().with_file_name("berth"),
+        }
+    }
+
+    /// Runs `<client> --address <address> <args>` (berthd or a real containerd).
+    fn run(self, address: &Path, args: &[&str]) -> CmdOutput {
+        client_at(&self.program(), address, args)
+    }
+}
+
+/// Root, the client and `runc`: what every test here needs.
+fn prerequisites(client: Client) -> bool {
+    let program = client.program();
+    require_root()
+        && require_binary(program.to_str().expect("utf-8 client path"))
+        && require_binary("runc")
 }
 
 /// A container id unique to this test process, as runc's state directory is host-global.
@@ -68,25 +98,13 @@ fn unique(base: &str) -> String {
     format!("{base}-{}", std::process::id())
 }
 
-/// Runs `ctr --address <address> <args>` (berthd or a real containerd), like
-/// `berth_integration::ctr` but for any socket.
-fn ctr_at(address: &Path, args: &[&str]) -> CmdOutput {
-    let mut cmd = Command::new(CTR_BIN);
-    cmd.arg("--address")
-        .arg(address)
-        .args(args)
-        .env_remove("CONTAINERD_ADDRESS")
-        .env_remove("CONTAINERD_NAMESPACE")
-        .env_remove("CONTAINERD_SNAPSHOTTER");
-    run_with_timeout(cmd, CTR_TIMEOUT)
-}
-
-/// Builds the busybox image in `dir` and imports (and unpacks) it into the daemon at `address`.
+/// Builds the busybox image in the target's directory and imports (and unpacks) it with the
+/// target's client.
 #[track_caller]
-fn import_image(address: &Path, dir: &Path) {
-    let img = build_busybox_image(dir, IMAGE);
+fn import_image(t: &Target) {
+    let img = build_busybox_image(t.dir(), IMAGE);
     let archive = img.archive.to_str().expect("utf-8 archive path");
-    ctr_at(address, &["images", "import", archive]).ok();
+    t.cli(&["images", "import", archive]).ok();
 }
 
 /// True when `shim` is next to `berthd` or on `PATH` (where the daemon looks, see
@@ -102,27 +120,33 @@ fn shim_available(shim: &str) -> bool {
 /// Removes containers on drop, whatever state they are in: `tasks kill -s KILL`, `tasks delete`,
 /// `containers rm`, each allowed to fail (the container may never have been created).
 struct Containers {
+    client: Client,
     address: PathBuf,
     ids: Vec<String>,
 }
 
 impl Containers {
-    fn new(address: &Path, ids: &[&str]) -> Self {
+    fn new(t: &Target, ids: &[&str]) -> Self {
         Self {
-            address: address.to_owned(),
+            client: t.client,
+            address: t.address().to_owned(),
             ids: ids.iter().map(|s| (*s).to_owned()).collect(),
         }
+    }
+
+    fn cli(&self, args: &[&str]) -> CmdOutput {
+        self.client.run(&self.address, args)
     }
 }
 
 impl Drop for Containers {
     fn drop(&mut self) {
         for id in &self.ids {
-            let _ = ctr_at(&self.address, &["tasks", "kill", "-s", "KILL", id]);
+            let _ = self.cli(&["tasks", "kill", "-s", "KILL", id]);
             // Deleting a task that is still being killed fails; retry briefly.
             let deadline = Instant::now() + Duration::from_secs(5);
             loop {
-                let out = ctr_at(&self.address, &["tasks", "delete", id]);
+                let out = self.cli(&["tasks", "delete", id]);
                 let gone = out.stderr.contains("not found") || out.stderr.contains("no running");
                 if out.success() || gone || out.status.code().is_some_and(|c| c != 1) {
                     break;
@@ -132,7 +156,7 @@ impl Drop for Containers {
                 }
                 thread::sleep(Duration::from_millis(200));
             }
-            let _ = ctr_at(&self.address, &["containers", "rm", id]);
+            let _ = self.cli(&["containers", "rm", id]);
         }
     }
 }
@@ -218,26 +242,26 @@ fn assert_no_leftovers(t: &Target, id: &str) {
     }
 }
 
-/// The rows of `ctr tasks ls` (`TASK PID STATUS`).
+/// The rows of `tasks ls` (`TASK PID STATUS`).
 #[track_caller]
-fn tasks_ls(address: &Path) -> Vec<Row> {
-    let out = ctr_at(address, &["tasks", "ls"]);
+fn tasks_ls(t: &Target) -> Vec<Row> {
+    let out = t.cli(&["tasks", "ls"]);
     let (header, rows) = parse_table(out.ok());
     assert_eq!(header, ["TASK", "PID", "STATUS"], "{out}");
     rows
 }
 
-/// The `ctr tasks ls` row of task `id`, if listed.
-fn task_row(address: &Path, id: &str) -> Option<Row> {
-    tasks_ls(address).into_iter().find(|r| r["TASK"] == id)
+/// The `tasks ls` row of task `id`, if listed.
+fn task_row(t: &Target, id: &str) -> Option<Row> {
+    tasks_ls(t).into_iter().find(|r| r["TASK"] == id)
 }
 
-/// Waits until `ctr tasks ls` shows task `id` with `status`; returns its row.
+/// Waits until `tasks ls` shows task `id` with `status`; returns its row.
 #[track_caller]
-fn wait_status(address: &Path, id: &str, status: &str) -> Row {
+fn wait_status(t: &Target, id: &str, status: &str) -> Row {
     let deadline = Instant::now() + WAIT;
     loop {
-        let row = task_row(address, id);
+        let row = task_row(t, id);
         if let Some(row) = row.as_ref().filter(|r| r["STATUS"] == status) {
             return row.clone();
         }
@@ -249,11 +273,11 @@ fn wait_status(address: &Path, id: &str, status: &str) -> Row {
     }
 }
 
-/// `ctr tasks delete <id>` of a stopped task, checking its exit status: ctr 1.6.20 exits 0 and
-/// warns `task <id> exit with non-zero exit code <n>` on stderr when it is not 0.
+/// `tasks delete <id>` of a stopped task, checking its exit status: ctr 1.6.20 (and `berth`)
+/// exits 0 and warns `task <id> exit with non-zero exit code <n>` on stderr when it is not 0.
 #[track_caller]
-fn delete_task(address: &Path, id: &str, exit_status: i32) {
-    let out = ctr_at(address, &["tasks", "delete", id]);
+fn delete_task(t: &Target, id: &str, exit_status: i32) {
+    let out = t.cli(&["tasks", "delete", id]);
     out.ok();
     let warning = format!("task {id} exit with non-zero exit code");
     if exit_status == 0 {
@@ -271,13 +295,10 @@ fn delete_task(address: &Path, id: &str, exit_status: i32) {
             .unwrap_or("");
         assert_eq!(code, exit_status.to_string(), "{out}");
     }
-    assert!(
-        task_row(address, id).is_none(),
-        "task {id} listed after delete"
-    );
+    assert!(task_row(t, id).is_none(), "task {id} listed after delete");
 }
 
-/// `ctr events` running as a child, its lines collected by a reader thread.
+/// `events` running as a child of the target's client, its lines collected by a reader thread.
 struct Events {
     child: Child,
     rx: mpsc::Receiver<String>,
@@ -285,20 +306,20 @@ struct Events {
 }
 
 impl Events {
-    /// Starts `ctr events` against `address` and waits until the subscription is live: an image
+    /// Starts `events` against the target and waits until the subscription is live: an image
     /// tag made afterwards is reported (tagging `IMAGE`, which must exist, as `probe:<n>`).
     #[track_caller]
-    fn subscribe(address: &Path) -> Self {
-        let mut child = Command::new(CTR_BIN)
+    fn subscribe(t: &Target) -> Self {
+        let mut child = Command::new(t.client.program())
             .arg("--address")
-            .arg(address)
+            .arg(t.address())
             .arg("events")
             .env_remove("CONTAINERD_NAMESPACE")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .expect("spawn ctr events");
+            .unwrap_or_else(|e| panic!("spawn {:?} events: {e}", t.client));
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, rx) = mpsc::channel::<String>();
         thread::spawn(move || {
@@ -318,11 +339,11 @@ impl Events {
         loop {
             let probe = format!("example.com/probe:{n}");
             n += 1;
-            ctr_at(address, &["images", "tag", IMAGE, &probe]).ok();
+            t.cli(&["images", "tag", IMAGE, &probe]).ok();
             if events.rx.recv_timeout(Duration::from_millis(500)).is_ok() {
                 break;
             }
-            assert!(Instant::now() < deadline, "ctr events reported nothing");
+            assert!(Instant::now() < deadline, "events reported nothing");
         }
         while events.rx.recv_timeout(Duration::from_millis(200)).is_ok() {}
         events
@@ -371,44 +392,52 @@ enum Server {
     Containerd(Containerd),
 }
 
-/// A daemon with the busybox image imported, and the shim its default runtime starts.
+/// A daemon with the busybox image imported, the shim its default runtime starts and the client
+/// the case drives it with.
 struct Target {
     server: Server,
     shim: &'static str,
+    client: Client,
 }
 
 impl Target {
     /// `berthd` with the default config (`io.containerd.runc.v2` → Berth's shim); `None` when a
     /// prerequisite is missing.
-    fn berthd() -> Option<Self> {
-        Self::berthd_with(None, BERTH_SHIM)
+    fn berthd(client: Client) -> Option<Self> {
+        Self::berthd_with(None, BERTH_SHIM, client)
     }
 
     /// `berthd` with `config` whose default runtime starts `shim`.
-    fn berthd_with(config: Option<&str>, shim: &'static str) -> Option<Self> {
-        if !prerequisites() || !shim_available(shim) {
+    fn berthd_with(config: Option<&str>, shim: &'static str, client: Client) -> Option<Self> {
+        if !prerequisites(client) || !shim_available(shim) {
             return None;
         }
         Some(Self::ready(
             Server::Berthd(Daemon::start_with(config, &[])),
             shim,
+            client,
         ))
     }
 
     /// A real containerd with its own runc shim; `None` when a prerequisite is missing.
-    fn containerd() -> Option<Self> {
-        if !prerequisites() || !require_binary("containerd") || !require_binary(RUNC_SHIM) {
+    fn containerd(client: Client) -> Option<Self> {
+        if !prerequisites(client) || !require_binary("containerd") || !require_binary(RUNC_SHIM) {
             return None;
         }
         Some(Self::ready(
             Server::Containerd(Containerd::start()),
             RUNC_SHIM,
+            client,
         ))
     }
 
-    fn ready(server: Server, shim: &'static str) -> Self {
-        let target = Self { server, shim };
-        import_image(target.address(), target.dir());
+    fn ready(server: Server, shim: &'static str, client: Client) -> Self {
+        let target = Self {
+            server,
+            shim,
+            client,
+        };
+        import_image(&target);
         target
     }
 
@@ -441,8 +470,9 @@ impl Target {
         }
     }
 
-    fn ctr(&self, args: &[&str]) -> CmdOutput {
-        ctr_at(self.address(), args)
+    /// Runs the target's client against the daemon.
+    fn cli(&self, args: &[&str]) -> CmdOutput {
+        self.client.run(self.address(), args)
     }
 
     /// Kills the daemon with SIGKILL, waits `down`, and starts it again on the same root, state
@@ -463,18 +493,18 @@ impl Target {
     }
 }
 
-/// `ctr run --rm [extra] IMAGE <id> echo hello` prints hello; `sh -c 'exit 7'` exits 7.
+/// `run --rm [extra] IMAGE <id> echo hello` prints hello; `sh -c 'exit 7'` exits 7.
 #[track_caller]
-fn run_hello_and_exit_7(address: &Path, extra: &[&str], hello_id: &str, exit_id: &str) {
+fn run_hello_and_exit_7(t: &Target, extra: &[&str], hello_id: &str, exit_id: &str) {
     let mut args = vec!["run", "--rm"];
     args.extend_from_slice(extra);
     let mut hello = args.clone();
     hello.extend([IMAGE, hello_id, "echo", "hello"]);
-    let out = ctr_at(address, &hello);
+    let out = t.cli(&hello);
     assert_eq!(out.ok(), "hello\n", "{out}");
     let mut exit = args;
     exit.extend([IMAGE, exit_id, "sh", "-c", "exit 7"]);
-    let out = ctr_at(address, &exit);
+    let out = t.cli(&exit);
     assert_eq!(out.status.code(), Some(7), "{out}");
     assert!(!out.timed_out, "{out}");
 }
@@ -482,11 +512,11 @@ fn run_hello_and_exit_7(address: &Path, extra: &[&str], hello_id: &str, exit_id:
 /// Case 1: `run --rm` prints the output and exits with the task's status.
 fn run_rm_case(t: &Target) {
     let (c1, c2) = (unique("c1"), unique("c2"));
-    let guard = Containers::new(t.address(), &[&c1, &c2]);
+    let guard = Containers::new(t, &[&c1, &c2]);
 
-    run_hello_and_exit_7(t.address(), &[], &c1, &c2);
+    run_hello_and_exit_7(t, &[], &c1, &c2);
 
-    let out = t.ctr(&["containers", "ls", "-q"]);
+    let out = t.cli(&["containers", "ls", "-q"]);
     assert!(
         !out.ok().contains(&c1) && !out.stdout.contains(&c2),
         "{out}"
@@ -500,17 +530,17 @@ fn run_rm_case(t: &Target) {
 fn detached_task_case(t: &Target) {
     let addr = t.address();
     let id = unique("c3");
-    let guard = Containers::new(addr, &[&id]);
+    let guard = Containers::new(t, &[&id]);
 
-    t.ctr(&["run", "-d", IMAGE, &id, "sleep", "300"]).ok();
-    let row = wait_status(addr, &id, "RUNNING");
+    t.cli(&["run", "-d", IMAGE, &id, "sleep", "300"]).ok();
+    let row = wait_status(t, &id, "RUNNING");
     let pid: u32 = row["PID"]
         .parse()
         .unwrap_or_else(|e| panic!("PID of {row:?}: {e}"));
     assert!(pid > 0, "{row:?}");
     assert_eq!(shim_processes(t.shim, addr, Some(&id)).len(), 1);
 
-    let out = t.ctr(&["tasks", "ps", &id]);
+    let out = t.cli(&["tasks", "ps", &id]);
     let (header, rows) = parse_table(out.ok());
     assert_eq!(header, ["PID", "INFO"], "{out}");
     assert!(
@@ -518,18 +548,18 @@ fn detached_task_case(t: &Target) {
         "init pid {pid} not listed:\n{out}"
     );
 
-    let out = t.ctr(&["tasks", "exec", "--exec-id", "e1", &id, "ls", "/"]);
+    let out = t.cli(&["tasks", "exec", "--exec-id", "e1", &id, "ls", "/"]);
     assert!(
         out.ok().lines().any(|l| l.trim() == "bin"),
         "ls / lists no bin:\n{out}"
     );
 
-    t.ctr(&["tasks", "pause", &id]).ok();
-    wait_status(addr, &id, "PAUSED");
-    t.ctr(&["tasks", "resume", &id]).ok();
-    wait_status(addr, &id, "RUNNING");
+    t.cli(&["tasks", "pause", &id]).ok();
+    wait_status(t, &id, "PAUSED");
+    t.cli(&["tasks", "resume", &id]).ok();
+    wait_status(t, &id, "RUNNING");
 
-    let out = t.ctr(&["tasks", "metrics", &id]);
+    let out = t.cli(&["tasks", "metrics", &id]);
     let usage = out
         .ok()
         .lines()
@@ -543,10 +573,10 @@ fn detached_task_case(t: &Target) {
         "no positive memory.usage_in_bytes:\n{out}"
     );
 
-    t.ctr(&["tasks", "kill", "-s", "KILL", &id]).ok();
-    wait_status(addr, &id, "STOPPED");
-    delete_task(addr, &id, KILLED);
-    t.ctr(&["containers", "rm", &id]).ok();
+    t.cli(&["tasks", "kill", "-s", "KILL", &id]).ok();
+    wait_status(t, &id, "STOPPED");
+    delete_task(t, &id, KILLED);
+    t.cli(&["containers", "rm", &id]).ok();
 
     drop(guard);
     assert_no_leftovers(t, &id);
@@ -558,10 +588,11 @@ fn tty_case(t: &Target) {
         return;
     }
     let id = unique("t1");
-    let guard = Containers::new(t.address(), &[&id]);
+    let guard = Containers::new(t, &[&id]);
 
     let inner = format!(
-        "{CTR_BIN} --address {} run --rm -t {IMAGE} {id} sh -c 'tty; echo ok'",
+        "{} --address {} run --rm -t {IMAGE} {id} sh -c 'tty; echo ok'",
+        t.client.program().display(),
         t.address().display()
     );
     let mut cmd = Command::new("script");
@@ -582,10 +613,10 @@ fn tty_case(t: &Target) {
 /// Case 4: a memory hog over its limit is OOM-killed and `/tasks/oom` is published.
 fn oom_case(t: &Target) {
     let id = unique("oom1");
-    let guard = Containers::new(t.address(), &[&id]);
-    let mut events = Events::subscribe(t.address());
+    let guard = Containers::new(t, &[&id]);
+    let mut events = Events::subscribe(t);
 
-    let out = t.ctr(&[
+    let out = t.cli(&[
         "run",
         "--rm",
         "--memory-limit",
@@ -609,10 +640,10 @@ fn oom_case(t: &Target) {
 /// Case 5: `run --rm` publishes create, start, exit and delete task events.
 fn events_case(t: &Target) {
     let id = unique("ev1");
-    let guard = Containers::new(t.address(), &[&id]);
-    let mut events = Events::subscribe(t.address());
+    let guard = Containers::new(t, &[&id]);
+    let mut events = Events::subscribe(t);
 
-    t.ctr(&["run", "--rm", IMAGE, &id, "true"]).ok();
+    t.cli(&["run", "--rm", IMAGE, &id, "true"]).ok();
     let field = container_field(&id);
     for topic in [
         "/tasks/create",
@@ -634,42 +665,41 @@ fn events_case(t: &Target) {
 
 /// Case 6: tasks survive a daemon crash; an exit while the daemon is down is reported after.
 fn restart_case(t: &mut Target) {
-    let addr = t.address().to_owned();
     let sleepers: Vec<String> = (0..5).map(|n| unique(&format!("r{n}"))).collect();
     let short = unique("rshort");
     let mut all: Vec<&str> = sleepers.iter().map(String::as_str).collect();
     all.push(&short);
-    let guard = Containers::new(&addr, &all);
+    let guard = Containers::new(t, &all);
 
     let mut pids = Vec::new();
     for id in &sleepers {
-        t.ctr(&["run", "-d", IMAGE, id, "sleep", "300"]).ok();
-        pids.push(wait_status(&addr, id, "RUNNING")["PID"].clone());
+        t.cli(&["run", "-d", IMAGE, id, "sleep", "300"]).ok();
+        pids.push(wait_status(t, id, "RUNNING")["PID"].clone());
     }
-    t.ctr(&["run", "-d", IMAGE, &short, "sh", "-c", "sleep 3; exit 3"])
+    t.cli(&["run", "-d", IMAGE, &short, "sh", "-c", "sleep 3; exit 3"])
         .ok();
-    wait_status(&addr, &short, "RUNNING");
+    wait_status(t, &short, "RUNNING");
 
     // The short task exits while the daemon is down.
     t.crash_and_restart(Duration::from_secs(5));
 
     for (id, pid) in sleepers.iter().zip(&pids) {
-        let row = task_row(&addr, id).unwrap_or_else(|| panic!("{id} not listed after restart"));
+        let row = task_row(t, id).unwrap_or_else(|| panic!("{id} not listed after restart"));
         assert_eq!(row["STATUS"], "RUNNING", "{row:?}");
         assert_eq!(&row["PID"], pid, "{row:?}");
     }
-    wait_status(&addr, &short, "STOPPED");
-    delete_task(&addr, &short, 3);
+    wait_status(t, &short, "STOPPED");
+    delete_task(t, &short, 3);
 
     for id in &sleepers {
-        t.ctr(&["tasks", "kill", "-s", "KILL", id]).ok();
+        t.cli(&["tasks", "kill", "-s", "KILL", id]).ok();
     }
     for id in &sleepers {
-        wait_status(&addr, id, "STOPPED");
-        delete_task(&addr, id, KILLED);
-        t.ctr(&["containers", "rm", id]).ok();
+        wait_status(t, id, "STOPPED");
+        delete_task(t, id, KILLED);
+        t.cli(&["containers", "rm", id]).ok();
     }
-    t.ctr(&["containers", "rm", &short]).ok();
+    t.cli(&["containers", "rm", &short]).ok();
 
     drop(guard);
     for id in &all {
@@ -682,10 +712,10 @@ fn restart_case(t: &mut Target) {
 fn bad_input_case(t: &Target) {
     let addr = t.address();
     let (nb, rs) = (unique("nb1"), unique("rs1"));
-    let guard = Containers::new(addr, &["../x", &nb, &rs]);
+    let guard = Containers::new(t, &["../x", &nb, &rs]);
 
     // An id that is no identifier is rejected before anything runs.
-    let out = t.ctr(&["run", "--rm", IMAGE, "../x", "echo"]);
+    let out = t.cli(&["run", "--rm", IMAGE, "../x", "echo"]);
     assert!(
         out.fails().contains("invalid argument"),
         "not InvalidArgument: {out}"
@@ -709,91 +739,101 @@ fn bad_input_case(t: &Target) {
     }
 
     // A missing binary fails the start with an error naming it.
-    let out = t.ctr(&["run", "--rm", IMAGE, &nb, "/no/such/binary"]);
+    let out = t.cli(&["run", "--rm", IMAGE, &nb, "/no/such/binary"]);
     assert!(
         out.fails().contains("/no/such/binary"),
         "the error does not name the binary: {out}"
     );
     // ctr run --rm deletes the container after the failure.
-    let out = t.ctr(&["containers", "ls", "-q"]);
+    let out = t.cli(&["containers", "ls", "-q"]);
     assert!(!out.ok().contains(&nb), "{out}");
     assert_no_leftovers(t, &nb);
 
     // A container whose rootfs snapshot is gone cannot start.
-    t.ctr(&["containers", "create", IMAGE, &rs, "true"]).ok();
-    t.ctr(&["snapshots", "rm", &rs]).ok();
-    let out = t.ctr(&["tasks", "start", &rs]);
+    t.cli(&["containers", "create", IMAGE, &rs, "true"]).ok();
+    t.cli(&["snapshots", "rm", &rs]).ok();
+    let out = t.cli(&["tasks", "start", &rs]);
     let err = out.fails();
     assert!(
         err.contains(&rs) && err.contains("not found"),
         "the error does not name the missing snapshot: {out}"
     );
-    assert!(task_row(addr, &rs).is_none(), "a task of {rs} exists");
-    t.ctr(&["containers", "rm", &rs]).ok();
+    assert!(task_row(t, &rs).is_none(), "a task of {rs} exists");
+    t.cli(&["containers", "rm", &rs]).ok();
     assert_no_leftovers(t, &rs);
 
     drop(guard);
     assert_no_shim(t.shim, addr, None);
 }
 
-#[test]
-fn run_rm_prints_output_and_returns_the_exit_code() {
-    if let Some(t) = Target::berthd() {
-        run_rm_case(&t);
-    }
+/// One `#[test]` per line: `name: daemon(client) => case`, where the daemon is `berthd` or
+/// `containerd` and a case taking `&mut Target` is marked `mut`.
+macro_rules! cases {
+    ($($name:ident: $daemon:ident($client:ident) => $(@$mut:tt)? $case:ident;)*) => {$(
+        #[test]
+        fn $name() {
+            if let Some($($mut)? t) = Target::$daemon(Client::$client) {
+                $case(&$($mut)? t);
+            }
+        }
+    )*};
 }
 
-#[test]
-fn detached_task_lists_execs_pauses_reports_metrics_and_is_removed() {
-    if let Some(t) = Target::berthd() {
-        detached_task_case(&t);
-    }
+// berthd with the real `ctr`.
+cases! {
+    run_rm_prints_output_and_returns_the_exit_code: berthd(Ctr) => run_rm_case;
+    detached_task_lists_execs_pauses_reports_metrics_and_is_removed: berthd(Ctr) => detached_task_case;
+    run_with_tty_gets_a_pseudo_terminal: berthd(Ctr) => tty_case;
+    memory_hog_is_oom_killed_and_reported: berthd(Ctr) => oom_case;
+    run_rm_publishes_task_lifecycle_events: berthd(Ctr) => events_case;
+    tasks_survive_a_daemon_crash_and_report_exits_missed_while_down: berthd(Ctr) => @mut restart_case;
+    rejected_and_failing_runs_leave_nothing_behind: berthd(Ctr) => bad_input_case;
 }
 
-#[test]
-fn run_with_tty_gets_a_pseudo_terminal() {
-    if let Some(t) = Target::berthd() {
-        tty_case(&t);
-    }
+// The same cases against a real containerd with its runc shim: a case failing there is a wrong
+// test (STYLE.md §5).
+cases! {
+    reference_containerd_run_rm: containerd(Ctr) => run_rm_case;
+    reference_containerd_detached_task: containerd(Ctr) => detached_task_case;
+    reference_containerd_tty: containerd(Ctr) => tty_case;
+    reference_containerd_oom: containerd(Ctr) => oom_case;
+    reference_containerd_events: containerd(Ctr) => events_case;
+    reference_containerd_restart: containerd(Ctr) => @mut restart_case;
+    reference_containerd_bad_input: containerd(Ctr) => bad_input_case;
 }
 
-#[test]
-fn memory_hog_is_oom_killed_and_reported() {
-    if let Some(t) = Target::berthd() {
-        oom_case(&t);
-    }
+// The same cases with `berth` as the client, against berthd (issue 7: "the same lifecycle suite
+// that the runtime issue runs with the real ctr also passes with berth").
+cases! {
+    berth_client_run_rm: berthd(Berth) => run_rm_case;
+    berth_client_detached_task: berthd(Berth) => detached_task_case;
+    berth_client_tty: berthd(Berth) => tty_case;
+    berth_client_oom: berthd(Berth) => oom_case;
+    berth_client_events: berthd(Berth) => events_case;
+    berth_client_restart: berthd(Berth) => @mut restart_case;
+    berth_client_bad_input: berthd(Berth) => bad_input_case;
 }
 
-#[test]
-fn run_rm_publishes_task_lifecycle_events() {
-    if let Some(t) = Target::berthd() {
-        events_case(&t);
-    }
-}
-
-#[test]
-fn tasks_survive_a_daemon_crash_and_report_exits_missed_while_down() {
-    if let Some(mut t) = Target::berthd() {
-        restart_case(&mut t);
-    }
-}
-
-#[test]
-fn rejected_and_failing_runs_leave_nothing_behind() {
-    if let Some(t) = Target::berthd() {
-        bad_input_case(&t);
-    }
+// ... and against a real containerd.
+cases! {
+    berth_client_containerd_run_rm: containerd(Berth) => run_rm_case;
+    berth_client_containerd_detached_task: containerd(Berth) => detached_task_case;
+    berth_client_containerd_tty: containerd(Berth) => tty_case;
+    berth_client_containerd_oom: containerd(Berth) => oom_case;
+    berth_client_containerd_events: containerd(Berth) => events_case;
+    berth_client_containerd_restart: containerd(Berth) => @mut restart_case;
+    berth_client_containerd_bad_input: containerd(Berth) => bad_input_case;
 }
 
 #[test]
 fn containerd_runs_the_berth_shim() {
-    let Some(t) = Target::containerd() else {
+    let Some(t) = Target::containerd(Client::Ctr) else {
         return;
     };
     let (x1, x2) = (unique("x1"), unique("x2"));
-    let guard = Containers::new(t.address(), &[&x1, &x2]);
+    let guard = Containers::new(&t, &[&x1, &x2]);
 
-    run_hello_and_exit_7(t.address(), &["--runtime", BERTH_RUNTIME], &x1, &x2);
+    run_hello_and_exit_7(&t, &["--runtime", BERTH_RUNTIME], &x1, &x2);
 
     drop(guard);
     assert_no_shim(BERTH_SHIM, t.address(), None);
@@ -809,61 +849,9 @@ fn berthd_runs_the_containerd_runc_shim() {
         "[plugins.\"io.containerd.runtime.v2.task\"]\n  \
          runtimes = {{ \"io.containerd.runc.v2\" = \"{RUNC_SHIM}\" }}\n"
     );
-    let Some(t) = Target::berthd_with(Some(&config), RUNC_SHIM) else {
+    let Some(t) = Target::berthd_with(Some(&config), RUNC_SHIM, Client::Ctr) else {
         return;
     };
     run_rm_case(&t);
     assert_no_shim(BERTH_SHIM, t.address(), None);
-}
-
-// The same cases against a real containerd with its runc shim: a case failing there is a wrong
-// test (STYLE.md §5).
-
-#[test]
-fn reference_containerd_run_rm() {
-    if let Some(t) = Target::containerd() {
-        run_rm_case(&t);
-    }
-}
-
-#[test]
-fn reference_containerd_detached_task() {
-    if let Some(t) = Target::containerd() {
-        detached_task_case(&t);
-    }
-}
-
-#[test]
-fn reference_containerd_tty() {
-    if let Some(t) = Target::containerd() {
-        tty_case(&t);
-    }
-}
-
-#[test]
-fn reference_containerd_oom() {
-    if let Some(t) = Target::containerd() {
-        oom_case(&t);
-    }
-}
-
-#[test]
-fn reference_containerd_events() {
-    if let Some(t) = Target::containerd() {
-        events_case(&t);
-    }
-}
-
-#[test]
-fn reference_containerd_restart() {
-    if let Some(mut t) = Target::containerd() {
-        restart_case(&mut t);
-    }
-}
-
-#[test]
-fn reference_containerd_bad_input() {
-    if let Some(t) = Target::containerd() {
-        bad_input_case(&t);
-    }
 }

@@ -27,7 +27,7 @@ use berth_integration::layers::{
     SYMLINK, SYMLINK_TARGET, XATTR_FILE, XATTR_VALUE,
 };
 use berth_integration::{
-    berthd_bin, channel, ctr, namespaced, parse_table, require_binary, require_root,
+    berthd_bin, channel, ctr, ctr_at, namespaced, parse_table, require_binary, require_root,
     run_with_timeout, CmdOutput, Daemon, Row, CTR_BIN, CTR_TIMEOUT,
 };
 use berth_proto::containerd::services::content::v1::content_client::ContentClient;
@@ -73,18 +73,6 @@ fn serial() -> MutexGuard<'static, ()> {
 /// Root and `ctr`: what every test here needs.
 fn prerequisites() -> bool {
     require_root() && require_binary(CTR_BIN)
-}
-
-/// Runs `ctr --address <address> <args>` (for any socket, a real containerd too).
-fn ctr_at(address: &Path, args: &[&str]) -> CmdOutput {
-    let mut cmd = Command::new(CTR_BIN);
-    cmd.arg("--address")
-        .arg(address)
-        .args(args)
-        .env_remove("CONTAINERD_ADDRESS")
-        .env_remove("CONTAINERD_NAMESPACE")
-        .env_remove("CONTAINERD_SNAPSHOTTER");
-    run_with_timeout(cmd, CTR_TIMEOUT)
 }
 
 /// Runs a host command (`mount`, `losetup`, ...) and returns its output.
