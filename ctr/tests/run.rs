@@ -289,6 +289,25 @@ fn detached_task_lifecycle() {
     let ps = berth(a, &["tasks", "ps", &t3]).ok();
     assert!(ps.starts_with("PID"), "{ps}");
     assert!(ps.contains(&pid.to_string()), "{ps}");
+    // The listings of a running container, parsed as JSON (issue 7: every listing).
+    let ps = berth(a, &["tasks", "ps", "--format", "json", &t3]).json();
+    assert!(
+        ps.as_array()
+            .expect("a JSON array")
+            .iter()
+            .any(|p| p["pid"].as_u64() == Some(pid)),
+        "init pid {pid} not in {ps}"
+    );
+    let containers = berth(a, &["containers", "ls", "--format", "json"]).json();
+    let c3 = containers
+        .as_array()
+        .expect("a JSON array")
+        .iter()
+        .find(|c| c["id"] == t3.as_str())
+        .unwrap_or_else(|| panic!("{t3} not in {containers}"));
+    assert_eq!(c3["image"], IMAGE, "{c3}");
+    assert_eq!(c3["runtime"], "io.containerd.runc.v2", "{c3}");
+    assert_eq!(c3["snapshot_key"], t3.as_str(), "{c3}");
 
     let out = berth(a, &["tasks", "exec", "--exec-id", "e1", &t3, "ls", "/"]).ok();
     assert!(out.lines().any(|l| l == "bin"), "{out}");
