@@ -1,7 +1,7 @@
 //! `berth images pull` and `berth images push` against a real registry (Debian's
 //! `docker-registry`, started per test on 127.0.0.1 by `berth_integration::registry`) and a real
-//! `berthd`: plain HTTP, HTTPS with a test CA and basic auth, and a pull killed halfway and run
-//! again.
+//! `berthd`: plain HTTP, HTTPS with a test CA and basic auth, a multi-platform index (only the
+//! host's platform unless `--all-platforms`), and a pull killed halfway and run again.
 //!
 //! Needs root (berthd unpacks with overlayfs), `docker-registry`, `htpasswd` and `openssl`; a
 //! missing one skips the test, or fails it under CI=true.
@@ -339,7 +339,18 @@ fn build_big_image(dir: &Path, name: &str, big: usize) -> (PathBuf, String, Vec<
     .into_bytes();
 
     let archive = dir.join("big.tar");
-    let mut out = tar::Builder::new(File::create(&archive).expect("create archive"));
+    write_oci_archive(
+        &archive,
+        &index,
+        [&config, &manifest, &layers[0], &layers[1]].map(Vec::as_slice),
+    );
+    (archive, manifest_digest, digests)
+}
+
+/// Writes an OCI layout tar at `path`: `oci-layout`, `index.json` and each blob under
+/// `blobs/sha256/<hex>`.
+fn write_oci_archive<'a>(path: &Path, index: &[u8], blobs: impl IntoIterator<Item = &'a [u8]>) {
+    let mut out = tar::Builder::new(File::create(path).expect("create archive"));
     let mut add = |path: &str, data: &[u8]| {
         let mut h = tar::Header::new_ustar();
         h.set_entry_type(tar::EntryType::Regular);
@@ -348,8 +359,8 @@ fn build_big_image(dir: &Path, name: &str, big: usize) -> (PathBuf, String, Vec<
         out.append_data(&mut h, path, data).expect("write archive");
     };
     add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
-    add("index.json", &index);
-    for blob in [&config, &manifest, &layers[0], &layers[1]] {
+    add("index.json", index);
+    for blob in blobs {
         let digest = sha256_digest(blob);
         let hex = digest.trim_start_matches("sha256:");
         add(&format!("blobs/sha256/{hex}"), blob);
@@ -357,7 +368,149 @@ fn build_big_image(dir: &Path, name: &str, big: usize) -> (PathBuf, String, Vec<
     out.into_inner()
         .and_then(|mut f| f.flush())
         .expect("finish archive");
-    (archive, manifest_digest, digests)
+}
+
+/// The digests of the linux/arm64 half of [`build_multi_platform_archive`]'s index.
+struct Arm64 {
+    manifest: String,
+    config: String,
+    layer: String,
+}
+
+/// An OCI layout tar whose `index.json` names (as `name`) one nested index of two platforms:
+/// the busybox test image `img` for linux/amd64 and a one-layer image for linux/arm64/v8 whose
+/// layer no amd64 pull may fetch. Returns the archive, the nested index's digest and the arm64
+/// digests.
+fn build_multi_platform_archive(
+    dir: &Path,
+    name: &str,
+    img: &berth_integration::image::TestImage,
+) -> (PathBuf, String, Arm64) {
+    const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+    const INDEX: &str = "application/vnd.oci.image.index.v1+json";
+    let layer = file_layer("arm64", b"arm64 only\n");
+    let layer_digest = sha256_digest(&layer);
+    let config = format!(
+        r#"{{"architecture":"arm64","os":"linux","variant":"v8","rootfs":{{"type":"layers","diff_ids":["{layer_digest}"]}}}}"#
+    )
+    .into_bytes();
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{layer_digest}","size":{}}}]}}"#,
+        sha256_digest(&config),
+        config.len(),
+        layer.len()
+    )
+    .into_bytes();
+    let arm = Arm64 {
+        manifest: sha256_digest(&manifest),
+        config: sha256_digest(&config),
+        layer: layer_digest,
+    };
+    let multi = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{INDEX}","manifests":[{{"mediaType":"{MANIFEST}","digest":"{}","size":{},"platform":{{"architecture":"arm64","os":"linux","variant":"v8"}}}},{{"mediaType":"{MANIFEST}","digest":"{}","size":{},"platform":{{"architecture":"amd64","os":"linux"}}}}]}}"#,
+        arm.manifest,
+        manifest.len(),
+        img.manifest_digest,
+        img.manifest_size
+    )
+    .into_bytes();
+    let multi_digest = sha256_digest(&multi);
+    let index = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{INDEX}","manifests":[{{"mediaType":"{INDEX}","digest":"{multi_digest}","size":{},"annotations":{{"io.containerd.image.name":"{name}"}}}}]}}"#,
+        multi.len()
+    )
+    .into_bytes();
+    let archive = dir.join("multi.tar");
+    let mut blobs: Vec<&[u8]> = img.blobs.values().map(Vec::as_slice).collect();
+    blobs.extend([&multi[..], &manifest, &config, &layer]);
+    write_oci_archive(&archive, &index, blobs);
+    (archive, multi_digest, arm)
+}
+
+/// The digests of `berth content ls --format json`.
+fn content_digests(address: &Path) -> Vec<String> {
+    berth(address, &["content", "ls", "--format", "json"])
+        .json()
+        .as_array()
+        .expect("a JSON array")
+        .iter()
+        .map(|c| c["digest"].as_str().expect("a digest").to_owned())
+        .collect()
+}
+
+#[test]
+fn multi_platform_index_pulls_the_host_platform_unless_all_platforms() {
+    if !prerequisites() {
+        return;
+    }
+    let registry = Registry::start_plain();
+    let source = Daemon::start();
+    let s = source.address();
+    let name = "docker.io/library/multi:latest";
+    let img = build_busybox_image(source.dir(), IMAGE);
+    let (archive, index, arm) = build_multi_platform_archive(source.dir(), name, &img);
+    let archive = archive.to_str().expect("utf-8 path");
+    berth(
+        s,
+        &[
+            "images",
+            "import",
+            "--all-platforms",
+            "--no-unpack",
+            archive,
+        ],
+    )
+    .ok();
+    let remote = format!("{}/test/multi:1", registry.host());
+    let out = berth(s, &["images", "push", "--plain-http", &remote, name]).ok();
+    assert_eq!(out.trim(), format!("pushed {remote} ({index})"));
+    let host_blobs = img.image_blob_digests();
+    let arm_blobs = [&arm.manifest, &arm.config, &arm.layer];
+
+    // The host platform (linux/amd64) only: its manifest, config and layers, unpacked.
+    let fresh = Daemon::start();
+    let f = fresh.address();
+    berth(f, &["images", "pull", "--plain-http", &remote]).ok();
+    assert_eq!(images(f), [(remote.clone(), index.clone())]);
+    let content = content_digests(f);
+    for d in host_blobs.iter().chain([&index]) {
+        assert!(content.contains(d), "{d} missing: {content:?}");
+    }
+    for d in arm_blobs {
+        assert!(!content.contains(d), "arm64 blob {d} fetched: {content:?}");
+    }
+    assert!(
+        registry.blob_gets("test/multi", &arm.layer).is_empty(),
+        "{}",
+        registry.log_text()
+    );
+    let check = berth(f, &["images", "check", "--format", "json"]).json();
+    assert_eq!(check[0]["complete"], true, "{check}");
+    assert_eq!(check[0]["unpacked"], true, "{check}");
+
+    // --all-platforms fetches every manifest, config and layer (in a fresh daemon, so nothing
+    // is shared); the host platform is still the one unpacked.
+    let all = Daemon::start();
+    let a = all.address();
+    berth(
+        a,
+        &["images", "pull", "--plain-http", "--all-platforms", &remote],
+    )
+    .ok();
+    assert_eq!(images(a), [(remote.clone(), index.clone())]);
+    let content = content_digests(a);
+    for d in host_blobs.iter().chain([&index]).chain(arm_blobs) {
+        assert!(content.contains(d), "{d} missing: {content:?}");
+    }
+    assert_eq!(
+        registry.blob_gets("test/multi", &arm.layer),
+        [200],
+        "{}",
+        registry.log_text()
+    );
+    let check = berth(a, &["images", "check", "--format", "json"]).json();
+    assert_eq!(check[0]["complete"], true, "{check}");
+    assert_eq!(check[0]["unpacked"], true, "{check}");
 }
 
 /// A TCP proxy to `127.0.0.1:<upstream>` that sends the upstream's answers at about
