@@ -45,7 +45,20 @@ impl Run {
 
 /// Runs `berth -a <address> args...`, with `stdin` piped in.
 fn berth_in(address: &Path, args: &[&str], stdin: &[u8]) -> Run {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+    berth_env(address, args, stdin, &[])
+}
+
+/// Runs `berth -a <address> args...` with `stdin` piped in and `env` added to (`None`: removed
+/// from) the environment.
+fn berth_env(address: &Path, args: &[&str], stdin: &[u8], env: &[(&str, Option<&str>)]) -> Run {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+    for (key, value) in env {
+        match value {
+            Some(v) => cmd.env(key, v),
+            None => cmd.env_remove(key),
+        };
+    }
+    let mut child = cmd
         .arg("--address")
         .arg(address)
         .args(args)
@@ -440,6 +453,119 @@ fn content_snapshots_and_leases() {
     assert_eq!(
         berth(a, &["containers", "ls"]).ok().trim(),
         "CONTAINER IMAGE RUNTIME"
+    );
+}
+
+#[test]
+fn content_edit_stores_the_edited_blob_under_a_new_digest() {
+    if !require_root() {
+        return;
+    }
+    let daemon = Daemon::start();
+    let a = daemon.address();
+    let data = b"{\"greeting\":\"hello\"}\n";
+    let original = berth_in(
+        a,
+        &[
+            "content",
+            "ingest",
+            "--label",
+            "containerd.io/gc.root=test",
+            "orig",
+        ],
+        data,
+    )
+    .ok();
+    let original = original.trim();
+
+    // The editor is a shell command given the temporary file as its last word, as ctr runs it.
+    let edit = |editor: Option<&str>, extra: &[&str]| {
+        let mut args = vec!["content", "edit"];
+        args.extend_from_slice(extra);
+        args.push(original);
+        berth_env(a, &args, b"", &[("EDITOR", editor)])
+    };
+    let out = edit(
+        Some("sed -i s/hello/howdy/"),
+        &["--label", "containerd.io/gc.root=test"],
+    )
+    .ok();
+    let edited = b"{\"greeting\":\"howdy\"}\n";
+    let digest = format!("sha256:{}", sha256_hex(edited));
+    assert_eq!(out, format!("{digest}\n"));
+    assert_eq!(
+        berth(a, &["content", "get", &digest]).ok().as_bytes(),
+        edited
+    );
+    // The original blob is untouched, and no ingest is left behind.
+    assert_eq!(
+        berth(a, &["content", "get", original]).ok().as_bytes(),
+        data
+    );
+    assert_eq!(berth(a, &["content", "active", "-q"]).ok(), "");
+    let labels = berth(a, &["content", "ls", "--format", "json"]).json();
+    let new = labels
+        .as_array()
+        .expect("a JSON array")
+        .iter()
+        .find(|c| c["digest"] == digest.as_str())
+        .unwrap_or_else(|| panic!("{digest} not listed: {labels}"));
+    assert_eq!(new["labels"]["containerd.io/gc.root"], "test", "{new}");
+
+    // --editor wins over $EDITOR.
+    let out = berth_env(
+        a,
+        &[
+            "content",
+            "edit",
+            "--editor",
+            "sed -i s/hello/hi/",
+            original,
+        ],
+        b"",
+        &[("EDITOR", Some("false"))],
+    )
+    .ok();
+    let hi = format!("sha256:{}", sha256_hex(b"{\"greeting\":\"hi\"}\n"));
+    assert_eq!(out.trim(), hi);
+
+    // No editor, a failing editor, a missing blob and --validate fail with one clear line.
+    let none = edit(None, &[]);
+    assert_eq!(none.code, 1);
+    assert!(
+        none.stderr.contains("editor is required"),
+        "{}",
+        none.stderr
+    );
+    let failing = edit(Some("false"), &[]);
+    assert_eq!(failing.code, 1);
+    assert!(
+        failing
+            .stderr
+            .starts_with("berth: the editor \"false\" failed"),
+        "{}",
+        failing.stderr
+    );
+    let missing = format!("sha256:{}", sha256_hex(b"not stored"));
+    let gone = berth_env(
+        a,
+        &["content", "edit", &missing],
+        b"",
+        &[("EDITOR", Some("true"))],
+    );
+    assert_eq!(gone.code, 1);
+    assert_eq!(
+        gone.stderr,
+        format!("berth: content {missing:?} not found in namespace \"default\"\n")
+    );
+    let validate = edit(Some("true"), &["--validate", "json"]);
+    assert_eq!(validate.code, 1);
+    assert!(
+        validate
+            .stderr
+            .contains("validating the edit result not supported"),
+        "{}",
+        validate.stderr
     );
 }
 

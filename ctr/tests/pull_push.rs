@@ -185,6 +185,71 @@ fn plain_http_push_remove_pull() {
 }
 
 #[test]
+fn content_fetch_stores_every_blob_and_the_image_without_unpacking() {
+    if !prerequisites() {
+        return;
+    }
+    let registry = Registry::start_plain();
+    let (daemon, img) = daemon_with_busybox();
+    let remote = format!("{}/fetch/bb:1", registry.host());
+    berth(
+        daemon.address(),
+        &["images", "push", "--plain-http", &remote, IMAGE],
+    )
+    .ok();
+
+    let fresh = Daemon::start();
+    let f = fresh.address();
+    let out = berth(
+        f,
+        &[
+            "content",
+            "fetch",
+            "--plain-http",
+            "--label",
+            "k=v",
+            &remote,
+        ],
+    )
+    .ok();
+    assert_eq!(out.trim(), format!("{remote} ({})", img.manifest_digest));
+    let content = content_digests(f);
+    for d in img.image_blob_digests() {
+        assert!(content.contains(&d), "{d} missing: {content:?}");
+    }
+    // The image is recorded (with the label), complete, and not unpacked: no snapshot at all.
+    assert_eq!(images(f), [(remote.clone(), img.manifest_digest.clone())]);
+    let ls = berth(f, &["images", "ls", "--format", "json"]).json();
+    assert_eq!(ls[0]["labels"]["k"], "v", "{ls}");
+    let check = berth(f, &["images", "check", "--format", "json"]).json();
+    assert_eq!(check[0]["complete"], true, "{check}");
+    assert_eq!(check[0]["unpacked"], false, "{check}");
+    assert_eq!(berth(f, &["snapshots", "ls", "-q"]).ok(), "");
+    assert_eq!(berth(f, &["leases", "ls", "-q"]).ok().trim(), "");
+
+    // Fetching again finds every blob and fetches none. The registry logs a request when its
+    // response ends: give the log a moment each time.
+    thread::sleep(Duration::from_millis(500));
+    let gets: Vec<Vec<u16>> = img
+        .layers
+        .iter()
+        .map(|l| registry.blob_gets("fetch/bb", &l.digest))
+        .collect();
+    berth(f, &["content", "fetch", "--plain-http", &remote]).ok();
+    thread::sleep(Duration::from_millis(500));
+    for (layer, before) in img.layers.iter().zip(&gets) {
+        assert_eq!(&registry.blob_gets("fetch/bb", &layer.digest), before);
+    }
+
+    let missing = format!("{}/fetch/nothere:1", registry.host());
+    let err = berth(f, &["content", "fetch", "--plain-http", &missing]).fails();
+    assert!(
+        err.starts_with("berth: ") && err.contains("not found") && err.lines().count() == 1,
+        "{err}"
+    );
+}
+
+#[test]
 fn https_with_test_ca_and_basic_auth() {
     if !prerequisites() {
         return;

@@ -1,6 +1,8 @@
 //! `berth content`: the content store (blobs and active ingests).
 
 mod active;
+mod edit;
+mod fetch;
 mod get;
 mod ingest;
 mod label;
@@ -26,6 +28,10 @@ pub enum Command {
     Active(active::Args),
     /// Add labels to a blob: DIGEST [KEY=VALUE...] (`KEY=` clears).
     Label(label::Args),
+    /// Fetch all content of an image from a registry into the store (no unpack): REF.
+    Fetch(fetch::Args),
+    /// Edit a blob in $EDITOR and store the result as a new blob, printing its digest.
+    Edit(edit::Args),
     /// Permanently delete one or more blobs.
     #[command(visible_aliases = ["remove", "delete", "del"])]
     Rm(rm::Args),
@@ -40,6 +46,8 @@ impl Command {
             Self::Ingest(a) => ingest::run(client, a).await,
             Self::Active(a) => active::run(client, a).await,
             Self::Label(a) => label::run(client, a).await,
+            Self::Fetch(a) => fetch::run(client, a).await,
+            Self::Edit(a) => edit::run(client, a).await,
             Self::Rm(a) => rm::run(client, a).await,
         }
     }

@@ -6,7 +6,7 @@ mod import;
 mod label;
 mod ls;
 mod mount;
-mod pull;
+pub mod pull;
 mod push;
 mod rm;
 mod tag;
