@@ -3,8 +3,12 @@
 use std::fmt;
 use std::io::Read;
 use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 
 /// The outcome of a finished (or timed-out and killed) command.
 #[derive(Debug)]
@@ -89,23 +93,29 @@ pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> CmdOutput {
         .unwrap_or_else(|e| panic!("cannot spawn {command}: {e}"));
     let out = drain(child.stdout.take());
     let err = drain(child.stderr.take());
-    let deadline = Instant::now() + timeout;
-    let mut timed_out = false;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() >= deadline => {
-                timed_out = true;
-                // Already exited between try_wait and kill is fine: wait reaps it either way.
-                let _ = child.kill();
-                break child
-                    .wait()
-                    .unwrap_or_else(|e| panic!("cannot wait for {command}: {e}"));
+    // A blocking wait on its own thread reports the exit the moment it happens: the benchmark
+    // times commands with this, so polling would round every figure up to the poll interval.
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    let waiter = thread::spawn(move || {
+        let status = child.wait();
+        let _ = tx.send(());
+        status
+    });
+    let timed_out = match rx.recv_timeout(timeout) {
+        Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => false,
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            // The child is not reaped until the waiter's wait returns, so the pid is still ours.
+            if let Ok(pid) = i32::try_from(pid) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             }
-            Ok(None) => thread::sleep(Duration::from_millis(20)),
-            Err(e) => panic!("cannot wait for {command}: {e}"),
+            true
         }
     };
+    let status = waiter
+        .join()
+        .unwrap_or_else(|_| panic!("waiter thread for {command} panicked"))
+        .unwrap_or_else(|e| panic!("cannot wait for {command}: {e}"));
     let stdout = out.join().unwrap_or_default();
     let stderr = err.join().unwrap_or_default();
     CmdOutput {
@@ -120,6 +130,7 @@ pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> CmdOutput {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     #[test]
     fn captures_both_streams_and_status() {

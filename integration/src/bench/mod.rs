@@ -52,6 +52,25 @@ pub struct Options {
     pub runs: Option<usize>,
     /// Where to write the JSON report.
     pub out: Option<PathBuf>,
+    /// Sections to run (names from [`SECTIONS`]); empty means all.
+    pub only: Vec<String>,
+}
+
+/// Names of the sections, for `--only`.
+pub const SECTIONS: [&str; 6] = [
+    "memory",
+    "unpack",
+    "lifecycle",
+    "concurrent",
+    "api",
+    "shims",
+];
+
+impl Options {
+    /// Whether the section `name` (one of [`SECTIONS`]) runs.
+    fn runs_section(&self, name: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|s| s == name)
+    }
 }
 
 /// Sizes of every measurement.
@@ -98,8 +117,18 @@ fn progress(message: &str) {
     eprintln!("berth-bench: {message}");
 }
 
-/// Runs one section, recording its error instead of stopping the benchmark.
-fn section(report: &mut Report, name: &str, f: impl FnOnce(&mut Report) -> Result<()>) {
+/// Runs one section (unless `--only` leaves it out), recording its error instead of stopping the
+/// benchmark.
+fn section(
+    options: &Options,
+    key: &str,
+    report: &mut Report,
+    name: &str,
+    f: impl FnOnce(&mut Report) -> Result<()>,
+) {
+    if !options.runs_section(key) {
+        return;
+    }
     progress(name);
     let start = Instant::now();
     match f(report) {
@@ -202,7 +231,13 @@ fn measure_all(
     let busybox = crate::image::build_busybox_image(&images, IMAGE);
     let bundle = fixtures::build_runc_bundle(&bins.runc, &scratch.join("bundle"))?;
     let started = Instant::now();
-    let big = fixtures::build_big_image(&images, BIG_IMAGE, plan.unpack_bytes)?;
+    let unpack_bytes = if options.runs_section("unpack") {
+        plan.unpack_bytes
+    } else {
+        // Not measured: a token image keeps the report's context complete.
+        1_000_000
+    };
+    let big = fixtures::build_big_image(&images, BIG_IMAGE, unpack_bytes)?;
     progress(&format!(
         "big image: {:.1} MB uncompressed, {:.1} MB gzip, built in {:.1} s",
         big.uncompressed as f64 / 1e6,
@@ -222,16 +257,20 @@ fn measure_all(
     let addresses: Vec<PathBuf> = servers.iter().map(|s| s.address().to_owned()).collect();
     // Let start-up allocations settle before reading the idle figure.
     thread::sleep(Duration::from_secs(1));
-    section(&mut report, "daemon memory", |report| {
+    let archive = busybox.archive.to_string_lossy();
+    let import_busybox = || -> Result<()> {
+        for server in &servers {
+            server.ctr_ok(namespace, &["images", "import", &archive])?;
+        }
+        Ok(())
+    };
+    section(options, "memory", &mut report, "daemon memory", |report| {
         report.set(
             "daemon_rss_idle_mib",
             Summary::one(memory::daemon_rss_mib(&servers[0])?),
             Summary::one(memory::daemon_rss_mib(&servers[1])?),
         );
-        let archive = busybox.archive.to_string_lossy();
-        for server in &servers {
-            server.ctr_ok(namespace, &["images", "import", &archive])?;
-        }
+        import_busybox()?;
         report.set(
             "daemon_rss_imported_mib",
             Summary::one(memory::daemon_rss_mib(&servers[0])?),
@@ -239,30 +278,45 @@ fn measure_all(
         );
         Ok(())
     });
-    section(&mut report, "import + unpack", |report| {
-        unpack::measure(
-            report,
-            &bins,
-            &scratch.join("unpack"),
-            namespace,
-            &big,
-            plan.runs,
-        )
-    });
+    if !options.runs_section("memory") {
+        import_busybox()?;
+    }
+    section(
+        options,
+        "unpack",
+        &mut report,
+        "import + unpack",
+        |report| {
+            unpack::measure(
+                report,
+                &bins,
+                &scratch.join("unpack"),
+                namespace,
+                &big,
+                plan.runs,
+            )
+        },
+    );
     let workload = lifecycle::Workload {
         namespace,
         image: IMAGE,
     };
-    section(&mut report, "lifecycles", |report| {
+    section(options, "lifecycle", &mut report, "lifecycles", |report| {
         let runc_root = scratch.join("runc-root");
         lifecycle::measure(
             report, &bins, &servers, workload, &bundle, &runc_root, plan.runs,
         )
     });
-    section(&mut report, "concurrent lifecycles", |report| {
-        lifecycle::measure_concurrent(report, &servers, workload, plan.concurrent, plan.runs)
-    });
-    section(&mut report, "API load", |report| {
+    section(
+        options,
+        "concurrent",
+        &mut report,
+        "concurrent lifecycles",
+        |report| {
+            lifecycle::measure_concurrent(report, &servers, workload, plan.concurrent, plan.runs)
+        },
+    );
+    section(options, "api", &mut report, "API load", |report| {
         api::measure(
             report,
             &servers,
@@ -272,7 +326,7 @@ fn measure_all(
             plan.runs,
         )
     });
-    section(&mut report, "shim memory", |report| {
+    section(options, "shims", &mut report, "shim memory", |report| {
         memory::measure(report, &servers, namespace, IMAGE, plan.memory_containers)
     });
     report
@@ -321,7 +375,11 @@ pub fn run(options: &Options) -> Result<()> {
         let text = serde_json::to_string_pretty(&report.to_json())?;
         fs::write(out, text + "\n").with_context(|| format!("write {}", out.display()))?;
     }
-    let missing = report.missing();
+    let missing: Vec<_> = if options.only.is_empty() {
+        report.missing()
+    } else {
+        Vec::new()
+    };
     if !missing.is_empty() {
         bail!(
             "{} metric(s) without a number: {}; errors: {}",

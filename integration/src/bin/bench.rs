@@ -19,6 +19,10 @@ struct Args {
     /// Also write the report as JSON to this file.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Run only these sections (comma-separated: memory, unpack, lifecycle, concurrent, api,
+    /// shims); the figures of the others are left out and not required.
+    #[arg(long, value_delimiter = ',', value_parser = bench::SECTIONS)]
+    only: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -27,6 +31,7 @@ fn main() -> ExitCode {
         quick: args.quick,
         runs: args.runs,
         out: args.out,
+        only: args.only,
     };
     match bench::run(&options) {
         Ok(()) => ExitCode::SUCCESS,

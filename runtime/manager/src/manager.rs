@@ -205,6 +205,12 @@ impl TaskManager {
     }
 
     /// Removes `task` from the list if it is still the listed one; true if it was.
+    /// Whether `task` is (still) the listed task of its namespace and id.
+    fn is_listed(&self, task: &Arc<Task>) -> bool {
+        let key = (task.namespace().to_owned(), task.id().to_owned());
+        self.lock().get(&key).is_some_and(|t| Arc::ptr_eq(t, task))
+    }
+
     fn unlist(&self, task: &Arc<Task>) -> bool {
         let key = (task.namespace().to_owned(), task.id().to_owned());
         let mut tasks = self.lock();
@@ -368,10 +374,18 @@ impl TaskManager {
     /// containerd `cleanupAfterDeadShim` + bundle removal, once per task: the shim's `delete`
     /// action; if the task was still listed, TaskExit and TaskDelete (255 if the action failed);
     /// then the bundle goes.
+    ///
+    /// A task no longer listed was deleted through its shim (runc state and rootfs are gone),
+    /// so only the bundle goes: no `delete` action, which would cost a shim and a
+    /// `runc delete --force` start-up on every task (containerd skips it there too).
     async fn cleanup_dead_shim(&self, task: &Arc<Task>) {
         task.cleanup
             .get_or_init(|| async {
-                let exit = self.run_delete_action(&task.shim).await;
+                let exit = if self.is_listed(task) {
+                    self.run_delete_action(&task.shim).await
+                } else {
+                    None
+                };
                 if self.unlist(task) {
                     tracing::warn!(namespace = %task.namespace(), id = %task.id(), "cleaned up after dead shim");
                     publish_dead_shim(
