@@ -23,6 +23,7 @@ use prost_types::Any;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+use crate::container_listing::ContainerListings;
 use crate::convert::timestamp;
 use crate::grpc::GrpcService;
 use crate::status::to_status;
@@ -35,6 +36,7 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 pub struct ContainersService {
     store: Arc<MetadataStore>,
     events: Arc<Exchange>,
+    listings: Arc<ContainerListings>,
 }
 
 fn any_from(a: Option<Any>) -> Option<AnyValue> {
@@ -101,7 +103,11 @@ fn from_proto(c: Option<Container>) -> StoredContainer {
 impl ContainersService {
     /// A service over `store`, publishing to `events`.
     pub fn new(store: Arc<MetadataStore>, events: Arc<Exchange>) -> Self {
-        ContainersService { store, events }
+        ContainersService {
+            store,
+            events,
+            listings: Arc::default(),
+        }
     }
 
     async fn with_store<T, F>(&self, f: F) -> Result<T, Status>
@@ -123,10 +129,9 @@ impl ContainersService {
         let ns = namespace::from_request(req)?;
         tracing::Span::current().record("namespace", ns.as_str());
         let filter = berth_filters::parse_any(&req.get_ref().filters).map_err(|e| to_status(&e))?;
-        let all = self
-            .with_store(move |s| s.list_containers(&ns, &filter))
-            .await?;
-        Ok(all.into_iter().map(to_proto).collect())
+        let listings = self.listings.clone();
+        self.with_store(move |s| listings.list(s, &ns, &filter, to_proto))
+            .await
     }
 }
 

@@ -2,6 +2,7 @@
 //! namespace, validate, call, convert and map the error; the work lives in the core crates.
 
 pub mod blocking;
+pub mod container_listing;
 pub mod containers;
 pub mod content;
 pub mod convert;

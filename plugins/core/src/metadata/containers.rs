@@ -173,6 +173,7 @@ impl MetadataStore {
                 MetadataStore::count_object(nst, ns, kinds::CONTAINERS, 1)
             }),
         )?;
+        self.note_container_change();
         self.flush()?;
         Ok(c)
     }
@@ -248,6 +249,7 @@ impl MetadataStore {
             tx::write(ct, &k, &updated)?;
             Ok(updated)
         }))?;
+        self.note_container_change();
         self.flush()?;
         Ok(updated)
     }
@@ -264,6 +266,7 @@ impl MetadataStore {
                 MetadataStore::count_object(nst, ns, kinds::CONTAINERS, -1)
             }),
         )?;
+        self.note_container_change();
         self.note_deletion();
         self.flush()
     }

@@ -61,6 +61,9 @@ pub struct MetadataStore {
     containers: sled::Tree,
     /// Bumped by every deletion; the garbage collector runs when it moved.
     deletions: Arc<AtomicU64>,
+    /// Bumped after every committed change to a container record, so that readers can keep
+    /// a decoded listing until it moves (see [`MetadataStore::container_generation`]).
+    container_changes: Arc<AtomicU64>,
     /// Held shared by a content commit (bytes renamed into place, then recorded) and
     /// exclusively by the collector's content sweep, so that it never removes bytes between
     /// the two steps (containerd's `cs.l`).
@@ -89,6 +92,7 @@ impl MetadataStore {
             containers: tree(trees::CONTAINERS)?,
             db,
             deletions: Arc::new(AtomicU64::new(0)),
+            container_changes: Arc::new(AtomicU64::new(0)),
             content_lock: Arc::new(RwLock::new(())),
             snapshot_lock: Arc::new(RwLock::new(())),
         })
@@ -103,6 +107,18 @@ impl MetadataStore {
     /// How many deletions happened since start; the GC compares it with its last run.
     pub fn deletion_count(&self) -> u64 {
         self.deletions.load(Ordering::Relaxed)
+    }
+
+    /// Changes whenever a container record of any namespace was created, updated or deleted.
+    /// Read it before listing: a listing made after reading generation `g` holds every change
+    /// up to `g` (a change is committed before the generation moves).
+    pub fn container_generation(&self) -> u64 {
+        self.container_changes.load(Ordering::Acquire)
+    }
+
+    /// Called after a container change committed.
+    pub(crate) fn note_container_change(&self) {
+        self.container_changes.fetch_add(1, Ordering::Release);
     }
 
     /// Taken by a content commit for its whole length.

@@ -1,0 +1,181 @@
+//! A decoded, wire-ready copy of each namespace's container records, kept until the store's
+//! container generation moves.
+//!
+//! Listing containers is what orchestrators poll. Decoding every record from the database and
+//! converting it to its protobuf form on each call cost about 5 µs per container; with this
+//! cache a call clones the ready messages (filtered on the stored form) and only the protobuf
+//! encoding is left.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use berth_core::{Container as StoredContainer, MetadataError, MetadataStore};
+use berth_filters::Filter;
+use berth_proto::containerd::services::containers::v1::Container;
+
+/// One container in both forms: the stored one for filters, the wire one for answers.
+#[derive(Debug)]
+struct Entry {
+    stored: StoredContainer,
+    wire: Container,
+}
+
+/// The entries of one namespace and the generation they were read at.
+#[derive(Debug, Clone)]
+struct Listing {
+    generation: u64,
+    entries: Arc<Vec<Entry>>,
+}
+
+/// Per-namespace listings, rebuilt on the first call after any container changed.
+#[derive(Debug, Default)]
+pub struct ContainerListings {
+    by_namespace: Mutex<HashMap<String, Listing>>,
+}
+
+impl ContainerListings {
+    /// The containers of `ns` that match `filter`, in key order. Blocking: call it off the
+    /// async runtime.
+    pub fn list(
+        &self,
+        store: &MetadataStore,
+        ns: &str,
+        filter: &Filter,
+        to_wire: impl Fn(StoredContainer) -> Container,
+    ) -> Result<Vec<Container>, MetadataError> {
+        let entries = self.entries(store, ns, to_wire)?;
+        Ok(entries
+            .iter()
+            .filter(|e| filter.matches(&e.stored))
+            .map(|e| e.wire.clone())
+            .collect())
+    }
+
+    fn entries(
+        &self,
+        store: &MetadataStore,
+        ns: &str,
+        to_wire: impl Fn(StoredContainer) -> Container,
+    ) -> Result<Arc<Vec<Entry>>, MetadataError> {
+        // Read before listing: a change racing the scan moves the generation past the one
+        // recorded, so the next call rebuilds (at worst once too often, never stale).
+        let generation = store.container_generation();
+        if let Some(listing) = self.lock().get(ns) {
+            if listing.generation == generation {
+                return Ok(listing.entries.clone());
+            }
+        }
+        let entries: Vec<Entry> = store
+            .list_containers(ns, &Filter::default())?
+            .into_iter()
+            .map(|stored| Entry {
+                wire: to_wire(stored.clone()),
+                stored,
+            })
+            .collect();
+        let entries = Arc::new(entries);
+        let mut cache = self.lock();
+        // Namespaces without containers are not kept: deleted namespaces leave nothing behind.
+        if entries.is_empty() {
+            cache.remove(ns);
+        } else {
+            cache.insert(
+                ns.to_owned(),
+                Listing {
+                    generation,
+                    entries: entries.clone(),
+                },
+            );
+        }
+        Ok(entries)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Listing>> {
+        self.by_namespace
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::SystemTime;
+
+    use berth_core::metadata::{AnyValue, RuntimeRecord};
+
+    use super::*;
+
+    fn record(id: &str, label: &str) -> StoredContainer {
+        StoredContainer {
+            id: id.into(),
+            labels: BTreeMap::from([("team".to_owned(), label.to_owned())]),
+            image: "img".into(),
+            runtime: RuntimeRecord {
+                name: "io.containerd.runc.v2".into(),
+                options: None,
+            },
+            spec: Some(AnyValue {
+                type_url: "types.containerd.io/opencontainers/runtime-spec/1/Spec".into(),
+                value: b"{}".to_vec(),
+            }),
+            snapshotter: String::new(),
+            snapshot_key: String::new(),
+            created_at: SystemTime::UNIX_EPOCH,
+            updated_at: SystemTime::UNIX_EPOCH,
+            extensions: BTreeMap::new(),
+        }
+    }
+
+    fn wire(c: StoredContainer) -> Container {
+        Container {
+            id: c.id,
+            image: c.image,
+            ..Container::default()
+        }
+    }
+
+    fn ids(list: &[Container]) -> Vec<&str> {
+        list.iter().map(|c| c.id.as_str()).collect()
+    }
+
+    #[test]
+    fn follows_creates_updates_and_deletes_and_applies_filters() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MetadataStore::open(dir.path()).unwrap();
+        let listings = ContainerListings::default();
+        let all = Filter::default();
+        assert!(listings.list(&store, "ns", &all, wire).unwrap().is_empty());
+
+        store.create_container("ns", record("a", "red")).unwrap();
+        store.create_container("ns", record("b", "blue")).unwrap();
+        store.create_container("other", record("c", "red")).unwrap();
+        assert_eq!(
+            ids(&listings.list(&store, "ns", &all, wire).unwrap()),
+            ["a", "b"]
+        );
+
+        let red = berth_filters::parse_any(&["labels.team==red".to_owned()]).unwrap();
+        assert_eq!(
+            ids(&listings.list(&store, "ns", &red, wire).unwrap()),
+            ["a"]
+        );
+
+        let mut b = record("b", "red");
+        b.image = "img2".into();
+        store.update_container("ns", b, &[]).unwrap();
+        let listed = listings.list(&store, "ns", &red, wire).unwrap();
+        assert_eq!(ids(&listed), ["a", "b"]);
+        assert_eq!(listed[1].image, "img2");
+
+        store.delete_container("ns", "a").unwrap();
+        assert_eq!(
+            ids(&listings.list(&store, "ns", &all, wire).unwrap()),
+            ["b"]
+        );
+        assert_eq!(
+            ids(&listings.list(&store, "other", &all, wire).unwrap()),
+            ["c"]
+        );
+    }
+}
