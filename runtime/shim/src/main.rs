@@ -14,6 +14,7 @@ mod io;
 mod mount;
 mod process;
 mod reaper;
+mod resident;
 mod runc;
 mod service;
 mod socket;

@@ -21,6 +21,7 @@ use crate::io::{wait_outputs, StdioConfig};
 use crate::mount::{mount_all, unmount_all};
 use crate::process::init::InitOpts;
 use crate::process::{exec, init, Kind, Op, Process, StateError, Status};
+use crate::resident;
 use crate::runc::Runc;
 
 /// How long Delete waits for output to drain (containerd `waitTimeout(&p.wg, 2s)`).
@@ -212,6 +213,11 @@ impl Shim {
         }
         p.status = Status::Running;
         let pid = p.pid;
+        // From here the shim mostly waits; see `resident` for why this pays.
+        tokio::task::spawn_blocking(|| {
+            let kib = resident::release_clean_file_pages();
+            tracing::debug!(kib, "released start-up pages");
+        });
         if p.kind == Kind::Init {
             self.publisher.publish(
                 topic::TASK_START,
