@@ -135,6 +135,11 @@ async fn serve(config: Config, registry: Registry) -> anyhow::Result<()> {
         }
     };
     tracing::info!(address = %address.display(), ttrpc = %ttrpc_address.display(), "serving");
+    // Plugin start-up code will not run again; see berth_resident for why this pays.
+    tokio::task::spawn_blocking(|| {
+        let kib = berth_resident::release_clean_file_pages();
+        tracing::debug!(kib, "released start-up pages");
+    });
     let result = tonic::transport::Server::builder()
         .trace_fn(|req| tracing::info_span!("rpc", method = %req.uri().path()))
         .add_routes(routes)

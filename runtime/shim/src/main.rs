@@ -14,7 +14,6 @@ mod io;
 mod mount;
 mod process;
 mod reaper;
-mod resident;
 mod runc;
 mod service;
 mod socket;

@@ -21,7 +21,6 @@ use crate::io::{wait_outputs, StdioConfig};
 use crate::mount::{mount_all, unmount_all};
 use crate::process::init::InitOpts;
 use crate::process::{exec, init, Kind, Op, Process, StateError, Status};
-use crate::resident;
 use crate::runc::Runc;
 
 /// How long Delete waits for output to drain (containerd `waitTimeout(&p.wg, 2s)`).
@@ -215,7 +214,7 @@ impl Shim {
         let pid = p.pid;
         // From here the shim mostly waits; see `resident` for why this pays.
         tokio::task::spawn_blocking(|| {
-            let kib = resident::release_clean_file_pages();
+            let kib = berth_resident::release_clean_file_pages();
             tracing::debug!(kib, "released start-up pages");
         });
         if p.kind == Kind::Init {

@@ -1,12 +1,14 @@
-//! Gives back the file pages the shim touched while starting a task.
+//! Gives back the file pages a long-lived process touched while starting.
 //!
-//! A shim lives as long as its container and, once the task runs, only waits: for the exit, for
-//! the next RPC, for output to copy. Start-up (loading the binary and its libraries, parsing
-//! the bundle, driving `runc create` and `start`) maps most of the code in, and the kernel maps
-//! file pages in 64 KiB blocks around each fault, so a fresh shim keeps some 4 MiB of text
-//! and read-only data of its binary and libc mapped. Dropping those mappings once the task has
-//! started makes the resident set what the waiting shim really uses: pages fault back in from
-//! the page cache (no I/O, the bytes are shared with every other shim) when the code runs again.
+//! The shim lives as long as its container and, once the task runs, only waits: for the exit,
+//! for the next RPC, for output to copy. berthd, once its plugins are loaded, waits for RPCs.
+//! Start-up (loading the binary and its libraries, initialising every plugin, or for the shim
+//! parsing the bundle and driving `runc create` and `start`) maps most of the code in, and the
+//! kernel maps file pages in 64 KiB blocks around each fault, so a fresh shim keeps some
+//! 4 MiB, and berthd some 9 MiB, of text and read-only data mapped that it will not run again.
+//! Dropping those mappings makes the resident set what the waiting process really uses: pages
+//! fault back in from the page cache (no I/O; the bytes are shared with every other process of
+//! the same binary) when the code runs again.
 //!
 //! Only mappings that cannot hold private changes are dropped: file-backed, not writable, and
 //! with no anonymous (copied-on-write) pages, e.g. relocated data after RELRO. For those,
