@@ -768,6 +768,38 @@ fn bad_input_case(t: &Target) {
 
 /// One `#[test]` per line: `name: daemon(client) => case`, where the daemon is `berthd` or
 /// `containerd` and a case taking `&mut Target` is marked `mut`.
+/// `containers ls` shows every create, label change and delete at once, applies label filters
+/// and keeps namespaces apart; a bad filter is refused naming it.
+fn containers_ls_case(t: &Target) {
+    let (red, blue) = (unique("ls-red"), unique("ls-blue"));
+    let _cleanup = Containers::new(t, &[&red, &blue]);
+    let ids = |args: &[&str]| -> Vec<String> {
+        let mut all = vec!["containers", "ls", "-q"];
+        all.extend_from_slice(args);
+        let mut ids: Vec<String> = t.cli(&all).ok().lines().map(str::to_owned).collect();
+        ids.retain(|id| id == &red || id == &blue);
+        ids.sort();
+        ids
+    };
+    assert!(ids(&[]).is_empty());
+    t.cli(&["containers", "create", "--label", "team=red", IMAGE, &red])
+        .ok();
+    assert_eq!(ids(&[]), std::slice::from_ref(&red));
+    t.cli(&["containers", "create", "--label", "team=blue", IMAGE, &blue])
+        .ok();
+    assert_eq!(ids(&[]).len(), 2);
+    assert_eq!(ids(&["labels.team==blue"]), std::slice::from_ref(&blue));
+    t.cli(&["containers", "label", &blue, "team=red"]).ok();
+    assert_eq!(ids(&["labels.team==red"]).len(), 2);
+    assert!(ids(&["labels.team==blue"]).is_empty());
+    let other = t.cli(&["--namespace", "ls-other", "containers", "ls", "-q"]);
+    assert!(!other.ok().contains(&red), "{other}");
+    t.cli(&["containers", "rm", &red]).ok();
+    assert_eq!(ids(&[]), std::slice::from_ref(&blue));
+    let bad = t.cli(&["containers", "ls", "labels.team=="]);
+    assert!(bad.fails().contains("labels.team=="), "{bad}");
+}
+
 macro_rules! cases {
     ($($name:ident: $daemon:ident($client:ident) => $(@$mut:tt)? $case:ident;)*) => {$(
         #[test]
@@ -788,6 +820,7 @@ cases! {
     run_rm_publishes_task_lifecycle_events: berthd(Ctr) => events_case;
     tasks_survive_a_daemon_crash_and_report_exits_missed_while_down: berthd(Ctr) => @mut restart_case;
     rejected_and_failing_runs_leave_nothing_behind: berthd(Ctr) => bad_input_case;
+    containers_ls_follows_changes_and_filters: berthd(Ctr) => containers_ls_case;
 }
 
 // The same cases against a real containerd with its runc shim: a case failing there is a wrong
@@ -800,6 +833,7 @@ cases! {
     reference_containerd_events: containerd(Ctr) => events_case;
     reference_containerd_restart: containerd(Ctr) => @mut restart_case;
     reference_containerd_bad_input: containerd(Ctr) => bad_input_case;
+    reference_containerd_containers_ls: containerd(Ctr) => containers_ls_case;
 }
 
 // The same cases with `berth` as the client, against berthd (issue 7: "the same lifecycle suite
@@ -812,6 +846,7 @@ cases! {
     berth_client_events: berthd(Berth) => events_case;
     berth_client_restart: berthd(Berth) => @mut restart_case;
     berth_client_bad_input: berthd(Berth) => bad_input_case;
+    berth_client_containers_ls: berthd(Berth) => containers_ls_case;
 }
 
 // ... and against a real containerd.

@@ -11,13 +11,18 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use berth_core::{Container as StoredContainer, MetadataError, MetadataStore};
 use berth_filters::Filter;
-use berth_proto::containerd::services::containers::v1::Container;
+use berth_proto::containerd::services::containers::v1::{Container, ListContainerMessage};
+use bytes::{Bytes, BytesMut};
+use prost::Message as _;
 
-/// One container in both forms: the stored one for filters, the wire one for answers.
+/// One container in three forms: the stored one for filters, the wire one for streamed
+/// answers, and its encoding framed as field 1, which is both a `ListContainerMessage` and one
+/// element of a `ListContainersResponse`.
 #[derive(Debug)]
 struct Entry {
     stored: StoredContainer,
     wire: Container,
+    framed: Bytes,
 }
 
 /// The entries of one namespace and the generation they were read at.
@@ -51,6 +56,27 @@ impl ContainerListings {
             .collect())
     }
 
+    /// The encoded `ListContainersResponse` of the containers of `ns` that match `filter`:
+    /// the framed encodings of the matching containers, concatenated. Blocking.
+    pub fn list_encoded(
+        &self,
+        store: &MetadataStore,
+        ns: &str,
+        filter: &Filter,
+        to_wire: impl Fn(StoredContainer) -> Container,
+    ) -> Result<Bytes, MetadataError> {
+        let entries = self.entries(store, ns, to_wire)?;
+        let matching: Vec<&Entry> = entries
+            .iter()
+            .filter(|e| filter.matches(&e.stored))
+            .collect();
+        let mut out = BytesMut::with_capacity(matching.iter().map(|e| e.framed.len()).sum());
+        for e in matching {
+            out.extend_from_slice(&e.framed);
+        }
+        Ok(out.freeze())
+    }
+
     fn entries(
         &self,
         store: &MetadataStore,
@@ -68,9 +94,18 @@ impl ContainerListings {
         let entries: Vec<Entry> = store
             .list_containers(ns, &Filter::default())?
             .into_iter()
-            .map(|stored| Entry {
-                wire: to_wire(stored.clone()),
-                stored,
+            .map(|stored| {
+                let wire = to_wire(stored.clone());
+                let framed = ListContainerMessage {
+                    container: Some(wire.clone()),
+                }
+                .encode_to_vec()
+                .into();
+                Entry {
+                    stored,
+                    wire,
+                    framed,
+                }
             })
             .collect();
         let entries = Arc::new(entries);
@@ -103,6 +138,7 @@ mod tests {
     use std::time::SystemTime;
 
     use berth_core::metadata::{AnyValue, RuntimeRecord};
+    use berth_proto::containerd::services::containers::v1::ListContainersResponse;
 
     use super::*;
 
@@ -167,6 +203,13 @@ mod tests {
         let listed = listings.list(&store, "ns", &red, wire).unwrap();
         assert_eq!(ids(&listed), ["a", "b"]);
         assert_eq!(listed[1].image, "img2");
+
+        let encoded = listings.list_encoded(&store, "ns", &red, wire).unwrap();
+        let expected = ListContainersResponse {
+            containers: listings.list(&store, "ns", &red, wire).unwrap(),
+        };
+        assert_eq!(encoded, expected.encode_to_vec());
+        assert_eq!(ListContainersResponse::decode(encoded).unwrap(), expected);
 
         store.delete_container("ns", "a").unwrap();
         assert_eq!(

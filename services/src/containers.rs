@@ -10,9 +10,7 @@ use berth_core::{Container as StoredContainer, MetadataStore};
 use berth_proto::containerd::events::{
     container_create, ContainerCreate, ContainerDelete, ContainerUpdate,
 };
-use berth_proto::containerd::services::containers::v1::containers_server::{
-    Containers, ContainersServer,
-};
+use berth_proto::containerd::services::containers::v1::containers_server::Containers;
 use berth_proto::containerd::services::containers::v1::{
     container, Container, CreateContainerRequest, CreateContainerResponse, DeleteContainerRequest,
     GetContainerRequest, GetContainerResponse, ListContainerMessage, ListContainersRequest,
@@ -24,6 +22,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::container_listing::ContainerListings;
+use crate::containers_list_route::{ContainersRoutes, EncodedList};
 use crate::convert::timestamp;
 use crate::grpc::GrpcService;
 use crate::status::to_status;
@@ -122,17 +121,37 @@ impl ContainersService {
         crate::events::publish_committed(&self.events, ns, event);
     }
 
+    /// The encoded answer of `List` (see `containers_list_route`).
+    pub(crate) async fn list_encoded(
+        &self,
+        req: &Request<ListContainersRequest>,
+    ) -> Result<EncodedList, Status> {
+        let (ns, filter) = list_scope(req)?;
+        let listings = self.listings.clone();
+        self.with_store(move |s| listings.list_encoded(s, &ns, &filter, to_proto))
+            .await
+            .map(EncodedList)
+    }
+
     async fn list_all(
         &self,
         req: &Request<ListContainersRequest>,
     ) -> Result<Vec<Container>, Status> {
-        let ns = namespace::from_request(req)?;
-        tracing::Span::current().record("namespace", ns.as_str());
-        let filter = berth_filters::parse_any(&req.get_ref().filters).map_err(|e| to_status(&e))?;
+        let (ns, filter) = list_scope(req)?;
         let listings = self.listings.clone();
         self.with_store(move |s| listings.list(s, &ns, &filter, to_proto))
             .await
     }
+}
+
+/// The namespace (recorded on the current span) and the parsed filters of a listing.
+fn list_scope(
+    req: &Request<ListContainersRequest>,
+) -> Result<(String, berth_filters::Filter), Status> {
+    let ns = namespace::from_request(req)?;
+    tracing::Span::current().record("namespace", ns.as_str());
+    let filter = berth_filters::parse_any(&req.get_ref().filters).map_err(|e| to_status(&e))?;
+    Ok((ns, filter))
 }
 
 #[tonic::async_trait]
@@ -255,7 +274,7 @@ pub fn registration() -> Registration {
             let svc = ContainersService::new(store, events);
             Ok(Arc::new(GrpcService::new(
                 "containerd.services.containers.v1.Containers",
-                |routes| routes.add_service(ContainersServer::new(svc)),
+                |routes| routes.add_service(ContainersRoutes::new(svc)),
             )))
         })
 }

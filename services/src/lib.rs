@@ -4,6 +4,7 @@
 pub mod blocking;
 pub mod container_listing;
 pub mod containers;
+pub mod containers_list_route;
 pub mod content;
 pub mod convert;
 pub mod diff;
