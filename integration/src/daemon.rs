@@ -195,6 +195,22 @@ impl Daemon {
         }
     }
 
+    /// Waits until the daemon's first garbage collection (100 ms after start) has run, so that
+    /// a test making unleased snapshots or blobs, which that collection may remove as
+    /// containerd's would, does not race it. Panics with the log after 10 s.
+    #[track_caller]
+    pub fn wait_for_startup_collection(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.log().contains("garbage collected") {
+            assert!(
+                Instant::now() < deadline,
+                "no startup garbage collection after 10 s\n{}",
+                self.log_banner()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Reaps the child if it has exited, returning its status.
     fn try_wait(&mut self) -> Option<ExitStatus> {
         let child = self.child.as_mut()?;

@@ -408,6 +408,8 @@ fn snapshot_lifecycle(driver: Driver) {
     let Some(env) = Env::start(driver) else {
         return;
     };
+    // The snapshots below are made without a lease, as ctr makes them: collectable.
+    env.daemon.wait_for_startup_collection();
     let (bare, layered) = expected_mount_types(driver);
     let scratch = tempfile::Builder::new()
         .prefix("berth-mnt-")
