@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Read as _;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use berth_core::namespaced_content::{NamespacedContent, NamespacedWriter};
 use berth_core::namespaced_snapshots::NamespacedSnapshots;
@@ -22,8 +22,9 @@ use berth_registry::{Classify, ErrorKind};
 use berth_snapshotters::Mount as SnapshotMount;
 use berth_transfer::grpc::status_to_error;
 use berth_transfer::{
-    Applier, BlobInfo, ContentStore, ContentWriter, Cx, Descriptor, Image, ImageStore, Ingest,
-    IngestStatus, LeaseManager, Mount, SnapshotStore, StoreError, Stores,
+    open_ingest_retrying, Applier, BlobInfo, ContentStore, ContentWriter, Cx, Descriptor, Image,
+    ImageStore, Ingest, IngestStatus, LeaseManager, Mount, OpenAttempt, SnapshotStore, StoreError,
+    Stores,
 };
 use bytes::Bytes;
 use futures::stream::{BoxStream, StreamExt};
@@ -32,9 +33,6 @@ use tokio_util::io::ReaderStream;
 use crate::blocking;
 use crate::diff::DiffService;
 
-/// How long opening a writer retries while another writer holds the ref (`Unavailable`), as
-/// the gRPC proxy does.
-const LOCKED_RETRY_FOR: Duration = Duration::from_secs(60);
 /// The read size of [`LocalContent::reader`] chunks.
 const READ_CHUNK: usize = 1 << 20;
 
@@ -238,10 +236,7 @@ impl ContentStore for LocalContent {
         ingest_ref: &str,
         expected: &Descriptor,
     ) -> Result<Ingest, StoreError> {
-        // The ref may still be locked by a writer that is going away: retry with backoff.
-        let deadline = tokio::time::Instant::now() + LOCKED_RETRY_FOR;
-        let mut wait = Duration::from_millis(50);
-        loop {
+        open_ingest_retrying(ingest_ref, || async {
             let (c, cx2, r, e) = (
                 self.content.clone(),
                 cx.clone(),
@@ -257,28 +252,27 @@ impl ContentStore for LocalContent {
                     cx2.lease.as_deref(),
                 )
             })
-            .await?;
+            .await;
             match opened {
-                Ok(w) => {
+                Err(e) => OpenAttempt::Failed(e),
+                Ok(Ok(w)) => {
                     let offset = w.status().offset;
-                    return Ok(Ingest::Writer(Box::new(LocalWriter {
+                    OpenAttempt::Done(Ingest::Writer(Box::new(LocalWriter {
                         writer: Some(w),
                         offset,
                         expected: expected.clone(),
-                    })));
+                    })))
                 }
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => return Ok(Ingest::Present),
-                Err(e)
-                    if e.kind() == ErrorKind::Unavailable
-                        && tokio::time::Instant::now() + wait < deadline =>
-                {
-                    tracing::debug!(ingest_ref, "content ref locked, retrying in {wait:?}");
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(2));
+                Ok(Err(e)) if e.kind() == ErrorKind::AlreadyExists => {
+                    OpenAttempt::Done(Ingest::Present)
                 }
-                Err(e) => return Err(store_err(e)),
+                Ok(Err(e)) if e.kind() == ErrorKind::Unavailable => {
+                    OpenAttempt::Locked(store_err(e))
+                }
+                Ok(Err(e)) => OpenAttempt::Failed(store_err(e)),
             }
-        }
+        })
+        .await
     }
 
     async fn read(&self, cx: &Cx, digest: &str) -> Result<Vec<u8>, StoreError> {

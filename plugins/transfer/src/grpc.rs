@@ -4,7 +4,6 @@
 //! `containerd-lease`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use berth_proto::containerd::services::content::v1::content_client::ContentClient;
@@ -38,8 +37,8 @@ use tonic::{Code, Request, Status};
 
 use crate::error::StoreError;
 use crate::store::{
-    Applier, ContentStore, ContentWriter, Cx, ImageStore, Ingest, LeaseManager, SnapshotStore,
-    Stores,
+    open_ingest_retrying, Applier, ContentStore, ContentWriter, Cx, ImageStore, Ingest,
+    LeaseManager, OpenAttempt, SnapshotStore, Stores,
 };
 use crate::types::{BlobInfo, Descriptor, Image, IngestStatus, Mount};
 
@@ -49,9 +48,6 @@ pub const NAMESPACE_HEADER: &str = "containerd-namespace";
 pub const LEASE_HEADER: &str = "containerd-lease";
 /// The largest `data` of one `WRITE` message (containerd's client uses 1 MiB).
 pub const WRITE_CHUNK: usize = 1 << 20;
-/// How long opening a writer retries while another writer holds the ref (`Unavailable`).
-const LOCKED_RETRY_FOR: Duration = Duration::from_secs(60);
-
 /// Maps a gRPC status to a [`StoreError`] of the matching errdefs class.
 pub fn status_to_error(status: &Status) -> StoreError {
     let kind = match status.code() {
@@ -329,25 +325,15 @@ impl ContentStore for GrpcContent {
         ingest_ref: &str,
         expected: &Descriptor,
     ) -> Result<Ingest, StoreError> {
-        // The ref may still be locked by a writer that is going away (an interrupted pull):
-        // retry with backoff, as containerd's `content.OpenWriter` does.
-        let deadline = tokio::time::Instant::now() + LOCKED_RETRY_FOR;
-        let mut wait = Duration::from_millis(50);
-        loop {
+        open_ingest_retrying(ingest_ref, || async {
             match self.open_write(cx, ingest_ref, expected).await {
-                Ok(w) => return Ok(Ingest::Writer(Box::new(w))),
-                Err(s) if s.code() == Code::AlreadyExists => return Ok(Ingest::Present),
-                Err(s)
-                    if s.code() == Code::Unavailable
-                        && tokio::time::Instant::now() + wait < deadline =>
-                {
-                    tracing::debug!(ingest_ref, "content ref locked, retrying in {wait:?}");
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(2));
-                }
-                Err(s) => return Err(err(s)),
+                Ok(w) => OpenAttempt::Done(Ingest::Writer(Box::new(w))),
+                Err(s) if s.code() == Code::AlreadyExists => OpenAttempt::Done(Ingest::Present),
+                Err(s) if s.code() == Code::Unavailable => OpenAttempt::Locked(err(s)),
+                Err(s) => OpenAttempt::Failed(err(s)),
             }
-        }
+        })
+        .await
     }
 
     async fn read(&self, cx: &Cx, digest: &str) -> Result<Vec<u8>, StoreError> {

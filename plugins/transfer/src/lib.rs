@@ -41,7 +41,7 @@ pub use pull::{pull, PullOptions};
 pub use push::{push, PushOptions};
 pub use registry::{ImageRef, RegistryOptions};
 pub use store::{
-    Applier, ContentStore, ContentWriter, Cx, ImageStore, Ingest, LeaseManager, SnapshotStore,
-    Stores,
+    open_ingest_retrying, Applier, ContentStore, ContentWriter, Cx, ImageStore, Ingest,
+    LeaseManager, OpenAttempt, SnapshotStore, Stores,
 };
 pub use types::{BlobInfo, Descriptor, Image, IngestStatus, Mount, Platform};

@@ -72,6 +72,48 @@ pub enum Ingest {
     Writer(Box<dyn ContentWriter>),
 }
 
+/// One attempt of a store to open an ingest writer, for [`open_ingest_retrying`].
+#[derive(Debug)]
+pub enum OpenAttempt {
+    /// Opened, or already present.
+    Done(Ingest),
+    /// The ref is locked by another writer (gRPC `Unavailable`); the error is returned once
+    /// retrying is over.
+    Locked(StoreError),
+    /// Any other failure.
+    Failed(StoreError),
+}
+
+/// How long a locked ingest ref is retried before giving up.
+pub const LOCKED_RETRY_FOR: Duration = Duration::from_secs(60);
+
+/// Runs `attempt` until it opens the ingest or fails otherwise than on a locked ref, which is
+/// retried with backoff (50 ms doubling to 2 s) for [`LOCKED_RETRY_FOR`]: the ref may still be
+/// held by a writer that is going away, e.g. an interrupted pull (containerd's
+/// `content.OpenWriter` does the same).
+pub async fn open_ingest_retrying<F, Fut>(
+    ingest_ref: &str,
+    mut attempt: F,
+) -> Result<Ingest, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = OpenAttempt>,
+{
+    let deadline = tokio::time::Instant::now() + LOCKED_RETRY_FOR;
+    let mut wait = Duration::from_millis(50);
+    loop {
+        match attempt().await {
+            OpenAttempt::Done(ingest) => return Ok(ingest),
+            OpenAttempt::Locked(_) if tokio::time::Instant::now() + wait < deadline => {
+                tracing::debug!(ingest_ref, "content ref locked, retrying in {wait:?}");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(2));
+            }
+            OpenAttempt::Failed(e) | OpenAttempt::Locked(e) => return Err(e),
+        }
+    }
+}
+
 impl fmt::Debug for Ingest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -232,5 +274,47 @@ impl fmt::Debug for Stores<'_> {
             .field("namespace", &self.namespace)
             .field("snapshotter", &self.snapshots.snapshotter())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use berth_registry::ErrorKind;
+
+    use super::*;
+
+    fn locked() -> StoreError {
+        StoreError::new(ErrorKind::Unavailable, "ref x locked")
+    }
+
+    #[tokio::test]
+    async fn a_locked_ref_is_retried_until_it_opens() {
+        let attempts = AtomicUsize::new(0);
+        let ingest = open_ingest_retrying("x", || async {
+            if attempts.fetch_add(1, Ordering::SeqCst) < 2 {
+                OpenAttempt::Locked(locked())
+            } else {
+                OpenAttempt::Done(Ingest::Present)
+            }
+        })
+        .await
+        .unwrap();
+        assert!(matches!(ingest, Ingest::Present));
+        assert_eq!(attempts.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn other_failures_are_not_retried() {
+        let attempts = AtomicUsize::new(0);
+        let err = open_ingest_retrying("x", || async {
+            attempts.fetch_add(1, Ordering::SeqCst);
+            OpenAttempt::Failed(StoreError::new(ErrorKind::NotFound, "no such namespace"))
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::NotFound);
+        assert_eq!(attempts.load(Ordering::SeqCst), 1);
     }
 }
