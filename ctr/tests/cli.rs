@@ -6,86 +6,19 @@
 // `src/vmm/tests/integration_tests.rs`.
 #![allow(clippy::tests_outside_test_module)]
 
+mod common;
+
 use std::fs::{self};
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 
 use berth_integration::containerd::Containerd;
 use berth_integration::image::build_busybox_image;
 use berth_integration::{require_binary, require_root, Daemon};
+use common::{berth, berth_env, berth_in};
 use serde_json::Value;
 
 const IMAGE: &str = "docker.io/library/bb:latest";
-
-/// Result of one `berth` run.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    #[track_caller]
-    fn ok(self) -> String {
-        assert_eq!(
-            self.code, 0,
-            "berth failed:\nstdout: {}\nstderr: {}",
-            self.stdout, self.stderr
-        );
-        self.stdout
-    }
-
-    #[track_caller]
-    fn json(self) -> Value {
-        let out = self.ok();
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
-    }
-}
-
-/// Runs `berth -a <address> args...`, with `stdin` piped in.
-fn berth_in(address: &Path, args: &[&str], stdin: &[u8]) -> Run {
-    berth_env(address, args, stdin, &[])
-}
-
-/// Runs `berth -a <address> args...` with `stdin` piped in and `env` added to (`None`: removed
-/// from) the environment.
-fn berth_env(address: &Path, args: &[&str], stdin: &[u8], env: &[(&str, Option<&str>)]) -> Run {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
-    for (key, value) in env {
-        match value {
-            Some(v) => cmd.env(key, v),
-            None => cmd.env_remove(key),
-        };
-    }
-    let mut child = cmd
-        .arg("--address")
-        .arg(address)
-        .args(args)
-        .env_remove("CONTAINERD_NAMESPACE")
-        .env_remove("CONTAINERD_SNAPSHOTTER")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn berth");
-    child
-        .stdin
-        .take()
-        .expect("stdin is piped")
-        .write_all(stdin)
-        .expect("write berth's stdin");
-    let out: Output = child.wait_with_output().expect("wait for berth");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn berth(address: &Path, args: &[&str]) -> Run {
-    berth_in(address, args, b"")
-}
 
 fn names(v: &Value, field: &str) -> Vec<String> {
     v.as_array()

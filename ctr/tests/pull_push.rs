@@ -9,11 +9,12 @@
 // A file under tests/ is a test crate of its own.
 #![allow(clippy::tests_outside_test_module)]
 
+mod common;
+
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,7 @@ use berth_integration::image::{build_busybox_image, sha256_digest};
 use berth_integration::registry::{require_registry, Registry};
 use berth_integration::{berthd_bin, require_root, Daemon};
 use berth_transfer::types::chain_ids;
+use common::{berth, berth_cmd};
 use serde_json::Value;
 
 const IMAGE: &str = "docker.io/library/bb:latest";
@@ -28,64 +30,6 @@ const IMAGE: &str = "docker.io/library/bb:latest";
 fn prerequisites() -> bool {
     // berthd_bin panics with a clear message when berthd is not built.
     require_root() && require_registry() && berthd_bin().is_file()
-}
-
-/// Result of one `berth` run.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    #[track_caller]
-    fn ok(self) -> String {
-        assert_eq!(
-            self.code, 0,
-            "berth failed:\nstdout: {}\nstderr: {}",
-            self.stdout, self.stderr
-        );
-        self.stdout
-    }
-
-    #[track_caller]
-    fn json(self) -> Value {
-        let out = self.ok();
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
-    }
-
-    /// Asserts exit status 1 and returns stderr.
-    #[track_caller]
-    fn fails(self) -> String {
-        assert_eq!(
-            self.code, 1,
-            "berth should fail:\nstdout: {}\nstderr: {}",
-            self.stdout, self.stderr
-        );
-        self.stderr
-    }
-}
-
-fn berth_cmd(address: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
-    cmd.arg("--address")
-        .arg(address)
-        .args(args)
-        .env_remove("CONTAINERD_NAMESPACE")
-        .env_remove("CONTAINERD_SNAPSHOTTER")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd
-}
-
-fn berth(address: &Path, args: &[&str]) -> Run {
-    let out: Output = berth_cmd(address, args).output().expect("run berth");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
 }
 
 /// The images of `berth images ls --format json` as (name, digest).

@@ -6,6 +6,8 @@
 // `src/vmm/tests/integration_tests.rs`.
 #![allow(clippy::tests_outside_test_module)]
 
+mod common;
+
 use std::fs::{self, File};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -15,70 +17,10 @@ use std::time::{Duration, Instant};
 
 use berth_integration::image::{build_busybox_image, BUSYBOX};
 use berth_integration::{require_binary, require_root, Daemon};
-use serde_json::Value;
+use common::berth;
 use tempfile::TempDir;
 
 const IMAGE: &str = "docker.io/library/bb:latest";
-
-/// Result of one `berth` run.
-#[derive(Debug)]
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    #[track_caller]
-    fn ok(self) -> String {
-        assert_eq!(
-            self.code, 0,
-            "berth failed:\nstdout: {}\nstderr: {}",
-            self.stdout, self.stderr
-        );
-        self.stdout
-    }
-
-    #[track_caller]
-    fn json(self) -> Value {
-        let out = self.ok();
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
-    }
-}
-
-/// Runs `berth -a <address> args...` with empty stdin, killing it after 60 s.
-fn berth(address: &Path, args: &[&str]) -> Run {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .arg("--address")
-        .arg(address)
-        .args(args)
-        .env_remove("CONTAINERD_NAMESPACE")
-        .env_remove("CONTAINERD_SNAPSHOTTER")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn berth");
-    drop(child.stdin.take());
-    let id = child.id();
-    let watchdog = thread::spawn(move || {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            thread::sleep(Duration::from_millis(200));
-            if !Path::new(&format!("/proc/{id}")).exists() {
-                return;
-            }
-        }
-        let _ = Command::new("kill").args(["-9", &id.to_string()]).status();
-    });
-    let out = child.wait_with_output().expect("wait for berth");
-    drop(watchdog);
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
 
 /// A container id unique to this test process: runc's state directory is host-global, so
 /// daemons of concurrent tests must not reuse ids.

@@ -1,0 +1,112 @@
+//! Running the built `berth` binary from the CLI's end-to-end tests (shared by `cli.rs`,
+//! `run.rs` and `pull_push.rs`; each test file is its own crate and uses part of it).
+
+#![allow(dead_code)]
+
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// How long one `berth` invocation may take before it is killed.
+const BERTH_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Result of one `berth` run.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// Asserts exit status 0 and returns stdout.
+    #[track_caller]
+    pub fn ok(self) -> String {
+        assert_eq!(
+            self.code, 0,
+            "berth failed:\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        self.stdout
+    }
+
+    /// Asserts success and parses stdout as JSON.
+    #[track_caller]
+    pub fn json(self) -> Value {
+        let out = self.ok();
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+    }
+
+    /// Asserts exit status 1 and returns stderr.
+    #[track_caller]
+    pub fn fails(self) -> String {
+        assert_eq!(
+            self.code, 1,
+            "berth should fail:\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        self.stderr
+    }
+}
+
+/// `berth --address <address> args...` with the environment's namespace and snapshotter
+/// removed, stdin closed, stdout and stderr piped.
+pub fn berth_cmd(address: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+    cmd.arg("--address")
+        .arg(address)
+        .args(args)
+        .env_remove("CONTAINERD_NAMESPACE")
+        .env_remove("CONTAINERD_SNAPSHOTTER")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// Runs `berth --address <address> args...` with empty stdin.
+pub fn berth(address: &Path, args: &[&str]) -> Run {
+    berth_env(address, args, b"", &[])
+}
+
+/// Runs `berth --address <address> args...` with `stdin` piped in.
+pub fn berth_in(address: &Path, args: &[&str], stdin: &[u8]) -> Run {
+    berth_env(address, args, stdin, &[])
+}
+
+/// Runs `berth --address <address> args...` with `stdin` piped in and `env` added to (`None`:
+/// removed from) the environment; kills it after [`BERTH_TIMEOUT`].
+pub fn berth_env(address: &Path, args: &[&str], stdin: &[u8], env: &[(&str, Option<&str>)]) -> Run {
+    let mut cmd = berth_cmd(address, args);
+    for (key, value) in env {
+        match value {
+            Some(v) => cmd.env(key, v),
+            None => cmd.env_remove(key),
+        };
+    }
+    let mut child = cmd.stdin(Stdio::piped()).spawn().expect("spawn berth");
+    let mut input = child.stdin.take().expect("stdin is piped");
+    // A berth that exits without reading its stdin closes the pipe: not an error here.
+    let _ = input.write_all(stdin);
+    drop(input);
+    let pid = child.id();
+    let (done, finished) = mpsc::channel::<()>();
+    let watchdog = thread::spawn(move || {
+        if finished.recv_timeout(BERTH_TIMEOUT).is_err() {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+    });
+    let out = child.wait_with_output().expect("wait for berth");
+    let _ = done.send(());
+    let _ = watchdog.join();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
