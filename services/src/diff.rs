@@ -3,13 +3,10 @@
 //! containerd `services/diff/local.go` over `diff/apply` and `diff/walking`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufRead, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 
-use async_compression::tokio::bufread::{GzipDecoder, ZstdDecoder};
 use berth_core::content::ContentStore;
 use berth_core::metadata::plugin::Config as MetadataConfig;
 use berth_core::namespaced_content::{NamespacedContent, NamespacedContentError, NamespacedWriter};
@@ -29,8 +26,6 @@ use berth_snapshotters::error::SnapshotError;
 use berth_snapshotters::mount::TempMount;
 use berth_snapshotters::snapshotter::Mount;
 use sha2::{Digest as _, Sha256};
-use tokio::io::{AsyncBufReadExt, AsyncRead, ReadBuf};
-use tokio_util::io::SyncIoBridge;
 use tonic::{Request, Response, Status};
 
 use crate::grpc::GrpcService;
@@ -178,23 +173,22 @@ fn apply_to_mounts(
 }
 
 /// Runs `apply` on one blocking thread over the bytes that another thread reads, verifies
-/// and decompresses from `layer`, connected by a pipe: inflating a layer takes about as long as
-/// writing its files, so on two cores this nearly halves an apply. A decompression error fails
-/// the apply even when the bytes before it happened to end the archive cleanly.
-async fn decompress_while_applying<F>(
-    layer: LayerReader,
+/// and decompresses from `open_layer`'s reader, connected by a pipe: inflating a layer takes
+/// about as long as writing its files, so on two cores this nearly halves an apply. A read or
+/// decompression error fails the apply even when the bytes before it happened to end the
+/// archive cleanly.
+async fn decompress_while_applying<O, F>(
+    open_layer: O,
     apply: F,
 ) -> Result<Result<ApplyResult, DiffServiceError>, Status>
 where
+    O: FnOnce() -> io::Result<LayerReader> + Send + 'static,
     F: FnOnce(io::PipeReader) -> Result<ApplyResult, DiffServiceError> + Send + 'static,
 {
     let (reader, mut writer) =
         io::pipe().map_err(|e| Status::internal(format!("create a pipe for the layer: {e}")))?;
     widen_pipe(&writer);
-    let producer = blocking::run(move || {
-        let mut decompressed = SyncIoBridge::new(layer);
-        io::copy(&mut decompressed, &mut writer)
-    });
+    let producer = blocking::run(move || io::copy(&mut open_layer()?, &mut writer));
     let consumer = blocking::run(move || apply(reader));
     let (produced, applied) = tokio::join!(producer, consumer);
     let applied = applied?;
@@ -255,33 +249,22 @@ impl<R> VerifyingReader<R> {
     }
 }
 
-impl<R: AsyncRead + Unpin> AsyncRead for VerifyingReader<R> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if buf.remaining() == 0 {
-            return Pin::new(&mut this.inner).poll_read(cx, buf);
+impl<R: Read> Read for VerifyingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
         }
-        let before = buf.filled().len();
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) => {}
-            other => return other,
+        let n = self.inner.read(buf)?;
+        if n == 0 {
+            self.finish()?;
+            return Ok(0);
         }
-        let new = &buf.filled()[before..];
-        if new.is_empty() {
-            return Poll::Ready(this.finish());
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        if self.count > self.size {
+            return Err(self.fail(format!("more than the expected {} bytes", self.size)));
         }
-        this.hasher.update(new);
-        this.count += new.len() as u64;
-        if this.count > this.size {
-            return Poll::Ready(Err(
-                this.fail(format!("more than the expected {} bytes", this.size))
-            ));
-        }
-        Poll::Ready(Ok(()))
+        Ok(n)
     }
 }
 
@@ -299,31 +282,24 @@ fn verify_blob(content: &NamespacedContent, ns: &str, digest: &str) -> Option<Re
     })
 }
 
-type LayerReader = Box<dyn AsyncRead + Send + Unpin>;
+type LayerReader = Box<dyn Read + Send>;
 
 /// Wraps the compressed stream in the decoder its compression needs; `Detect` looks at the
-/// first bytes.
-async fn decompress<R>(reader: R, compression: Compression) -> io::Result<LayerReader>
+/// first bytes. Concatenated gzip members and zstd frames are read to the end, as containerd
+/// does.
+fn decompress<R>(reader: R, compression: Compression) -> io::Result<LayerReader>
 where
-    R: AsyncRead + Send + Unpin + 'static,
+    R: Read + Send + 'static,
 {
-    let mut buffered = tokio::io::BufReader::with_capacity(128 * 1024, reader);
+    let mut buffered = io::BufReader::with_capacity(128 * 1024, reader);
     let compression = match compression {
-        Compression::Detect => detect_compression(buffered.fill_buf().await?),
+        Compression::Detect => detect_compression(buffered.fill_buf()?),
         c => c,
     };
     Ok(match compression {
         Compression::None | Compression::Detect => Box::new(buffered),
-        Compression::Gzip => {
-            let mut d = GzipDecoder::new(buffered);
-            d.multiple_members(true);
-            Box::new(d)
-        }
-        Compression::Zstd => {
-            let mut d = ZstdDecoder::new(buffered);
-            d.multiple_members(true);
-            Box::new(d)
-        }
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(buffered)?),
     })
 }
 
@@ -419,7 +395,7 @@ impl DiffService {
         }
         let verdict: Verdict = Arc::default();
         let verifying = VerifyingReader {
-            inner: tokio::fs::File::from_std(file),
+            inner: file,
             hasher: Sha256::new(),
             count: 0,
             digest: desc.digest.clone(),
@@ -432,14 +408,11 @@ impl DiffService {
                 detail,
             })
         };
-        let layer = match decompress(verifying, compression).await {
-            Ok(r) => r,
-            Err(e) => return Err(corrupt(format!("decompress: {e}"))),
-        };
         let tmp_dir = self.tmp_dir.clone();
-        let applied = decompress_while_applying(layer, move |reader| {
-            apply_to_mounts(reader, &mounts, &tmp_dir)
-        })
+        let applied = decompress_while_applying(
+            move || decompress(verifying, compression),
+            move |reader| apply_to_mounts(reader, &mounts, &tmp_dir),
+        )
         .await?;
         let mut verdict = verdict.lock().ok().and_then(|mut v| v.take());
         if verdict.is_none() && applied.is_err() {
@@ -880,7 +853,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             err.message(),
-            "read layer archive: unexpected end of file",
+            "read layer archive: incomplete deflate stream",
             "{err:?}"
         );
     }
