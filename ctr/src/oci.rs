@@ -4,7 +4,6 @@ use std::collections::{BTreeMap, HashMap};
 
 use berth_proto::containerd::types;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
 
 pub const MEDIA_TYPE_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const MEDIA_TYPE_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -242,23 +241,8 @@ pub struct RootFs {
     pub diff_ids: Vec<String>,
 }
 
-/// `sha256:<hex>` of `data`.
-pub fn sha256_digest(data: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(data)))
-}
-
-/// Chain IDs of a layer stack: `c1 = d1`, `cn = sha256("<c(n-1)> <dn>")` (OCI image-spec).
-pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
-    let mut out: Vec<String> = Vec::with_capacity(diff_ids.len());
-    for diff_id in diff_ids {
-        let next = match out.last() {
-            None => diff_id.clone(),
-            Some(prev) => sha256_digest(format!("{prev} {diff_id}").as_bytes()),
-        };
-        out.push(next);
-    }
-    out
-}
+// One implementation of chain IDs for the CLI and the transfer library.
+pub use berth_transfer::types::chain_ids;
 
 /// The chain ID of the whole stack, if there are layers.
 pub fn chain_id(diff_ids: &[String]) -> Option<String> {
@@ -268,6 +252,7 @@ pub fn chain_id(diff_ids: &[String]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use berth_transfer::types::sha256_digest;
 
     fn d(hex_byte: &str) -> String {
         format!("sha256:{}", hex_byte.repeat(32))
