@@ -1,7 +1,8 @@
 //! A task's bundle (containerd `runtime/v2/bundle.go`):
 //!
 //! ```text
-//! <state>/io.containerd.runtime.v2.task/<ns>/<id>/   0700
+//! <state>/io.containerd.runtime.v2.task/<ns>/<id>/   0700; with a user namespace, 0710 and
+//!                                                    owned by the remapped root's group
 //!     config.json      the spec Any's value, byte for byte
 //!     rootfs/          the shim mounts the snapshot here
 //!     work -> <root>/io.containerd.runtime.v2.task/<ns>/<id>
@@ -14,11 +15,12 @@
 //! filesystem work; async callers go through [`crate::blocking`].
 
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use berth_registry::identifiers;
 use nix::sys::stat::Mode;
+use serde::Deserialize;
 
 use crate::error::RuntimeError;
 
@@ -95,6 +97,7 @@ impl Bundle {
         let b = Bundle::locate(state, root, ns, id)?;
         let parent = state.join(ns);
         mkdir(&parent, 0o711, true).map_err(bundle_io("create state dir", &parent))?;
+        let remapped = remapped_gid(id, spec)?;
         match mkdir(&b.path, 0o700, false) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
@@ -102,12 +105,26 @@ impl Bundle {
             }
             Err(e) => return Err(bundle_io("create bundle", &b.path)(e)),
         }
-        if let Err(e) = b.populate(root, spec) {
+        if let Err(e) = b.open_to(remapped).and_then(|()| b.populate(root, spec)) {
             let _ = std::fs::remove_dir_all(&b.path);
             let _ = std::fs::remove_dir_all(&b.work);
             return Err(e);
         }
         Ok(b)
+    }
+
+    /// Opens the bundle to a user namespace's remapped root: group `gid`, mode 0710, so that
+    /// runc's init, running as that root, reaches `rootfs` (containerd `bundle_linux.go`
+    /// `prepareBundleDirectoryPermissions`). Nothing to do without a remapping.
+    fn open_to(&self, gid: Option<u32>) -> Result<(), RuntimeError> {
+        let Some(gid) = gid else {
+            return Ok(());
+        };
+        std::os::unix::fs::chown(&self.path, None, Some(gid))
+            .and_then(|()| {
+                std::fs::set_permissions(&self.path, std::fs::Permissions::from_mode(0o710))
+            })
+            .map_err(bundle_io("open bundle to the remapped root", &self.path))
     }
 
     fn populate(&self, root: &Path, spec: &[u8]) -> Result<(), RuntimeError> {
@@ -199,6 +216,49 @@ impl Bundle {
     }
 }
 
+/// The part of an OCI spec that says where a user namespace maps group 0.
+#[derive(Debug, Default, Deserialize)]
+struct SpecUserNs {
+    #[serde(default)]
+    linux: Option<LinuxUserNs>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct LinuxUserNs {
+    #[serde(default, rename = "gidMappings")]
+    gid_mappings: Option<Vec<IdMapping>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct IdMapping {
+    #[serde(rename = "containerID")]
+    container_id: u32,
+    #[serde(rename = "hostID")]
+    host_id: u32,
+}
+
+/// The host group that the container's group 0 maps to, when the spec maps it to one other
+/// than 0 (containerd `remappedGID`). A spec that is not JSON is refused; an empty one (a
+/// container without a spec) has no mapping.
+fn remapped_gid(id: &str, spec: &[u8]) -> Result<Option<u32>, RuntimeError> {
+    if spec.is_empty() {
+        return Ok(None);
+    }
+    let spec: SpecUserNs =
+        serde_json::from_slice(spec).map_err(|source| RuntimeError::InvalidSpec {
+            id: id.to_owned(),
+            source,
+        })?;
+    Ok(spec
+        .linux
+        .and_then(|l| l.gid_mappings)
+        .unwrap_or_default()
+        .into_iter()
+        .find(|m| m.container_id == 0)
+        .map(|m| m.host_id)
+        .filter(|gid| *gid != 0))
+}
+
 /// Unmounts every mount stacked on `path` (lazily, so busy mounts do not block).
 fn unmount_all(path: &Path) -> io::Result<()> {
     use nix::errno::Errno;
@@ -254,6 +314,32 @@ mod tests {
             assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{ns:?}/{id:?}");
         }
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_remapped_root_gets_the_bundle_group() {
+        use std::os::unix::fs::MetadataExt;
+
+        let d = tempfile::tempdir().unwrap();
+        let (state, root) = (d.path().join("state"), d.path().join("root"));
+        let spec = br#"{"linux":{"uidMappings":[{"containerID":0,"hostID":100000,"size":65536}],
+            "gidMappings":[{"containerID":1,"hostID":7,"size":1},
+                           {"containerID":0,"hostID":100000,"size":65536}]}}"#;
+        assert_eq!(remapped_gid("u1", spec).unwrap(), Some(100000));
+        // Giving a directory to another group takes root; the end-to-end test covers it too.
+        if nix::unistd::geteuid().is_root() {
+            let b = Bundle::create(&state, &root, "ns1", "u1", spec).unwrap();
+            let meta = std::fs::metadata(&b.path).unwrap();
+            assert_eq!(meta.permissions().mode() & 0o777, 0o710);
+            assert_eq!(meta.gid(), 100000);
+        }
+
+        for plain in [&b"{}"[..], b"", br#"{"linux":{"gidMappings":[]}}"#] {
+            assert_eq!(remapped_gid("x", plain).unwrap(), None);
+        }
+        let err = Bundle::create(&state, &root, "ns1", "bad", b"not json").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+        assert!(!state.join("ns1/bad").exists());
     }
 
     #[test]

@@ -46,6 +46,22 @@ pub enum RuntimeError {
         /// The options' type URL.
         type_url: String,
     },
+    /// A runtime option is set that Berth cannot honour for this runtime.
+    #[error("{option} is not supported for runtime {runtime}")]
+    UnsupportedOption {
+        /// The runtime name.
+        runtime: String,
+        /// The option, as `<type>.<field>`.
+        option: String,
+    },
+    /// The spec is not an OCI spec in JSON.
+    #[error("invalid spec for task {id}")]
+    InvalidSpec {
+        /// The task id.
+        id: String,
+        /// What the JSON decoder said.
+        source: serde_json::Error,
+    },
     /// A task with this id is already running in the namespace.
     #[error("task {0}")]
     TaskExists(String),
@@ -160,7 +176,9 @@ impl Classify for RuntimeError {
             | RuntimeError::InvalidExecId { .. }
             | RuntimeError::InvalidRuntime(_)
             | RuntimeError::ShimNotInstalled { .. }
-            | RuntimeError::InvalidOptions { .. } => ErrorKind::InvalidArgument,
+            | RuntimeError::InvalidOptions { .. }
+            | RuntimeError::InvalidSpec { .. } => ErrorKind::InvalidArgument,
+            RuntimeError::UnsupportedOption { .. } => ErrorKind::NotImplemented,
             RuntimeError::TaskExists(_) => ErrorKind::AlreadyExists,
             RuntimeError::TaskNotFound(_) => ErrorKind::NotFound,
             RuntimeError::ShimTimeout { .. } => ErrorKind::DeadlineExceeded,

@@ -8,6 +8,7 @@ pub mod bundle;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod legacy;
 pub mod manager;
 pub mod shim;
 pub mod task;

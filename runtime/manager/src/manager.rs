@@ -3,6 +3,7 @@
 //! them, cleans up after shims that die, and reconnects to running shims after a restart.
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
@@ -16,6 +17,7 @@ use crate::binary::ShimResolver;
 use crate::bundle::{self, Bundle};
 use crate::error::RuntimeError;
 use crate::events::{publish_dead_shim, EventSink};
+use crate::legacy;
 use crate::shim::{is_executable, parse_address, spawn_log_pump, Exit, ShimBinary};
 use crate::task::{Task, TaskIo, LOAD_TIMEOUT};
 
@@ -150,11 +152,17 @@ impl TaskManager {
         events: Arc<dyn EventSink>,
     ) -> Result<Arc<TaskManager>, RuntimeError> {
         for dir in [&config.root, &config.state] {
-            std::fs::create_dir_all(dir).map_err(|source| RuntimeError::Bundle {
-                op: "create runtime dir",
-                path: dir.clone(),
-                source,
-            })?;
+            // 0711 (containerd `NewShimManager`): a user-namespaced container's root must
+            // traverse it to reach its bundle, while nobody else may list the tasks.
+            std::fs::create_dir_all(dir)
+                .and_then(|()| {
+                    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
+                })
+                .map_err(|source| RuntimeError::Bundle {
+                    op: "create runtime dir",
+                    path: dir.clone(),
+                    source,
+                })?;
         }
         let resolver = ShimResolver::new(config.runtimes.clone());
         Ok(Arc::new_cyclic(|me| TaskManager {
@@ -231,14 +239,28 @@ impl TaskManager {
         if self.get(&ns, &id).is_ok() {
             return Err(RuntimeError::TaskExists(id));
         }
+        let effective = legacy::effective(
+            &opts.runtime,
+            opts.runtime_options.as_ref(),
+            opts.task_options.as_ref(),
+        )?;
         let runtime = if opts.runtime_path.is_empty() {
-            &opts.runtime
+            &effective.runtime
         } else {
             &opts.runtime_path
         };
-        let binary = self.resolver.resolve(runtime)?;
-        let options = opts.task_options.clone().or(opts.runtime_options.clone());
-        check_options(&opts.runtime, options.as_ref())?;
+        // Errors name the runtime as the client gave it.
+        let binary = self.resolver.resolve(runtime).map_err(|e| match e {
+            RuntimeError::ShimNotInstalled { binary, .. } if opts.runtime_path.is_empty() => {
+                RuntimeError::ShimNotInstalled {
+                    runtime: opts.runtime.clone(),
+                    binary,
+                }
+            }
+            other => other,
+        })?;
+        let options = effective.options;
+        check_options(&effective.runtime, options.as_ref())?;
 
         let (state, root, spec) = (
             self.config.state.clone(),
