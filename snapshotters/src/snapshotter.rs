@@ -94,18 +94,9 @@ pub struct Usage {
     pub inodes: i64,
 }
 
-/// One mount a snapshot is made of, applied in order onto the same target.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Mount {
-    /// Filesystem type: `bind`, `overlay`, `btrfs`, ...
-    pub mount_type: String,
-    /// Source: a path, a device or `overlay`.
-    pub source: String,
-    /// Where to mount, relative to the target given to `mount_all`; usually empty.
-    pub target: String,
-    /// Options as `mount(8)` spells them (`ro`, `rbind`, `lowerdir=...`).
-    pub options: Vec<String>,
-}
+/// One mount a snapshot is made of, applied in order onto the same target (the domain type
+/// of the one mount library).
+pub use berth_mount::Mount;
 
 /// A snapshotter: a store of layered filesystems keyed by name (containerd
 /// `snapshots.Snapshotter`).

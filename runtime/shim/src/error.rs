@@ -69,6 +69,9 @@ pub enum ShimError {
         #[source]
         source: nix::Error,
     },
+    /// Mounting or unmounting the rootfs failed.
+    #[error(transparent)]
+    Mount(#[from] berth_mount::MountError),
     /// A payload could not be decoded.
     #[error("decode {what}: {message}")]
     Decode {
@@ -110,7 +113,14 @@ impl ShimError {
             ShimError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                 code::NOT_FOUND
             }
-            ShimError::Runc { .. } | ShimError::Io { .. } | ShimError::Sys { .. } => code::UNKNOWN,
+            ShimError::Mount(berth_mount::MountError::OptionsTooLong { .. }) => {
+                code::INVALID_ARGUMENT
+            }
+            ShimError::Mount(berth_mount::MountError::Unsupported { .. }) => code::UNIMPLEMENTED,
+            ShimError::Runc { .. }
+            | ShimError::Io { .. }
+            | ShimError::Sys { .. }
+            | ShimError::Mount(_) => code::UNKNOWN,
         }
     }
 }
