@@ -51,6 +51,23 @@ pub fn require_binary(name: &str) -> bool {
     missing(&format!("this test requires the `{name}` binary"))
 }
 
+/// Returns true when `python3` can import `module`; otherwise skips (or panics under `CI=true`)
+/// naming the module and the package that provides it.
+pub fn require_python_module(module: &str, package: &str) -> bool {
+    let found = std::process::Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if found {
+        return true;
+    }
+    missing(&format!(
+        "this test requires the Python module `{module}` (pip package `{package}`)"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -93,13 +93,14 @@ impl Namespaces for NamespacesService {
         &self,
         req: Request<CreateNamespaceRequest>,
     ) -> Result<Response<CreateNamespaceResponse>, Status> {
+        let caller = event_namespace(&req);
         let (name, labels) = labels_of(req.into_inner().namespace);
         tracing::Span::current().record("namespace", name.as_str());
         let ns = self
             .with_store(move |s| s.create_namespace(&name, labels))
             .await?;
         self.publish(
-            &ns.name,
+            caller.as_deref().unwrap_or(&ns.name),
             &NamespaceCreate {
                 name: ns.name.clone(),
                 labels: ns.labels.clone().into_iter().collect(),
@@ -115,6 +116,7 @@ impl Namespaces for NamespacesService {
         &self,
         req: Request<UpdateNamespaceRequest>,
     ) -> Result<Response<UpdateNamespaceResponse>, Status> {
+        let caller = event_namespace(&req);
         let req = req.into_inner();
         let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
         let (name, labels) = labels_of(req.namespace);
@@ -123,7 +125,7 @@ impl Namespaces for NamespacesService {
             .with_store(move |s| s.update_namespace(&name, labels, &paths))
             .await?;
         self.publish(
-            &ns.name,
+            caller.as_deref().unwrap_or(&ns.name),
             &NamespaceUpdate {
                 name: ns.name.clone(),
                 labels: ns.labels.clone().into_iter().collect(),
@@ -136,12 +138,24 @@ impl Namespaces for NamespacesService {
 
     #[tracing::instrument(skip_all, fields(namespace = %req.get_ref().name))]
     async fn delete(&self, req: Request<DeleteNamespaceRequest>) -> Result<Response<()>, Status> {
+        let caller = event_namespace(&req);
         let name = req.into_inner().name;
         let n = name.clone();
         self.with_store(move |s| s.delete_namespace(&n)).await?;
-        self.publish(&name, &NamespaceDelete { name: name.clone() });
+        self.publish(
+            caller.as_deref().unwrap_or(&name),
+            &NamespaceDelete { name: name.clone() },
+        );
         Ok(Response::new(()))
     }
+}
+
+/// The namespace a namespace event is published in: the caller's, as containerd publishes it
+/// with the request's context (`ctr namespaces create x` shows up in `default`). A caller without
+/// a namespace header gets the event in the namespace it changed, where containerd would fail
+/// the call after the change was made.
+fn event_namespace<T>(req: &Request<T>) -> Option<String> {
+    crate::namespace::from_request(req).ok()
 }
 
 /// The `io.containerd.grpc.v1.namespaces` plugin.
@@ -152,10 +166,7 @@ pub fn registration() -> Registration {
             let store: Arc<MetadataStore> = ctx.get_single(types::METADATA)?;
             let events: Option<Arc<Exchange>> = ctx.get_single(types::EVENT).ok();
             let svc = NamespacesService::new(store, events);
-            Ok(Arc::new(GrpcService::new(
-                "containerd.services.namespaces.v1.Namespaces",
-                |routes| routes.add_service(NamespacesServer::new(svc)),
-            )))
+            Ok(Arc::new(GrpcService::new(NamespacesServer::new(svc))))
         })
 }
 

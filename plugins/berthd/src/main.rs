@@ -1,5 +1,6 @@
 //! `berthd`: parse the command line, run, print one error line.
 
+mod authority;
 mod builtins;
 mod cli;
 mod logging;

@@ -4,19 +4,30 @@
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use berth_core::events::Exchange;
-use berth_registry::{types, Config, Registry};
+use berth_core::metadata::MetadataStore;
+use berth_registry::{types, Config, Plugins, Registry};
 use berth_services::ttrpc_events::serve_ttrpc_events;
 use berth_services::GrpcService;
 use nix::fcntl::{Flock, FlockArg};
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
+use tokio_stream::StreamExt;
 use tonic::service::Routes;
+
+use crate::authority::AuthorityFix;
 
 /// Name of the lock file under the root.
 const LOCK_FILE: &str = "berthd.lock";
+/// How long calls already answering may take to finish once a termination signal came, before
+/// they are cut.
+const CALL_GRACE: Duration = Duration::from_millis(100);
+/// How long blocking jobs (a file write, a database flush) may take to finish their step at
+/// exit.
+const BLOCKING_GRACE: Duration = Duration::from_millis(500);
 
 /// Runs the daemon until a termination signal.
 pub fn run(config: Config, registry: Registry) -> anyhow::Result<()> {
@@ -32,7 +43,16 @@ pub fn run(config: Config, registry: Registry) -> anyhow::Result<()> {
         .thread_name("berthd")
         .build()
         .context("start the async runtime")?;
-    runtime.block_on(serve(config, registry))
+    let (result, plugins) = runtime.block_on(serve(config, registry))?;
+    // Dropping the runtime ends every connection and call still open, as grpc-go's Server.Stop
+    // does: clients see the transport close. Blocking jobs get a moment to finish their step.
+    runtime.shutdown_timeout(BLOCKING_GRACE);
+    flush_metadata(&plugins);
+    // Plugins (databases, shim connections) close after the servers and their calls are gone.
+    // Shims are not stopped: containers keep running and the next berthd reconnects to them.
+    drop(plugins);
+    tracing::info!("berthd stopped");
+    result
 }
 
 fn create_dir(path: &Path) -> anyhow::Result<()> {
@@ -94,7 +114,12 @@ fn bind(address: &Path, uid: u32, gid: u32) -> anyhow::Result<UnixListener> {
     Ok(listener)
 }
 
-async fn serve(config: Config, registry: Registry) -> anyhow::Result<()> {
+/// Serves until a termination signal; returns how serving ended and the loaded plugins, which
+/// the caller closes once the runtime is gone.
+async fn serve(
+    config: Config,
+    registry: Registry,
+) -> anyhow::Result<(anyhow::Result<()>, Plugins)> {
     let plugins = {
         let config = config.clone();
         // Plugin init does blocking I/O (opening databases, scanning directories).
@@ -144,19 +169,39 @@ async fn serve(config: Config, registry: Registry) -> anyhow::Result<()> {
         let kib = berth_resident::release_clean_file_pages();
         tracing::debug!(kib, "released start-up pages");
     });
-    let result = tonic::transport::Server::builder()
+    let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
+    // Every connection goes through the authority fix (see `authority`).
+    let incoming = UnixListenerStream::new(listener).map(|conn| conn.map(AuthorityFix::new));
+    let server = tonic::transport::Server::builder()
         .trace_fn(|req| tracing::info_span!("rpc", method = %req.uri().path()))
         .add_routes(routes)
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
-            shutdown_signal().await;
+        .serve_with_incoming_shutdown(incoming, async move {
+            let _ = signalled_rx.await;
+        });
+    tokio::pin!(server);
+    // tonic's shutdown is graceful: it stops accepting and waits for every open call, which an
+    // Events.Subscribe or a Tasks.Wait of a container that never exits would make forever. So
+    // the signal stops accepting, and after a short grace the calls still open are cut.
+    let result = tokio::select! {
+        result = &mut server => result,
+        () = shutdown_signal() => {
+            let _ = signalled_tx.send(());
             let _ = stop_tx.send(true);
-        })
-        .await;
+            match tokio::time::timeout(CALL_GRACE, &mut server).await {
+                Ok(result) => result,
+                Err(_) => {
+                    tracing::info!("ending the calls still open");
+                    Ok(())
+                }
+            }
+        }
+    };
+    let _ = stop_tx.send(true);
     if let Some(ttrpc) = ttrpc {
-        match ttrpc.await {
-            Ok(Err(e)) => tracing::warn!(error = %e, "ttrpc server"),
-            Err(e) => tracing::warn!(error = %e, "ttrpc server task"),
-            Ok(Ok(())) => {}
+        match tokio::time::timeout(CALL_GRACE, ttrpc).await {
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "ttrpc server"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "ttrpc server task"),
+            Ok(Ok(Ok(()))) | Err(_) => {}
         }
     }
     for socket in [&address, &ttrpc_address] {
@@ -164,10 +209,19 @@ async fn serve(config: Config, registry: Registry) -> anyhow::Result<()> {
             tracing::warn!(address = %socket.display(), error = %e, "remove socket");
         }
     }
-    // Plugins (databases, shims connections) close only after both servers stopped.
-    drop(plugins);
-    tracing::info!("berthd stopped");
-    result.context("serve gRPC")
+    Ok((result.context("serve gRPC"), plugins))
+}
+
+/// Makes the metadata durable before exit. Every mutating call already flushed before it
+/// answered; this covers what background work (GC, lease expiry) changed since.
+fn flush_metadata(plugins: &Plugins) {
+    for (id, instance) in plugins.get_all(types::METADATA) {
+        if let Ok(store) = instance.downcast::<MetadataStore>() {
+            if let Err(e) = store.flush() {
+                tracing::warn!(id = %id, error = %e, "flush metadata");
+            }
+        }
+    }
 }
 
 async fn shutdown_signal() {

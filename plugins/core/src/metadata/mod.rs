@@ -98,8 +98,9 @@ impl MetadataStore {
         })
     }
 
-    /// Makes every completed transaction durable. Called before a mutating RPC returns.
-    pub(crate) fn flush(&self) -> Result<(), MetadataError> {
+    /// Makes every completed transaction durable. Called before a mutating RPC returns, and by
+    /// the daemon as it stops.
+    pub fn flush(&self) -> Result<(), MetadataError> {
         self.db.flush().map_err(storage("flush"))?;
         Ok(())
     }
