@@ -16,7 +16,8 @@ use berth_proto::containerd::services::containers::v1::{
     GetContainerRequest, GetContainerResponse, ListContainerMessage, ListContainersRequest,
     ListContainersResponse, UpdateContainerRequest, UpdateContainerResponse,
 };
-use berth_registry::{types, Registration};
+use berth_registry::{types, Classify, ErrorKind, Registration};
+use berth_runtime::TaskManager;
 use prost_types::Any;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
@@ -30,12 +31,32 @@ use crate::{blocking, namespace};
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
+/// Why the Containers service refused a call by itself (the store's refusals are its own).
+#[derive(Debug, thiserror::Error)]
+pub enum ContainersError {
+    /// The container still has a task. containerd's client words it so before it asks (its
+    /// service would delete the record and leave the task running without a container).
+    #[error("cannot delete running task {0}")]
+    TaskExists(String),
+}
+
+impl Classify for ContainersError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            ContainersError::TaskExists(_) => ErrorKind::FailedPrecondition,
+        }
+    }
+}
+
 /// The Containers service.
 #[derive(Debug, Clone)]
 pub struct ContainersService {
     store: Arc<MetadataStore>,
     events: Arc<Exchange>,
     listings: Arc<ContainerListings>,
+    /// The task manager, when the runtime plugin loaded: a container with a task is not
+    /// deleted.
+    tasks: Option<Arc<TaskManager>>,
 }
 
 fn any_from(a: Option<Any>) -> Option<AnyValue> {
@@ -100,12 +121,18 @@ fn from_proto(c: Option<Container>) -> StoredContainer {
 }
 
 impl ContainersService {
-    /// A service over `store`, publishing to `events`.
-    pub fn new(store: Arc<MetadataStore>, events: Arc<Exchange>) -> Self {
+    /// A service over `store`, publishing to `events`, refusing to delete a container that
+    /// has a task in `tasks`.
+    pub fn new(
+        store: Arc<MetadataStore>,
+        events: Arc<Exchange>,
+        tasks: Option<Arc<TaskManager>>,
+    ) -> Self {
         ContainersService {
             store,
             events,
             listings: Arc::default(),
+            tasks,
         }
     }
 
@@ -257,6 +284,9 @@ impl Containers for ContainersService {
         let ns = namespace::from_request(&req)?;
         tracing::Span::current().record("namespace", ns.as_str());
         let id = req.into_inner().id;
+        if self.tasks.as_ref().is_some_and(|t| t.get(&ns, &id).is_ok()) {
+            return Err(to_status(&ContainersError::TaskExists(id)));
+        }
         let (n, i) = (ns.clone(), id.clone());
         self.with_store(move |s| s.delete_container(&n, &i)).await?;
         self.publish(&ns, &ContainerDelete { id });
@@ -267,14 +297,15 @@ impl Containers for ContainersService {
 /// The `io.containerd.grpc.v1.containers` plugin.
 pub fn registration() -> Registration {
     Registration::new(types::GRPC, "containers")
-        .requires(&[types::METADATA, types::EVENT])
+        .requires(&[types::METADATA, types::EVENT, types::RUNTIME_V2])
         .init(|ctx| {
             let store: Arc<MetadataStore> = ctx.get_single(types::METADATA)?;
             let events: Arc<Exchange> = ctx.get_single(types::EVENT)?;
-            let svc = ContainersService::new(store, events);
-            Ok(Arc::new(GrpcService::new(
-                "containerd.services.containers.v1.Containers",
-                |routes| routes.add_service(ContainersRoutes::new(svc)),
-            )))
+            // Without a runtime (disabled, or failed to load) there are no tasks to protect.
+            let tasks = ctx
+                .get_by_id::<TaskManager>(types::RUNTIME_V2, berth_runtime::PLUGIN_ID)
+                .ok();
+            let svc = ContainersService::new(store, events, tasks);
+            Ok(Arc::new(GrpcService::new(ContainersRoutes::new(svc))))
         })
 }

@@ -24,6 +24,7 @@ use tonic_prost::ProstDecoder;
 use tracing::Instrument as _;
 
 use crate::containers::ContainersService;
+use crate::grpc::MessageLimits;
 
 /// The method this route answers itself.
 const LIST_PATH: &str = "/containerd.services.containers.v1.Containers/List";
@@ -83,6 +84,8 @@ impl UnaryService<ListContainersRequest> for ListMethod {
 pub struct ContainersRoutes {
     generated: ContainersServer<ContainersService>,
     svc: ContainersService,
+    /// The message size limit of the List route, as the generated server's.
+    max_message_size: Option<usize>,
 }
 
 impl ContainersRoutes {
@@ -91,6 +94,17 @@ impl ContainersRoutes {
         ContainersRoutes {
             generated: ContainersServer::new(svc.clone()),
             svc,
+            max_message_size: None,
+        }
+    }
+}
+
+impl MessageLimits for ContainersRoutes {
+    fn with_message_limits(self, max: usize) -> Self {
+        ContainersRoutes {
+            generated: self.generated.with_message_limits(max),
+            svc: self.svc,
+            max_message_size: Some(max),
         }
     }
 }
@@ -115,9 +129,12 @@ impl tower::Service<http::Request<Body>> for ContainersRoutes {
             return Box::pin(self.generated.call(req));
         }
         let method = ListMethod(self.svc.clone());
-        Box::pin(async move {
-            let mut grpc = tonic::server::Grpc::new(PreEncodedCodec);
-            Ok(grpc.unary(method, req).await)
-        })
+        let mut grpc = tonic::server::Grpc::new(PreEncodedCodec);
+        if let Some(max) = self.max_message_size {
+            grpc = grpc
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max);
+        }
+        Box::pin(async move { Ok(grpc.unary(method, req).await) })
     }
 }

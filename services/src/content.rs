@@ -341,7 +341,11 @@ async fn run_write_session(
         req = match inbound.next().await {
             Some(Ok(r)) => r,
             Some(Err(e)) => {
+                // A message that could not be taken (over the size limit, not decodable) ends
+                // the call with its status, as containerd returns its `Recv` error; a client
+                // that went away does not read it.
                 tracing::debug!(error = %e, "write stream broke; ingest kept for resumption");
+                let _ = tx.send(Err(e)).await;
                 return;
             }
             None => return,
@@ -433,9 +437,6 @@ pub fn registration() -> Registration {
                 .content_sharing_policy
                 != "isolated";
             let svc = ContentService::new(NamespacedContent::new(meta, store, shared), events, gc);
-            Ok(Arc::new(GrpcService::new(
-                "containerd.services.content.v1.Content",
-                |routes| routes.add_service(ContentServer::new(svc)),
-            )))
+            Ok(Arc::new(GrpcService::new(ContentServer::new(svc))))
         })
 }

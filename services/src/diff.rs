@@ -582,10 +582,7 @@ pub fn registration() -> Registration {
                 != "isolated";
             let tmp_dir = ctx.create_state()?;
             let svc = DiffService::new(NamespacedContent::new(meta, store, shared), tmp_dir);
-            Ok(Arc::new(GrpcService::new(
-                "containerd.services.diff.v1.Diff",
-                |routes| routes.add_service(DiffServer::new(svc)),
-            )))
+            Ok(Arc::new(GrpcService::new(DiffServer::new(svc))))
         })
 }
 

@@ -161,10 +161,7 @@ pub fn registration() -> Registration {
             let exchange: Arc<Exchange> =
                 ctx.get_by_id(types::EVENT, berth_core::events::plugin::ID)?;
             let svc = EventsService::new(exchange);
-            Ok(Arc::new(GrpcService::new(
-                "containerd.services.events.v1.Events",
-                |routes| routes.add_service(EventsServer::new(svc)),
-            )))
+            Ok(Arc::new(GrpcService::new(EventsServer::new(svc))))
         })
 }
 

@@ -1,10 +1,69 @@
 //! The instance every `io.containerd.grpc.v1` plugin returns: a way to add its tonic service to
 //! the daemon's router, so the daemon serves whatever loaded without knowing the types.
+//!
+//! Every service goes on the router with containerd's message limits and behind the
+//! [`Edge`](crate::edge::Edge), so that what the transport refuses reads the same for all.
 
+use std::convert::Infallible;
 use std::fmt;
 use std::sync::Mutex;
 
+use berth_proto::containerd::services::containers::v1::containers_server::ContainersServer;
+use berth_proto::containerd::services::content::v1::content_server::ContentServer;
+use berth_proto::containerd::services::diff::v1::diff_server::DiffServer;
+use berth_proto::containerd::services::events::v1::events_server::EventsServer;
+use berth_proto::containerd::services::images::v1::images_server::ImagesServer;
+use berth_proto::containerd::services::introspection::v1::introspection_server::IntrospectionServer;
+use berth_proto::containerd::services::leases::v1::leases_server::LeasesServer;
+use berth_proto::containerd::services::namespaces::v1::namespaces_server::NamespacesServer;
+use berth_proto::containerd::services::snapshots::v1::snapshots_server::SnapshotsServer;
+use berth_proto::containerd::services::tasks::v1::tasks_server::TasksServer;
+use berth_proto::containerd::services::version::v1::version_server::VersionServer;
+use tonic::body::Body;
+use tonic::server::NamedService;
 use tonic::service::Routes;
+use tonic_health::pb::health_server::HealthServer;
+
+use crate::edge::Edge;
+
+/// The largest message taken or sent, either way: containerd sets its gRPC server's receive and
+/// send limits to 16 MiB (`defaults.DefaultMaxRecvMsgSize`, `DefaultMaxSendMsgSize`), where
+/// tonic's default would take 4 MiB.
+pub const MAX_MESSAGE_SIZE: usize = 16 << 20;
+
+/// A tonic server whose message size limits can be set: every generated server, and the
+/// routes that wrap one.
+pub trait MessageLimits {
+    /// The server taking and sending messages of at most `max` bytes.
+    fn with_message_limits(self, max: usize) -> Self;
+}
+
+/// The generated servers: their limit setters are inherent methods, so each is listed here.
+macro_rules! generated_message_limits {
+    ($($server:ident),* $(,)?) => {$(
+        impl<T> MessageLimits for $server<T> {
+            fn with_message_limits(self, max: usize) -> Self {
+                self.max_decoding_message_size(max)
+                    .max_encoding_message_size(max)
+            }
+        }
+    )*};
+}
+
+generated_message_limits!(
+    ContainersServer,
+    ContentServer,
+    DiffServer,
+    EventsServer,
+    HealthServer,
+    ImagesServer,
+    IntrospectionServer,
+    LeasesServer,
+    NamespacesServer,
+    SnapshotsServer,
+    TasksServer,
+    VersionServer,
+);
 
 type AddFn = Box<dyn FnOnce(Routes) -> Routes + Send>;
 
@@ -23,12 +82,25 @@ impl fmt::Debug for GrpcService {
 }
 
 impl GrpcService {
-    /// A service named `name` that `add` puts on the router, e.g.
-    /// `|routes| routes.add_service(NamespacesServer::new(svc))`.
-    pub fn new(name: &'static str, add: impl FnOnce(Routes) -> Routes + Send + 'static) -> Self {
+    /// The tonic server `server` (e.g. `NamespacesServer::new(svc)`), to be served with
+    /// [`MAX_MESSAGE_SIZE`] limits behind the [`Edge`].
+    pub fn new<S>(server: S) -> Self
+    where
+        S: MessageLimits
+            + tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let server = Edge::new(server.with_message_limits(MAX_MESSAGE_SIZE));
         GrpcService {
-            name,
-            add: Mutex::new(Some(Box::new(add))),
+            name: S::NAME,
+            add: Mutex::new(Some(Box::new(move |routes: Routes| {
+                routes.add_service(server)
+            }))),
         }
     }
 

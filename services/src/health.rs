@@ -19,14 +19,9 @@ pub fn registration() -> Registration {
         .config::<Config>()
         .init(|ctx| {
             let _config: Config = ctx.config()?;
-            Ok(Arc::new(GrpcService::new(
-                "grpc.health.v1.Health",
-                |routes| {
-                    // The reporter starts with "" SERVING; keeping it alive is not needed for
-                    // that status to stay.
-                    let (_reporter, service) = tonic_health::server::health_reporter();
-                    routes.add_service(service)
-                },
-            )))
+            // The reporter starts with "" SERVING; keeping it alive is not needed for that
+            // status to stay.
+            let (_reporter, service) = tonic_health::server::health_reporter();
+            Ok(Arc::new(GrpcService::new(service)))
         })
 }

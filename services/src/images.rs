@@ -187,9 +187,6 @@ pub fn registration() -> Registration {
             let events: Arc<Exchange> = ctx.get_single(types::EVENT)?;
             let gc: Option<Arc<GcScheduler>> = ctx.get_single(types::GC).ok();
             let svc = ImagesService::new(store, events, gc);
-            Ok(Arc::new(GrpcService::new(
-                "containerd.services.images.v1.Images",
-                |routes| routes.add_service(ImagesServer::new(svc)),
-            )))
+            Ok(Arc::new(GrpcService::new(ImagesServer::new(svc))))
         })
 }

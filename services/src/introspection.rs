@@ -122,10 +122,7 @@ pub fn registration() -> Registration {
             inventory: ctx.inventory(),
             uuid,
         };
-        Ok(Arc::new(GrpcService::new(
-            "containerd.services.introspection.v1.Introspection",
-            |routes| routes.add_service(IntrospectionServer::new(svc)),
-        )))
+        Ok(Arc::new(GrpcService::new(IntrospectionServer::new(svc))))
     })
 }
 

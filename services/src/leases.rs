@@ -171,10 +171,7 @@ pub fn registration() -> Registration {
             let store: Arc<MetadataStore> = ctx.get_single(types::METADATA)?;
             let gc: Option<Arc<GcScheduler>> = ctx.get_single(types::GC).ok();
             let svc = LeasesService::new(store, gc);
-            Ok(Arc::new(GrpcService::new(
-                "containerd.services.leases.v1.Leases",
-                |routes| routes.add_service(LeasesServer::new(svc)),
-            )))
+            Ok(Arc::new(GrpcService::new(LeasesServer::new(svc))))
         })
 }
 

@@ -8,6 +8,7 @@ pub mod containers_list_route;
 pub mod content;
 pub mod convert;
 pub mod diff;
+pub mod edge;
 pub mod events;
 pub mod grpc;
 pub mod health;

@@ -23,13 +23,21 @@ pub fn lease_from_request<T>(req: &Request<T>) -> Option<String> {
 /// The validated namespace of a request: FailedPrecondition when missing, InvalidArgument when
 /// malformed. The first value wins, as in containerd.
 pub fn from_request<T>(req: &Request<T>) -> Result<String, Status> {
-    let ns = req
-        .metadata()
-        .get_all(NAMESPACE_HEADER)
-        .iter()
-        .next()
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let value = req.metadata().get_all(NAMESPACE_HEADER).iter().next();
+    let ns = match value.map(|v| v.to_str()) {
+        None => "",
+        Some(Ok(ns)) => ns,
+        // Bytes that are not visible ASCII (a header value may carry any byte above 0x7f):
+        // a malformed name, as containerd's identifier rules find it.
+        Some(Err(_)) => {
+            let shown = value
+                .map(|v| String::from_utf8_lossy(v.as_encoded_bytes()).into_owned())
+                .unwrap_or_default();
+            return Err(to_status(&IdentifierError::Namespace(Box::new(
+                IdentifierError::BadCharacters(shown),
+            ))));
+        }
+    };
     if ns.is_empty() {
         return Err(to_status(&IdentifierError::NamespaceRequired));
     }
@@ -66,6 +74,18 @@ mod tests {
         assert!(err
             .message()
             .starts_with("namespace validation: identifier \"../x\""));
+    }
+
+    #[test]
+    fn namespace_that_is_not_text_is_invalid_argument() {
+        let mut r = Request::new(());
+        let value = tonic::metadata::AsciiMetadataValue::try_from(&b"ns\xff"[..]).unwrap();
+        r.metadata_mut().insert(NAMESPACE_HEADER, value);
+        let err = from_request(&r).unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(err
+            .message()
+            .starts_with("namespace validation: identifier \"ns"));
     }
 
     #[test]

@@ -300,9 +300,6 @@ pub fn registration() -> Registration {
             let events: Arc<Exchange> = ctx.get_single(types::EVENT)?;
             let snapshots = NamespacedSnapshots::new(meta, loaded_snapshotters(ctx));
             let svc = SnapshotsService::new(snapshots, events);
-            Ok(Arc::new(GrpcService::new(
-                "containerd.services.snapshots.v1.Snapshots",
-                |routes| routes.add_service(SnapshotsServer::new(svc)),
-            )))
+            Ok(Arc::new(GrpcService::new(SnapshotsServer::new(svc))))
         })
 }

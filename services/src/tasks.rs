@@ -528,10 +528,7 @@ pub fn registration() -> Registration {
                 ctx.get_by_id(types::RUNTIME_V2, berth_runtime::PLUGIN_ID)?;
             let snapshots = NamespacedSnapshots::new(store.clone(), loaded_snapshotters(ctx));
             let svc = TasksService::new(tasks, store, snapshots);
-            Ok(Arc::new(GrpcService::new(
-                "containerd.services.tasks.v1.Tasks",
-                |routes| routes.add_service(TasksServer::new(svc)),
-            )))
+            Ok(Arc::new(GrpcService::new(TasksServer::new(svc))))
         })
 }
 

@@ -36,9 +36,8 @@ impl Version for VersionService {
 /// The `io.containerd.grpc.v1.version` plugin.
 pub fn registration() -> Registration {
     Registration::new(types::GRPC, "version").init(|_| {
-        Ok(Arc::new(GrpcService::new(
-            "containerd.services.version.v1.Version",
-            |routes| routes.add_service(VersionServer::new(VersionService)),
-        )))
+        Ok(Arc::new(GrpcService::new(VersionServer::new(
+            VersionService,
+        ))))
     })
 }

@@ -22,7 +22,7 @@ pub enum FilterError {
     /// such a filter and lets it match nothing; Berth refuses it up front.
     #[error(
         "filters: parse error: {}",
-        located(.input, *.position, &format!("invalid regular expression {:?}: {}", .pattern, .reason))
+        located(.input, *.position, &format!("invalid regular expression {:?}: {}", clipped(.pattern, Side::Start), .reason))
     )]
     InvalidRegex {
         /// The filter string as the client sent it.
@@ -60,8 +60,48 @@ impl Classify for FilterError {
     }
 }
 
+/// Most bytes of the client's input quoted on each side of the offending character (and of a
+/// pattern). containerd quotes the whole input; a filter can be any length, and the message
+/// travels back in one HTTP/2 header, so a long one is shortened to the part around the
+/// problem.
+const QUOTED: usize = 64;
+
+/// Which part of a long text [`clipped`] keeps.
+#[derive(Debug, Clone, Copy)]
+enum Side {
+    /// The first [`QUOTED`] bytes, then `...`.
+    Start,
+    /// `...`, then the last [`QUOTED`] bytes.
+    End,
+}
+
+/// `text` if it is at most [`QUOTED`] bytes, else the `side` of it, cut at a character
+/// boundary.
+fn clipped(text: &str, side: Side) -> std::borrow::Cow<'_, str> {
+    if text.len() <= QUOTED {
+        return text.into();
+    }
+    match side {
+        Side::Start => {
+            let mut end = QUOTED;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            format!("{}...", &text[..end]).into()
+        }
+        Side::End => {
+            let mut start = text.len() - QUOTED;
+            while !text.is_char_boundary(start) {
+                start += 1;
+            }
+            format!("...{}", &text[start..]).into()
+        }
+    }
+}
+
 /// Renders the bracketed part of the message: the input with the character at `position` set
-/// off by `>|` and `|<`, or the bare input when `position` is at (or past) its end.
+/// off by `>|` and `|<`, or the bare input when `position` is at (or past) its end; at most
+/// [`QUOTED`] bytes on each side.
 fn located(input: &str, position: usize, reason: &str) -> String {
     // containerd slices one byte here, which can split a multi-byte character; marking the
     // whole character keeps the message valid UTF-8 and reads the same for ASCII input.
@@ -70,8 +110,12 @@ fn located(input: &str, position: usize, reason: &str) -> String {
         .and_then(|rest| rest.chars().next())
         .map(|ch| (&input[..position], ch, &input[position + ch.len_utf8()..]));
     match marked {
-        Some((before, ch, after)) => format!("[{before} >|{ch}|< {after}]: {reason}"),
-        None => format!("[{input}]: {reason}"),
+        Some((before, ch, after)) => format!(
+            "[{} >|{ch}|< {}]: {reason}",
+            clipped(before, Side::End),
+            clipped(after, Side::Start)
+        ),
+        None => format!("[{}]: {reason}", clipped(input, Side::End)),
     }
 }
 
@@ -147,6 +191,39 @@ mod tests {
         );
         assert_eq!(err.input(), "name~=[");
         assert_eq!(err.position(), 6);
+    }
+
+    #[test]
+    fn long_input_is_quoted_around_the_problem_only() {
+        let input = format!("labels.a~=[{}", "x".repeat(100_000));
+        let err = FilterError::InvalidRegex {
+            input: input.clone(),
+            position: 10,
+            pattern: input[10..].to_owned(),
+            reason: "unclosed character class".to_owned(),
+        };
+        let text = err.to_string();
+        assert!(text.len() < 300, "{text}");
+        assert_eq!(
+            text,
+            format!(
+                "filters: parse error: [labels.a~= >|[|< {}...]: invalid regular expression \
+                 \"[{}...\": unclosed character class",
+                "x".repeat(64),
+                "x".repeat(63)
+            )
+        );
+
+        let input = format!("name=={},?", "é".repeat(50_000));
+        let position = input.len() - 1;
+        let text = syntax(&input, position, "expected field or quoted").to_string();
+        assert!(text.len() < 200, "{text}");
+        assert!(
+            text.ends_with("éé, >|?|< ]: expected field or quoted"),
+            "{text}"
+        );
+        let text = syntax(&input, input.len(), "x").to_string();
+        assert!(text.starts_with("filters: parse error: [...éé"), "{text}");
     }
 
     #[test]
