@@ -491,6 +491,7 @@ pub fn runtime_registration() -> Registration {
                     ttrpc_address: daemon.ttrpc_address().display().to_string(),
                     publish_binary: std::env::current_exe().map_err(PluginError::init)?,
                     runtimes: config.runtimes,
+                    timeouts: berth_runtime::Timeouts::from_daemon_config(daemon),
                 },
                 Arc::new(ExchangeSink(exchange)),
             )
@@ -647,6 +648,7 @@ mod tests {
                 ttrpc_address: d.join("d.sock.ttrpc").display().to_string(),
                 publish_binary: "/usr/bin/containerd".into(),
                 runtimes: BTreeMap::from([("io.containerd.runc.v2".to_owned(), SHIM.to_owned())]),
+                timeouts: berth_runtime::Timeouts::default(),
             },
             Arc::new(ExchangeSink(exchange.clone())),
         )

@@ -1,5 +1,7 @@
 //! Command line: flags override the config file, which overrides the defaults.
 
+mod process;
+
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -117,6 +119,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         None => {
             let config = cli.load_config()?;
             logging::init(&config.debug.level);
+            process::apply(&config)?;
             let registry = registry(&config)?;
             server::run(config, registry)
         }

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod context;
+pub mod duration;
 pub mod errdefs;
 pub mod identifiers;
 pub mod inventory;
@@ -10,7 +11,7 @@ pub mod registration;
 pub mod registry;
 pub mod types;
 
-pub use config::{Config, ConfigError};
+pub use config::{CgroupConfig, Config, ConfigError};
 pub use context::{InitContext, PluginMeta};
 pub use errdefs::{Classify, ErrorKind};
 pub use identifiers::IdentifierError;

@@ -2,7 +2,9 @@
 //! (containerd `runtime/v2/manager.go` `Config`, plus Berth's runtime → shim overrides).
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
+use berth_registry::config as daemon;
 use berth_registry::Platform;
 use serde::{Deserialize, Serialize};
 
@@ -32,6 +34,39 @@ impl Default for Config {
     }
 }
 
+/// The shim timeouts of the daemon's `[timeouts]` (containerd `runtime/v2/shim.go`,
+/// `services/tasks/local.go`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// `io.containerd.timeout.shim.load`: a restarted daemon's wait for a shim's Connect.
+    pub load: Duration,
+    /// `io.containerd.timeout.shim.cleanup`: a shim's `delete` action.
+    pub cleanup: Duration,
+    /// `io.containerd.timeout.shim.shutdown`: a shim's Shutdown.
+    pub shutdown: Duration,
+    /// `io.containerd.timeout.task.state`: a shim's State.
+    pub state: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts::from_daemon_config(&berth_registry::Config::default())
+    }
+}
+
+impl Timeouts {
+    /// The timeouts the daemon config sets, Berth's defaults for the others.
+    pub fn from_daemon_config(config: &berth_registry::Config) -> Timeouts {
+        let get = |key: &str| config.timeout(key).unwrap_or(Duration::from_secs(5));
+        Timeouts {
+            load: get(daemon::TIMEOUT_SHIM_LOAD),
+            cleanup: get(daemon::TIMEOUT_SHIM_CLEANUP),
+            shutdown: get(daemon::TIMEOUT_SHIM_SHUTDOWN),
+            state: get(daemon::TIMEOUT_TASK_STATE),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -44,5 +79,27 @@ mod tests {
             Some(BERTH_SHIM)
         );
         assert_eq!(c.platforms.len(), 1);
+    }
+
+    #[test]
+    fn timeouts_come_from_the_daemon_config() {
+        let d = Timeouts::default();
+        assert_eq!(
+            (d.load, d.cleanup, d.shutdown, d.state),
+            (
+                Duration::from_secs(5),
+                Duration::from_secs(10),
+                Duration::from_secs(3),
+                Duration::from_secs(2)
+            )
+        );
+        let config = berth_registry::Config::parse(
+            "[timeouts]\n\"io.containerd.timeout.task.state\" = \"500ms\"\n",
+            std::path::Path::new("c"),
+        )
+        .unwrap();
+        let t = Timeouts::from_daemon_config(&config);
+        assert_eq!(t.state, Duration::from_millis(500));
+        assert_eq!(t.load, Duration::from_secs(5));
     }
 }

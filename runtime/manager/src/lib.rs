@@ -14,7 +14,7 @@ pub mod shim;
 pub mod task;
 
 pub use bundle::Bundle;
-pub use config::Config;
+pub use config::{Config, Timeouts};
 pub use error::RuntimeError;
 pub use events::{DiscardEvents, EventSink};
 pub use manager::{CreateOpts, ManagerConfig, RootfsMount, TaskManager};

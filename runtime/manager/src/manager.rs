@@ -15,11 +15,12 @@ use berth_ttrpc::Client;
 
 use crate::binary::ShimResolver;
 use crate::bundle::{self, Bundle};
+use crate::config::Timeouts;
 use crate::error::RuntimeError;
 use crate::events::{publish_dead_shim, EventSink};
 use crate::legacy;
 use crate::shim::{is_executable, parse_address, spawn_log_pump, Exit, ShimBinary};
-use crate::task::{Task, TaskIo, LOAD_TIMEOUT};
+use crate::task::{Task, TaskIo};
 
 /// How often a task's connection is checked for a dead shim.
 const MONITOR_INTERVAL: Duration = Duration::from_millis(200);
@@ -42,6 +43,8 @@ pub struct ManagerConfig {
     pub publish_binary: PathBuf,
     /// Runtime name → shim binary overrides (see [`crate::Config::runtimes`]).
     pub runtimes: BTreeMap<String, String>,
+    /// Shim timeouts (the daemon's `[timeouts]`).
+    pub timeouts: Timeouts,
 }
 
 /// One rootfs mount handed to the shim, which mounts it on `<bundle>/rootfs`.
@@ -187,6 +190,7 @@ impl TaskManager {
             grpc_address: self.config.grpc_address.clone(),
             ttrpc_address: self.config.ttrpc_address.clone(),
             publish_binary: self.config.publish_binary.clone(),
+            timeouts: self.config.timeouts,
         }
     }
 
@@ -556,7 +560,7 @@ impl TaskManager {
                 return Err(RuntimeError::InvalidAddress(String::new()));
             }
         };
-        let connected = tokio::time::timeout(LOAD_TIMEOUT, Client::connect_address(&address))
+        let connected = tokio::time::timeout(shim.timeouts.load, Client::connect_address(&address))
             .await
             .unwrap_or(Err(berth_ttrpc::TtrpcError::Timeout));
         let client = match connected {
@@ -567,7 +571,7 @@ impl TaskManager {
             }
         };
         let task = Arc::new(Task::new(bundle.clone(), shim.clone(), client, pump));
-        match task.connect(Some(LOAD_TIMEOUT)).await {
+        match task.connect(Some(shim.timeouts.load)).await {
             Ok(resp) => {
                 task.set_pid(resp.task_pid);
                 Ok(task)
@@ -639,6 +643,7 @@ mod tests {
                 ttrpc_address: dir.join("grpc.sock.ttrpc").display().to_string(),
                 publish_binary: "/bin/true".into(),
                 runtimes: BTreeMap::new(),
+                timeouts: Timeouts::default(),
             },
             Arc::new(DiscardEvents),
         )

@@ -15,13 +15,11 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
 
 use crate::bundle::Bundle;
+use crate::config::Timeouts;
 use crate::error::RuntimeError;
 
 /// How long `start` may take before the shim is killed.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long the `delete` action may take (containerd `io.containerd.timeout.shim.cleanup` is
-/// 5 s; runc's forced delete of a live container needs a little more).
-pub const CLEANUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// The environment variable naming the daemon's ttrpc socket for the shim's events.
 pub const TTRPC_ADDRESS_ENV: &str = "TTRPC_ADDRESS";
 
@@ -53,6 +51,8 @@ pub struct ShimBinary {
     pub ttrpc_address: String,
     /// The daemon executable (`-publish-binary`).
     pub publish_binary: PathBuf,
+    /// How long the shim's actions and calls may take.
+    pub timeouts: Timeouts,
 }
 
 impl ShimBinary {
@@ -141,7 +141,7 @@ impl ShimBinary {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let output = tokio::time::timeout(CLEANUP_TIMEOUT, cmd.output())
+        let output = tokio::time::timeout(self.timeouts.cleanup, cmd.output())
             .await
             .map_err(|_| RuntimeError::ShimTimeout {
                 binary: self.binary.clone(),
@@ -265,6 +265,7 @@ mod tests {
             grpc_address: "/run/x.sock".into(),
             ttrpc_address: "/run/x.sock.ttrpc".into(),
             publish_binary: "/usr/bin/berthd".into(),
+            timeouts: Timeouts::default(),
         }
     }
 

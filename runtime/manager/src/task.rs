@@ -26,12 +26,6 @@ use crate::shim::{Exit, ShimBinary};
 
 /// The shim's ttrpc service.
 pub const TASK_SERVICE: &str = "containerd.task.v2.Task";
-/// How long a reconnecting daemon waits for Connect (`io.containerd.timeout.shim.load`).
-pub const LOAD_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long Shutdown may take (`io.containerd.timeout.shim.shutdown`).
-pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3);
-/// How long State may take when listing (`io.containerd.timeout.task.state`).
-pub const STATE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// I/O of a process: FIFO paths or URIs (`file://`, `binary://`) the shim opens.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -140,7 +134,10 @@ impl Task {
             id: self.id().to_owned(),
             exec_id: exec_id.to_owned(),
         };
-        match self.call("State", &req, Some(STATE_TIMEOUT)).await {
+        match self
+            .call("State", &req, Some(self.shim.timeouts.state))
+            .await
+        {
             Err(e) if e.is_closed() => Err(RuntimeError::TaskNotFound(self.id().to_owned())),
             other => other,
         }
@@ -325,7 +322,7 @@ impl Task {
             now: false,
         };
         match self
-            .call::<_, ()>("Shutdown", &req, Some(SHUTDOWN_TIMEOUT))
+            .call::<_, ()>("Shutdown", &req, Some(self.shim.timeouts.shutdown))
             .await
         {
             Err(e) if e.is_closed() => Ok(()),

@@ -151,6 +151,7 @@ impl Fixture {
                 ttrpc_address: d.join("d.sock.ttrpc").display().to_string(),
                 publish_binary: "/usr/bin/containerd".into(),
                 runtimes: BTreeMap::from([("io.containerd.runc.v2".to_owned(), SHIM.to_owned())]),
+                timeouts: berth_runtime::Timeouts::default(),
             },
             events,
         )
