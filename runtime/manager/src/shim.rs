@@ -303,6 +303,17 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn delete_takes_the_configured_cleanup_timeout() {
+        let d = tempfile::tempdir().unwrap();
+        let mut shim = fake_shim(d.path(), "#!/bin/sh\nexec sleep 10\n");
+        shim.timeouts.cleanup = Duration::from_millis(200);
+        let started = std::time::Instant::now();
+        let err = shim.delete().await.unwrap_err();
+        assert!(matches!(err, RuntimeError::ShimTimeout { .. }), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
     async fn delete_decodes_the_response() {
         let d = tempfile::tempdir().unwrap();
         // DeleteResponse{pid: 7, exit_status: 137}: 08 07 10 89 01
