@@ -265,7 +265,7 @@ impl Content for ContentService {
         req: Request<Streaming<WriteContentRequest>>,
     ) -> Result<Response<Self::WriteStream>, Status> {
         let ns = namespace::from_request(&req)?;
-        let lease = namespace::lease_from_request(&req);
+        let lease = namespace::lease_from_request(&req)?;
         tracing::Span::current().record("namespace", ns.as_str());
         let mut inbound = req.into_inner();
         let first = match inbound.next().await {

@@ -515,7 +515,7 @@ impl Diff for DiffService {
     #[tracing::instrument(skip_all, fields(namespace, media_type, r#ref))]
     async fn diff(&self, req: Request<DiffRequest>) -> Result<Response<DiffResponse>, Status> {
         let ns = namespace::from_request(&req)?;
-        let lease = namespace::lease_from_request(&req);
+        let lease = namespace::lease_from_request(&req)?;
         let req = req.into_inner();
         let media_type = if req.media_type.is_empty() {
             MEDIA_TYPE_LAYER_GZIP.to_owned()

@@ -11,13 +11,18 @@ pub const NAMESPACE_HEADER: &str = "containerd-namespace";
 /// The gRPC metadata key naming the lease that protects what a call creates.
 pub const LEASE_HEADER: &str = "containerd-lease";
 
-/// The lease a request works under, if it names one.
-pub fn lease_from_request<T>(req: &Request<T>) -> Option<String> {
-    req.metadata()
-        .get(LEASE_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
+/// The lease a request works under, if it names one; InvalidArgument when the header is not
+/// text (work done under a lease must not silently go unleased).
+pub fn lease_from_request<T>(req: &Request<T>) -> Result<Option<String>, Status> {
+    let Some(value) = req.metadata().get(LEASE_HEADER) else {
+        return Ok(None);
+    };
+    match value.to_str() {
+        Ok(lease) => Ok(Some(lease).filter(|s| !s.is_empty()).map(str::to_owned)),
+        Err(_) => Err(to_status(&IdentifierError::BadCharacters(
+            String::from_utf8_lossy(value.as_encoded_bytes()).into_owned(),
+        ))),
+    }
 }
 
 /// The validated namespace of a request: FailedPrecondition when missing, InvalidArgument when
@@ -86,6 +91,18 @@ mod tests {
         assert!(err
             .message()
             .starts_with("namespace validation: identifier \"ns"));
+    }
+
+    #[test]
+    fn lease_header_that_is_not_text_is_invalid_argument() {
+        let mut r = Request::new(());
+        assert_eq!(lease_from_request(&r).unwrap(), None);
+        r.metadata_mut().insert(LEASE_HEADER, "l1".parse().unwrap());
+        assert_eq!(lease_from_request(&r).unwrap().as_deref(), Some("l1"));
+        let value = tonic::metadata::AsciiMetadataValue::try_from(&b"l\xff"[..]).unwrap();
+        r.metadata_mut().insert(LEASE_HEADER, value);
+        let err = lease_from_request(&r).unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
     }
 
     #[test]

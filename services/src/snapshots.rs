@@ -105,7 +105,7 @@ impl Snapshots for SnapshotsService {
     ) -> Result<Response<PrepareSnapshotResponse>, Status> {
         let ns = namespace::from_request(&req)?;
         tracing::Span::current().record("namespace", ns.as_str());
-        let lease = namespace::lease_from_request(&req);
+        let lease = namespace::lease_from_request(&req)?;
         let r = req.into_inner();
         let (n, key, parent) = (ns.clone(), r.key.clone(), r.parent.clone());
         let labels: BTreeMap<_, _> = r.labels.into_iter().collect();
@@ -140,7 +140,7 @@ impl Snapshots for SnapshotsService {
     ) -> Result<Response<ViewSnapshotResponse>, Status> {
         let ns = namespace::from_request(&req)?;
         tracing::Span::current().record("namespace", ns.as_str());
-        let lease = namespace::lease_from_request(&req);
+        let lease = namespace::lease_from_request(&req)?;
         let r = req.into_inner();
         let labels: BTreeMap<_, _> = r.labels.into_iter().collect();
         let mounts = self
@@ -180,7 +180,7 @@ impl Snapshots for SnapshotsService {
     async fn commit(&self, req: Request<CommitSnapshotRequest>) -> Result<Response<()>, Status> {
         let ns = namespace::from_request(&req)?;
         tracing::Span::current().record("namespace", ns.as_str());
-        let lease = namespace::lease_from_request(&req);
+        let lease = namespace::lease_from_request(&req)?;
         let r = req.into_inner();
         let (n, name, key) = (ns.clone(), r.name.clone(), r.key.clone());
         let labels: BTreeMap<_, _> = r.labels.into_iter().collect();
