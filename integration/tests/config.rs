@@ -127,7 +127,7 @@ fn unsupported_keys_are_refused_by_name() {
 /// `[cgroup] path`, containerd's `[timeouts]`, no `imports`, an empty `[stream_processors]` and
 /// `[metrics]` without a listener.
 #[test]
-fn containerd_defaults_are_accepted() {
+fn defaults_of_containerd_are_accepted() {
     if !require_root() || !require_binary("ctr") {
         return;
     }

@@ -5,8 +5,10 @@
 //! is reported by the name the client gave.
 //!
 //! Every case also runs against a real containerd 1.6 with its runc shim
-//! (`containerd_*`, STYLE.md §5): a case failing there is a wrong test. runc's state directory
-//! is host-global, so container ids carry the test process id.
+//! (`containerd_*`, STYLE.md §5): a case failing there is a wrong test. The running cases also
+//! run on berthd with containerd's runc shim (`runc_shim_*`) and, for user namespaces, on
+//! containerd with Berth's shim. runc's state directory is host-global, so container ids carry
+//! the test process id.
 
 // A file under tests/ is a test crate of its own; firecracker allows the lint the same way in
 // `src/vmm/tests/integration_tests.rs`.
@@ -37,6 +39,12 @@ const REMAP: &str = "0:100000:65536";
 /// The host id container root is mapped to by [`REMAP`].
 const REMAPPED_ROOT: u32 = 100_000;
 
+/// containerd's runc shim.
+const RUNC_SHIM: &str = "containerd-shim-runc-v2";
+
+/// The runtime name under which a real containerd starts Berth's shim.
+const BERTH_RUNTIME: &str = "io.containerd.berth.v2";
+
 /// How long to wait for a task to show up.
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -56,12 +64,27 @@ impl Target {
         Some(Self::ready(Self::Berthd(Daemon::start())))
     }
 
+    /// `berthd` whose `io.containerd.runc.v2` starts containerd's own runc shim.
+    fn berthd_with_runc_shim() -> Option<Self> {
+        if !require_root() || !require_binary("runc") || !require_binary(RUNC_SHIM) {
+            return None;
+        }
+        let config = format!(
+            "[plugins.\"io.containerd.runtime.v2.task\".runtimes]\n\
+             \"io.containerd.runc.v2\" = \"{RUNC_SHIM}\"\n"
+        );
+        Some(Self::ready(Self::Berthd(Daemon::start_with(
+            Some(&config),
+            &[],
+        ))))
+    }
+
     /// A real containerd with its runc shim; `None` when a prerequisite is missing.
     fn containerd() -> Option<Self> {
         if !require_root()
             || !require_binary("runc")
             || !require_binary("containerd")
-            || !require_binary("containerd-shim-runc-v2")
+            || !require_binary(RUNC_SHIM)
         {
             return None;
         }
@@ -155,7 +178,7 @@ fn task_state_dir_case(t: &Target) {
 /// Case: `run --uidmap 0:100000:65536 --gidmap 0:100000:65536` starts and prints its output;
 /// while it runs, its bundle belongs to the remapped root's group with mode 0710
 /// (containerd `runtime/v2/bundle_linux.go`).
-fn userns_case(t: &Target) {
+fn userns_case(t: &Target, runtime: &[&str]) {
     // The remapped root must traverse every directory above the bundle and the snapshots; the
     // test's private directory is 0700 (a deployment's /run and /var/lib are 0755).
     fs::set_permissions(t.dir(), fs::Permissions::from_mode(0o711)).expect("chmod the test dir");
@@ -164,10 +187,11 @@ fn userns_case(t: &Target) {
         target: t,
         ids: vec![long.clone(), short.clone()],
     };
-    let map = ["--uidmap", REMAP, "--gidmap", REMAP];
+    let mut map = vec!["--uidmap", REMAP, "--gidmap", REMAP];
+    map.extend_from_slice(runtime);
 
     let mut args = vec!["run", "-d"];
-    args.extend(map);
+    args.extend(&map);
     args.extend([IMAGE, &long, "sleep", "60"]);
     t.ctr(&args).ok();
     let deadline = Instant::now() + WAIT;
@@ -194,7 +218,7 @@ fn userns_case(t: &Target) {
     assert_eq!(fields, ["0", "100000", "65536"], "{out}");
 
     let mut args = vec!["run", "--rm"];
-    args.extend(map);
+    args.extend(&map);
     args.extend([IMAGE, &short, "sh", "-c", "echo hello from $(id -u)"]);
     let out = t.ctr(&args);
     assert_eq!(out.ok(), "hello from 0\n", "{out}");
@@ -276,20 +300,41 @@ fn containerd_task_state_dir_is_0711() {
 #[test]
 fn userns_container_runs() {
     if let Some(t) = Target::berthd() {
-        userns_case(&t);
+        userns_case(&t, &[]);
+    }
+}
+
+#[test]
+fn runc_shim_userns_container_runs() {
+    if let Some(t) = Target::berthd_with_runc_shim() {
+        userns_case(&t, &[]);
     }
 }
 
 #[test]
 fn containerd_userns_container_runs() {
     if let Some(t) = Target::containerd() {
-        userns_case(&t);
+        userns_case(&t, &[]);
+    }
+}
+
+#[test]
+fn containerd_berth_shim_userns_container_runs() {
+    if let Some(t) = Target::containerd() {
+        userns_case(&t, &["--runtime", BERTH_RUNTIME]);
     }
 }
 
 #[test]
 fn legacy_runtime_v1_linux_runs() {
     if let Some(t) = Target::berthd() {
+        legacy_runtime_case(&t);
+    }
+}
+
+#[test]
+fn runc_shim_legacy_runtime_v1_linux_runs() {
+    if let Some(t) = Target::berthd_with_runc_shim() {
         legacy_runtime_case(&t);
     }
 }
