@@ -24,6 +24,7 @@ impl Shim {
             .spec
             .map(|a| a.value)
             .ok_or_else(|| ShimError::InvalidArgument("exec: no process spec".into()))?;
+        let spec = with_terminal(&spec, req.terminal)?;
         self.with_container(&req.id, |c| {
             c.init.check(Op::Exec)?;
             if c.execs.contains_key(&req.exec_id) {
@@ -54,16 +55,17 @@ impl Shim {
         Ok(())
     }
 
-    /// ResizePty: TIOCSWINSZ on the process's pty master.
+    /// ResizePty: TIOCSWINSZ on the process's pty master; a no-op without a terminal.
     pub(super) async fn resize_pty(self: Arc<Self>, req: api::ResizePtyRequest) -> Result<()> {
         let pty = self.with_container(&req.id, |c| {
             let p = c.process(&req.exec_id)?;
             p.check(Op::Resize)?;
             Ok(p.io.pty())
         })?;
+        // A process without a terminal has nothing to resize: containerd answers success.
         match pty {
             Some(pty) => pty.resize(req.width, req.height),
-            None => Err(ShimError::InvalidArgument("process has no terminal".into())),
+            None => Ok(()),
         }
     }
 
@@ -76,5 +78,43 @@ impl Shim {
             }
             Ok(())
         })
+    }
+}
+
+/// The process spec JSON with `terminal` set to the request's: the request decides whether the
+/// exec gets a pty, whatever the spec says (containerd `pkg/process/init.go` `exec`:
+/// `spec.Terminal = r.Terminal`).
+fn with_terminal(spec_json: &[u8], terminal: bool) -> Result<Vec<u8>> {
+    let decode = |e: serde_json::Error| ShimError::Decode {
+        what: "exec process spec",
+        message: e.to_string(),
+    };
+    let mut spec: serde_json::Value = serde_json::from_slice(spec_json).map_err(decode)?;
+    let Some(fields) = spec.as_object_mut() else {
+        return Err(ShimError::InvalidArgument(
+            "exec process spec is not a JSON object".into(),
+        ));
+    };
+    fields.insert("terminal".into(), serde_json::Value::Bool(terminal));
+    serde_json::to_vec(&spec).map_err(decode)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_request_decides_the_terminal() {
+        let spec = br#"{"args":["sh"],"cwd":"/","terminal":false}"#;
+        let out: serde_json::Value =
+            serde_json::from_slice(&with_terminal(spec, true).unwrap()).unwrap();
+        assert_eq!(out["terminal"], true);
+        assert_eq!(out["args"][0], "sh");
+        let out: serde_json::Value =
+            serde_json::from_slice(&with_terminal(br#"{"terminal":true}"#, false).unwrap())
+                .unwrap();
+        assert_eq!(out["terminal"], false);
+        assert!(with_terminal(b"[]", true).is_err());
+        assert!(with_terminal(b"nope", true).is_err());
     }
 }

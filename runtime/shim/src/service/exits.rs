@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use berth_proto::containerd::events::TaskExit;
+use nix::sys::signal::Signal;
 
 use super::{Shim, UNMATCHED_KEEP};
 use crate::constants::{topic, type_url};
@@ -20,9 +21,35 @@ impl Shim {
         let shim = Arc::clone(self);
         tokio::spawn(async move {
             while let Some(exit) = sub.recv().await {
+                shim.kill_all_after_init(exit.pid).await;
                 shim.on_exit(exit);
             }
         });
+    }
+
+    /// When `pid` is the init of a container without a PID namespace of its own, SIGKILLs every
+    /// other process of it (`runc kill --all`) before the exit is recorded, as containerd's
+    /// `checkProcesses` does: the kernel kills the rest only when init was their namespace's
+    /// pid 1, and a client that saw the exit expects the container gone.
+    async fn kill_all_after_init(&self, pid: i32) {
+        let Ok(pid) = u32::try_from(pid) else {
+            return;
+        };
+        let target = {
+            let state = self.lock();
+            state
+                .containers
+                .values()
+                .find(|c| c.kill_all_on_exit && c.init.pid == pid && c.init.exit().is_none())
+                .map(|c| (c.id.clone(), c.runc.clone()))
+        };
+        let Some((id, runc)) = target else {
+            return;
+        };
+        let sigkill = Signal::SIGKILL as u32;
+        if let Err(err) = runc.kill(&id, sigkill, true).await {
+            tracing::warn!(container = %id, error = %err, "kill the rest of the container after its init exited");
+        }
     }
 
     fn on_exit(&self, exit: Exit) {

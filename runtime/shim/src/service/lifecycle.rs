@@ -12,7 +12,7 @@ use berth_proto::containerd::task::v2 as api;
 
 use super::exits::early_exit;
 use super::{asyncify, Container, Shim};
-use crate::bundle::{decode_options, save_options, SavedOptions};
+use crate::bundle::{decode_options, kill_all_on_exit, save_options, SavedOptions};
 use crate::cgroup::{watch_oom, Cgroup, CGROUP_ROOT};
 use crate::constants::{bundle, topic, type_url};
 use crate::error::{Result, ShimError};
@@ -65,19 +65,20 @@ impl Shim {
         let dir = PathBuf::from(&req.bundle);
         let rootfs = dir.join(bundle::ROOTFS);
         let mounts = req.rootfs.clone();
-        {
+        let kill_all = {
             let (dir, rootfs, saved) = (dir.clone(), rootfs.clone(), saved.clone());
             asyncify(move || {
                 save_options(&dir, &saved)?;
+                let spec = std::fs::read(dir.join(bundle::CONFIG)).ok();
                 if !mounts.is_empty() {
                     std::fs::create_dir_all(&rootfs)
                         .map_err(|e| ShimError::io("mkdir", &rootfs, e))?;
                     mount_all(&mounts, &rootfs)?;
                 }
-                Ok(())
+                Ok(kill_all_on_exit(spec.as_deref()))
             })
-            .await?;
-        }
+            .await?
+        };
         let mounted = !req.rootfs.is_empty();
         let mut runc = Runc::new(
             &opts.binary_name,
@@ -133,6 +134,7 @@ impl Shim {
             execs: HashMap::new(),
             cgroup,
             oom_watch,
+            kill_all_on_exit: kill_all,
         };
         let mut state = self.lock();
         state.containers.insert(req.id.clone(), container);

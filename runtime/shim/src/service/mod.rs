@@ -44,6 +44,8 @@ pub struct Container {
     pub cgroup: Option<Cgroup>,
     /// The OOM watcher.
     pub oom_watch: Option<JoinHandle<()>>,
+    /// Kill every other process of the container when init exits (no PID namespace of its own).
+    pub kill_all_on_exit: bool,
 }
 
 impl Container {
