@@ -1,6 +1,6 @@
 //! gRPC connections to a [`Daemon`] over its unix socket.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
@@ -17,7 +17,12 @@ pub const NAMESPACE_HEADER: &str = "containerd-namespace";
 ///
 /// The URI is a placeholder required by tonic: the connector ignores it and dials the socket.
 pub async fn channel(daemon: &Daemon) -> Channel {
-    let path: PathBuf = daemon.address().to_owned();
+    channel_at(daemon.address()).await
+}
+
+/// Like [`channel`] for any daemon's socket (a real containerd too).
+pub async fn channel_at(address: &Path) -> Channel {
+    let path: PathBuf = address.to_owned();
     let shown = path.display().to_string();
     Endpoint::try_from("http://[::]:50051")
         .expect("the placeholder URI is valid")
@@ -26,7 +31,7 @@ pub async fn channel(daemon: &Daemon) -> Channel {
             async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
         }))
         .await
-        .unwrap_or_else(|e| panic!("cannot connect to berthd at {shown}: {e}"))
+        .unwrap_or_else(|e| panic!("cannot connect to {shown}: {e}"))
 }
 
 /// Wraps `message` in a request carrying the `containerd-namespace` header, as every namespaced

@@ -309,10 +309,20 @@ impl LayeredImage {
 /// the image name, `blobs/sha256/*`). Its unpacked tree has `data/keep`, no `data/gone`, and
 /// `opq/` holding only `new`.
 pub fn build_layered_image(dir: &Path, name: &str) -> LayeredImage {
+    build_image_of_layers(dir, name, &[base_layer_entries(), upper_layer_entries()])
+}
+
+/// Builds the image `name` whose layers, bottom first, hold `layers_entries`, and writes it
+/// as [`build_layered_image`] does.
+pub fn build_image_of_layers(
+    dir: &Path,
+    name: &str,
+    layers_entries: &[Vec<RawEntry>],
+) -> LayeredImage {
     let mut blobs: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     let mut layers = Vec::new();
-    for entries in [base_layer_entries(), upper_layer_entries()] {
-        let tar = raw_tar(&entries);
+    for entries in layers_entries {
+        let tar = raw_tar(entries);
         let gz = gzip(&tar);
         let layer = Layer {
             digest: digest_of(&gz),
