@@ -447,6 +447,7 @@ async fn invalid_utf8_is_refused_with_invalid_argument_and_never_stored() {
     }
     let daemon = Daemon::start();
     for (what, code, message, _) in run_utf8_cases(daemon.address()).await {
+        println!("berthd: {what}: {code:?} {message}");
         assert_eq!(code, Code::InvalidArgument, "{what}: {message}");
         assert!(
             message.contains("UTF-8") && message.ends_with(": invalid argument"),
@@ -719,7 +720,7 @@ fn create_with_spec(id: &str, size: usize) -> CreateContainerRequest {
 }
 
 /// The size cases against `address`: a 10 MiB unary request and an 8 MiB stream message pass,
-/// anything over 16 MiB is ResourceExhausted and leaves nothing behind.
+/// anything over 16 MiB, either way, is ResourceExhausted and leaves nothing behind.
 async fn check_message_limits(address: &Path) {
     let chan = channel_at(address).await;
     // The answers echo the container: let the client read them whole.
@@ -728,6 +729,23 @@ async fn check_message_limits(address: &Path) {
         .create(namespaced(NS, create_with_spec("ten-mib", 10 << 20)))
         .await
         .expect("a 10 MiB request is under the limit");
+    // Two of them make a listing over 16 MiB, which is not sent.
+    containers
+        .create(namespaced(NS, create_with_spec("ten-mib-2", 10 << 20)))
+        .await
+        .expect("a 10 MiB request is under the limit");
+    let status = containers
+        .list(namespaced(NS, ListContainersRequest::default()))
+        .await
+        .expect_err("an answer over 16 MiB is not sent");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    for id in ["ten-mib", "ten-mib-2"] {
+        containers
+            .delete(namespaced(NS, DeleteContainerRequest { id: id.to_owned() }))
+            .await
+            .expect("Containers.Delete");
+    }
+
     let status = containers
         .create(namespaced(NS, create_with_spec("over", MAX_MESSAGE)))
         .await
