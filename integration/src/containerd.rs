@@ -100,6 +100,16 @@ impl Containerd {
         child.wait().expect("reap the killed containerd");
     }
 
+    /// Sends SIGTERM and waits until containerd exits; returns how long that took.
+    pub fn terminate(&mut self) -> Duration {
+        let mut child = self.child.take().expect("containerd is running");
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid fits"));
+        let start = Instant::now();
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("signal containerd");
+        child.wait().expect("reap containerd");
+        start.elapsed()
+    }
+
     /// The gRPC socket.
     pub fn address(&self) -> &Path {
         &self.address
