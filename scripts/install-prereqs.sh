@@ -13,6 +13,13 @@ packages=(
   openssl         # a test CA and server certificate for the HTTPS registry
 )
 
+# Python gRPC for the stock grpcio client test (integration/clients/grpcio_client.py). grpcio
+# sends the socket path as :authority on unix sockets from 1.57 on, which is what the test needs.
+if ! python3 -c 'import grpc, grpc_tools' >/dev/null 2>&1; then
+  echo "installing: grpcio grpcio-tools (pip)"
+  python3 -m pip install --quiet --disable-pip-version-check 'grpcio>=1.57' 'grpcio-tools>=1.57'
+fi
+
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
