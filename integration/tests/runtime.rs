@@ -9,7 +9,10 @@
 //! Every case also runs against a real containerd with its runc shim (`reference_containerd_*`,
 //! STYLE.md §5): a case failing there is a wrong test. And every case runs with Berth's own CLI,
 //! `berth`, as the client too, against berthd (`berth_client_*`) and against containerd
-//! (`berth_client_containerd_*`): a ctr user's expectations are the spec of `berth`.
+//! (`berth_client_containerd_*`): a ctr user's expectations are the spec of `berth`. Finally
+//! every shim case runs with the other shim of each daemon: berthd with containerd's
+//! `containerd-shim-runc-v2` (`runc_shim_*`) and containerd with Berth's shim
+//! (`containerd_berth_shim_*`), and must give the same results.
 
 // A file under tests/ is a test crate of its own; firecracker allows the lint the same way in
 // `src/vmm/tests/integration_tests.rs`.
@@ -398,6 +401,9 @@ struct Target {
     server: Server,
     shim: &'static str,
     client: Client,
+    /// The `--runtime` every `run` and `containers create` of the case passes; `None` for the
+    /// client's default (`io.containerd.runc.v2`).
+    runtime: Option<&'static str>,
 }
 
 impl Target {
@@ -419,6 +425,28 @@ impl Target {
         ))
     }
 
+    /// `berthd` whose default runtime (`io.containerd.runc.v2`) starts containerd's own
+    /// `containerd-shim-runc-v2`.
+    fn berthd_runc_shim(client: Client) -> Option<Self> {
+        let config = format!(
+            "[plugins.\"io.containerd.runtime.v2.task\"]\n  \
+             runtimes = {{ \"io.containerd.runc.v2\" = \"{RUNC_SHIM}\" }}\n"
+        );
+        Self::berthd_with(Some(&config), RUNC_SHIM, client)
+    }
+
+    /// A real containerd running every container of the case on Berth's shim
+    /// (`--runtime io.containerd.berth.v2`).
+    fn containerd_berth_shim(client: Client) -> Option<Self> {
+        if !prerequisites(client) || !shim_available(BERTH_SHIM) {
+            return None;
+        }
+        let mut target = Self::containerd(client)?;
+        target.shim = BERTH_SHIM;
+        target.runtime = Some(BERTH_RUNTIME);
+        Some(target)
+    }
+
     /// A real containerd with its own runc shim; `None` when a prerequisite is missing.
     fn containerd(client: Client) -> Option<Self> {
         if !prerequisites(client) || !require_binary("containerd") || !require_binary(RUNC_SHIM) {
@@ -436,6 +464,7 @@ impl Target {
             server,
             shim,
             client,
+            runtime: None,
         };
         import_image(&target);
         target
@@ -470,9 +499,28 @@ impl Target {
         }
     }
 
-    /// Runs the target's client against the daemon.
+    /// Runs the target's client against the daemon, with the target's `--runtime` added to
+    /// `run` and `containers create`.
     fn cli(&self, args: &[&str]) -> CmdOutput {
-        self.client.run(self.address(), args)
+        let mut args = args.to_vec();
+        if let Some(runtime) = self.runtime {
+            let at = match args.as_slice() {
+                ["run", ..] => Some(1),
+                ["containers" | "container" | "c", "create", ..] => Some(2),
+                _ => None,
+            };
+            if let Some(at) = at {
+                args.splice(at..at, ["--runtime", runtime]);
+            }
+        }
+        self.client.run(self.address(), &args)
+    }
+
+    /// The `--runtime <name>` flag of the target for a hand-built command line, or nothing.
+    fn runtime_flag(&self) -> String {
+        self.runtime
+            .map(|r| format!("--runtime {r}"))
+            .unwrap_or_default()
     }
 
     /// Kills the daemon with SIGKILL, waits `down`, and starts it again on the same root, state
@@ -591,9 +639,10 @@ fn tty_case(t: &Target) {
     let guard = Containers::new(t, &[&id]);
 
     let inner = format!(
-        "{} --address {} run --rm -t {IMAGE} {id} sh -c 'tty; echo ok'",
+        "{} --address {} run --rm -t {} {IMAGE} {id} sh -c 'tty; echo ok'",
         t.client.program().display(),
-        t.address().display()
+        t.address().display(),
+        t.runtime_flag(),
     );
     let mut cmd = Command::new("script");
     cmd.args(["-qec", &inner, "/dev/null"])
@@ -858,6 +907,30 @@ cases! {
     berth_client_containerd_events: containerd(Berth) => events_case;
     berth_client_containerd_restart: containerd(Berth) => @mut restart_case;
     berth_client_containerd_bad_input: containerd(Berth) => bad_input_case;
+}
+
+// The same cases on the other shim of each daemon (issue 12: "the runtime suite runs with both
+// shims against berthd, and ours under containerd, and gives the same results"): berthd with
+// containerd's `containerd-shim-runc-v2` as its default runtime, ...
+cases! {
+    runc_shim_run_rm: berthd_runc_shim(Ctr) => run_rm_case;
+    runc_shim_detached_task: berthd_runc_shim(Ctr) => detached_task_case;
+    runc_shim_tty: berthd_runc_shim(Ctr) => tty_case;
+    runc_shim_oom: berthd_runc_shim(Ctr) => oom_case;
+    runc_shim_events: berthd_runc_shim(Ctr) => events_case;
+    runc_shim_restart: berthd_runc_shim(Ctr) => @mut restart_case;
+    runc_shim_bad_input: berthd_runc_shim(Ctr) => bad_input_case;
+}
+
+// ... and a real containerd running Berth's shim.
+cases! {
+    containerd_berth_shim_run_rm: containerd_berth_shim(Ctr) => run_rm_case;
+    containerd_berth_shim_detached_task: containerd_berth_shim(Ctr) => detached_task_case;
+    containerd_berth_shim_tty: containerd_berth_shim(Ctr) => tty_case;
+    containerd_berth_shim_oom: containerd_berth_shim(Ctr) => oom_case;
+    containerd_berth_shim_events: containerd_berth_shim(Ctr) => events_case;
+    containerd_berth_shim_restart: containerd_berth_shim(Ctr) => @mut restart_case;
+    containerd_berth_shim_bad_input: containerd_berth_shim(Ctr) => bad_input_case;
 }
 
 #[test]
