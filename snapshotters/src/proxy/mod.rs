@@ -9,3 +9,6 @@ mod server;
 
 pub use client::ProxySnapshotter;
 pub use server::SnapshotterService;
+
+#[cfg(test)]
+mod tests;
