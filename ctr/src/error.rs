@@ -4,6 +4,7 @@
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use berth_errdefs::{grpc, ErrorKind};
 use tonic::Code;
 
 use crate::client::Client;
@@ -110,17 +111,19 @@ pub enum CtrError {
     },
 }
 
-/// containerd's errdefs class text for a code (the suffix servers append to messages).
+/// The class text servers append to messages of this code that `berth` strips again; the code
+/// is read as containerd's `ToNative` reads it ([`grpc::to_native`]). Out-of-range and data-loss
+/// messages keep their class, which the printed line does not repeat otherwise.
 fn class_text(code: Code) -> &'static str {
-    match code {
-        Code::InvalidArgument => "invalid argument",
-        Code::NotFound => "not found",
-        Code::AlreadyExists => "already exists",
-        Code::FailedPrecondition => "failed precondition",
-        Code::Unavailable => "unavailable",
-        Code::Unimplemented => "not implemented",
-        Code::Cancelled => "context canceled",
-        Code::DeadlineExceeded => "context deadline exceeded",
+    match grpc::to_native(code) {
+        kind @ (ErrorKind::InvalidArgument
+        | ErrorKind::NotFound
+        | ErrorKind::AlreadyExists
+        | ErrorKind::FailedPrecondition
+        | ErrorKind::Unavailable
+        | ErrorKind::NotImplemented
+        | ErrorKind::Canceled
+        | ErrorKind::DeadlineExceeded) => kind.as_str(),
         _ => "unknown",
     }
 }

@@ -5,6 +5,7 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
+use berth_errdefs::grpc;
 use berth_filters::Adaptor;
 use berth_proto::containerd::services::introspection::v1::introspection_server::{
     Introspection, IntrospectionServer,
@@ -18,7 +19,7 @@ use berth_registry::{types, Inventory, PluginError, PluginInfo, PluginStatus, Re
 use tonic::{Request, Response, Status};
 
 use crate::grpc::GrpcService;
-use crate::status::{code, to_status};
+use crate::status::to_status;
 
 /// The Introspection service.
 #[derive(Debug, Clone)]
@@ -44,7 +45,7 @@ fn to_proto(info: PluginInfo) -> Plugin {
     let init_err = match info.status {
         PluginStatus::Ok => None,
         PluginStatus::Error { kind, message } => Some(RpcStatus {
-            code: code(kind) as i32,
+            code: grpc::to_grpc(kind) as i32,
             message,
             details: Vec::new(),
         }),

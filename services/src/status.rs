@@ -1,6 +1,6 @@
-//! The one place where error classes become gRPC status codes (containerd errdefs
-//! `ToGRPC`). Messages end with the class text, as containerd's do, so that clients print
-//! `namespace "a": already exists`.
+//! The one place where errors become gRPC statuses (containerd errdefs `ToGRPC`), through
+//! the class-to-code table of `berth-errdefs`. Messages end with the class text, as
+//! containerd's do, so that clients print `namespace "a": already exists`.
 //!
 //! It also words what the transport itself refuses (a request that does not decode, a message
 //! over the size limit) as containerd's grpc-go does, and bounds every message: errors quote
@@ -9,7 +9,7 @@
 
 use std::borrow::Cow;
 
-use berth_registry::{Classify, ErrorKind};
+use berth_errdefs::{grpc, Classify, ErrorKind};
 use tonic::{Code, Status};
 
 /// Longest status message sent, in bytes; longer ones keep their start and their end.
@@ -27,23 +27,6 @@ const DECODED_TOO_LARGE: &str = "Error, decoded message length too large";
 
 /// tonic's text for an answer over its encoding limit, answered with OutOfRange.
 const ENCODED_TOO_LARGE: &str = "Error, encoded message length too large";
-
-/// The gRPC code for an error class.
-pub fn code(kind: ErrorKind) -> Code {
-    match kind {
-        ErrorKind::InvalidArgument => Code::InvalidArgument,
-        ErrorKind::NotFound => Code::NotFound,
-        ErrorKind::AlreadyExists => Code::AlreadyExists,
-        ErrorKind::FailedPrecondition | ErrorKind::Conflict => Code::FailedPrecondition,
-        ErrorKind::Unavailable => Code::Unavailable,
-        ErrorKind::NotImplemented => Code::Unimplemented,
-        ErrorKind::OutOfRange => Code::OutOfRange,
-        ErrorKind::DataLoss => Code::DataLoss,
-        ErrorKind::Canceled => Code::Cancelled,
-        ErrorKind::DeadlineExceeded => Code::DeadlineExceeded,
-        ErrorKind::Internal => Code::Unknown,
-    }
-}
 
 /// Converts a classified error into a status whose message is the error's display chain
 /// followed by the class text. Logged once here, where it becomes a status.
@@ -72,7 +55,7 @@ pub fn to_status<E: Classify + ?Sized>(err: &E) -> Status {
     } else {
         tracing::debug!(error = %message, "request refused");
     }
-    Status::new(code(kind), message)
+    Status::new(grpc::to_grpc(kind), message)
 }
 
 /// `message` if it is at most [`MAX_MESSAGE_LEN`] bytes; otherwise its start and its last
@@ -117,7 +100,7 @@ fn ceil_char_boundary(s: &str, mut i: usize) -> usize {
 ///   OutOfRange.
 ///
 /// Handlers never answer Internal with prost's text (their internal errors are Unknown, see
-/// [`code`]), so only the transport's refusals match.
+/// [`grpc::to_grpc`]), so only the transport's refusals match.
 pub fn from_transport(status: &Status) -> Option<Status> {
     let message = status.message();
     let (code, message) = match status.code() {
@@ -212,7 +195,7 @@ mod tests {
 
     #[test]
     fn conflict_maps_to_failed_precondition() {
-        assert_eq!(code(ErrorKind::Conflict), Code::FailedPrecondition);
-        assert_eq!(code(ErrorKind::Internal), Code::Unknown);
+        assert_eq!(grpc::to_grpc(ErrorKind::Conflict), Code::FailedPrecondition);
+        assert_eq!(grpc::to_grpc(ErrorKind::Internal), Code::Unknown);
     }
 }

@@ -2,7 +2,7 @@
 //! `filters/parser.go`: `filters: parse error: [<before> >|<char>|< <after>]: <reason>`, or
 //! `filters: parse error: [<input>]: <reason>` when the problem is the end of the input.
 
-use berth_registry::{Classify, ErrorKind};
+use berth_errdefs::{Classify, ErrorKind};
 
 /// A filter string that could not be parsed. Every variant carries the whole input and the byte
 /// offset of the offending token, so the message can point into the input as containerd's does.

@@ -1,5 +1,6 @@
 //! The Berth plugin registry: plugin types and ids, registration and dependency order, config
-//! loading, error classes and identifier validation. Small and free of storage.
+//! loading, error classes (re-exported from their leaf crate, `berth-errdefs`) and identifier
+//! validation. Small and free of storage.
 
 pub mod config;
 pub mod context;

@@ -1,7 +1,7 @@
 //! Errors of the transfer library: [`StoreError`] from the store traits and [`TransferError`]
 //! from pull and push, each with its containerd error class.
 
-use berth_registry::{Classify, ErrorKind};
+use berth_errdefs::{Classify, ErrorKind};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 
 /// An error from a store trait implementation (gRPC proxy or local store), carrying the errdefs

@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
+use berth_errdefs::{grpc, ErrorKind};
 use berth_proto::containerd::services::content::v1::content_client::ContentClient;
 use berth_proto::containerd::services::content::v1::{
     Info as ContentInfo, InfoRequest, ReadContentRequest, StatusRequest, UpdateRequest,
@@ -24,7 +25,6 @@ use berth_proto::containerd::services::snapshots::v1::{
     CommitSnapshotRequest, PrepareSnapshotRequest, RemoveSnapshotRequest, StatSnapshotRequest,
 };
 use berth_proto::containerd::types::{Descriptor as ProtoDescriptor, Mount as ProtoMount};
-use berth_registry::ErrorKind;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::StreamExt;
@@ -50,20 +50,7 @@ pub const LEASE_HEADER: &str = "containerd-lease";
 pub const WRITE_CHUNK: usize = 1 << 20;
 /// Maps a gRPC status to a [`StoreError`] of the matching errdefs class.
 pub fn status_to_error(status: &Status) -> StoreError {
-    let kind = match status.code() {
-        Code::InvalidArgument => ErrorKind::InvalidArgument,
-        Code::NotFound => ErrorKind::NotFound,
-        Code::AlreadyExists => ErrorKind::AlreadyExists,
-        Code::FailedPrecondition => ErrorKind::FailedPrecondition,
-        Code::Unavailable => ErrorKind::Unavailable,
-        Code::Unimplemented => ErrorKind::NotImplemented,
-        Code::OutOfRange => ErrorKind::OutOfRange,
-        Code::DataLoss => ErrorKind::DataLoss,
-        Code::Cancelled => ErrorKind::Canceled,
-        Code::DeadlineExceeded => ErrorKind::DeadlineExceeded,
-        _ => ErrorKind::Internal,
-    };
-    StoreError::new(kind, status.message())
+    StoreError::new(grpc::to_native(status.code()), status.message())
 }
 
 fn err(status: Status) -> StoreError {

@@ -346,7 +346,7 @@ impl Puller<'_> {
                                 "unpack layer",
                                 &layer.digest,
                                 StoreError::new(
-                                    berth_registry::ErrorKind::Internal,
+                                    berth_errdefs::ErrorKind::Internal,
                                     "download ended without the layer",
                                 ),
                             ))
@@ -429,7 +429,7 @@ impl Puller<'_> {
                 "prepare snapshot",
                 chain_id,
                 StoreError::new(
-                    berth_registry::ErrorKind::AlreadyExists,
+                    berth_errdefs::ErrorKind::AlreadyExists,
                     "extraction snapshot keeps colliding",
                 ),
             ));
@@ -723,7 +723,7 @@ fn check_bytes(desc: &Descriptor, bytes: &[u8]) -> Result<(), TransferError> {
 /// Maps a failed commit: a digest or size mismatch is the registry's fault.
 fn commit_error(desc: &Descriptor) -> impl Fn(StoreError) -> TransferError + '_ {
     move |e| {
-        if e.kind == berth_registry::ErrorKind::FailedPrecondition {
+        if e.kind == berth_errdefs::ErrorKind::FailedPrecondition {
             TransferError::DigestMismatch {
                 digest: desc.digest.clone(),
                 detail: e.message,

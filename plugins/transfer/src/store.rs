@@ -281,7 +281,7 @@ impl fmt::Debug for Stores<'_> {
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use berth_registry::ErrorKind;
+    use berth_errdefs::ErrorKind;
 
     use super::*;
 

@@ -14,10 +14,10 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use berth_errdefs::{Classify, ErrorKind};
 use berth_integration::image::{build_busybox_image, sha256_digest, TestImage};
 use berth_integration::registry::{require_registry, Registry};
 use berth_integration::{channel, ctr, require_binary, require_root, Daemon};
-use berth_registry::{Classify, ErrorKind};
 use berth_transfer::grpc::GrpcStores;
 use berth_transfer::types::{chain_ids, MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_OCI_MANIFEST};
 use berth_transfer::{
