@@ -1,39 +1,35 @@
 //! `containerd.services.diff.v1.Diff`: Apply unpacks a layer blob from the content store onto
 //! a snapshot's mounts; Diff writes the layer between two mount sets into the content store.
-//! containerd `services/diff/local.go` over `diff/apply` and `diff/walking`.
+//! The service only takes the namespace, validates, calls the [`LayerDiffer`], converts and
+//! maps the error (containerd `plugins/services/diff/local.go` over `core/diff/apply` and
+//! `diff/walking`). The differ reads and writes the daemon's content store through
+//! [`layer_differ`], which in-daemon unpack uses as well.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{self, BufRead, BufWriter, Read, Write};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use berth_core::content::ContentStore;
 use berth_core::metadata::plugin::Config as MetadataConfig;
-use berth_core::namespaced_content::{NamespacedContent, NamespacedContentError, NamespacedWriter};
+use berth_core::namespaced_content::{NamespacedContent, NamespacedWriter};
 use berth_core::MetadataStore;
 use berth_proto::containerd::services::diff::v1::diff_server::{Diff, DiffServer};
 use berth_proto::containerd::services::diff::v1::{
     ApplyRequest, ApplyResponse, DiffRequest, DiffResponse,
 };
-use berth_proto::containerd::types::{Descriptor, Mount as ProtoMount};
+use berth_proto::containerd::types::Descriptor;
 use berth_registry::{types, Classify, ErrorKind, Registration};
+pub use berth_snapshotters::apply::LABEL_UNCOMPRESSED;
 use berth_snapshotters::apply::{
-    apply_layer, detect_compression, media_type_compression, write_diff, ApplyError, ApplyOptions,
-    ApplyResult, Compression, WhiteoutMode, MEDIA_TYPE_LAYER, MEDIA_TYPE_LAYER_GZIP,
-    MEDIA_TYPE_LAYER_ZSTD,
+    diff_compression, BlobReader, CompareOptions, ContentFailure, DiffError, LayerContent,
+    LayerDescriptor, LayerDiffer, LayerWriter, MEDIA_TYPE_LAYER_GZIP,
 };
-use berth_snapshotters::error::SnapshotError;
-use berth_snapshotters::mount::TempMount;
 use berth_snapshotters::snapshotter::Mount;
-use sha2::{Digest as _, Sha256};
 use tonic::{Request, Response, Status};
 
 use crate::grpc::GrpcService;
 use crate::status::to_status;
 use crate::{blocking, namespace};
-
-/// The label naming a compressed layer's diffID (containerd `labels.LabelUncompressed`).
-pub const LABEL_UNCOMPRESSED: &str = "containerd.io/uncompressed";
 
 /// Why a Diff service call failed.
 #[derive(Debug, thiserror::Error)]
@@ -41,52 +37,16 @@ pub enum DiffServiceError {
     /// A required request field is missing.
     #[error("{0} is required")]
     Missing(&'static str),
-    /// The descriptor's size is not the stored blob's.
-    #[error("blob {digest}: descriptor size {expected} does not match stored size {actual}")]
-    SizeMismatch {
-        /// The blob.
-        digest: String,
-        /// The descriptor's size.
-        expected: u64,
-        /// The stored size.
-        actual: u64,
-    },
-    /// The stored bytes are not what the digest promises.
-    #[error("blob {digest}: {detail}")]
-    Corrupt {
-        /// The blob.
-        digest: String,
-        /// What was wrong.
-        detail: String,
-    },
-    /// Diff was asked for a media type it cannot write.
-    #[error("unsupported diff media type {0:?}")]
-    UnsupportedMediaType(String),
-    /// Unpacking or computing the layer failed.
+    /// Applying or computing the layer failed.
     #[error(transparent)]
-    Apply(#[from] ApplyError),
-    /// Mounting or unmounting failed.
-    #[error(transparent)]
-    Mount(#[from] SnapshotError),
-    /// The content store refused.
-    #[error(transparent)]
-    Content(#[from] NamespacedContentError),
-    /// Compressing the layer into the content store failed.
-    #[error("write layer blob: {0}")]
-    Write(#[source] io::Error),
+    Diff(#[from] DiffError),
 }
 
 impl Classify for DiffServiceError {
     fn kind(&self) -> ErrorKind {
         match self {
             DiffServiceError::Missing(_) => ErrorKind::InvalidArgument,
-            DiffServiceError::SizeMismatch { .. } => ErrorKind::FailedPrecondition,
-            DiffServiceError::Corrupt { .. } => ErrorKind::DataLoss,
-            DiffServiceError::UnsupportedMediaType(_) => ErrorKind::NotImplemented,
-            DiffServiceError::Apply(e) => e.kind(),
-            DiffServiceError::Mount(e) => e.kind(),
-            DiffServiceError::Content(e) => e.kind(),
-            DiffServiceError::Write(_) => ErrorKind::Internal,
+            DiffServiceError::Diff(e) => e.kind(),
         }
     }
 }
@@ -94,392 +54,101 @@ impl Classify for DiffServiceError {
 /// The Diff service.
 #[derive(Debug, Clone)]
 pub struct DiffService {
-    content: NamespacedContent,
-    /// Where temporary mounts are made.
-    tmp_dir: PathBuf,
-}
-
-fn mount_from_proto(m: ProtoMount) -> Mount {
-    Mount {
-        mount_type: m.r#type,
-        source: m.source,
-        target: m.target,
-        options: m.options,
-    }
-}
-
-/// The mounts with `ro` added, for reading both sides of a diff (containerd
-/// `WithReadonlyTempMount`).
-fn read_only(mounts: Vec<Mount>) -> Vec<Mount> {
-    mounts
-        .into_iter()
-        .map(|mut m| {
-            m.options.retain(|o| o != "rw");
-            if !m.options.iter().any(|o| o == "ro") {
-                m.options.push("ro".into());
-            }
-            m
-        })
-        .collect()
-}
-
-/// The upperdir and lowerdirs of an overlay mount (containerd `getOverlayPath`).
-fn overlay_dirs(options: &[String]) -> Option<(PathBuf, Vec<PathBuf>)> {
-    let mut upper = None;
-    let mut lowers = Vec::new();
-    for o in options {
-        if let Some(u) = o.strip_prefix("upperdir=") {
-            upper = Some(PathBuf::from(u));
-        } else if let Some(l) = o.strip_prefix("lowerdir=") {
-            lowers = l.split(':').map(PathBuf::from).collect();
-        }
-    }
-    upper.map(|u| (u, lowers))
-}
-
-/// Whether this process runs in a user namespace, where overlay whiteout devices cannot be
-/// made (containerd issue 3762).
-fn in_user_namespace() -> bool {
-    match std::fs::read_to_string("/proc/self/uid_map") {
-        Ok(map) => map.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"],
-        Err(_) => false,
-    }
-}
-
-/// Unpacks onto the mounts: straight into the upperdir of a single overlay mount with overlay
-/// whiteouts (containerd `diff/apply/apply_linux.go`), else through a temporary mount of them.
-fn apply_to_mounts(
-    reader: impl Read,
-    mounts: &[Mount],
-    tmp_dir: &Path,
-) -> Result<ApplyResult, DiffServiceError> {
-    if let [m] = mounts {
-        if m.mount_type == "overlay" && !in_user_namespace() {
-            if let Some((upper, parents)) = overlay_dirs(&m.options) {
-                let opts = ApplyOptions {
-                    whiteout: WhiteoutMode::Overlay,
-                    parents,
-                };
-                return Ok(apply_layer(reader, &upper, &opts)?);
-            }
-        }
-    }
-    let tm = TempMount::new_in(tmp_dir, mounts)?;
-    let applied = apply_layer(reader, tm.path(), &ApplyOptions::default());
-    let closed = tm.close();
-    let applied = applied?;
-    closed?;
-    Ok(applied)
-}
-
-/// Runs `apply` on one blocking thread over the bytes that another thread reads, verifies
-/// and decompresses from `open_layer`'s reader, connected by a pipe: inflating a layer takes
-/// about as long as writing its files, so on two cores this nearly halves an apply. A read or
-/// decompression error fails the apply even when the bytes before it happened to end the
-/// archive cleanly.
-async fn decompress_while_applying<O, F>(
-    open_layer: O,
-    apply: F,
-) -> Result<Result<ApplyResult, DiffServiceError>, Status>
-where
-    O: FnOnce() -> io::Result<LayerReader> + Send + 'static,
-    F: FnOnce(io::PipeReader) -> Result<ApplyResult, DiffServiceError> + Send + 'static,
-{
-    let (reader, mut writer) =
-        io::pipe().map_err(|e| Status::internal(format!("create a pipe for the layer: {e}")))?;
-    widen_pipe(&writer);
-    let producer = blocking::run(move || io::copy(&mut open_layer()?, &mut writer));
-    let consumer = blocking::run(move || apply(reader));
-    let (produced, applied) = tokio::join!(producer, consumer);
-    let applied = applied?;
-    Ok(match produced? {
-        // The apply stopped reading (it failed): its own error says why.
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => applied,
-        // The decoder's error is the cause; the archive's own error would only be its effect.
-        Err(e) => Err(ApplyError::Read(e).into()),
-        Ok(_) => applied,
-    })
-}
-
-/// Pipe capacity for a layer: fewer wake-ups between the two threads than the 64 KiB default.
-const LAYER_PIPE_BYTES: i32 = 1 << 20;
-
-/// Grows the pipe's buffer; the default size only costs more context switches.
-fn widen_pipe(writer: &io::PipeWriter) {
-    use nix::fcntl::{fcntl, FcntlArg};
-    if let Err(e) = fcntl(writer, FcntlArg::F_SETPIPE_SZ(LAYER_PIPE_BYTES)) {
-        tracing::debug!(error = %e, "cannot grow the layer pipe");
-    }
-}
-
-/// The result of checking a blob against its digest, set when its end is reached.
-type Verdict = Arc<Mutex<Option<Result<(), String>>>>;
-
-/// Hashes and counts a blob as it is read and, at its end, checks it against the expected
-/// digest and size; a mismatch fails the read and is recorded in the verdict.
-struct VerifyingReader<R> {
-    inner: R,
-    hasher: Sha256,
-    count: u64,
-    digest: String,
-    size: u64,
-    verdict: Verdict,
-}
-
-impl<R> VerifyingReader<R> {
-    fn fail(&self, detail: String) -> io::Error {
-        if let Ok(mut v) = self.verdict.lock() {
-            *v = Some(Err(detail.clone()));
-        }
-        io::Error::new(io::ErrorKind::InvalidData, detail)
-    }
-
-    fn finish(&self) -> Result<(), io::Error> {
-        if self.count != self.size {
-            return Err(self.fail(format!("read {} bytes, expected {}", self.count, self.size)));
-        }
-        let actual = format!("sha256:{}", hex::encode(self.hasher.clone().finalize()));
-        if actual != self.digest {
-            return Err(self.fail(format!("content digest {actual} does not match")));
-        }
-        if let Ok(mut v) = self.verdict.lock() {
-            *v = Some(Ok(()));
-        }
-        Ok(())
-    }
-}
-
-impl<R: Read> Read for VerifyingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        let n = self.inner.read(buf)?;
-        if n == 0 {
-            self.finish()?;
-            return Ok(0);
-        }
-        self.hasher.update(&buf[..n]);
-        self.count += n as u64;
-        if self.count > self.size {
-            return Err(self.fail(format!("more than the expected {} bytes", self.size)));
-        }
-        Ok(n)
-    }
-}
-
-/// Hashes a whole blob: `Some(Err)` when it does not match its digest, `None` when it cannot
-/// be read.
-fn verify_blob(content: &NamespacedContent, ns: &str, digest: &str) -> Option<Result<(), String>> {
-    let (mut file, _) = content.open(ns, digest).ok()?;
-    let mut hasher = Sha256::new();
-    io::copy(&mut file, &mut hasher).ok()?;
-    let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
-    Some(if actual == digest {
-        Ok(())
-    } else {
-        Err(format!("content digest {actual} does not match"))
-    })
-}
-
-type LayerReader = Box<dyn Read + Send>;
-
-/// Wraps the compressed stream in the decoder its compression needs; `Detect` looks at the
-/// first bytes. Concatenated gzip members and zstd frames are read to the end, as containerd
-/// does.
-fn decompress<R>(reader: R, compression: Compression) -> io::Result<LayerReader>
-where
-    R: Read + Send + 'static,
-{
-    let mut buffered = io::BufReader::with_capacity(128 * 1024, reader);
-    let compression = match compression {
-        Compression::Detect => detect_compression(buffered.fill_buf()?),
-        c => c,
-    };
-    Ok(match compression {
-        Compression::None | Compression::Detect => Box::new(buffered),
-        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
-        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(buffered)?),
-    })
-}
-
-/// Writes into an ingest at increasing offsets.
-struct ContentSink {
-    writer: NamespacedWriter,
-    offset: u64,
-}
-
-impl Write for ContentSink {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.offset = self
-            .writer
-            .write_at(self.offset, buf)
-            .map_err(io::Error::other)?;
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Writes the layer between the two mounted trees, compressed, into `sink`; returns the
-/// diffID.
-fn write_compressed(
-    lower: &Path,
-    upper: &Path,
-    compression: Compression,
-    sink: &mut BufWriter<ContentSink>,
-) -> Result<String, DiffServiceError> {
-    let diff_id = match compression {
-        Compression::Gzip => {
-            let mut gz = flate2::write::GzEncoder::new(&mut *sink, flate2::Compression::default());
-            let res = write_diff(lower, upper, &mut gz)?;
-            gz.finish().map_err(DiffServiceError::Write)?;
-            res.diff_id
-        }
-        Compression::Zstd => {
-            let mut enc = zstd::stream::write::Encoder::new(&mut *sink, 3)
-                .map_err(DiffServiceError::Write)?;
-            let res = write_diff(lower, upper, &mut enc)?;
-            enc.finish().map_err(DiffServiceError::Write)?;
-            res.diff_id
-        }
-        Compression::None | Compression::Detect => write_diff(lower, upper, &mut *sink)?.diff_id,
-    };
-    sink.flush().map_err(DiffServiceError::Write)?;
-    Ok(diff_id)
-}
-
-/// What one Diff call asks for.
-struct DiffJob {
-    ns: String,
-    reference: String,
-    lease: Option<String>,
-    media_type: String,
-    compression: Compression,
-    left: Vec<Mount>,
-    right: Vec<Mount>,
-    labels: BTreeMap<String, String>,
+    differ: LayerDiffer,
 }
 
 impl DiffService {
     /// A service over the namespaced content store, mounting under `tmp_dir`.
     pub fn new(content: NamespacedContent, tmp_dir: PathBuf) -> Self {
-        DiffService { content, tmp_dir }
+        DiffService {
+            differ: layer_differ(content, tmp_dir),
+        }
     }
 
-    /// Applies the layer blob `desc` of namespace `ns` from the content store onto `mounts`
-    /// and returns the descriptor of the uncompressed tar (its digest is the diffID): the work
-    /// of `Diff.Apply`, for in-daemon callers (the local transfer stores) as well.
-    pub async fn apply_layer_from_content(
+    /// The differ the service calls.
+    pub fn differ(&self) -> &LayerDiffer {
+        &self.differ
+    }
+}
+
+/// The daemon's layer differ: applies from and writes into the namespaced content store,
+/// mounting under `tmp_dir`.
+pub fn layer_differ(content: NamespacedContent, tmp_dir: PathBuf) -> LayerDiffer {
+    LayerDiffer::new(Arc::new(DifferContent(content)), tmp_dir)
+}
+
+/// The namespaced content store as the differ reads and writes it.
+#[derive(Debug)]
+struct DifferContent(NamespacedContent);
+
+impl LayerContent for DifferContent {
+    fn open(&self, ns: &str, digest: &str) -> Result<(BlobReader, u64), ContentFailure> {
+        let (file, size) = self.0.open(ns, digest).map_err(ContentFailure::new)?;
+        Ok((Box::new(file), size))
+    }
+
+    fn writer(
         &self,
-        ns: String,
-        desc: Descriptor,
-        mounts: Vec<Mount>,
-    ) -> Result<Descriptor, Status> {
-        let compression = media_type_compression(&desc.media_type).map_err(|e| to_status(&e))?;
-
-        let content = self.content.clone();
-        let digest = desc.digest.clone();
-        let ns_for_check = ns.clone();
-        let (file, size) = blocking::run(move || content.open(&ns, &digest))
-            .await?
-            .map_err(|e| to_status(&e))?;
-        if desc.size > 0 && desc.size as u64 != size {
-            return Err(to_status(&DiffServiceError::SizeMismatch {
-                digest: desc.digest,
-                expected: desc.size as u64,
-                actual: size,
-            }));
-        }
-        let verdict: Verdict = Arc::default();
-        let verifying = VerifyingReader {
-            inner: file,
-            hasher: Sha256::new(),
-            count: 0,
-            digest: desc.digest.clone(),
-            size,
-            verdict: verdict.clone(),
-        };
-        let corrupt = |detail: String| {
-            to_status(&DiffServiceError::Corrupt {
-                digest: desc.digest.clone(),
-                detail,
-            })
-        };
-        let tmp_dir = self.tmp_dir.clone();
-        let applied = decompress_while_applying(
-            move || decompress(verifying, compression),
-            move |reader| apply_to_mounts(reader, &mounts, &tmp_dir),
-        )
-        .await?;
-        let mut verdict = verdict.lock().ok().and_then(|mut v| v.take());
-        if verdict.is_none() && applied.is_err() {
-            // The apply stopped before the blob's end (a decoder or tar error): hash the whole
-            // blob, so that a corrupt blob reads as DataLoss and not as a bad archive.
-            let content = self.content.clone();
-            let (ns, digest) = (ns_for_check, desc.digest.clone());
-            verdict = blocking::run(move || verify_blob(&content, &ns, &digest)).await?;
-        }
-        let applied = match (verdict, applied) {
-            (Some(Err(detail)), _) => return Err(corrupt(detail)),
-            (_, Err(e)) => return Err(to_status(&e)),
-            (None, Ok(_)) => return Err(corrupt("data follows the end of the layer".into())),
-            (Some(Ok(())), Ok(a)) => a,
-        };
-        Ok(Descriptor {
-            media_type: MEDIA_TYPE_LAYER.to_owned(),
-            digest: applied.diff_id,
-            size: applied.size as i64,
-            annotations: HashMap::new(),
-        })
+        ns: &str,
+        reference: &str,
+        lease: Option<&str>,
+    ) -> Result<Box<dyn LayerWriter>, ContentFailure> {
+        let writer = self
+            .0
+            .writer(ns, reference, 0, None, lease)
+            .map_err(ContentFailure::new)?;
+        Ok(Box::new(DifferWriter(writer)))
     }
 
-    /// Mounts both sides read-only, writes the layer into an ingest and commits it with the
-    /// `uncompressed` label (containerd `diff/walking` `Compare`).
-    fn compare(&self, job: DiffJob) -> Result<Descriptor, DiffServiceError> {
-        let lower = TempMount::new_in(&self.tmp_dir, &job.left)?;
-        let upper = TempMount::new_in(&self.tmp_dir, &job.right)?;
-        let writer = self
-            .content
-            .writer(&job.ns, &job.reference, 0, None, job.lease.as_deref())?;
-        let mut sink = BufWriter::with_capacity(1 << 20, ContentSink { writer, offset: 0 });
-        let written = write_compressed(lower.path(), upper.path(), job.compression, &mut sink);
-        let closed = lower.close().and(upper.close());
-        let sink = sink
-            .into_inner()
-            .map_err(|e| DiffServiceError::Write(e.into_error()));
-        let (diff_id, sink) = match (written, closed, sink) {
-            (Ok(d), Ok(()), Ok(s)) => (d, s),
-            (written, closed, _) => {
-                if let Err(e) = self.content.abort(&job.ns, &job.reference) {
-                    tracing::warn!(reference = %job.reference, error = %e, "abort diff ingest");
-                }
-                written?;
-                closed?;
-                return Err(DiffServiceError::Write(io::Error::other("flush failed")));
-            }
-        };
-        let size = sink.offset;
-        let digest = sink.writer.digest().to_string();
-        let mut labels = job.labels;
-        labels.insert(LABEL_UNCOMPRESSED.to_owned(), diff_id);
-        match sink.writer.commit(size, None, labels.clone()) {
-            Ok(_) => {}
-            // The namespace holds this layer already: make sure it carries the label.
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                let paths: Vec<String> = labels.keys().map(|k| format!("labels.{k}")).collect();
-                self.content.update(&job.ns, &digest, labels, &paths)?;
-            }
-            Err(e) => return Err(e.into()),
-        }
-        Ok(Descriptor {
-            media_type: job.media_type,
-            digest,
-            size: size as i64,
-            annotations: HashMap::new(),
-        })
+    fn abort(&self, ns: &str, reference: &str) -> Result<(), ContentFailure> {
+        self.0.abort(ns, reference).map_err(ContentFailure::new)
+    }
+
+    fn set_labels(
+        &self,
+        ns: &str,
+        digest: &str,
+        labels: BTreeMap<String, String>,
+    ) -> Result<(), ContentFailure> {
+        let paths: Vec<String> = labels.keys().map(|k| format!("labels.{k}")).collect();
+        self.0
+            .update(ns, digest, labels, &paths)
+            .map(drop)
+            .map_err(ContentFailure::new)
+    }
+}
+
+/// An ingest of the namespaced content store as the differ writes it.
+struct DifferWriter(NamespacedWriter);
+
+impl LayerWriter for DifferWriter {
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<u64, ContentFailure> {
+        self.0.write_at(offset, data).map_err(ContentFailure::new)
+    }
+
+    fn digest(&self) -> String {
+        self.0.digest().to_string()
+    }
+
+    fn commit(
+        self: Box<Self>,
+        size: u64,
+        labels: BTreeMap<String, String>,
+    ) -> Result<(), ContentFailure> {
+        self.0
+            .commit(size, None, labels)
+            .map(drop)
+            .map_err(ContentFailure::new)
+    }
+}
+
+/// A layer descriptor on the wire.
+fn descriptor_to_proto(d: LayerDescriptor) -> Descriptor {
+    Descriptor {
+        media_type: d.media_type,
+        digest: d.digest,
+        size: d.size as i64,
+        annotations: HashMap::new(),
     }
 }
 
@@ -505,10 +174,16 @@ impl Diff for DiffService {
                 "stream processor payloads ignored"
             );
         }
-        let mounts: Vec<Mount> = req.mounts.into_iter().map(mount_from_proto).collect();
-        let applied = self.apply_layer_from_content(ns, desc, mounts).await?;
+        let layer = LayerDescriptor {
+            media_type: desc.media_type,
+            digest: desc.digest,
+            // Zero or less: the size is not known, and not checked.
+            size: u64::try_from(desc.size).unwrap_or(0),
+        };
+        let mounts: Vec<Mount> = req.mounts.into_iter().map(Mount::from).collect();
+        let applied = blocking::call(&self.differ, move |d| d.apply(&ns, &layer, &mounts)).await?;
         Ok(Response::new(ApplyResponse {
-            applied: Some(applied),
+            applied: Some(descriptor_to_proto(applied)),
         }))
     }
 
@@ -522,17 +197,7 @@ impl Diff for DiffService {
         } else {
             req.media_type
         };
-        // containerd's walking differ writes these three only.
-        let compression = match media_type.as_str() {
-            MEDIA_TYPE_LAYER => Compression::None,
-            MEDIA_TYPE_LAYER_GZIP => Compression::Gzip,
-            MEDIA_TYPE_LAYER_ZSTD => Compression::Zstd,
-            _ => {
-                return Err(to_status(&DiffServiceError::UnsupportedMediaType(
-                    media_type,
-                )))
-            }
-        };
+        let compression = diff_compression(&media_type).map_err(|e| to_status(&e))?;
         if req.left.is_empty() || req.right.is_empty() {
             return Err(to_status(&DiffServiceError::Missing(
                 "left and right mounts",
@@ -547,21 +212,20 @@ impl Diff for DiffService {
         span.record("namespace", ns.as_str());
         span.record("media_type", media_type.as_str());
         span.record("ref", reference.as_str());
-        let job = DiffJob {
-            ns,
-            reference,
-            lease,
+        let opts = CompareOptions {
             media_type,
             compression,
-            left: read_only(req.left.into_iter().map(mount_from_proto).collect()),
-            right: read_only(req.right.into_iter().map(mount_from_proto).collect()),
+            reference,
+            lease,
             labels: req.labels.into_iter().collect(),
         };
-        let svc = self.clone();
-        let desc = blocking::run(move || svc.compare(job))
-            .await?
-            .map_err(|e| to_status(&e))?;
-        Ok(Response::new(DiffResponse { diff: Some(desc) }))
+        let left: Vec<Mount> = req.left.into_iter().map(Mount::from).collect();
+        let right: Vec<Mount> = req.right.into_iter().map(Mount::from).collect();
+        let desc =
+            blocking::call(&self.differ, move |d| d.compare(&ns, &left, &right, opts)).await?;
+        Ok(Response::new(DiffResponse {
+            diff: Some(descriptor_to_proto(desc)),
+        }))
     }
 }
 
@@ -591,7 +255,15 @@ mod tests {
     use std::fs;
     use std::os::unix::fs::MetadataExt;
 
+    use std::io::{self, Read, Write};
+    use std::path::Path;
+
     use berth_core::content::Digest as BlobDigest;
+    use berth_proto::containerd::types::Mount as ProtoMount;
+    use berth_snapshotters::apply::{
+        apply_layer, ApplyOptions, MEDIA_TYPE_LAYER, MEDIA_TYPE_LAYER_ZSTD,
+    };
+    use sha2::{Digest as _, Sha256};
     use tonic::Code;
 
     use super::*;
@@ -902,7 +574,7 @@ mod tests {
         let diff_id = info.labels.get(LABEL_UNCOMPRESSED).unwrap().clone();
 
         // Nothing stays mounted in the temp dir.
-        assert_eq!(fs::read_dir(&env.svc.tmp_dir).unwrap().count(), 0);
+        assert_eq!(fs::read_dir(env.dir.path().join("tmp")).unwrap().count(), 0);
 
         let (file, _) = env.content.open(NS, &desc.digest).unwrap();
         let mut tar = Vec::new();

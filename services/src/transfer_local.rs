@@ -1,7 +1,7 @@
 //! The daemon's own stores behind the `berth-transfer` store traits, so that a pull inside
 //! `berthd` (the CRI image service's `PullImage`) runs the same code as `berth images pull`,
 //! without a gRPC round trip: content over [`NamespacedContent`], snapshots over
-//! [`NamespacedSnapshots`], the applier over [`DiffService::apply_layer_from_content`], images
+//! [`NamespacedSnapshots`], the applier over the Diff service's [`LayerDiffer`], images
 //! and leases over the [`MetadataStore`]. Every blocking call runs through [`blocking::run`].
 //!
 //! Like containerd's local stores (and unlike the gRPC services), these publish no events.
@@ -17,8 +17,8 @@ use berth_core::namespaced_snapshots::NamespacedSnapshots;
 use berth_core::Descriptor as MetaDescriptor;
 use berth_core::{Image as MetaImage, MetadataStore};
 use berth_filters::Filter;
-use berth_proto::containerd::types::Descriptor as ProtoDescriptor;
 use berth_registry::{Classify, ErrorKind};
+use berth_snapshotters::apply::{LayerDescriptor, LayerDiffer};
 use berth_snapshotters::Mount as SnapshotMount;
 use berth_transfer::grpc::status_to_error;
 use berth_transfer::{
@@ -31,7 +31,6 @@ use futures::stream::{BoxStream, StreamExt};
 use tokio_util::io::ReaderStream;
 
 use crate::blocking;
-use crate::diff::DiffService;
 
 /// The read size of [`LocalContent::reader`] chunks.
 const READ_CHUNK: usize = 1 << 20;
@@ -439,16 +438,16 @@ impl SnapshotStore for LocalSnapshots {
     }
 }
 
-/// The diff applier of the daemon.
+/// The diff applier of the daemon: the Diff service's [`LayerDiffer`], called directly.
 #[derive(Debug, Clone)]
 pub struct LocalApplier {
-    diff: DiffService,
+    differ: LayerDiffer,
 }
 
 impl LocalApplier {
-    /// The trait view of `diff`.
-    pub fn new(diff: DiffService) -> Self {
-        Self { diff }
+    /// The trait view of `differ`.
+    pub fn new(differ: LayerDiffer) -> Self {
+        Self { differ }
     }
 }
 
@@ -460,27 +459,21 @@ impl Applier for LocalApplier {
         layer: &Descriptor,
         mounts: &[Mount],
     ) -> Result<Descriptor, StoreError> {
-        let desc = ProtoDescriptor {
+        let (differ, ns) = (self.differ.clone(), cx.namespace.clone());
+        let layer = LayerDescriptor {
             media_type: layer.media_type.clone(),
             digest: layer.digest.clone(),
-            size: i64::try_from(layer.size).unwrap_or(i64::MAX),
-            annotations: layer
-                .annotations
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+            size: layer.size,
         };
-        let mounts = mounts.iter().map(from_mount).collect();
-        let applied = self
-            .diff
-            .apply_layer_from_content(cx.namespace.clone(), desc, mounts)
-            .await
-            .map_err(|s| status_to_error(&s))?;
+        let mounts: Vec<SnapshotMount> = mounts.iter().map(from_mount).collect();
+        let applied = run(move || differ.apply(&ns, &layer, &mounts))
+            .await?
+            .map_err(store_err)?;
         Ok(Descriptor {
             media_type: applied.media_type,
             digest: applied.digest,
-            size: u64::try_from(applied.size).unwrap_or(0),
-            annotations: applied.annotations.into_iter().collect(),
+            size: applied.size,
+            annotations: BTreeMap::new(),
             platform: None,
         })
     }
@@ -603,18 +596,19 @@ pub struct LocalStores {
 }
 
 impl LocalStores {
-    /// The daemon's stores: `diff` must apply from the same content store as `content`.
+    /// The daemon's stores: `differ` must apply from the same content store as `content`
+    /// ([`crate::diff::layer_differ`] over it).
     pub fn new(
         meta: Arc<MetadataStore>,
         content: NamespacedContent,
         snapshots: NamespacedSnapshots,
         snapshotter: &str,
-        diff: DiffService,
+        differ: LayerDiffer,
     ) -> Self {
         Self {
             content: LocalContent::new(content),
             snapshots: LocalSnapshots::new(snapshots, snapshotter),
-            applier: LocalApplier::new(diff),
+            applier: LocalApplier::new(differ),
             images: LocalImages::new(meta.clone()),
             leases: LocalLeases::new(meta),
         }
@@ -674,13 +668,13 @@ mod tests {
         );
         let tmp = dir.path().join("tmp");
         std::fs::create_dir(&tmp).unwrap();
-        let diff = DiffService::new(content.clone(), tmp);
+        let differ = crate::diff::layer_differ(content.clone(), tmp);
         let stores = LocalStores::new(
             meta.clone(),
             content.clone(),
             snapshots.clone(),
             SNAPSHOTTER,
-            diff,
+            differ,
         );
         Env {
             _dir: dir,

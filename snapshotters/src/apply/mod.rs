@@ -1,18 +1,26 @@
 //! Layer apply and layer diff: unpacking an OCI layer tar onto a directory (containerd
 //! `archive/tar.go` `Apply`, `diff/apply`) and computing the layer between two directory trees
-//! (containerd `diff/walking`).
+//! (containerd `diff/walking`); and, over a content store ([`LayerContent`]), the
+//! [`LayerDiffer`] that the Diff service and in-daemon unpack call: a blob verified,
+//! decompressed and applied onto mounts, or the layer between two mount sets committed.
 //!
 //! Safety is the first concern here: an entry never writes, links or removes outside the target
 //! root. Entry names that climb above the root are refused, and symlinks met while resolving
 //! parent directories are followed as if the root were `/` (containerd `fs.RootPath`).
 
+mod compare;
+mod content;
 mod diff;
+mod differ;
 mod error;
 mod path;
 mod unpack;
 
+pub use compare::{diff_compression, CompareOptions, LABEL_UNCOMPRESSED};
+pub use content::{BlobReader, LayerContent, LayerDescriptor, LayerWriter};
 pub use diff::{write_diff, DiffResult};
-pub use error::ApplyError;
+pub use differ::LayerDiffer;
+pub use error::{ApplyError, ContentFailure, DiffError};
 pub use path::resolve_in_root;
 pub use unpack::apply_layer;
 
