@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 
+use berth_errdefs::grpc;
 use berth_filters::Filter;
 use berth_proto::containerd::services::snapshots::v1::snapshots_client::SnapshotsClient;
 use berth_proto::containerd::services::snapshots::v1::{
@@ -15,7 +16,7 @@ use hyper_util::rt::TokioIo;
 use tokio::runtime::Handle;
 use tonic::transport::{Channel, Endpoint};
 
-use super::convert::{info_from_proto, info_to_proto, kind_of, mount_from_proto};
+use super::convert::{info_from_proto, info_to_proto, mount_from_proto};
 use crate::error::SnapshotError;
 use crate::snapshotter::{Info, Mount, Snapshotter, Usage};
 
@@ -32,7 +33,7 @@ pub struct ProxySnapshotter {
 fn remote(op: &'static str) -> impl FnOnce(tonic::Status) -> SnapshotError {
     move |s| SnapshotError::Remote {
         op,
-        kind: kind_of(s.code()),
+        kind: grpc::to_native(s.code()),
         message: s.message().to_owned(),
     }
 }

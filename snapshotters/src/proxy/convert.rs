@@ -4,8 +4,6 @@ use std::time::SystemTime;
 
 use berth_proto::containerd::services::snapshots::v1::{Info as ProtoInfo, Kind as ProtoKind};
 use berth_proto::containerd::types::Mount as ProtoMount;
-use berth_registry::ErrorKind;
-use tonic::Code;
 
 use crate::snapshotter::{Info, Kind, Mount};
 
@@ -61,37 +59,5 @@ pub(crate) fn info_from_proto(i: ProtoInfo) -> Info {
         labels: i.labels.into_iter().collect(),
         created_at: time_from(i.created_at),
         updated_at: time_from(i.updated_at),
-    }
-}
-
-pub(crate) fn kind_of(code: Code) -> ErrorKind {
-    match code {
-        Code::InvalidArgument => ErrorKind::InvalidArgument,
-        Code::NotFound => ErrorKind::NotFound,
-        Code::AlreadyExists => ErrorKind::AlreadyExists,
-        Code::FailedPrecondition => ErrorKind::FailedPrecondition,
-        Code::Unavailable => ErrorKind::Unavailable,
-        Code::Unimplemented => ErrorKind::NotImplemented,
-        Code::OutOfRange => ErrorKind::OutOfRange,
-        Code::DataLoss => ErrorKind::DataLoss,
-        Code::Cancelled => ErrorKind::Canceled,
-        Code::DeadlineExceeded => ErrorKind::DeadlineExceeded,
-        _ => ErrorKind::Internal,
-    }
-}
-
-pub(crate) fn code_of(kind: ErrorKind) -> Code {
-    match kind {
-        ErrorKind::InvalidArgument => Code::InvalidArgument,
-        ErrorKind::NotFound => Code::NotFound,
-        ErrorKind::AlreadyExists => Code::AlreadyExists,
-        ErrorKind::FailedPrecondition | ErrorKind::Conflict => Code::FailedPrecondition,
-        ErrorKind::Unavailable => Code::Unavailable,
-        ErrorKind::NotImplemented => Code::Unimplemented,
-        ErrorKind::OutOfRange => Code::OutOfRange,
-        ErrorKind::DataLoss => Code::DataLoss,
-        ErrorKind::Canceled => Code::Cancelled,
-        ErrorKind::DeadlineExceeded => Code::DeadlineExceeded,
-        ErrorKind::Internal => Code::Unknown,
     }
 }

@@ -4,6 +4,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
+use berth_errdefs::{grpc, Classify};
 use berth_proto::containerd::services::snapshots::v1::snapshots_server::Snapshots;
 use berth_proto::containerd::services::snapshots::v1::{
     CleanupRequest, CommitSnapshotRequest, ListSnapshotsRequest, ListSnapshotsResponse,
@@ -14,7 +15,7 @@ use berth_proto::containerd::services::snapshots::v1::{
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use super::convert::{code_of, info_from_proto, info_to_proto, mount_to_proto};
+use super::convert::{info_from_proto, info_to_proto, mount_to_proto};
 use crate::error::SnapshotError;
 use crate::snapshotter::Snapshotter;
 
@@ -40,7 +41,7 @@ impl SnapshotterService {
         tokio::task::spawn_blocking(move || f(inner.as_ref()))
             .await
             .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(|e| Status::new(code_of(e.kind()), e.to_string()))
+            .map_err(|e| Status::new(grpc::to_grpc(e.kind()), e.to_string()))
     }
 }
 
@@ -133,7 +134,7 @@ impl Snapshots for SnapshotterService {
         req: Request<ListSnapshotsRequest>,
     ) -> Result<Response<Self::ListStream>, Status> {
         let filter = berth_filters::parse_any(&req.get_ref().filters)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            .map_err(|e| Status::new(grpc::to_grpc(e.kind()), e.to_string()))?;
         let infos = self.run(move |s| s.walk(&filter)).await?;
         let batches: Vec<Result<ListSnapshotsResponse, Status>> = infos
             .chunks(100)
