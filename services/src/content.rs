@@ -20,7 +20,7 @@ use berth_proto::containerd::services::content::v1::{
     ReadContentResponse, Status as ProtoStatus, StatusRequest, StatusResponse, UpdateRequest,
     UpdateResponse, WriteAction, WriteContentRequest, WriteContentResponse,
 };
-use berth_registry::{types, Registration};
+use berth_registry::{types, Classify, ErrorKind, Registration};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
@@ -67,9 +67,69 @@ fn status_to_proto(s: IngestStatus) -> ProtoStatus {
     }
 }
 
-fn non_negative(v: i64, what: &str) -> Result<u64, Status> {
-    u64::try_from(v)
-        .map_err(|_| Status::invalid_argument(format!("{what} must not be negative: {v}")))
+/// A Read or Write the service refuses itself, before or after the store had its say. The
+/// messages are complete as they stand (containerd's content service words its own refusals
+/// without a class suffix).
+#[derive(Debug, thiserror::Error)]
+enum ContentRequestError {
+    /// An offset, size or total below zero.
+    #[error("{what} must not be negative: {value}")]
+    Negative {
+        /// The field: `offset`, `size` or `total`.
+        what: &'static str,
+        /// What the client sent.
+        value: i64,
+    },
+    /// A Read starting past the end of the blob.
+    #[error("read at offset {offset} past object length {size}: out of range")]
+    ReadPastEnd {
+        /// The requested offset.
+        offset: u64,
+        /// The blob's length.
+        size: u64,
+    },
+    /// Reading the blob's file failed midway.
+    #[error("read blob at {offset}")]
+    ReadBlob {
+        /// Where the failed read started.
+        offset: u64,
+        /// The file system's error.
+        source: std::io::Error,
+    },
+    /// The Write stream closed before its first message.
+    #[error("write stream ended before its first message")]
+    NoFirstMessage,
+    /// The first Write message names no ingest.
+    #[error("first message must have a reference")]
+    NoReference,
+    /// A Write message after the commit.
+    #[error("write session already committed")]
+    Committed,
+    /// A Write action outside the enum.
+    #[error("unknown write action {0}")]
+    UnknownAction(i32),
+}
+
+impl Classify for ContentRequestError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Negative { .. }
+            | Self::NoFirstMessage
+            | Self::NoReference
+            | Self::UnknownAction(_) => ErrorKind::InvalidArgument,
+            Self::ReadPastEnd { .. } => ErrorKind::OutOfRange,
+            Self::ReadBlob { .. } => ErrorKind::DataLoss,
+            Self::Committed => ErrorKind::FailedPrecondition,
+        }
+    }
+
+    fn complete_message(&self) -> bool {
+        true
+    }
+}
+
+fn non_negative(value: i64, what: &'static str) -> Result<u64, Status> {
+    u64::try_from(value).map_err(|_| to_status(&ContentRequestError::Negative { what, value }))
 }
 
 impl ContentService {
@@ -194,9 +254,10 @@ impl Content for ContentService {
         let size = non_negative(size, "size")?;
         let (file, blob_size) = self.with_content(move |c| c.open(&ns, &digest)).await?;
         if offset > blob_size {
-            return Err(Status::out_of_range(format!(
-                "read at offset {offset} past object length {blob_size}: out of range"
-            )));
+            return Err(to_status(&ContentRequestError::ReadPastEnd {
+                offset,
+                size: blob_size,
+            }));
         }
         let end = if size == 0 {
             blob_size
@@ -215,7 +276,10 @@ impl Content for ContentService {
                         offset: pos as i64,
                         data: buf,
                     }),
-                    Err(e) => Err(Status::data_loss(format!("read blob at {pos}: {e}"))),
+                    Err(source) => Err(to_status(&ContentRequestError::ReadBlob {
+                        offset: pos,
+                        source,
+                    })),
                 };
                 let failed = msg.is_err();
                 if tx.blocking_send(msg).is_err() || failed {
@@ -270,16 +334,10 @@ impl Content for ContentService {
         let mut inbound = req.into_inner();
         let first = match inbound.next().await {
             Some(msg) => msg?,
-            None => {
-                return Err(Status::invalid_argument(
-                    "write stream ended before its first message",
-                ))
-            }
+            None => return Err(to_status(&ContentRequestError::NoFirstMessage)),
         };
         if first.r#ref.is_empty() {
-            return Err(Status::invalid_argument(
-                "first message must have a reference",
-            ));
+            return Err(to_status(&ContentRequestError::NoReference));
         }
         tracing::Span::current().record("ref", first.r#ref.as_str());
         let total = non_negative(first.total, "total")?;
@@ -358,9 +416,7 @@ async fn handle_write_message(
     req: WriteContentRequest,
 ) -> Result<WriteContentResponse, Status> {
     let Some(writer) = session.writer.take() else {
-        return Err(Status::failed_precondition(
-            "write session already committed",
-        ));
+        return Err(to_status(&ContentRequestError::Committed));
     };
     if !req.expected.is_empty() {
         session.expected = Some(req.expected.clone());
@@ -369,7 +425,7 @@ async fn handle_write_message(
         session.total = non_negative(req.total, "total")?;
     }
     let action = WriteAction::try_from(req.action)
-        .map_err(|_| Status::invalid_argument(format!("unknown write action {}", req.action)))?;
+        .map_err(|_| to_status(&ContentRequestError::UnknownAction(req.action)))?;
     let offset = non_negative(req.offset, "offset")?;
     let (total, expected) = (session.total, session.expected.clone());
     let labels: BTreeMap<String, String> = req.labels.into_iter().collect();
@@ -439,4 +495,45 @@ pub fn registration() -> Registration {
             let svc = ContentService::new(NamespacedContent::new(meta, store, shared), events, gc);
             Ok(Arc::new(GrpcService::new(ContentServer::new(svc))))
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::Code;
+
+    use super::*;
+
+    #[test]
+    fn own_refusals_keep_their_words_and_codes() {
+        let s = non_negative(-1, "offset").unwrap_err();
+        assert_eq!(s.code(), Code::InvalidArgument);
+        assert_eq!(s.message(), "offset must not be negative: -1");
+        assert_eq!(non_negative(7, "size").unwrap(), 7);
+
+        let s = to_status(&ContentRequestError::ReadPastEnd { offset: 9, size: 4 });
+        assert_eq!(s.code(), Code::OutOfRange);
+        assert_eq!(
+            s.message(),
+            "read at offset 9 past object length 4: out of range"
+        );
+
+        let s = to_status(&ContentRequestError::ReadBlob {
+            offset: 3,
+            source: std::io::Error::from_raw_os_error(5),
+        });
+        assert_eq!(s.code(), Code::DataLoss);
+        assert_eq!(
+            s.message(),
+            "read blob at 3: Input/output error (os error 5)"
+        );
+
+        let s = to_status(&ContentRequestError::NoReference);
+        assert_eq!(s.code(), Code::InvalidArgument);
+        assert_eq!(s.message(), "first message must have a reference");
+        let s = to_status(&ContentRequestError::Committed);
+        assert_eq!(s.code(), Code::FailedPrecondition);
+        assert_eq!(s.message(), "write session already committed");
+        let s = to_status(&ContentRequestError::UnknownAction(9));
+        assert_eq!(s.message(), "unknown write action 9");
+    }
 }

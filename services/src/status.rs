@@ -29,7 +29,8 @@ const DECODED_TOO_LARGE: &str = "Error, decoded message length too large";
 const ENCODED_TOO_LARGE: &str = "Error, encoded message length too large";
 
 /// Converts a classified error into a status whose message is the error's display chain
-/// followed by the class text. Logged once here, where it becomes a status.
+/// followed by the class text (unless the error says its message is complete). Logged once
+/// here, where it becomes a status.
 pub fn to_status<E: Classify + ?Sized>(err: &E) -> Status {
     let kind = err.kind();
     let mut message = err.to_string();
@@ -43,7 +44,7 @@ pub fn to_status<E: Classify + ?Sized>(err: &E) -> Status {
         source = s.source();
     }
     let suffix = format!(": {}", kind.as_str());
-    if kind != ErrorKind::Internal && !message.ends_with(&suffix) {
+    if kind != ErrorKind::Internal && !err.complete_message() && !message.ends_with(&suffix) {
         message.push_str(&suffix);
     }
     if let Cow::Owned(short) = bounded(&message) {

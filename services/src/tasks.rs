@@ -58,7 +58,38 @@ fn runtime_status(e: RuntimeError) -> Status {
 }
 
 fn task_not_found(id: &str) -> Status {
-    Status::not_found(format!("task {id} not found"))
+    to_status(&TasksRequestError::TaskNotFound(id.to_owned()))
+}
+
+/// What the Tasks service refuses itself, in containerd's complete words (no class suffix).
+#[derive(Debug, thiserror::Error)]
+enum TasksRequestError {
+    /// No task for the container in the namespace.
+    #[error("task {0} not found")]
+    TaskNotFound(String),
+    /// A request about an exec that names none.
+    #[error("exec id cannot be empty")]
+    EmptyExecId,
+    /// Create with a checkpoint to restore from.
+    #[error("restoring a task from a checkpoint is not supported")]
+    RestoreUnsupported,
+    /// Checkpoint (it would write an image to the content store; not wired yet).
+    #[error("checkpoint is not supported")]
+    CheckpointUnsupported,
+}
+
+impl Classify for TasksRequestError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::TaskNotFound(_) => ErrorKind::NotFound,
+            Self::EmptyExecId => ErrorKind::InvalidArgument,
+            Self::RestoreUnsupported | Self::CheckpointUnsupported => ErrorKind::NotImplemented,
+        }
+    }
+
+    fn complete_message(&self) -> bool {
+        true
+    }
 }
 
 /// The Tasks service.
@@ -157,7 +188,7 @@ impl TasksService {
 /// Requests that name an exec must name a valid one.
 fn require_exec_id(exec_id: &str) -> Result<(), Status> {
     if exec_id.is_empty() {
-        return Err(Status::invalid_argument("exec id cannot be empty"));
+        return Err(to_status(&TasksRequestError::EmptyExecId));
     }
     Ok(())
 }
@@ -173,9 +204,7 @@ impl Tasks for TasksService {
         tracing::Span::current().record("namespace", ns.as_str());
         let r = req.into_inner();
         if r.checkpoint.is_some() {
-            return Err(Status::unimplemented(
-                "restoring a task from a checkpoint is not supported",
-            ));
+            return Err(to_status(&TasksRequestError::RestoreUnsupported));
         }
         let container = self.container(&ns, &r.container_id).await?;
         if self.tasks.get(&ns, &container.id).is_ok() {
@@ -387,7 +416,7 @@ impl Tasks for TasksService {
     ) -> Result<Response<CheckpointTaskResponse>, Status> {
         // Checkpoints go to the content store as an image; not wired yet.
         self.task(&req, &req.get_ref().container_id)?;
-        Err(Status::unimplemented("checkpoint is not supported"))
+        Err(to_status(&TasksRequestError::CheckpointUnsupported))
     }
 
     #[tracing::instrument(skip_all, fields(namespace, id))]
@@ -851,5 +880,29 @@ mod tests {
         let s = runtime_status(RuntimeError::TaskExists("c1".into()));
         assert_eq!(s.code(), tonic::Code::AlreadyExists);
         assert_eq!(s.message(), "task c1: already exists");
+    }
+
+    #[test]
+    fn own_refusals_keep_their_words_and_codes() {
+        let cases = [
+            (TasksRequestError::EmptyExecId, tonic::Code::InvalidArgument),
+            (
+                TasksRequestError::CheckpointUnsupported,
+                tonic::Code::Unimplemented,
+            ),
+            (
+                TasksRequestError::RestoreUnsupported,
+                tonic::Code::Unimplemented,
+            ),
+        ];
+        for (err, code) in cases {
+            let s = to_status(&err);
+            assert_eq!(s.code(), code);
+            assert_eq!(s.message(), err.to_string());
+        }
+        assert_eq!(
+            to_status(&TasksRequestError::CheckpointUnsupported).message(),
+            "checkpoint is not supported"
+        );
     }
 }

@@ -64,10 +64,10 @@ pub trait Classify: std::error::Error {
     /// The errdefs class of this error.
     fn kind(&self) -> ErrorKind;
 
-    /// True when the display is already the whole status message, in the words containerd
-    /// answers with and without its `: <class>` suffix (`task x not found`,
-    /// `first message must have a reference`); the service layer then appends nothing.
-    fn worded_by_containerd(&self) -> bool {
+    /// True when the display is already the whole status message and takes no `: <class>`
+    /// suffix: containerd answers some refusals in plain words (`task x not found`,
+    /// `first message must have a reference`), and so does Berth.
+    fn complete_message(&self) -> bool {
         false
     }
 }
@@ -101,8 +101,8 @@ mod tests {
     }
 
     #[test]
-    fn messages_get_the_class_unless_worded_by_containerd() {
+    fn messages_take_the_class_by_default() {
         assert_eq!(Gone.kind(), ErrorKind::NotFound);
-        assert!(!Gone.worded_by_containerd());
+        assert!(!Gone.complete_message());
     }
 }
