@@ -8,7 +8,7 @@ use std::sync::Arc;
 use berth_core::events::Exchange;
 use berth_core::metadata::SnapshotRecord;
 use berth_core::namespaced_snapshots::{
-    loaded_snapshotters, record_kind, NamespacedSnapshotError, NamespacedSnapshots,
+    loaded_snapshotters, NamespacedSnapshotError, NamespacedSnapshots,
 };
 use berth_core::MetadataStore;
 use berth_proto::containerd::events::{SnapshotCommit, SnapshotPrepare, SnapshotRemove};
@@ -58,7 +58,7 @@ fn mounts_to_proto(mounts: Vec<Mount>) -> Vec<ProtoMount> {
 }
 
 fn info_to_proto(r: SnapshotRecord) -> Info {
-    let kind = match record_kind(&r) {
+    let kind = match r.kind {
         Kind::View => ProtoKind::View,
         Kind::Active => ProtoKind::Active,
         Kind::Committed => ProtoKind::Committed,

@@ -35,6 +35,13 @@ impl Kind {
     }
 }
 
+/// Compares with the lowercase name (`kind == "committed"`), as filters and stored records spell it.
+impl PartialEq<&str> for Kind {
+    fn eq(&self, name: &&str) -> bool {
+        self.as_str() == *name
+    }
+}
+
 impl fmt::Display for Kind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -147,6 +154,13 @@ mod tests {
     use berth_filters::parse;
 
     use super::*;
+
+    #[test]
+    fn kind_compares_with_its_lowercase_name() {
+        assert!(Kind::Committed == "committed");
+        assert!(Kind::View != "View");
+        assert!(Kind::Active != "committed");
+    }
 
     #[test]
     fn info_adaptor_reads_containerd_fields() {

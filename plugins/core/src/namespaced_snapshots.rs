@@ -133,7 +133,7 @@ impl NamespacedSnapshots {
         let parent_rec = match parent {
             None => None,
             Some(p) => match self.meta.get_snapshot(ns, sn, p) {
-                Ok(rec) if rec.kind == "committed" => Some(rec),
+                Ok(rec) if rec.kind == Kind::Committed => Some(rec),
                 Ok(_) => return Err(NamespacedSnapshotError::ParentNotCommitted(p.to_owned())),
                 Err(MetadataError::SnapshotNotFound(_)) => {
                     return Err(NamespacedSnapshotError::ParentNotFound(p.to_owned()))
@@ -158,7 +158,7 @@ impl NamespacedSnapshots {
             key: key.to_owned(),
             backend_key: bkey.clone(),
             parent: parent.map(str::to_owned),
-            kind: if view { "view" } else { "active" }.to_owned(),
+            kind: if view { Kind::View } else { Kind::Active },
             labels,
             created_at: now,
             updated_at: now,
@@ -222,7 +222,7 @@ impl NamespacedSnapshots {
         }
         let _create = self.meta.snapshot_create_guard();
         let rec = self.meta.get_snapshot(ns, sn, key)?;
-        if rec.kind != "active" {
+        if rec.kind != Kind::Active {
             return Err(NamespacedSnapshotError::NotActive(key.to_owned()));
         }
         match self.meta.get_snapshot(ns, sn, name) {
@@ -245,7 +245,7 @@ impl NamespacedSnapshots {
             key: name.to_owned(),
             backend_key: bname,
             parent: rec.parent.clone(),
-            kind: "committed".into(),
+            kind: Kind::Committed,
             labels: merged,
             created_at: now,
             updated_at: now,
@@ -460,13 +460,4 @@ pub fn loaded_snapshotters(
                 .map(|s| (id, (*s).clone()))
         })
         .collect()
-}
-
-/// The record's kind as the wire enum's name.
-pub fn record_kind(rec: &SnapshotRecord) -> Kind {
-    match rec.kind.as_str() {
-        "view" => Kind::View,
-        "committed" => Kind::Committed,
-        _ => Kind::Active,
-    }
 }

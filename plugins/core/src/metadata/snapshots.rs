@@ -7,6 +7,7 @@ use std::time::SystemTime;
 
 use berth_filters::{label_field, Adaptor};
 use berth_registry::identifiers::validate_namespace;
+use berth_snapshotters::Kind;
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
 
@@ -26,8 +27,9 @@ pub struct SnapshotRecord {
     pub backend_key: String,
     /// The client's key of its parent.
     pub parent: Option<String>,
-    /// `active`, `view` or `committed`.
-    pub kind: String,
+    /// Active, view or committed; stored as the lowercase name (see [`stored_kind`]).
+    #[serde(with = "stored_kind")]
+    pub kind: Kind,
     /// Labels.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
@@ -40,12 +42,35 @@ pub struct SnapshotRecord {
 impl Adaptor for SnapshotRecord {
     fn field(&self, path: &[String]) -> Option<String> {
         match path.first().map(String::as_str)? {
-            "kind" if path.len() == 1 => Some(self.kind.clone()),
+            "kind" if path.len() == 1 => Some(self.kind.as_str().to_owned()),
             "name" if path.len() == 1 => Some(self.key.clone()),
             "parent" if path.len() == 1 => self.parent.clone(),
             "labels" => label_field(&self.labels, path),
             _ => None,
         }
+    }
+}
+
+/// The stored form of [`SnapshotRecord::kind`]: the lowercase name (`active`, `view`,
+/// `committed`), which records have always held, so databases written before the field was
+/// typed read unchanged. (The driver metastore serializes `Kind` its own way; the two never mix.)
+mod stored_kind {
+    use berth_snapshotters::Kind;
+    use serde::de::{self, Deserializer};
+    use serde::{Deserialize, Serializer};
+
+    const NAMES: &[&str] = &["active", "view", "committed"];
+
+    pub(super) fn serialize<S: Serializer>(kind: &Kind, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(kind.as_str())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Kind, D::Error> {
+        let name = std::borrow::Cow::<str>::deserialize(d)?;
+        [Kind::Active, Kind::View, Kind::Committed]
+            .into_iter()
+            .find(|k| k.as_str() == name)
+            .ok_or_else(|| de::Error::unknown_variant(&name, NAMES))
     }
 }
 
@@ -207,5 +232,78 @@ impl MetadataStore {
         self.note_deletion();
         self.flush()?;
         Ok(rec)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(key: &str, kind: Kind) -> SnapshotRecord {
+        SnapshotRecord {
+            snapshotter: "overlayfs".into(),
+            key: key.into(),
+            backend_key: format!("default/1/{key}"),
+            parent: None,
+            kind,
+            labels: BTreeMap::new(),
+            created_at: SystemTime::UNIX_EPOCH,
+            updated_at: SystemTime::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn kind_is_stored_by_its_lowercase_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = MetadataStore::open(dir.path()).unwrap();
+        for (key, kind, name) in [
+            ("a", Kind::Active, "active"),
+            ("v", Kind::View, "view"),
+            ("c", Kind::Committed, "committed"),
+        ] {
+            s.insert_snapshot("default", &record(key, kind)).unwrap();
+            let raw = s
+                .snapshots
+                .get(key_of("default", "overlayfs", key))
+                .unwrap()
+                .unwrap();
+            let json: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+            assert_eq!(json["kind"], name);
+            assert_eq!(
+                s.get_snapshot("default", "overlayfs", key).unwrap().kind,
+                kind
+            );
+            assert_eq!(
+                record(key, kind).field(&["kind".to_owned()]).as_deref(),
+                Some(name)
+            );
+        }
+    }
+
+    #[test]
+    fn records_written_before_the_kind_was_typed_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = MetadataStore::open(dir.path()).unwrap();
+        let old = br#"{"snapshotter":"overlayfs","key":"c","backend_key":"default/7/c",
+            "parent":null,"kind":"committed","labels":{},
+            "created_at":{"secs_since_epoch":1,"nanos_since_epoch":0},
+            "updated_at":{"secs_since_epoch":1,"nanos_since_epoch":0}}"#;
+        s.snapshots
+            .insert(key_of("default", "overlayfs", "c"), &old[..])
+            .unwrap();
+        let rec = s.get_snapshot("default", "overlayfs", "c").unwrap();
+        assert_eq!(rec.kind, Kind::Committed);
+        assert_eq!(rec.backend_key, "default/7/c");
+
+        let bad = String::from_utf8_lossy(old).replace("committed", "frozen");
+        s.snapshots
+            .insert(key_of("default", "overlayfs", "f"), bad.as_bytes())
+            .unwrap();
+        let err = s.get_snapshot("default", "overlayfs", "f").unwrap_err();
+        assert!(matches!(err, MetadataError::Corrupt { .. }), "{err}");
+    }
+
+    fn key_of(ns: &str, snapshotter: &str, k: &str) -> Vec<u8> {
+        key(&[ns, snapshotter, k])
     }
 }
