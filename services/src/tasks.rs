@@ -61,6 +61,17 @@ fn task_not_found(id: &str) -> Status {
     to_status(&TasksRequestError::TaskNotFound(id.to_owned()))
 }
 
+/// Why the runtime plugin did not load, beside the task manager's own errors.
+#[derive(Debug, thiserror::Error)]
+enum RuntimePluginError {
+    /// A `platforms` entry that is not `os/arch[/variant]`.
+    #[error("invalid platform {0:?}")]
+    InvalidPlatform(String),
+    /// The thread reconnecting to surviving shims panicked.
+    #[error("loading existing tasks panicked")]
+    LoadPanicked,
+}
+
 /// What the Tasks service refuses itself, in containerd's complete words (no class suffix).
 #[derive(Debug, thiserror::Error)]
 enum TasksRequestError {
@@ -489,7 +500,9 @@ fn parse_platform(s: &str) -> Result<Platform, PluginError> {
             architecture: (*arch).to_owned(),
             variant: (*variant).to_owned(),
         }),
-        _ => Err(PluginError::Init(format!("invalid platform {s:?}"))),
+        _ => Err(PluginError::init(RuntimePluginError::InvalidPlatform(
+            s.to_owned(),
+        ))),
     }
 }
 
@@ -532,7 +545,7 @@ pub fn runtime_registration() -> Registration {
                     let m = manager.clone();
                     std::thread::spawn(move || handle.block_on(m.load()))
                         .join()
-                        .map_err(|_| PluginError::Init("loading existing tasks panicked".into()))?
+                        .map_err(|_| PluginError::init(RuntimePluginError::LoadPanicked))?
                         .map_err(PluginError::init)?;
                 }
                 Err(_) => {

@@ -158,5 +158,8 @@ pub fn create_private_dir(path: &Path) -> Result<(), PluginError> {
         .recursive(true)
         .mode(0o700)
         .create(path)
-        .map_err(|e| PluginError::Init(format!("create {}: {e}", path.display())))
+        .map_err(|source| PluginError::CreateDir {
+            path: path.to_owned(),
+            source,
+        })
 }

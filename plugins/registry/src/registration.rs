@@ -3,6 +3,7 @@
 
 use std::any::Any;
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
@@ -50,16 +51,35 @@ pub enum PluginError {
         /// The Rust type expected.
         expected: &'static str,
     },
-    /// Init failed.
-    #[error("{0}")]
-    Init(String),
+    /// A directory of the plugin could not be created.
+    #[error("create {}", .path.display())]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// The file system's error.
+        source: std::io::Error,
+    },
+    /// Init failed; the plugin's own error says why.
+    #[error("{source}")]
+    Init {
+        /// The plugin's error, typed by the plugin.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl PluginError {
-    /// Wraps any error as an init failure, keeping its display chain.
-    pub fn init(err: impl std::error::Error) -> PluginError {
-        let mut msg = err.to_string();
-        let mut source = err.source();
+    /// Wraps a plugin's own error as an init failure.
+    pub fn init(err: impl std::error::Error + Send + Sync + 'static) -> PluginError {
+        PluginError::Init {
+            source: Box::new(err),
+        }
+    }
+
+    /// The display followed by each cause not already in it, `: `-separated: what
+    /// introspection lists and the log says for a plugin that did not load.
+    pub fn display_chain(&self) -> String {
+        let mut msg = self.to_string();
+        let mut source = std::error::Error::source(self);
         while let Some(s) = source {
             let text = s.to_string();
             if !msg.contains(&text) {
@@ -68,7 +88,7 @@ impl PluginError {
             }
             source = s.source();
         }
-        PluginError::Init(msg)
+        msg
     }
 
     /// True for a skip.
@@ -83,7 +103,9 @@ impl Classify for PluginError {
             PluginError::Skip(_) => ErrorKind::NotImplemented,
             PluginError::Config { .. } => ErrorKind::InvalidArgument,
             PluginError::Dependency { .. } => ErrorKind::NotFound,
-            PluginError::WrongType { .. } | PluginError::Init(_) => ErrorKind::Internal,
+            PluginError::WrongType { .. }
+            | PluginError::CreateDir { .. }
+            | PluginError::Init { .. } => ErrorKind::Internal,
         }
     }
 }

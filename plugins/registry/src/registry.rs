@@ -179,14 +179,15 @@ impl Registry {
                     PluginStatus::Ok
                 }
                 Err(err) => {
+                    let message = err.display_chain();
                     if err.is_skip() {
-                        tracing::info!(id = %reg.id, r#type = reg.plugin_type, error = %err, "skip loading plugin");
+                        tracing::info!(id = %reg.id, r#type = reg.plugin_type, error = %message, "skip loading plugin");
                     } else {
-                        tracing::warn!(id = %reg.id, r#type = reg.plugin_type, error = %err, "failed to load plugin");
+                        tracing::warn!(id = %reg.id, r#type = reg.plugin_type, error = %message, "failed to load plugin");
                     }
                     PluginStatus::Error {
                         kind: err.kind(),
-                        message: err.to_string(),
+                        message,
                     }
                 }
             };
@@ -371,6 +372,47 @@ mod tests {
         // The dependent plugin fails because its dependency did not load.
         assert!(matches!(status("user"), PluginStatus::Error { .. }));
         assert!(plugins.get_all(types::GRPC).is_empty());
+    }
+
+    #[test]
+    fn init_failures_list_their_whole_cause() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("open store")]
+        struct StoreFailed(#[source] std::io::Error);
+
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("file");
+        std::fs::write(&blocker, b"").unwrap();
+        let mut r = Registry::new();
+        r.register(Registration::new(types::CONTENT, "store").init(|_| {
+            Err(PluginError::init(StoreFailed(std::io::Error::other(
+                "disk gone",
+            ))))
+        }))
+        .unwrap();
+        let under_file = blocker.join("dir");
+        r.register(Registration::new(types::METADATA, "dirs").init(move |_| {
+            crate::context::create_private_dir(&under_file)?;
+            Ok(Arc::new(()))
+        }))
+        .unwrap();
+        let plugins = r.load(&config(dir.path(), "")).unwrap();
+        let records = plugins.inventory().snapshot();
+        let message = |id: &str| match &records.iter().find(|p| p.id == id).unwrap().status {
+            PluginStatus::Error { kind, message } => {
+                assert_eq!(*kind, crate::ErrorKind::Internal);
+                message.clone()
+            }
+            s => panic!("{s:?}"),
+        };
+        assert_eq!(message("store"), "open store: disk gone");
+        assert_eq!(
+            message("dirs"),
+            format!(
+                "create {}: Not a directory (os error 20)",
+                blocker.join("dir").display()
+            )
+        );
     }
 
     #[test]

@@ -7,6 +7,11 @@ use berth_registry::{types, Config, PluginError, Registration, Registry, Registr
 use super::ProxySnapshotter;
 use crate::snapshotter::Snapshotter;
 
+/// A `[proxy_plugins]` entry of a type other than `snapshot`.
+#[derive(Debug, thiserror::Error)]
+#[error("proxy plugin type {0:?} is not supported (only \"snapshot\")")]
+struct UnsupportedProxyType(String);
+
 /// Registers one snapshotter plugin per `snapshot` proxy plugin in the config. Other proxy
 /// types are refused at load with a clear error rather than ignored.
 pub fn register_from_config(registry: &mut Registry, config: &Config) -> Result<(), RegistryError> {
@@ -23,11 +28,8 @@ pub fn register_from_config(registry: &mut Registry, config: &Config) -> Result<
             }),
             other => {
                 let other = other.to_owned();
-                Registration::new(types::INTERNAL, format!("proxy.{name}")).init(move |_| {
-                    Err(PluginError::Init(format!(
-                        "proxy plugin type {other:?} is not supported (only \"snapshot\")"
-                    )))
-                })
+                Registration::new(types::INTERNAL, format!("proxy.{name}"))
+                    .init(move |_| Err(PluginError::init(UnsupportedProxyType(other))))
             }
         };
         registry.register(reg)?;

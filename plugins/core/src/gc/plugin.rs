@@ -15,6 +15,11 @@ use crate::metadata::MetadataStore;
 /// The plugin id.
 pub const ID: &str = "scheduler";
 
+/// Why the scheduler cannot start: plugins were loaded outside a tokio runtime.
+#[derive(Debug, thiserror::Error)]
+#[error("the gc scheduler runs on a tokio runtime, and plugins are loaded outside one")]
+struct NoRuntime(#[source] tokio::runtime::TryCurrentError);
+
 /// The scheduler's config section, with containerd's keys and defaults.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -81,12 +86,8 @@ pub fn registration() -> Registration {
             let meta: Arc<MetadataStore> = ctx.get_single(types::METADATA)?;
             let content: Arc<ContentStore> = ctx.get_single(types::CONTENT)?;
             let meta_for_sweepers = meta.clone();
-            let runtime = tokio::runtime::Handle::try_current().map_err(|e| {
-                PluginError::Init(format!(
-                    "the gc scheduler runs on a tokio runtime, and plugins are loaded outside \
-                     one: {e}"
-                ))
-            })?;
+            let runtime = tokio::runtime::Handle::try_current()
+                .map_err(|e| PluginError::init(NoRuntime(e)))?;
             // The same facts containerd exports.
             let exports = &mut ctx.meta.exports;
             exports.insert(
