@@ -197,6 +197,10 @@ impl Containers for ContainersService {
         }))
     }
 
+    /// Not reached when served: [`ContainersRoutes`] sends every `Containers/List` call to
+    /// `ContainersService::list_encoded`, which answers with the listings' bytes encoded once
+    /// per change (`containers_list_route`). The generated trait requires this method; it
+    /// gives the same answer, decoded, to a caller holding the service directly.
     #[tracing::instrument(skip_all, fields(namespace))]
     async fn list(
         &self,
