@@ -13,7 +13,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::net::UnixListener;
 
-use crate::error::{Result, ShimError};
+use crate::error::{InvalidRequest, Result, ShimError};
 
 nix::ioctl_write_ptr_bad!(set_winsize, nix::libc::TIOCSWINSZ, Winsize);
 
@@ -64,11 +64,7 @@ impl ConsoleSocket {
                 recv_fd(stream.as_raw_fd()).map_err(std::io::Error::from)
             }) {
                 Ok(Some(fd)) => return Ok(fd),
-                Ok(None) => {
-                    return Err(ShimError::InvalidArgument(
-                        "console socket: no file descriptor received".into(),
-                    ))
-                }
+                Ok(None) => return Err(InvalidRequest::NoConsoleFd.into()),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Err(ShimError::io("recvmsg", &self.path, e)),
             }

@@ -36,8 +36,8 @@ pub enum ShimError {
     #[error(transparent)]
     State(#[from] StateError),
     /// Malformed request.
-    #[error("{0}")]
-    InvalidArgument(String),
+    #[error(transparent)]
+    InvalidArgument(#[from] InvalidRequest),
     /// Not supported by this shim or host.
     #[error("{0}: not implemented")]
     Unimplemented(&'static str),
@@ -132,6 +132,52 @@ impl From<ShimError> for RpcStatus {
     }
 }
 
+/// A request the shim refuses as malformed (InvalidArgument), one variant per refusal.
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidRequest {
+    /// An id that containerd's identifier rules refuse.
+    #[error("identifier {id:?} must match [A-Za-z0-9]+(?:[._-](?:[A-Za-z0-9]+))*")]
+    Identifier {
+        /// The id as sent.
+        id: String,
+    },
+    /// Exec with an empty exec id.
+    #[error("exec id must not be empty")]
+    EmptyExecId,
+    /// A request without a part it needs: `exec: no process spec`, `update: no resources`.
+    #[error("{op}: no {what}")]
+    Missing {
+        /// The request.
+        op: &'static str,
+        /// The part it lacks.
+        what: &'static str,
+    },
+    /// An exec process spec that is JSON but not an object.
+    #[error("exec process spec is not a JSON object")]
+    SpecNotObject,
+    /// A stdio URI of a scheme other than `fifo` or `binary`.
+    #[error("unsupported STDIO scheme {scheme}")]
+    StdioScheme {
+        /// The scheme.
+        scheme: String,
+    },
+    /// Kill with a number that is not a signal.
+    #[error("invalid signal {0}")]
+    Signal(i64),
+    /// The console socket closed without passing the pty master.
+    #[error("console socket: no file descriptor received")]
+    NoConsoleFd,
+    /// runc did not pass the pty master in time.
+    #[error("failed to retrieve console master: timed out")]
+    ConsoleTimeout,
+    /// Stats on a container whose cgroup the shim does not know.
+    #[error("container {id} has no cgroup")]
+    NoCgroup {
+        /// The task id.
+        id: String,
+    },
+}
+
 /// Shorthand for shim results.
 pub type Result<T> = std::result::Result<T, ShimError>;
 
@@ -152,5 +198,14 @@ mod tests {
             ShimError::Unimplemented("checkpoint").code(),
             code::UNIMPLEMENTED
         );
+        let st: RpcStatus = ShimError::from(InvalidRequest::Missing {
+            op: "update",
+            what: "resources",
+        })
+        .into();
+        assert_eq!(st.code, code::INVALID_ARGUMENT);
+        assert_eq!(st.message, "update: no resources");
+        let st: RpcStatus = ShimError::from(InvalidRequest::Signal(99)).into();
+        assert_eq!(st.message, "invalid signal 99");
     }
 }

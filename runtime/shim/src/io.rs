@@ -17,7 +17,7 @@ use tokio::net::unix::pipe;
 use tokio::task::JoinHandle;
 
 use crate::console::Pty;
-use crate::error::{Result, ShimError};
+use crate::error::{InvalidRequest, Result, ShimError};
 use crate::runc::ProcessStdio;
 
 /// The stdio a client asked for (`CreateTaskRequest` / `ExecProcessRequest` fields).
@@ -59,9 +59,10 @@ pub fn parse_output(spec: &str) -> Result<OutputTarget> {
         return Err(ShimError::Unimplemented("binary:// process logging"));
     }
     if let Some((scheme, _)) = spec.split_once("://") {
-        return Err(ShimError::InvalidArgument(format!(
-            "unsupported STDIO scheme {scheme}"
-        )));
+        return Err(InvalidRequest::StdioScheme {
+            scheme: scheme.to_owned(),
+        }
+        .into());
     }
     Ok(OutputTarget::Fifo(PathBuf::from(spec)))
 }
@@ -318,7 +319,9 @@ mod tests {
         ));
         assert!(matches!(
             parse_output("http://x"),
-            Err(ShimError::InvalidArgument(_))
+            Err(ShimError::InvalidArgument(
+                InvalidRequest::StdioScheme { .. }
+            ))
         ));
     }
 

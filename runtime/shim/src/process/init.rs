@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::console::{ConsoleSocket, Pty};
-use crate::error::{Result, ShimError};
+use crate::error::{InvalidRequest, Result, ShimError};
 use crate::io::{prepare_pipes, prepare_pty, ProcessIo, StdioConfig};
 use crate::runc::{CreateOpts, ProcessStdio, Runc, RuncError};
 
@@ -48,9 +48,7 @@ where
         Some(m) => m?,
         None => tokio::time::timeout(CONSOLE_TIMEOUT, recv_fut)
             .await
-            .map_err(|_| {
-                ShimError::InvalidArgument("failed to retrieve console master: timed out".into())
-            })??,
+            .map_err(|_| ShimError::from(InvalidRequest::ConsoleTimeout))??,
     };
     Ok(pty_io.start(Pty::new(master)?))
 }

@@ -12,7 +12,7 @@ use prost::Message;
 
 use super::Shim;
 use crate::constants::{topic, type_url};
-use crate::error::{Result, ShimError};
+use crate::error::{InvalidRequest, Result, ShimError};
 use crate::process::{Kind, Op, Status};
 use crate::runc::{CheckpointOpts, RuncError};
 
@@ -62,11 +62,10 @@ impl Shim {
                         "process not created",
                     )));
                 }
-                let raw = i32::try_from(req.signal).map_err(|_| {
-                    ShimError::InvalidArgument(format!("invalid signal {}", req.signal))
-                })?;
-                let signal = Signal::try_from(raw)
-                    .map_err(|_| ShimError::InvalidArgument(format!("invalid signal {raw}")))?;
+                let raw = i32::try_from(req.signal)
+                    .map_err(|_| InvalidRequest::Signal(i64::from(req.signal)))?;
+                let signal =
+                    Signal::try_from(raw).map_err(|_| InvalidRequest::Signal(i64::from(raw)))?;
                 let target = Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX));
                 match kill(target, signal) {
                     Ok(()) => Ok(()),
@@ -141,7 +140,10 @@ impl Shim {
         let resources = req
             .resources
             .map(|a| a.value)
-            .ok_or_else(|| ShimError::InvalidArgument("update: no resources".into()))?;
+            .ok_or(InvalidRequest::Missing {
+                op: "update",
+                what: "resources",
+            })?;
         runc.update(&req.id, resources)
             .await
             .map_err(|e| ShimError::Runc {

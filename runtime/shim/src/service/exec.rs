@@ -7,7 +7,7 @@ use berth_proto::containerd::task::v2 as api;
 
 use super::Shim;
 use crate::constants::{topic, type_url};
-use crate::error::{Result, ShimError};
+use crate::error::{InvalidRequest, Result, ShimError};
 use crate::io::StdioConfig;
 use crate::process::{Kind, Op, Process};
 
@@ -16,14 +16,12 @@ impl Shim {
     #[tracing::instrument(skip_all, fields(id = %req.id, exec_id = %req.exec_id))]
     pub(super) async fn exec(self: Arc<Self>, req: api::ExecProcessRequest) -> Result<()> {
         if req.exec_id.is_empty() {
-            return Err(ShimError::InvalidArgument(
-                "exec id must not be empty".into(),
-            ));
+            return Err(InvalidRequest::EmptyExecId.into());
         }
-        let spec = req
-            .spec
-            .map(|a| a.value)
-            .ok_or_else(|| ShimError::InvalidArgument("exec: no process spec".into()))?;
+        let spec = req.spec.map(|a| a.value).ok_or(InvalidRequest::Missing {
+            op: "exec",
+            what: "process spec",
+        })?;
         let spec = with_terminal(&spec, req.terminal)?;
         self.with_container(&req.id, |c| {
             c.init.check(Op::Exec)?;
@@ -91,9 +89,7 @@ fn with_terminal(spec_json: &[u8], terminal: bool) -> Result<Vec<u8>> {
     };
     let mut spec: serde_json::Value = serde_json::from_slice(spec_json).map_err(decode)?;
     let Some(fields) = spec.as_object_mut() else {
-        return Err(ShimError::InvalidArgument(
-            "exec process spec is not a JSON object".into(),
-        ));
+        return Err(InvalidRequest::SpecNotObject.into());
     };
     fields.insert("terminal".into(), serde_json::Value::Bool(terminal));
     serde_json::to_vec(&spec).map_err(decode)

@@ -15,7 +15,7 @@ use super::{asyncify, Container, Shim};
 use crate::bundle::{decode_options, kill_all_on_exit, save_options, SavedOptions};
 use crate::cgroup::{watch_oom, Cgroup, CGROUP_ROOT};
 use crate::constants::{bundle, topic, type_url};
-use crate::error::{Result, ShimError};
+use crate::error::{InvalidRequest, Result, ShimError};
 use crate::events::timestamp;
 use crate::io::{wait_outputs, StdioConfig};
 use crate::mount::{mount_all, unmount_all};
@@ -37,9 +37,7 @@ fn validate_id(id: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(ShimError::InvalidArgument(format!(
-            "identifier {id:?} must match [A-Za-z0-9]+(?:[._-](?:[A-Za-z0-9]+))*"
-        )))
+        Err(InvalidRequest::Identifier { id: id.to_owned() }.into())
     }
 }
 

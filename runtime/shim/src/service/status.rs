@@ -8,7 +8,7 @@ use berth_proto::containerd::v1::types::ProcessInfo;
 
 use super::{asyncify, Shim};
 use crate::constants::type_url;
-use crate::error::{Result, ShimError};
+use crate::error::{InvalidRequest, Result, ShimError};
 use crate::events::{any, timestamp};
 
 impl Shim {
@@ -73,9 +73,9 @@ impl Shim {
         req: api::StatsRequest,
     ) -> Result<api::StatsResponse> {
         let cgroup = self.with_container(&req.id, |c| {
-            c.cgroup.clone().ok_or_else(|| {
-                ShimError::InvalidArgument(format!("container {} has no cgroup", c.id))
-            })
+            c.cgroup
+                .clone()
+                .ok_or_else(|| InvalidRequest::NoCgroup { id: c.id.clone() }.into())
         })?;
         let stats = asyncify(move || Ok(cgroup.stats())).await?;
         Ok(api::StatsResponse { stats: Some(stats) })
