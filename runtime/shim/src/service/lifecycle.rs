@@ -194,6 +194,7 @@ impl Shim {
             .get_mut(&req.id)
             .ok_or_else(|| ShimError::ContainerNotFound { id: req.id.clone() })?;
         let container_id = c.id.clone();
+        let kill_all_init = req.exec_id.is_empty() && c.kill_all_on_exit;
         let p = c.process_mut(&req.exec_id)?;
         p.starting = false;
         let pending = p.pending_exit.take();
@@ -237,7 +238,15 @@ impl Shim {
                 },
             );
         }
-        if let Some(info) = early_exit(&mut state.unmatched, pending, pid, &mut sub, since) {
+        // An init whose exit must first kill the rest of its container is recorded by the exit
+        // loop alone, which kills before it records (an exit stashed in `pending` was handled
+        // there already): recording it here could show the task stopped before the kill.
+        let early = if kill_all_init {
+            pending
+        } else {
+            early_exit(&mut state.unmatched, pending, pid, &mut sub, since)
+        };
+        if let Some(info) = early {
             if let Some(c) = state.containers.get_mut(&req.id) {
                 if let Ok(p) = c.process_mut(&req.exec_id) {
                     self.record_exit(&container_id, p, info);
