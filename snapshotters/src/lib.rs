@@ -1,13 +1,21 @@
 //! Berth's snapshotters: the `Snapshotter` trait, the shared snapshot metastore, the drivers
-//! (overlayfs, native, btrfs, proxy) and layer apply.
+//! (overlayfs, native, btrfs, proxy) and the layer applier.
 //!
-//! - [`snapshotter`]: domain types ([`Kind`], [`Info`], [`Usage`], [`Mount`]) and the
-//!   synchronous [`Snapshotter`] trait; async callers use `spawn_blocking`.
+//! - [`snapshotter`]: domain types ([`Kind`], [`Info`], [`Usage`]; [`Mount`] is the one mount
+//!   type of `berth-mount`, `plugins/mount`) and the synchronous [`Snapshotter`] trait; async
+//!   callers use `spawn_blocking`.
 //! - [`storage`]: the metastore the local drivers share (containerd `snapshots/storage`).
 //! - [`overlay`], [`native`], [`btrfs`]: the drivers; each `mod.rs` knows nothing of the
 //!   registry, each `plugin.rs` holds its `Config` and `registration()`.
-//! - [`mount`]: mounting what a snapshotter returns, and the [`TempMount`] guard.
-//! - [`testsuite`]: the conformance checks every driver runs.
+//! - [`proxy`]: an external snapshotter over the Snapshots gRPC API, and the adapter serving
+//!   any driver over it.
+//! - [`apply`]: layer apply and diff, and the [`LayerDiffer`](apply::LayerDiffer) the Diff
+//!   service and in-daemon unpack call (containerd `core/diff/apply`, `diff/walking`).
+//! - [`mount`]: the mount calls of `berth-mount` with [`SnapshotError`], and the [`TempMount`]
+//!   guard.
+//! - [`error`]: [`SnapshotError`], classed with containerd's error classes (`berth-errdefs`,
+//!   through the registry).
+//! - [`testsuite`]: the conformance checks every driver, the proxy included, runs.
 //!
 //! # Plugin instances
 //!

@@ -1,18 +1,36 @@
-//! Berth's core plugins: the metadata store (sled), and later the content store, events
-//! exchange, leases and garbage collection — containerd's `core/` packages.
+//! Berth's core (containerd's `core/` packages): the stores and the machinery under every gRPC
+//! service. Each area is a plain library with its plugin registration in its own `plugin.rs`.
+//!
+//! - [`metadata`]: the metadata store, `io.containerd.metadata.v1.sled` (containerd
+//!   `core/metadata`): namespaces, images, containers, leases and the namespaced records of
+//!   content and snapshots, in one sled database (schema below).
+//! - [`content`]: the local content store, `io.containerd.content.v1.content` (containerd
+//!   `plugins/content/local`): blobs by digest and resumable ingests by ref.
+//! - [`namespaced_content`], [`namespaced_snapshots`]: the content store and the loaded
+//!   snapshotters as one namespace sees them, over the metadata records (containerd
+//!   `core/metadata/content.go`, `snapshot.go`); the services call these, not the backends.
+//! - [`events`]: the events exchange, `io.containerd.event.v1.exchange`.
+//! - [`gc`]: mark and sweep over metadata, content and snapshots, and the
+//!   `io.containerd.gc.v1.scheduler` plugin that decides when to run it.
+//!
+//! Not here: the snapshotters and the layer applier (`snapshotters/`, the applier in
+//! `snapshotters/src/apply`), the mount library (`plugins/mount`), the error classes
+//! (`plugins/errdefs`, re-exported by the registry), the runtime (`runtime/manager`).
 //!
 //! # Metadata key schema
 //!
 //! One sled database, `<root>/io.containerd.metadata.v1.sled/meta.db`. Each object kind is a
-//! tree; keys start with the namespace so that a namespace's objects are one prefix scan:
+//! tree; keys start with the namespace so that a namespace's objects are one prefix scan. Values
+//! are JSON.
 //!
 //! ```text
-//! tree "namespaces"   <ns>                          -> NamespaceRecord (JSON: labels)
-//! tree "images"       <ns> 0x00 <name>              -> image record       (content issue)
-//! tree "containers"   <ns> 0x00 <id>                -> container record   (runtime issue)
-//! tree "content"      <ns> 0x00 <digest>            -> blob record        (content issue)
-//! tree "snapshots"    <ns> 0x00 <snapshotter> 0x00 <key> -> snapshot ref  (snapshot issue)
-//! tree "leases"       <ns> 0x00 <id>                -> lease record       (content issue)
+//! tree "namespaces"  <ns>                                -> labels, count of objects by kind
+//! tree "images"      <ns> 0x00 <name>                    -> Image
+//! tree "containers"  <ns> 0x00 <id>                      -> Container
+//! tree "content"     <ns> 0x00 <digest>                  -> BlobRecord (size, labels, times)
+//! tree "snapshots"   <ns> 0x00 <snapshotter> 0x00 <key>  -> SnapshotRecord (backend key,
+//!                                                           parent, kind, labels, times)
+//! tree "leases"      <ns> 0x00 <id>                      -> labels, creation time, resources
 //! ```
 //!
 //! Every mutation is one sled transaction across the trees it touches, flushed to disk before

@@ -27,7 +27,7 @@ pub struct SnapshotRecord {
     pub backend_key: String,
     /// The client's key of its parent.
     pub parent: Option<String>,
-    /// Active, view or committed; stored as the lowercase name (see [`stored_kind`]).
+    /// Active, view or committed; stored as the lowercase name (`active`, ...), as always.
     #[serde(with = "stored_kind")]
     pub kind: Kind,
     /// Labels.
