@@ -102,7 +102,7 @@ impl Bins {
                 path.display()
             );
         }
-        let runc = find_on_path("runc").context("runc not found on PATH")?;
+        let runc = berth_testutil::find_executable("runc").context("runc not found on PATH")?;
         Ok(Bins {
             berth_cli: target_dir.join("berth"),
             berthd,
@@ -116,14 +116,6 @@ impl Bins {
         let rest = std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into());
         format!("{}:{rest}", self.target_dir.display())
     }
-}
-
-/// The first `name` on `$PATH`.
-fn find_on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
 }
 
 /// A private daemon: `<dir>/root`, `<dir>/state`, `<dir>/s.sock`, `<dir>/config.toml` and

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_proto::containerd::task::v2::{ConnectRequest, ConnectResponse, ShutdownRequest};
+use berth_testutil::{require_binary, require_root, skip};
 use prost::Message;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
@@ -465,24 +466,14 @@ async fn abstract_socket_address() {
     task.await.unwrap().unwrap();
 }
 
-/// Skips (printing why) unless `CI=true`, where a missing prerequisite is a failure.
-fn skip(reason: &str) {
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("interop prerequisite missing under CI: {reason}");
-    }
-    println!("skipped: {reason}");
-}
-
 /// Interop with Go ttrpc: start the Debian containerd's runc v2 shim and talk to its
 /// `containerd.task.v2.Task` service.
 #[tokio::test]
 async fn interop_with_go_shim() {
     const SHIM: &str = "/usr/bin/containerd-shim-runc-v2";
-    if !nix::unistd::geteuid().is_root() {
-        return skip("needs root (the shim serves under /run/containerd/s)");
-    }
-    if !std::path::Path::new(SHIM).exists() {
-        return skip("containerd-shim-runc-v2 not installed");
+    // Root: the shim serves under /run/containerd/s.
+    if !require_root() || !require_binary(SHIM) {
+        return;
     }
     let bundle = tempfile::tempdir().unwrap();
     std::fs::write(bundle.path().join("config.json"), "{}").unwrap();
@@ -506,16 +497,23 @@ async fn interop_with_go_shim() {
         .output();
     let out = match tokio::time::timeout(Duration::from_secs(10), out).await {
         Ok(Ok(out)) => out,
-        Ok(Err(e)) => return skip(&format!("cannot run the shim: {e}")),
-        Err(_) => return skip("shim start timed out"),
+        Ok(Err(e)) => {
+            skip(&format!("cannot run the shim: {e}"));
+            return;
+        }
+        Err(_) => {
+            skip("shim start timed out");
+            return;
+        }
     };
     let address = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     if !out.status.success() || !address.starts_with("unix://") {
-        return skip(&format!(
+        skip(&format!(
             "shim start failed: {} {address} {}",
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
         ));
+        return;
     }
 
     let client = Client::connect_address(&address).await.unwrap();

@@ -279,7 +279,7 @@ mod tests {
 
     use super::*;
     use crate::apply::{ContentFailure, LayerWriter, MEDIA_TYPE_LAYER_GZIP};
-    use crate::testsuite::requires_root;
+    use berth_testutil::require_root_for;
 
     #[derive(Debug, thiserror::Error)]
     #[error("blob {0}: not found")]
@@ -401,7 +401,7 @@ mod tests {
 
     #[test]
     fn apply_verifies_inflates_and_reports_the_diff_id() {
-        if !requires_root("applying with numeric owners") {
+        if !require_root_for("applying with numeric owners") {
             return;
         }
         let env = env();
@@ -426,7 +426,7 @@ mod tests {
 
     #[test]
     fn apply_names_a_corrupt_blob_data_loss() {
-        if !requires_root("applying with numeric owners") {
+        if !require_root_for("applying with numeric owners") {
             return;
         }
         let env = env();

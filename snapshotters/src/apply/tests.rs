@@ -6,25 +6,12 @@ use std::os::unix::fs::{symlink, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use berth_registry::{Classify, ErrorKind};
+use berth_testutil::require_root_for;
 use filetime::FileTime;
 use sha2::{Digest, Sha256};
 use tar::{EntryType, Header};
 
 use super::*;
-
-/// Root gate (containerd `RequiresRoot`): false with `skipped: <reason>` when not root, a panic
-/// under `CI=true`.
-fn requires_root(what: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    let reason = format!("{what} needs root");
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{reason}");
-    }
-    println!("skipped: {reason}");
-    false
-}
 
 /// A layer under construction, with full control of the raw names.
 struct Layer {
@@ -218,7 +205,7 @@ fn applies_files_dirs_links_modes_and_times() {
 
 #[test]
 fn applies_ownership_and_devices() {
-    if !requires_root("lchown to other users and mknod") {
+    if !require_root_for("lchown to other users and mknod") {
         return;
     }
     let fx = Fixture::new();
@@ -288,7 +275,7 @@ fn whiteouts_remove_paths_and_opaque_keeps_this_layer() {
 
 #[test]
 fn whiteouts_in_overlay_mode_become_devices_and_xattrs() {
-    if !requires_root("overlay whiteouts (mknod, trusted.* xattrs)") {
+    if !require_root_for("overlay whiteouts (mknod, trusted.* xattrs)") {
         return;
     }
     let fx = Fixture::new();

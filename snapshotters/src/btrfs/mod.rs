@@ -319,16 +319,8 @@ mod tests {
 
     impl LoopBtrfs {
         fn new(mount_point: &Path) -> Result<LoopBtrfs, String> {
-            let which = |tool: &str| {
-                Command::new("sh")
-                    .arg("-c")
-                    .arg(format!("command -v {tool}"))
-                    .output()
-                    .map(|o| o.status.success())
-                    .unwrap_or(false)
-            };
             for tool in ["mkfs.btrfs", "losetup"] {
-                if !which(tool) {
+                if !berth_testutil::on_path(tool) {
                     return Err(format!(
                         "{tool} is not installed (apt-get install btrfs-progs)"
                     ));

@@ -328,7 +328,7 @@ mod tests {
     #[test]
     fn supported_refuses_a_root_on_overlayfs() {
         let _serial = crate::testsuite::serial();
-        if !crate::testsuite::requires_root("overlay support probe mounts") {
+        if !berth_testutil::require_root_for("the overlay support probe (mounts)") {
             return;
         }
         let dir = tempfile::tempdir().unwrap();

@@ -18,6 +18,8 @@ use std::any::Any;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use berth_testutil::{require_root_for, skip};
+
 use crate::snapshotter::Snapshotter;
 
 /// Builds a snapshotter on a root directory; called again on the same root to reopen.
@@ -174,24 +176,6 @@ pub fn serial() -> MutexGuard<'static, ()> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// True when running as root. Otherwise prints `skipped: <reason>` and returns false, or,
-/// with `CI=true`, panics naming what is missing (containerd `testutil.RequiresRoot`).
-pub fn requires_root(reason: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    skip(&format!("{reason}: not running as root"));
-    false
-}
-
-/// Prints `skipped: <reason>`, or panics under `CI=true`.
-pub fn skip(reason: &str) {
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("required under CI=true: {reason}");
-    }
-    println!("skipped: {reason}");
-}
-
 /// Runs every check against snapshotters built by `make`, one fresh root each.
 pub fn run_all(make: &MakeFn) {
     for check in CHECKS {
@@ -207,7 +191,7 @@ pub fn run_check(name: &str, make: &MakeFn, setup: Option<&SetupFn>) {
         .find(|c| c.name == name)
         .unwrap_or_else(|| panic!("no snapshotter check named {name}"));
     let _serial = serial();
-    if (check.mounts || setup.is_some()) && !requires_root(&format!("check {name} mounts")) {
+    if (check.mounts || setup.is_some()) && !require_root_for(&format!("check {name} (mounts)")) {
         return;
     }
     let tmp = tempfile::Builder::new()
