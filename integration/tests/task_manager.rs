@@ -1,6 +1,8 @@
 //! The task manager driving containerd's real `containerd-shim-runc-v2` (and so `runc`): run a
 //! busybox `echo`, kill a `sleep`, exec into it, and reconnect after a "restart". Needs root,
-//! `runc` and the shim; without them prints `skipped: <reason>`, under `CI=true` panics.
+//! `runc` and the shim; without them prints `skipped: <reason>`, under `CI=true` panics. The
+//! manager runs in this process, with no `berthd`: what it drives is real, so the test lives here
+//! with the other end-to-end tests rather than in `runtime/manager`.
 
 // A file under tests/ is a test crate of its own; firecracker allows the lint the same way in
 // `src/vmm/tests/integration_tests.rs`.
@@ -11,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use berth_errdefs::{Classify, ErrorKind};
+use berth_integration::{require_binary, require_root};
 use berth_proto::containerd::events::TaskExit;
 use berth_proto::containerd::services::events::ttrpc::v1::ForwardRequest;
 use berth_proto::containerd::v1::types::Status;
@@ -26,32 +30,9 @@ const SHIM: &str = "containerd-shim-runc-v2";
 const RUNC_OPTIONS: &str = "containerd.runc.v1.Options";
 const PROCESS_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
 
-fn skip(reason: &str) {
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{reason}");
-    }
-    println!("skipped: {reason}");
-}
-
-fn on_path(name: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
-        .unwrap_or(false)
-}
-
-/// Root, runc and the runc shim, or a skip.
+/// Root, runc and the runc shim, or a skip (a failure under `CI=true`).
 fn prerequisites() -> bool {
-    if !nix::unistd::geteuid().is_root() {
-        skip("runtime tests need root");
-        return false;
-    }
-    for bin in ["runc", SHIM] {
-        if !on_path(bin) {
-            skip(&format!("{bin} not found on PATH"));
-            return false;
-        }
-    }
-    true
+    require_root() && require_binary("runc") && require_binary(SHIM)
 }
 
 /// The daemon's ttrpc events endpoint, reduced to recording what shims forward.
@@ -265,10 +246,7 @@ async fn echo_runs_to_exit_zero_through_the_runc_shim() {
         .create(fx.opts("echo1", &["true"], &out))
         .await
         .unwrap_err();
-    assert_eq!(
-        berth_registry::Classify::kind(&err),
-        berth_registry::ErrorKind::AlreadyExists
-    );
+    assert_eq!(Classify::kind(&err), ErrorKind::AlreadyExists);
 
     // Wait before Start, as ctr does.
     let waiter = {
