@@ -2,10 +2,12 @@
 //! `io.containerd.berth.v2`) and the real `ctr` talks to that containerd. This checks the shim
 //! against the reference daemon, not against our own assumptions (STYLE §5).
 //!
-//! Needs root, `runc`, `ctr`, `containerd` and `/bin/busybox`; without them each test prints
-//! `skipped: <reason>`, and under `CI=true` panics naming what is missing. Each test starts its
-//! own containerd on a private root, state and socket, and uses its own namespace, so tests can
-//! run in parallel. No image is needed: `ctr run --rootfs DIR` runs a busybox directory.
+//! Needs root, `runc`, `ctr`, `containerd`, `/bin/busybox` and the shim built next to `berthd`
+//! (`cargo build -p berthd -p berth-shim`), where the harness's containerd finds it on its
+//! `PATH`; without them each test prints `skipped: <reason>`, and under `CI=true` panics naming
+//! what is missing. Each test starts its own containerd on a private root, state and socket, and
+//! uses its own namespace, so tests can run in parallel. No image is needed: `ctr run --rootfs
+//! DIR` runs a busybox directory.
 
 // A file under tests/ is a test crate of its own; firecracker allows the lint the same way in
 // `src/vmm/tests/integration_tests.rs`.
@@ -16,174 +18,86 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use berth_integration::containerd::Containerd;
+use berth_integration::{
+    berthd_bin, require_binary, require_root, run_with_timeout, CmdOutput, CTR_BIN, CTR_TIMEOUT,
+};
 use tempfile::TempDir;
 
 const RUNTIME: &str = "io.containerd.berth.v2";
-const SHIM: &str = env!("CARGO_BIN_EXE_containerd-shim-berth-v2");
-const CTR_TIMEOUT: Duration = Duration::from_secs(60);
-
-fn skip(reason: &str) -> bool {
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("required for the shim end-to-end tests: {reason}");
-    }
-    println!("skipped: {reason}");
-    false
-}
-
-fn on_path(binary: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(binary).is_file()))
-}
+const SHIM: &str = "containerd-shim-berth-v2";
 
 /// The gate (containerd `testutil.RequiresRoot` plus the binaries).
 fn ready() -> bool {
-    if !nix::unistd::geteuid().is_root() {
-        return skip("not running as root");
-    }
-    for bin in ["runc", "ctr", "containerd"] {
-        if !on_path(bin) {
-            return skip(&format!("{bin} not found on PATH"));
-        }
-    }
-    if !Path::new("/bin/busybox").is_file() {
-        return skip("/bin/busybox not found");
-    }
-    true
+    require_root()
+        && ["runc", CTR_BIN, "containerd", "/bin/busybox"]
+            .into_iter()
+            .all(require_binary)
+        && require_binary(
+            berthd_bin()
+                .with_file_name(SHIM)
+                .to_str()
+                .expect("utf-8 shim path"),
+        )
 }
 
-/// What a command did.
-#[derive(Debug)]
-struct Output {
-    code: i32,
-    stdout: String,
-    stderr: String,
+/// The exit code of a command (-1 when it was killed by a signal).
+fn code(out: &CmdOutput) -> i32 {
+    out.status.code().unwrap_or(-1)
 }
 
-fn run_with_timeout(cmd: &mut Command, limit: Duration) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn command");
-    let mut out_pipe = child.stdout.take().expect("stdout piped");
-    let mut err_pipe = child.stderr.take().expect("stderr piped");
-    let out_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out_pipe.read_to_string(&mut s);
-        s
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err_pipe.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("timed out after {limit:?}: {cmd:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Output {
-        code: status.code().unwrap_or(-1),
-        stdout: out_reader.join().expect("stdout reader"),
-        stderr: err_reader.join().expect("stderr reader"),
-    }
-}
-
-/// A private containerd with our shim on its PATH; killed on drop.
-struct Containerd {
-    dir: TempDir,
-    child: Child,
+/// A private containerd (the harness's, with the built binaries first on its `PATH`), a busybox
+/// rootfs and a namespace of this test's own.
+struct Fixture {
+    ctd: Containerd,
+    rootfs: TempDir,
     namespace: String,
 }
 
-impl Containerd {
-    fn start(name: &str) -> Containerd {
-        let dir = tempfile::Builder::new()
+impl Fixture {
+    fn start(name: &str) -> Fixture {
+        let rootfs = tempfile::Builder::new()
             .prefix("bshim")
             .tempdir_in("/tmp")
             .expect("tempdir");
-        let root = dir.path();
-        let rootfs = root.join("rootfs");
         for sub in ["bin", "proc", "dev", "sys", "tmp", "etc", "run"] {
-            std::fs::create_dir_all(rootfs.join(sub)).expect("mkdir rootfs");
+            std::fs::create_dir_all(rootfs.path().join(sub)).expect("mkdir rootfs");
         }
-        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("copy busybox");
+        let bin = rootfs.path().join("bin");
+        std::fs::copy("/bin/busybox", bin.join("busybox")).expect("copy busybox");
         for applet in ["sh", "echo", "sleep", "true", "ls", "cat"] {
-            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet))
-                .expect("symlink");
+            std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("symlink");
         }
-        let config = format!(
-            "version = 2\nroot = \"{r}/root\"\nstate = \"{r}/state\"\n\
-             disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
-             [grpc]\n  address = \"{r}/containerd.sock\"\n\
-             [ttrpc]\n  address = \"{r}/containerd.sock.ttrpc\"\n",
-            r = root.display()
-        );
-        std::fs::write(root.join("config.toml"), config).expect("write config");
-        let shim_dir = Path::new(SHIM).parent().expect("shim dir");
-        let path = format!(
-            "{}:{}",
-            shim_dir.display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        let log = std::fs::File::create(root.join("containerd.log")).expect("log file");
-        let child = Command::new("containerd")
-            .arg("--config")
-            .arg(root.join("config.toml"))
-            .env("PATH", path)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("dup log"))
-            .stderr(log)
-            .spawn()
-            .expect("start containerd");
-        let daemon = Containerd {
-            dir,
-            child,
+        Fixture {
+            ctd: Containerd::start(),
+            rootfs,
             namespace: format!("berth-shim-{name}-{}", std::process::id()),
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while daemon.ctr(&["version"]).code != 0 {
-            assert!(
-                Instant::now() < deadline,
-                "containerd did not come up: {}",
-                daemon.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
         }
-        daemon
     }
 
     fn address(&self) -> PathBuf {
-        self.dir.path().join("containerd.sock")
+        self.ctd.address().to_path_buf()
     }
 
     fn rootfs(&self) -> String {
-        self.dir.path().join("rootfs").display().to_string()
+        self.rootfs.path().display().to_string()
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
+        self.ctd.log()
     }
 
-    fn ctr(&self, args: &[&str]) -> Output {
-        let mut cmd = Command::new("ctr");
+    fn ctr(&self, args: &[&str]) -> CmdOutput {
+        let mut cmd = Command::new(CTR_BIN);
         cmd.arg("--address")
             .arg(self.address())
             .args(["--namespace", &self.namespace])
             .args(args);
-        run_with_timeout(&mut cmd, CTR_TIMEOUT)
+        run_with_timeout(cmd, CTR_TIMEOUT)
     }
 
     /// `ctr run` of our runtime with a busybox rootfs; `extra` goes before the id.
-    fn run(&self, extra: &[&str], id: &str, command: &[&str]) -> Output {
+    fn run(&self, extra: &[&str], id: &str, command: &[&str]) -> CmdOutput {
         let rootfs = self.rootfs();
         let mut args = vec!["run", "--runtime", RUNTIME, "--env", "PATH=/bin"];
         args.extend_from_slice(extra);
@@ -195,7 +109,7 @@ impl Containerd {
     fn ok(&self, args: &[&str]) -> String {
         let out = self.ctr(args);
         assert_eq!(
-            out.code,
+            code(&out),
             0,
             "ctr {args:?} failed: {}\n--- containerd log ---\n{}",
             out.stderr,
@@ -228,10 +142,10 @@ impl Containerd {
     }
 }
 
-impl Containerd {
+impl Drop for Fixture {
     /// Removes what runc leaves per namespace once its containers are gone: the (empty) state
-    /// root and the namespace's parent cgroups.
-    fn remove_namespace_leftovers(&self) {
+    /// root and the namespace's parent cgroups. containerd itself stops when `ctd` drops.
+    fn drop(&mut self) {
         let _ = std::fs::remove_dir(Path::new("/run/containerd/runc").join(&self.namespace));
         if let Ok(controllers) = std::fs::read_dir("/sys/fs/cgroup") {
             for controller in controllers.flatten() {
@@ -241,39 +155,22 @@ impl Containerd {
     }
 }
 
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        self.remove_namespace_leftovers();
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap_or(0));
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn run_prints_and_exits_zero() {
     if !ready() {
         return;
     }
-    let d = Containerd::start("hello");
+    let d = Fixture::start("hello");
     let out = d.run(&["--rm"], "t1", &["echo", "hello"]);
-    assert_eq!(out.code, 0, "stderr: {}\n{}", out.stderr, d.log());
+    assert_eq!(code(&out), 0, "stderr: {}\n{}", out.stderr, d.log());
     assert_eq!(out.stdout, "hello\n");
     // stderr of the container reaches ctr's stderr too.
     let out = d.run(&["--rm"], "t2", &["sh", "-c", "echo oops >&2"]);
-    assert_eq!(out.code, 0, "stderr: {}", out.stderr);
+    assert_eq!(code(&out), 0, "stderr: {}", out.stderr);
     assert!(out.stderr.contains("oops"), "stderr: {}", out.stderr);
     // The containers are gone, and so are the shims' sockets.
     assert_eq!(d.ok(&["containers", "ls", "-q"]).trim(), "");
-    let sockets = d.dir.path().join("s");
+    let sockets = d.ctd.dir().join("s");
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::fs::read_dir(&sockets).map(|r| r.count()).unwrap_or(0) > 0 {
         assert!(
@@ -292,12 +189,12 @@ fn exit_status_propagates() {
     if !ready() {
         return;
     }
-    let d = Containerd::start("exit");
+    let d = Fixture::start("exit");
     let out = d.run(&["--rm"], "t1", &["sh", "-c", "exit 7"]);
-    assert_eq!(out.code, 7, "stderr: {}", out.stderr);
+    assert_eq!(code(&out), 7, "stderr: {}", out.stderr);
     // A missing binary is runc's error, passed through.
     let out = d.run(&["--rm"], "t2", &["/nonexistent"]);
-    assert_ne!(out.code, 0);
+    assert_ne!(code(&out), 0);
     assert!(
         out.stderr.contains("OCI runtime create failed"),
         "stderr: {}",
@@ -311,9 +208,9 @@ fn detached_task_lifecycle() {
     if !ready() {
         return;
     }
-    let d = Containerd::start("life");
+    let d = Fixture::start("life");
     let out = d.run(&["-d"], "t3", &["sleep", "1000"]);
-    assert_eq!(out.code, 0, "stderr: {}\n{}", out.stderr, d.log());
+    assert_eq!(code(&out), 0, "stderr: {}\n{}", out.stderr, d.log());
     d.wait_status("t3", "RUNNING");
 
     let ls = d.ok(&["tasks", "exec", "--exec-id", "e1", "t3", "ls", "/"]);
@@ -328,12 +225,12 @@ fn detached_task_lifecycle() {
         "-c",
         "exit 3",
     ]);
-    assert_eq!(out.code, 3, "stderr: {}", out.stderr);
+    assert_eq!(code(&out), 3, "stderr: {}", out.stderr);
 
     d.ok(&["tasks", "pause", "t3"]);
     d.wait_status("t3", "PAUSED");
     let out = d.ctr(&["tasks", "pause", "t3"]);
-    assert_ne!(out.code, 0);
+    assert_ne!(code(&out), 0);
     assert!(
         out.stderr.contains("cannot pause a paused container"),
         "{}",
@@ -355,7 +252,7 @@ fn detached_task_lifecycle() {
     d.ok(&["tasks", "kill", "-s", "SIGKILL", "t3"]);
     d.wait_status("t3", "STOPPED");
     let out = d.ctr(&["tasks", "kill", "t3"]);
-    assert_ne!(out.code, 0);
+    assert_ne!(code(&out), 0);
     assert!(
         out.stderr.contains("process already finished"),
         "{}",
@@ -371,22 +268,27 @@ fn terminal_run() {
     if !ready() {
         return;
     }
-    if !on_path("script") {
-        println!("skipped: script(1) not found, needed to give ctr a console");
+    // script(1) gives ctr a console.
+    if !require_binary("script") {
         return;
     }
-    let d = Containerd::start("tty");
+    let d = Fixture::start("tty");
     let rootfs = d.rootfs();
     let line = format!(
-        "ctr --address {} --namespace {} run -t --rm --runtime {RUNTIME} --env PATH=/bin --rootfs {rootfs} t1 sh -c 'tty; exit 5'",
+        "{CTR_BIN} --address {} --namespace {} run -t --rm --runtime {RUNTIME} --env PATH=/bin --rootfs {rootfs} t1 sh -c 'tty; exit 5'",
         d.address().display(),
         d.namespace
     );
-    let out = run_with_timeout(
-        Command::new("script").args(["-qec", &line, "/dev/null"]),
-        CTR_TIMEOUT,
+    let mut script = Command::new("script");
+    script.args(["-qec", &line, "/dev/null"]);
+    let out = run_with_timeout(script, CTR_TIMEOUT);
+    assert_eq!(
+        code(&out),
+        5,
+        "stdout: {} stderr: {}",
+        out.stdout,
+        out.stderr
     );
-    assert_eq!(out.code, 5, "stdout: {} stderr: {}", out.stdout, out.stderr);
     assert!(out.stdout.contains("/dev/pts/"), "stdout: {}", out.stdout);
 }
 
@@ -397,8 +299,8 @@ struct EventWatch {
 }
 
 impl EventWatch {
-    fn start(d: &Containerd) -> EventWatch {
-        let mut child = Command::new("ctr")
+    fn start(d: &Fixture) -> EventWatch {
+        let mut child = Command::new(CTR_BIN)
             .arg("--address")
             .arg(d.address())
             .arg("events")
@@ -431,7 +333,7 @@ fn task_events_and_oom() {
     if !ready() {
         return;
     }
-    let d = Containerd::start("events");
+    let d = Fixture::start("events");
     let watch = EventWatch::start(&d);
     // Doubling a shell variable under a 16 MiB limit ends in the OOM killer.
     let out = d.run(
@@ -443,7 +345,7 @@ fn task_events_and_oom() {
             "a=xxxxxxxxxxxxxxxx; while true; do a=$a$a; done",
         ],
     );
-    assert_eq!(out.code, 137, "stderr: {}", out.stderr);
+    assert_eq!(code(&out), 137, "stderr: {}", out.stderr);
     let events = watch.stop();
     let topics: Vec<&str> = events
         .lines()
