@@ -897,6 +897,6 @@ mod tests {
         };
         w.write(&data).await.unwrap();
         let err = w.commit(BTreeMap::new()).await.unwrap_err();
-        assert_eq!(err.kind, ErrorKind::FailedPrecondition, "{err}");
+        assert_eq!(err.kind(), ErrorKind::FailedPrecondition, "{err}");
     }
 }

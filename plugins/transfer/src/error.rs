@@ -1,43 +1,105 @@
 //! Errors of the transfer library: [`StoreError`] from the store traits and [`TransferError`]
 //! from pull and push, each with its containerd error class.
 
+use std::sync::Arc;
+
 use berth_errdefs::{Classify, ErrorKind};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 
 /// An error from a store trait implementation (gRPC proxy or local store), carrying the errdefs
 /// class so that callers can tell `NotFound` and `AlreadyExists` from failures.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct StoreError {
-    /// The errdefs class.
-    pub kind: ErrorKind,
-    /// What went wrong, for people.
-    pub message: String,
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The daemon answered with an error status: its words, and the class its code stands for
+    /// (errdefs `ToNative`).
+    #[error("{message}")]
+    Status {
+        /// The class of the status code.
+        kind: ErrorKind,
+        /// The status message.
+        message: String,
+    },
+    /// A store in this process failed; its own error keeps its class.
+    #[error("{source}")]
+    Local {
+        /// The store's error.
+        source: Arc<dyn Classify + Send + Sync>,
+    },
+    /// A namespace or lease that cannot travel in a gRPC header.
+    #[error("{value:?} is not a valid gRPC header value")]
+    InvalidHeader {
+        /// The namespace or lease.
+        value: String,
+    },
+    /// The content write stream ended without the daemon saying why.
+    #[error("content write stream for {ingest_ref} closed")]
+    WriteStreamClosed {
+        /// The ingest.
+        ingest_ref: String,
+    },
+    /// The daemon's write offset is not where the data sent ends.
+    #[error("short write to {ingest_ref}: offset {offset} after writing up to {expected}")]
+    ShortWrite {
+        /// The ingest.
+        ingest_ref: String,
+        /// The offset the daemon answered.
+        offset: i64,
+        /// Where the data sent ends.
+        expected: u64,
+    },
+    /// A successful answer without a part it must carry.
+    #[error("{call} returned no {part}")]
+    IncompleteReply {
+        /// The call: `Diff.Apply`.
+        call: &'static str,
+        /// What was missing: `descriptor`.
+        part: &'static str,
+    },
 }
 
 impl StoreError {
-    /// An error of class `kind`.
+    /// A status answered by the daemon, of class `kind`, in its words.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self {
+        Self::Status {
             kind,
             message: message.into(),
         }
     }
 
+    /// A local store's error, keeping its class.
+    pub fn local(err: impl Classify + Send + Sync + 'static) -> Self {
+        Self::Local {
+            source: Arc::new(err),
+        }
+    }
+
     /// Is this a `NotFound`?
     pub fn is_not_found(&self) -> bool {
-        self.kind == ErrorKind::NotFound
+        self.kind() == ErrorKind::NotFound
     }
 
     /// Is this an `AlreadyExists`?
     pub fn is_already_exists(&self) -> bool {
-        self.kind == ErrorKind::AlreadyExists
+        self.kind() == ErrorKind::AlreadyExists
     }
 }
 
 impl Classify for StoreError {
     fn kind(&self) -> ErrorKind {
-        self.kind
+        StoreError::kind(self)
+    }
+}
+
+impl StoreError {
+    /// The errdefs class (also [`Classify::kind`], here without importing the trait).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Status { kind, .. } => *kind,
+            Self::Local { source } => source.kind(),
+            Self::InvalidHeader { .. } => ErrorKind::InvalidArgument,
+            Self::ShortWrite { .. } => ErrorKind::DataLoss,
+            Self::WriteStreamClosed { .. } | Self::IncompleteReply { .. } => ErrorKind::Internal,
+        }
     }
 }
 
@@ -120,6 +182,18 @@ pub enum TransferError {
         target: String,
         /// The store's error.
         source: StoreError,
+    },
+    /// Every download finished, yet the layer to unpack next was not among them (a bug).
+    #[error("unpack layer {layer}: download ended without the layer")]
+    DownloadLost {
+        /// The layer digest.
+        layer: String,
+    },
+    /// Every key tried for the extraction snapshot of a layer was taken.
+    #[error("prepare snapshot {chain_id}: extraction snapshot keeps colliding")]
+    ExtractionCollides {
+        /// The chain ID of the layer.
+        chain_id: String,
     },
     /// Applying a layer gave a different diffID than the config lists.
     #[error("wrong diff id calculated on extraction of {layer}: got {got}, config has {expected}")]
@@ -255,7 +329,9 @@ impl Classify for TransferError {
             Self::Network { .. } => ErrorKind::Unavailable,
             Self::Registry { .. } => ErrorKind::Unavailable,
             Self::InvalidContent { .. } => ErrorKind::FailedPrecondition,
-            Self::Store { source, .. } => source.kind,
+            Self::Store { source, .. } => source.kind(),
+            Self::DownloadLost { .. } => ErrorKind::Internal,
+            Self::ExtractionCollides { .. } => ErrorKind::AlreadyExists,
         }
     }
 }
@@ -308,5 +384,55 @@ mod tests {
         );
         assert_eq!(err.kind(), ErrorKind::OutOfRange);
         assert_eq!(err.to_string(), "write content sha256:00: bad offset");
+    }
+
+    #[test]
+    fn typed_store_errors_keep_their_words_and_classes() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("blob sha256:01 missing")]
+        struct Missing;
+        impl Classify for Missing {
+            fn kind(&self) -> ErrorKind {
+                ErrorKind::NotFound
+            }
+        }
+
+        let local = StoreError::local(Missing);
+        assert!(local.is_not_found());
+        assert_eq!(local.to_string(), "blob sha256:01 missing");
+        let header = StoreError::InvalidHeader {
+            value: "a\nb".into(),
+        };
+        assert_eq!(header.kind(), ErrorKind::InvalidArgument);
+        assert_eq!(
+            header.to_string(),
+            "\"a\\nb\" is not a valid gRPC header value"
+        );
+        let short = StoreError::ShortWrite {
+            ingest_ref: "r".into(),
+            offset: 3,
+            expected: 5,
+        };
+        assert_eq!(short.kind(), ErrorKind::DataLoss);
+        assert_eq!(
+            short.to_string(),
+            "short write to r: offset 3 after writing up to 5"
+        );
+        let lost = TransferError::DownloadLost {
+            layer: "sha256:02".into(),
+        };
+        assert_eq!(lost.kind(), ErrorKind::Internal);
+        assert_eq!(
+            lost.to_string(),
+            "unpack layer sha256:02: download ended without the layer"
+        );
+        let collides = TransferError::ExtractionCollides {
+            chain_id: "sha256:03".into(),
+        };
+        assert_eq!(collides.kind(), ErrorKind::AlreadyExists);
+        assert_eq!(
+            collides.to_string(),
+            "prepare snapshot sha256:03: extraction snapshot keeps colliding"
+        );
     }
 }

@@ -61,12 +61,10 @@ fn err(status: Status) -> StoreError {
 fn request<T>(cx: &Cx, message: T) -> Result<Request<T>, StoreError> {
     let mut req = Request::new(message);
     let value = |v: &str| {
-        v.parse::<MetadataValue<_>>().map_err(|_| {
-            StoreError::new(
-                ErrorKind::InvalidArgument,
-                format!("{v:?} is not a valid gRPC header value"),
-            )
-        })
+        v.parse::<MetadataValue<_>>()
+            .map_err(|_| StoreError::InvalidHeader {
+                value: v.to_owned(),
+            })
     };
     req.metadata_mut()
         .insert(NAMESPACE_HEADER, value(&cx.namespace)?);
@@ -144,7 +142,7 @@ impl GrpcContent {
         cx: &Cx,
         ingest_ref: &str,
         expected: &Descriptor,
-    ) -> Result<GrpcWriter, Status> {
+    ) -> Result<GrpcWriter, StoreError> {
         let (tx, rx) = mpsc::channel::<WriteContentRequest>(2);
         let stat = WriteContentRequest {
             action: WriteAction::Stat as i32,
@@ -153,16 +151,19 @@ impl GrpcContent {
             expected: expected.digest.clone(),
             ..Default::default()
         };
-        tx.send(stat)
+        let closed = || StoreError::WriteStreamClosed {
+            ingest_ref: ingest_ref.to_owned(),
+        };
+        tx.send(stat).await.map_err(|_| closed())?;
+        let req = request(cx, ReceiverStream::new(rx))?;
+        let mut responses = self
+            .client
+            .clone()
+            .write(req)
             .await
-            .map_err(|_| Status::internal("write stream closed"))?;
-        let req = request(cx, ReceiverStream::new(rx))
-            .map_err(|e| Status::invalid_argument(e.message))?;
-        let mut responses = self.client.clone().write(req).await?.into_inner();
-        let first = responses
-            .message()
-            .await?
-            .ok_or_else(|| Status::internal("write stream ended before the first status"))?;
+            .map_err(err)?
+            .into_inner();
+        let first = responses.message().await.map_err(err)?.ok_or_else(closed)?;
         Ok(GrpcWriter {
             tx,
             responses,
@@ -187,11 +188,8 @@ impl GrpcWriter {
         &mut self,
         msg: WriteContentRequest,
     ) -> Result<WriteContentResponse, StoreError> {
-        let closed = || {
-            StoreError::new(
-                ErrorKind::Internal,
-                format!("content write stream for {} closed", self.ingest_ref),
-            )
+        let closed = || StoreError::WriteStreamClosed {
+            ingest_ref: self.ingest_ref.clone(),
         };
         if self.tx.send(msg).await.is_err() {
             // The server ended the stream: its status says why.
@@ -225,13 +223,11 @@ impl ContentWriter for GrpcWriter {
             let resp = self.round_trip(msg).await?;
             let want = self.offset + chunk.len() as u64;
             if u64::try_from(resp.offset).ok() != Some(want) {
-                return Err(StoreError::new(
-                    ErrorKind::DataLoss,
-                    format!(
-                        "short write to {}: offset {} after writing up to {want}",
-                        self.ingest_ref, resp.offset
-                    ),
-                ));
+                return Err(StoreError::ShortWrite {
+                    ingest_ref: self.ingest_ref.clone(),
+                    offset: resp.offset,
+                    expected: want,
+                });
             }
             self.offset = want;
         }
@@ -315,9 +311,9 @@ impl ContentStore for GrpcContent {
         open_ingest_retrying(ingest_ref, || async {
             match self.open_write(cx, ingest_ref, expected).await {
                 Ok(w) => OpenAttempt::Done(Ingest::Writer(Box::new(w))),
-                Err(s) if s.code() == Code::AlreadyExists => OpenAttempt::Done(Ingest::Present),
-                Err(s) if s.code() == Code::Unavailable => OpenAttempt::Locked(err(s)),
-                Err(s) => OpenAttempt::Failed(err(s)),
+                Err(e) if e.is_already_exists() => OpenAttempt::Done(Ingest::Present),
+                Err(e) if e.kind() == ErrorKind::Unavailable => OpenAttempt::Locked(e),
+                Err(e) => OpenAttempt::Failed(e),
             }
         })
         .await
@@ -518,8 +514,9 @@ impl Applier for GrpcApplier {
         resp.into_inner()
             .applied
             .map(from_proto_descriptor)
-            .ok_or_else(|| {
-                StoreError::new(ErrorKind::Internal, "Diff.Apply returned no descriptor")
+            .ok_or(StoreError::IncompleteReply {
+                call: "Diff.Apply",
+                part: "descriptor",
             })
     }
 }
@@ -701,15 +698,15 @@ mod tests {
     #[test]
     fn statuses_map_to_error_classes() {
         assert_eq!(
-            status_to_error(&Status::not_found("x")).kind,
+            status_to_error(&Status::not_found("x")).kind(),
             ErrorKind::NotFound
         );
         assert_eq!(
-            status_to_error(&Status::unavailable("locked")).kind,
+            status_to_error(&Status::unavailable("locked")).kind(),
             ErrorKind::Unavailable
         );
         assert_eq!(
-            status_to_error(&Status::unknown("?")).kind,
+            status_to_error(&Status::unknown("?")).kind(),
             ErrorKind::Internal
         );
     }

@@ -8,6 +8,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use berth_errdefs::ErrorKind;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use oci_client::client::BlobResponse;
 use oci_client::manifest::OciDescriptor;
@@ -342,14 +343,9 @@ impl Puller<'_> {
                         Some(j) => ready[j] = true,
                         // Every download finished and reported; cannot happen with i unready.
                         None => {
-                            return Err(TransferError::store(
-                                "unpack layer",
-                                &layer.digest,
-                                StoreError::new(
-                                    berth_errdefs::ErrorKind::Internal,
-                                    "download ended without the layer",
-                                ),
-                            ))
+                            return Err(TransferError::DownloadLost {
+                                layer: layer.digest.clone(),
+                            })
                         }
                     }
                 }
@@ -425,14 +421,9 @@ impl Puller<'_> {
             }
         }
         let Some((key, mounts)) = prepared else {
-            return Err(TransferError::store(
-                "prepare snapshot",
-                chain_id,
-                StoreError::new(
-                    berth_errdefs::ErrorKind::AlreadyExists,
-                    "extraction snapshot keeps colliding",
-                ),
-            ));
+            return Err(TransferError::ExtractionCollides {
+                chain_id: chain_id.to_owned(),
+            });
         };
         let abort = || async {
             if let Err(e) = sn.remove(&self.cx, &key).await {
@@ -723,10 +714,10 @@ fn check_bytes(desc: &Descriptor, bytes: &[u8]) -> Result<(), TransferError> {
 /// Maps a failed commit: a digest or size mismatch is the registry's fault.
 fn commit_error(desc: &Descriptor) -> impl Fn(StoreError) -> TransferError + '_ {
     move |e| {
-        if e.kind == berth_errdefs::ErrorKind::FailedPrecondition {
+        if e.kind() == ErrorKind::FailedPrecondition {
             TransferError::DigestMismatch {
                 digest: desc.digest.clone(),
-                detail: e.message,
+                detail: e.to_string(),
             }
         } else {
             TransferError::store("commit content", &desc.digest, e)

@@ -314,7 +314,7 @@ mod tests {
         })
         .await
         .unwrap_err();
-        assert_eq!(err.kind, ErrorKind::NotFound);
+        assert_eq!(err.kind(), ErrorKind::NotFound);
         assert_eq!(attempts.load(Ordering::SeqCst), 1);
     }
 }
