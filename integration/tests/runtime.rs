@@ -5,7 +5,8 @@
 //! Each test starts its own `berthd` (its `PATH` starts with the directory holding
 //! `containerd-shim-berth-v2`), imports the busybox test image and removes every container it
 //! made through a drop guard, so that no shim outlives the test. runc's state directory
-//! (`/run/containerd/runc/<ns>`) is host-global, so container ids carry the test process id.
+//! (`/run/containerd/runc/<ns>`) is host-global, so container ids carry the test process id and
+//! the number of the target (daemon, shim and client) the case runs on.
 //! Every case also runs against a real containerd with its runc shim (`reference_containerd_*`,
 //! STYLE.md §5): a case failing there is a wrong test. And every case runs with Berth's own CLI,
 //! `berth`, as the client too, against berthd (`berth_client_*`) and against containerd
@@ -22,6 +23,7 @@ use std::fs::{self};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -94,11 +96,6 @@ fn prerequisites(client: Client) -> bool {
     require_root()
         && require_binary(program.to_str().expect("utf-8 client path"))
         && require_binary("runc")
-}
-
-/// A container id unique to this test process, as runc's state directory is host-global.
-fn unique(base: &str) -> String {
-    format!("{base}-{}", std::process::id())
 }
 
 /// Builds the busybox image in the target's directory and imports (and unpacks) it with the
@@ -404,7 +401,12 @@ struct Target {
     /// The `--runtime` every `run` and `containers create` of the case passes; `None` for the
     /// client's default (`io.containerd.runc.v2`).
     runtime: Option<&'static str>,
+    /// This target's number within the test process, part of every container id it makes.
+    seq: u32,
 }
+
+/// Numbers the targets of this test process.
+static NEXT_TARGET: AtomicU32 = AtomicU32::new(0);
 
 impl Target {
     /// `berthd` with the default config (`io.containerd.runc.v2` → Berth's shim); `None` when a
@@ -465,6 +467,7 @@ impl Target {
             shim,
             client,
             runtime: None,
+            seq: NEXT_TARGET.fetch_add(1, Ordering::Relaxed),
         };
         import_image(&target);
         target
@@ -497,6 +500,13 @@ impl Target {
             Server::Berthd(d) => d.root().to_owned(),
             Server::Containerd(c) => c.dir().join("root"),
         }
+    }
+
+    /// A container id unique to this target: runc's state directory (`/run/containerd/runc/<ns>`)
+    /// is host-global and the same case runs against several targets at once, so ids carry the
+    /// test process id and the target's number.
+    fn unique(&self, base: &str) -> String {
+        format!("{base}-{}-{}", std::process::id(), self.seq)
     }
 
     /// Runs the target's client against the daemon, with the target's `--runtime` added to
@@ -559,7 +569,7 @@ fn run_hello_and_exit_7(t: &Target, extra: &[&str], hello_id: &str, exit_id: &st
 
 /// Case 1: `run --rm` prints the output and exits with the task's status.
 fn run_rm_case(t: &Target) {
-    let (c1, c2) = (unique("c1"), unique("c2"));
+    let (c1, c2) = (t.unique("c1"), t.unique("c2"));
     let guard = Containers::new(t, &[&c1, &c2]);
 
     run_hello_and_exit_7(t, &[], &c1, &c2);
@@ -577,7 +587,7 @@ fn run_rm_case(t: &Target) {
 /// Case 2: a detached task through ls, ps, exec, pause/resume, metrics, kill, delete and rm.
 fn detached_task_case(t: &Target) {
     let addr = t.address();
-    let id = unique("c3");
+    let id = t.unique("c3");
     let guard = Containers::new(t, &[&id]);
 
     t.cli(&["run", "-d", IMAGE, &id, "sleep", "300"]).ok();
@@ -635,7 +645,7 @@ fn tty_case(t: &Target) {
     if !require_binary("script") {
         return;
     }
-    let id = unique("t1");
+    let id = t.unique("t1");
     let guard = Containers::new(t, &[&id]);
 
     let inner = format!(
@@ -661,7 +671,7 @@ fn tty_case(t: &Target) {
 
 /// Case 4: a memory hog over its limit is OOM-killed and `/tasks/oom` is published.
 fn oom_case(t: &Target) {
-    let id = unique("oom1");
+    let id = t.unique("oom1");
     let guard = Containers::new(t, &[&id]);
     let mut events = Events::subscribe(t);
 
@@ -688,7 +698,7 @@ fn oom_case(t: &Target) {
 
 /// Case 5: `run --rm` publishes create, start, exit and delete task events.
 fn events_case(t: &Target) {
-    let id = unique("ev1");
+    let id = t.unique("ev1");
     let guard = Containers::new(t, &[&id]);
     let mut events = Events::subscribe(t);
 
@@ -714,8 +724,8 @@ fn events_case(t: &Target) {
 
 /// Case 6: tasks survive a daemon crash; an exit while the daemon is down is reported after.
 fn restart_case(t: &mut Target) {
-    let sleepers: Vec<String> = (0..5).map(|n| unique(&format!("r{n}"))).collect();
-    let short = unique("rshort");
+    let sleepers: Vec<String> = (0..5).map(|n| t.unique(&format!("r{n}"))).collect();
+    let short = t.unique("rshort");
     let mut all: Vec<&str> = sleepers.iter().map(String::as_str).collect();
     all.push(&short);
     let guard = Containers::new(t, &all);
@@ -760,7 +770,7 @@ fn restart_case(t: &mut Target) {
 /// leave no shim, bundle, mount or cgroup.
 fn bad_input_case(t: &Target) {
     let addr = t.address();
-    let (nb, rs) = (unique("nb1"), unique("rs1"));
+    let (nb, rs) = (t.unique("nb1"), t.unique("rs1"));
     let guard = Containers::new(t, &["../x", &nb, &rs]);
 
     // An id that is no identifier is rejected before anything runs.
@@ -820,7 +830,7 @@ fn bad_input_case(t: &Target) {
 /// `containers ls` shows every create, label change and delete at once, applies label filters
 /// and keeps namespaces apart; a bad filter is refused naming it.
 fn containers_ls_case(t: &Target) {
-    let (red, blue) = (unique("ls-red"), unique("ls-blue"));
+    let (red, blue) = (t.unique("ls-red"), t.unique("ls-blue"));
     let _cleanup = Containers::new(t, &[&red, &blue]);
     let ids = |args: &[&str]| -> Vec<String> {
         let mut all = vec!["containers", "ls", "-q"];
@@ -938,7 +948,7 @@ fn containerd_runs_the_berth_shim() {
     let Some(t) = Target::containerd(Client::Ctr) else {
         return;
     };
-    let (x1, x2) = (unique("x1"), unique("x2"));
+    let (x1, x2) = (t.unique("x1"), t.unique("x2"));
     let guard = Containers::new(&t, &[&x1, &x2]);
 
     run_hello_and_exit_7(&t, &["--runtime", BERTH_RUNTIME], &x1, &x2);
