@@ -6,16 +6,14 @@
 // `src/vmm/tests/integration_tests.rs`.
 #![allow(clippy::tests_outside_test_module)]
 
-mod common;
-
 use std::fs::{self};
 use std::path::Path;
 use std::process::Command;
 
+use berth_integration::berth_cli::{berth, berth_env, berth_in};
 use berth_integration::containerd::Containerd;
 use berth_integration::image::build_busybox_image;
 use berth_integration::{require_binary, require_root, Daemon};
-use common::{berth, berth_env, berth_in};
 use serde_json::Value;
 
 const IMAGE: &str = "docker.io/library/bb:latest";

@@ -1,10 +1,9 @@
-//! Running the built `berth` binary from the CLI's end-to-end tests (shared by `cli.rs`,
-//! `run.rs` and `pull_push.rs`; each test file is its own crate and uses part of it).
-
-#![allow(dead_code)]
+//! Running the built `berth` binary (the CLI, `ctr/`) in end-to-end tests: `ctr/tests/cli.rs`
+//! and, here, `cli_run.rs` and `cli_pull_push.rs`. The binary is the one `cargo build` puts next
+//! to `berthd` (which is also where `cargo test -p berth-ctr` builds it).
 
 use std::io::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
@@ -12,14 +11,30 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::daemon::berthd_bin;
+
 /// How long one `berth` invocation may take before it is killed.
 const BERTH_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The built `berth` binary, next to `berthd` (see [`berthd_bin`]).
+pub fn berth_bin() -> PathBuf {
+    let path = berthd_bin().with_file_name("berth");
+    assert!(
+        path.is_file(),
+        "berth binary not found at {}: run `cargo build -p berth-ctr` first",
+        path.display()
+    );
+    path
+}
 
 /// Result of one `berth` run.
 #[derive(Debug)]
 pub struct Run {
+    /// Exit code (-1 when killed by a signal).
     pub code: i32,
+    /// Standard output.
     pub stdout: String,
+    /// Standard error.
     pub stderr: String,
 }
 
@@ -57,7 +72,7 @@ impl Run {
 /// `berth --address <address> args...` with the environment's namespace and snapshotter
 /// removed, stdin closed, stdout and stderr piped.
 pub fn berth_cmd(address: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+    let mut cmd = Command::new(berth_bin());
     cmd.arg("--address")
         .arg(address)
         .args(args)

@@ -3,6 +3,7 @@
 //! `integration/client/client_test.go` `TestMain` does for containerd.
 
 pub mod bench;
+pub mod berth_cli;
 mod command;
 pub mod containerd;
 mod ctr;

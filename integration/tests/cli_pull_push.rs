@@ -9,8 +9,6 @@
 // A file under tests/ is a test crate of its own.
 #![allow(clippy::tests_outside_test_module)]
 
-mod common;
-
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -18,18 +16,18 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use berth_integration::berth_cli::{berth, berth_bin, berth_cmd};
 use berth_integration::image::{build_busybox_image, sha256_digest};
 use berth_integration::registry::{require_registry, Registry};
-use berth_integration::{berthd_bin, require_root, Daemon};
+use berth_integration::{require_root, Daemon};
 use berth_transfer::types::chain_ids;
-use common::{berth, berth_cmd};
 use serde_json::Value;
 
 const IMAGE: &str = "docker.io/library/bb:latest";
 
 fn prerequisites() -> bool {
-    // berthd_bin panics with a clear message when berthd is not built.
-    require_root() && require_registry() && berthd_bin().is_file()
+    // berth_bin panics with a clear message when berth or berthd is not built.
+    require_root() && require_registry() && berth_bin().is_file()
 }
 
 /// The images of `berth images ls --format json` as (name, digest).

@@ -6,8 +6,6 @@
 // `src/vmm/tests/integration_tests.rs`.
 #![allow(clippy::tests_outside_test_module)]
 
-mod common;
-
 use std::fs::{self, File};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -15,9 +13,9 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use berth_integration::berth_cli::berth;
 use berth_integration::image::{build_busybox_image, BUSYBOX};
 use berth_integration::{require_binary, require_root, Daemon};
-use common::berth;
 use tempfile::TempDir;
 
 const IMAGE: &str = "docker.io/library/bb:latest";
@@ -96,7 +94,7 @@ fn host_rootfs(dir: &Path) -> PathBuf {
 
 #[test]
 fn run_rm_prints_output_and_passes_exit_codes() {
-    if !require_root() {
+    if !require_root() || !require_binary("runc") {
         return;
     }
     let daemon = Daemon::start();
@@ -197,7 +195,7 @@ fn run_rm_prints_output_and_passes_exit_codes() {
 
 #[test]
 fn detached_task_lifecycle() {
-    if !require_root() {
+    if !require_root() || !require_binary("runc") {
         return;
     }
     let daemon = Daemon::start();
@@ -308,7 +306,7 @@ fn detached_task_lifecycle() {
 
 #[test]
 fn containers_create_then_tasks_start() {
-    if !require_root() {
+    if !require_root() || !require_binary("runc") {
         return;
     }
     let daemon = Daemon::start();
