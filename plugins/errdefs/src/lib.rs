@@ -1,9 +1,10 @@
 //! containerd's error classes (containerd/errdefs) as a leaf crate: every Berth crate, the
 //! daemon's and the clients' alike, classifies its errors with [`ErrorKind`] without depending
-//! on the plugin registry. With the `grpc` feature, [`grpc`] holds the only tables between a
-//! class and a gRPC status code, both ways, side by side (containerd's `errgrpc.ToGRPC` and
-//! `errgrpc.ToNative`).
+//! on the plugin registry. [`code`] holds the only table between a class and a status code, both
+//! ways, side by side (containerd's `errgrpc.ToGRPC` and `errgrpc.ToNative`), by code number as
+//! ttrpc sends it; with the `grpc` feature, [`grpc`] reads the same table in tonic's `Code`.
 
+pub mod code;
 mod kind;
 
 #[cfg(feature = "grpc")]

@@ -3,8 +3,9 @@
 
 use std::path::PathBuf;
 
+use berth_errdefs::code;
 use berth_registry::{Classify, ErrorKind, IdentifierError};
-use berth_ttrpc::{code, TtrpcError};
+use berth_ttrpc::TtrpcError;
 
 /// Why a runtime v2 operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -152,23 +153,6 @@ impl RuntimeError {
     }
 }
 
-/// The errdefs class of a ttrpc status code (containerd `errdefs.FromGRPC`).
-pub fn kind_of_code(c: i32) -> ErrorKind {
-    match c {
-        code::INVALID_ARGUMENT => ErrorKind::InvalidArgument,
-        code::NOT_FOUND => ErrorKind::NotFound,
-        code::ALREADY_EXISTS => ErrorKind::AlreadyExists,
-        code::FAILED_PRECONDITION => ErrorKind::FailedPrecondition,
-        code::UNAVAILABLE => ErrorKind::Unavailable,
-        code::UNIMPLEMENTED => ErrorKind::NotImplemented,
-        code::OUT_OF_RANGE => ErrorKind::OutOfRange,
-        code::DATA_LOSS => ErrorKind::DataLoss,
-        code::CANCELLED => ErrorKind::Canceled,
-        code::DEADLINE_EXCEEDED => ErrorKind::DeadlineExceeded,
-        _ => ErrorKind::Internal,
-    }
-}
-
 impl Classify for RuntimeError {
     fn kind(&self) -> ErrorKind {
         match self {
@@ -184,7 +168,7 @@ impl Classify for RuntimeError {
             RuntimeError::ShimTimeout { .. } => ErrorKind::DeadlineExceeded,
             RuntimeError::Connect { .. } => ErrorKind::Unavailable,
             RuntimeError::Shim { source, .. } => match source {
-                TtrpcError::Status(st) => kind_of_code(st.code),
+                TtrpcError::Status(st) => code::to_native(st.code),
                 TtrpcError::Timeout => ErrorKind::DeadlineExceeded,
                 _ => ErrorKind::Internal,
             },
@@ -206,7 +190,7 @@ mod tests {
         let e = RuntimeError::Shim {
             method: "Kill",
             source: TtrpcError::Status(berth_ttrpc::status(
-                code::NOT_FOUND,
+                berth_ttrpc::code::NOT_FOUND,
                 "process already finished: not found",
             )),
         };

@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-use berth_ttrpc::{code, status, RpcStatus};
+use berth_errdefs::{code, Classify, ErrorKind};
+use berth_ttrpc::{status, RpcStatus};
 
 use crate::process::StateError;
 
@@ -100,27 +101,36 @@ impl ShimError {
         }
     }
 
-    /// The gRPC code containerd's errdefs would give this error.
+    /// The gRPC code containerd's errdefs would give this error (the class's code on the one
+    /// table, [`berth_errdefs::code`]).
     pub fn code(&self) -> i32 {
+        code::to_grpc(self.kind())
+    }
+}
+
+impl Classify for ShimError {
+    fn kind(&self) -> ErrorKind {
         match self {
             ShimError::ContainerNotFound { .. }
             | ShimError::ProcessNotFound { .. }
-            | ShimError::ProcessFinished => code::NOT_FOUND,
-            ShimError::AlreadyExists { .. } => code::ALREADY_EXISTS,
-            ShimError::State(_) => code::FAILED_PRECONDITION,
-            ShimError::InvalidArgument(_) | ShimError::Decode { .. } => code::INVALID_ARGUMENT,
-            ShimError::Unimplemented(_) => code::UNIMPLEMENTED,
+            | ShimError::ProcessFinished => ErrorKind::NotFound,
+            ShimError::AlreadyExists { .. } => ErrorKind::AlreadyExists,
+            ShimError::State(_) => ErrorKind::FailedPrecondition,
+            ShimError::InvalidArgument(_) | ShimError::Decode { .. } => ErrorKind::InvalidArgument,
+            ShimError::Unimplemented(_) => ErrorKind::NotImplemented,
             ShimError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
-                code::NOT_FOUND
+                ErrorKind::NotFound
             }
             ShimError::Mount(berth_mount::MountError::OptionsTooLong { .. }) => {
-                code::INVALID_ARGUMENT
+                ErrorKind::InvalidArgument
             }
-            ShimError::Mount(berth_mount::MountError::Unsupported { .. }) => code::UNIMPLEMENTED,
+            ShimError::Mount(berth_mount::MountError::Unsupported { .. }) => {
+                ErrorKind::NotImplemented
+            }
             ShimError::Runc { .. }
             | ShimError::Io { .. }
             | ShimError::Sys { .. }
-            | ShimError::Mount(_) => code::UNKNOWN,
+            | ShimError::Mount(_) => ErrorKind::Internal,
         }
     }
 }
@@ -183,6 +193,8 @@ pub type Result<T> = std::result::Result<T, ShimError>;
 
 #[cfg(test)]
 mod tests {
+    use berth_ttrpc::code;
+
     use super::*;
 
     #[test]
