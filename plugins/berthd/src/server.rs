@@ -120,6 +120,7 @@ async fn serve(
     config: Config,
     registry: Registry,
 ) -> anyhow::Result<(anyhow::Result<()>, Plugins)> {
+    let shutdown = shutdown_signal();
     let plugins = {
         let config = config.clone();
         // Plugin init does blocking I/O (opening databases, scanning directories).
@@ -184,7 +185,7 @@ async fn serve(
     // the signal stops accepting, and after a short grace the calls still open are cut.
     let result = tokio::select! {
         result = &mut server => result,
-        () = shutdown_signal() => {
+        () = shutdown => {
             let _ = signalled_tx.send(());
             let _ = stop_tx.send(true);
             match tokio::time::timeout(CALL_GRACE, &mut server).await {
@@ -224,17 +225,23 @@ fn flush_metadata(plugins: &Plugins) {
     }
 }
 
-async fn shutdown_signal() {
+/// Resolves at the first SIGTERM or SIGINT. The handlers are installed when this is called, not
+/// when the future is first polled, so a signal that arrives while plugins load or the sockets
+/// are bound is not lost to the default action (being killed).
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    );
+    async move {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
+            tracing::error!("cannot install signal handlers; stop with SIGKILL");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
     }
 }
