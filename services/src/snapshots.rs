@@ -6,11 +6,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use berth_core::events::Exchange;
+use berth_core::metadata::plugin::snapshot_view;
 use berth_core::metadata::SnapshotRecord;
-use berth_core::namespaced_snapshots::{
-    loaded_snapshotters, NamespacedSnapshotError, NamespacedSnapshots,
-};
-use berth_core::MetadataStore;
+use berth_core::namespaced_snapshots::{NamespacedSnapshotError, NamespacedSnapshots};
 use berth_proto::containerd::events::{SnapshotCommit, SnapshotPrepare, SnapshotRemove};
 use berth_proto::containerd::services::snapshots::v1::snapshots_server::{
     Snapshots, SnapshotsServer,
@@ -46,15 +44,7 @@ pub struct SnapshotsService {
 }
 
 fn mounts_to_proto(mounts: Vec<Mount>) -> Vec<ProtoMount> {
-    mounts
-        .into_iter()
-        .map(|m| ProtoMount {
-            r#type: m.mount_type,
-            source: m.source,
-            target: m.target,
-            options: m.options,
-        })
-        .collect()
+    mounts.into_iter().map(ProtoMount::from).collect()
 }
 
 fn info_to_proto(r: SnapshotRecord) -> Info {
@@ -296,9 +286,8 @@ pub fn registration() -> Registration {
     Registration::new(types::GRPC, "snapshots")
         .requires(&[types::METADATA, types::SNAPSHOTTER, types::EVENT])
         .init(|ctx| {
-            let meta: Arc<MetadataStore> = ctx.get_single(types::METADATA)?;
             let events: Arc<Exchange> = ctx.get_single(types::EVENT)?;
-            let snapshots = NamespacedSnapshots::new(meta, loaded_snapshotters(ctx));
+            let snapshots = snapshot_view(ctx)?;
             let svc = SnapshotsService::new(snapshots, events);
             Ok(Arc::new(GrpcService::new(SnapshotsServer::new(svc))))
         })

@@ -43,6 +43,12 @@ impl From<Mount> for ProtoMount {
     }
 }
 
+impl From<&Mount> for ProtoMount {
+    fn from(m: &Mount) -> ProtoMount {
+        ProtoMount::from(m.clone())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,5 +64,6 @@ mod tests {
         let wire = ProtoMount::from(m.clone());
         assert_eq!(wire.r#type, "overlay");
         assert_eq!(Mount::from(&wire), m);
+        assert_eq!(ProtoMount::from(&m), wire);
     }
 }

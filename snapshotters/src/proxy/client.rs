@@ -16,7 +16,7 @@ use hyper_util::rt::TokioIo;
 use tokio::runtime::Handle;
 use tonic::transport::{Channel, Endpoint};
 
-use super::convert::{info_from_proto, info_to_proto, mount_from_proto};
+use super::convert::{info_from_proto, info_to_proto};
 use crate::error::SnapshotError;
 use crate::snapshotter::{Info, Mount, Snapshotter, Usage};
 
@@ -127,7 +127,7 @@ impl Snapshotter for ProxySnapshotter {
             .into_inner()
             .mounts
             .into_iter()
-            .map(mount_from_proto)
+            .map(Mount::from)
             .collect())
     }
 
@@ -149,7 +149,7 @@ impl Snapshotter for ProxySnapshotter {
             .into_inner()
             .mounts
             .into_iter()
-            .map(mount_from_proto)
+            .map(Mount::from)
             .collect())
     }
 
@@ -171,7 +171,7 @@ impl Snapshotter for ProxySnapshotter {
             .into_inner()
             .mounts
             .into_iter()
-            .map(mount_from_proto)
+            .map(Mount::from)
             .collect())
     }
 

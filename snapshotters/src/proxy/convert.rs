@@ -1,29 +1,11 @@
-//! Wire conversions shared by the proxy client and server.
+//! Wire conversions shared by the proxy client and server. Mounts convert through
+//! `berth-mount`'s `From` impls, not here.
 
 use std::time::SystemTime;
 
 use berth_proto::containerd::services::snapshots::v1::{Info as ProtoInfo, Kind as ProtoKind};
-use berth_proto::containerd::types::Mount as ProtoMount;
 
-use crate::snapshotter::{Info, Kind, Mount};
-
-pub(crate) fn mount_to_proto(m: Mount) -> ProtoMount {
-    ProtoMount {
-        r#type: m.mount_type,
-        source: m.source,
-        target: m.target,
-        options: m.options,
-    }
-}
-
-pub(crate) fn mount_from_proto(m: ProtoMount) -> Mount {
-    Mount {
-        mount_type: m.r#type,
-        source: m.source,
-        target: m.target,
-        options: m.options,
-    }
-}
+use crate::snapshotter::{Info, Kind};
 
 fn time_from(t: Option<prost_types::Timestamp>) -> SystemTime {
     t.and_then(|t| SystemTime::try_from(t).ok())

@@ -12,10 +12,11 @@ use berth_proto::containerd::services::snapshots::v1::{
     RemoveSnapshotRequest, StatSnapshotRequest, StatSnapshotResponse, UpdateSnapshotRequest,
     UpdateSnapshotResponse, UsageRequest, UsageResponse, ViewSnapshotRequest, ViewSnapshotResponse,
 };
+use berth_proto::containerd::types::Mount as ProtoMount;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use super::convert::{info_from_proto, info_to_proto, mount_to_proto};
+use super::convert::{info_from_proto, info_to_proto};
 use crate::error::SnapshotError;
 use crate::snapshotter::Snapshotter;
 
@@ -61,7 +62,7 @@ impl Snapshots for SnapshotterService {
             .run(move |s| s.prepare(&r.key, opt(r.parent).as_deref(), labels))
             .await?;
         Ok(Response::new(PrepareSnapshotResponse {
-            mounts: mounts.into_iter().map(mount_to_proto).collect(),
+            mounts: mounts.into_iter().map(ProtoMount::from).collect(),
         }))
     }
 
@@ -75,7 +76,7 @@ impl Snapshots for SnapshotterService {
             .run(move |s| s.view(&r.key, opt(r.parent).as_deref(), labels))
             .await?;
         Ok(Response::new(ViewSnapshotResponse {
-            mounts: mounts.into_iter().map(mount_to_proto).collect(),
+            mounts: mounts.into_iter().map(ProtoMount::from).collect(),
         }))
     }
 
@@ -86,7 +87,7 @@ impl Snapshots for SnapshotterService {
         let key = req.into_inner().key;
         let mounts = self.run(move |s| s.mounts(&key)).await?;
         Ok(Response::new(MountsResponse {
-            mounts: mounts.into_iter().map(mount_to_proto).collect(),
+            mounts: mounts.into_iter().map(ProtoMount::from).collect(),
         }))
     }
 
