@@ -19,7 +19,7 @@ use berth_proto::containerd::events::TaskExit;
 use berth_proto::containerd::services::events::ttrpc::v1::ForwardRequest;
 use berth_proto::containerd::v1::types::Status;
 use berth_runtime::{
-    CreateOpts, DiscardEvents, EventSink, ManagerConfig, RootfsMount, TaskIo, TaskManager,
+    CreateOpts, DiscardEvents, EventSink, ManagerConfig, Mount, TaskIo, TaskManager,
 };
 use berth_ttrpc::{unary, Context, HandlerFuture, Server, Service};
 use prost::Message;
@@ -173,7 +173,7 @@ impl Fixture {
             namespace: self.ns.clone(),
             id: id.to_owned(),
             spec: self.spec(args),
-            rootfs: vec![RootfsMount {
+            rootfs: vec![Mount {
                 mount_type: "bind".into(),
                 source: self.rootfs.display().to_string(),
                 target: String::new(),

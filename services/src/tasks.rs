@@ -1,7 +1,7 @@
 //! `containerd.services.tasks.v1.Tasks` over the runtime v2 task manager (containerd
-//! `services/tasks/local.go`), and the `io.containerd.runtime.v2.task` plugin that builds the
-//! manager: it lives here because the manager publishes through the events exchange, which the
-//! runtime crate sits below.
+//! `services/tasks/local.go`): namespace, validate, call, convert, map the error. The
+//! `io.containerd.runtime.v2.task` plugin that builds the manager registers beside it, in
+//! `berth_runtime::plugin`.
 //!
 //! Task events (`/tasks/create`, `/tasks/start`, `/tasks/exit`, ...) come from the shims through
 //! the ttrpc events service; the daemon publishes `/tasks/exit` and `/tasks/delete` itself only
@@ -10,8 +10,8 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use berth_core::events::Exchange;
-use berth_core::namespaced_snapshots::{loaded_snapshotters, NamespacedSnapshots};
+use berth_core::metadata::plugin::snapshot_view;
+use berth_core::namespaced_snapshots::NamespacedSnapshots;
 use berth_core::MetadataStore;
 use berth_proto::containerd::services::tasks::v1::tasks_server::{Tasks, TasksServer};
 use berth_proto::containerd::services::tasks::v1::{
@@ -25,28 +25,13 @@ use berth_proto::containerd::services::tasks::v1::{
 use berth_proto::containerd::task::v2::StateResponse;
 use berth_proto::containerd::types::Metric;
 use berth_proto::containerd::v1::types::{Process, Status as TaskStatus};
-use berth_registry::{types, Classify, ErrorKind, Platform, PluginError, Registration};
-use berth_runtime::{
-    Config as RuntimeConfig, CreateOpts, EventSink, Exit, ManagerConfig, RootfsMount, RuntimeError,
-    Task, TaskIo, TaskManager,
-};
+use berth_registry::{types, Classify, ErrorKind, Registration};
+use berth_runtime::{CreateOpts, Exit, Mount, RuntimeError, Task, TaskIo, TaskManager};
 use tonic::{Request, Response, Status};
 
 use crate::grpc::GrpcService;
 use crate::status::to_status;
 use crate::{blocking, namespace};
-
-/// The runtime manager's events, published on the daemon's exchange.
-#[derive(Debug, Clone)]
-pub struct ExchangeSink(pub Arc<Exchange>);
-
-impl EventSink for ExchangeSink {
-    fn publish(&self, ns: &str, topic: &str, event: prost_types::Any) {
-        if let Err(e) = self.0.publish(ns, topic, event) {
-            tracing::warn!(namespace = ns, topic, error = %e, "publish task event");
-        }
-    }
-}
 
 /// A runtime error as a status; a missing task reads `task <id> not found`, exactly as
 /// containerd words it [obs].
@@ -59,17 +44,6 @@ fn runtime_status(e: RuntimeError) -> Status {
 
 fn task_not_found(id: &str) -> Status {
     to_status(&TasksRequestError::TaskNotFound(id.to_owned()))
-}
-
-/// Why the runtime plugin did not load, beside the task manager's own errors.
-#[derive(Debug, thiserror::Error)]
-enum RuntimePluginError {
-    /// A `platforms` entry that is not `os/arch[/variant]`.
-    #[error("invalid platform {0:?}")]
-    InvalidPlatform(String),
-    /// The thread reconnecting to surviving shims panicked.
-    #[error("loading existing tasks panicked")]
-    LoadPanicked,
 }
 
 /// What the Tasks service refuses itself, in containerd's complete words (no class suffix).
@@ -171,7 +145,7 @@ impl TasksService {
         &self,
         ns: &str,
         container: &berth_core::Container,
-    ) -> Result<Vec<RootfsMount>, Status> {
+    ) -> Result<Vec<Mount>, Status> {
         if container.snapshot_key.is_empty() {
             return Ok(Vec::new());
         }
@@ -181,18 +155,9 @@ impl TasksService {
             container.snapshotter.clone(),
             container.snapshot_key.clone(),
         );
-        let mounts = blocking::run(move || snapshots.mounts(&ns, &sn, &key))
+        blocking::run(move || snapshots.mounts(&ns, &sn, &key))
             .await?
-            .map_err(|e| to_status(&e))?;
-        Ok(mounts
-            .into_iter()
-            .map(|m| RootfsMount {
-                mount_type: m.mount_type,
-                source: m.source,
-                target: m.target,
-                options: m.options,
-            })
-            .collect())
+            .map_err(|e| to_status(&e))
     }
 }
 
@@ -224,15 +189,7 @@ impl Tasks for TasksService {
         let rootfs = if r.rootfs.is_empty() {
             self.rootfs(&ns, &container).await?
         } else {
-            r.rootfs
-                .into_iter()
-                .map(|m| RootfsMount {
-                    mount_type: m.r#type,
-                    source: m.source,
-                    target: m.target,
-                    options: m.options,
-                })
-                .collect()
+            r.rootfs.into_iter().map(Mount::from).collect()
         };
         let spec = container.spec.map(|s| s.value).unwrap_or_default();
         let opts = CreateOpts {
@@ -486,76 +443,6 @@ impl Tasks for TasksService {
     }
 }
 
-/// `os/arch[/variant]` as a platform.
-fn parse_platform(s: &str) -> Result<Platform, PluginError> {
-    let parts: Vec<&str> = s.split('/').collect();
-    match parts.as_slice() {
-        [os, arch] | [os, arch, ""] => Ok(Platform {
-            os: (*os).to_owned(),
-            architecture: (*arch).to_owned(),
-            variant: String::new(),
-        }),
-        [os, arch, variant] => Ok(Platform {
-            os: (*os).to_owned(),
-            architecture: (*arch).to_owned(),
-            variant: (*variant).to_owned(),
-        }),
-        _ => Err(PluginError::init(RuntimePluginError::InvalidPlatform(
-            s.to_owned(),
-        ))),
-    }
-}
-
-/// The `io.containerd.runtime.v2.task` plugin: the task manager, publishing its dead-shim
-/// events on the exchange. Reconnects to surviving shims while it loads (needs the daemon's
-/// multi-threaded tokio runtime; without one, loading existing tasks is skipped).
-pub fn runtime_registration() -> Registration {
-    Registration::new(types::RUNTIME_V2, berth_runtime::PLUGIN_ID)
-        .requires(&[types::EVENT, types::METADATA])
-        .config::<RuntimeConfig>()
-        .init(|ctx| {
-            let config: RuntimeConfig = ctx.config()?;
-            ctx.meta.platforms = config
-                .platforms
-                .iter()
-                .map(|p| parse_platform(p))
-                .collect::<Result<_, _>>()?;
-            let exchange: Arc<Exchange> =
-                ctx.get_by_id(types::EVENT, berth_core::events::plugin::ID)?;
-            let root = ctx.create_root()?;
-            let state = ctx.create_state()?;
-            let daemon = ctx.daemon_config();
-            let manager = TaskManager::new(
-                ManagerConfig {
-                    root,
-                    state,
-                    grpc_address: daemon.grpc.address.display().to_string(),
-                    ttrpc_address: daemon.ttrpc_address().display().to_string(),
-                    publish_binary: std::env::current_exe().map_err(PluginError::init)?,
-                    runtimes: config.runtimes,
-                    timeouts: berth_runtime::Timeouts::from_daemon_config(daemon),
-                },
-                Arc::new(ExchangeSink(exchange)),
-            )
-            .map_err(PluginError::init)?;
-            match tokio::runtime::Handle::try_current() {
-                Ok(handle) => {
-                    // A thread of its own: init may run on a runtime thread, where blocking on
-                    // the runtime directly would panic.
-                    let m = manager.clone();
-                    std::thread::spawn(move || handle.block_on(m.load()))
-                        .join()
-                        .map_err(|_| PluginError::init(RuntimePluginError::LoadPanicked))?
-                        .map_err(PluginError::init)?;
-                }
-                Err(_) => {
-                    tracing::warn!("no async runtime while loading; existing tasks not reloaded")
-                }
-            }
-            Ok(manager)
-        })
-}
-
 /// The `io.containerd.grpc.v1.tasks` plugin.
 pub fn registration() -> Registration {
     Registration::new(types::GRPC, "tasks")
@@ -569,7 +456,7 @@ pub fn registration() -> Registration {
             let store: Arc<MetadataStore> = ctx.get_single(types::METADATA)?;
             let tasks: Arc<TaskManager> =
                 ctx.get_by_id(types::RUNTIME_V2, berth_runtime::PLUGIN_ID)?;
-            let snapshots = NamespacedSnapshots::new(store.clone(), loaded_snapshotters(ctx));
+            let snapshots = snapshot_view(ctx)?;
             let svc = TasksService::new(tasks, store, snapshots);
             Ok(Arc::new(GrpcService::new(TasksServer::new(svc))))
         })
@@ -581,47 +468,26 @@ mod tests {
     use std::path::Path;
     use std::time::Duration;
 
-    use berth_core::events::Event;
+    use berth_core::events::{Event, Exchange};
     use berth_core::metadata::{AnyValue, RuntimeRecord};
+    use berth_integration::{require_binary, require_root};
     use berth_proto::containerd::events::TaskExit;
     use berth_proto::containerd::types::Mount;
+
+    use berth_runtime::plugin::ExchangeSink;
+    use berth_runtime::ManagerConfig;
 
     use super::*;
     use crate::namespace::NAMESPACE_HEADER;
 
     const SHIM: &str = "containerd-shim-runc-v2";
+    const RUNC: &str = "runc";
 
     fn with_ns<T>(ns: &str, msg: T) -> Request<T> {
         let mut req = Request::new(msg);
         req.metadata_mut()
             .insert(NAMESPACE_HEADER, ns.parse().unwrap());
         req
-    }
-
-    fn on_path(name: &str) -> bool {
-        std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
-            .unwrap_or(false)
-    }
-
-    /// Root, runc and containerd's runc shim, or `skipped: <reason>` (a panic under CI=true).
-    fn prerequisites() -> bool {
-        let missing = if !nix::unistd::geteuid().is_root() {
-            Some("tasks service tests need root".to_owned())
-        } else {
-            ["runc", SHIM, "busybox"]
-                .into_iter()
-                .find(|b| !on_path(b))
-                .map(|b| format!("{b} not found on PATH"))
-        };
-        match missing {
-            None => true,
-            Some(reason) if std::env::var("CI").as_deref() == Ok("true") => panic!("{reason}"),
-            Some(reason) => {
-                println!("skipped: {reason}");
-                false
-            }
-        }
     }
 
     fn busybox_rootfs(dir: &Path) -> String {
@@ -660,7 +526,7 @@ mod tests {
     /// request), Wait before Start, Get = STOPPED, Delete, Get = NotFound.
     #[tokio::test(flavor = "multi_thread")]
     async fn run_rm_sequence_through_the_runc_shim() {
-        if !prerequisites() {
+        if !require_root() || ![RUNC, SHIM, "busybox"].into_iter().all(require_binary) {
             return;
         }
         let dir = tempfile::Builder::new()
@@ -874,15 +740,6 @@ mod tests {
         assert_eq!(missing.code(), tonic::Code::NotFound);
         let _ = stop.send(());
         let _ = std::fs::remove_dir(Path::new("/run/containerd/runc").join(&ns));
-    }
-
-    #[test]
-    fn platforms_parse() {
-        let p = parse_platform("linux/amd64").unwrap();
-        assert_eq!(p.to_string(), "linux/amd64");
-        let p = parse_platform("linux/arm64/v8").unwrap();
-        assert_eq!(p.variant, "v8");
-        assert!(parse_platform("linux").is_err());
     }
 
     #[test]

@@ -259,21 +259,21 @@ fn remapped_gid(id: &str, spec: &[u8]) -> Result<Option<u32>, RuntimeError> {
         .filter(|gid| *gid != 0))
 }
 
-/// Unmounts every mount stacked on `path` (lazily, so busy mounts do not block).
+/// Lazily unmounts everything stacked on `path` through the mount library (containerd
+/// `UnmountAll` with `MNT_DETACH`). Not a mount point, missing, or EPERM (unprivileged, so
+/// nothing of ours can be mounted there) is fine.
 fn unmount_all(path: &Path) -> io::Result<()> {
-    use nix::errno::Errno;
-    use nix::mount::{umount2, MntFlags};
-    // Bounded: a path can only have so many mounts stacked on it.
-    for _ in 0..64 {
-        match umount2(path, MntFlags::MNT_DETACH) {
-            Ok(()) => continue,
-            // EINVAL: not a mount point (any more); EPERM: unprivileged, so nothing of ours
-            // can be mounted there.
-            Err(Errno::EINVAL | Errno::ENOENT | Errno::EPERM) => return Ok(()),
-            Err(e) => return Err(io::Error::from(e)),
-        }
+    use berth_mount::MountError;
+    use nix::{errno::Errno, mount::MntFlags};
+    match berth_mount::unmount_all(path, MntFlags::MNT_DETACH) {
+        Ok(())
+        | Err(MountError::Sys {
+            source: Errno::EPERM,
+            ..
+        }) => Ok(()),
+        Err(MountError::Sys { source, .. }) => Err(io::Error::from(source)),
+        Err(e) => Err(io::Error::other(e)),
     }
-    Ok(())
 }
 
 /// Renames `path` to `.<name>` next to it, then removes that.

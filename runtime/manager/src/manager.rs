@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
+use berth_mount::Mount;
 use berth_proto::containerd::task::v2::{CreateTaskRequest, CreateTaskResponse};
 use berth_proto::containerd::types::Mount as ProtoMount;
 use berth_registry::{identifiers, Classify, ErrorKind};
@@ -47,19 +48,6 @@ pub struct ManagerConfig {
     pub timeouts: Timeouts,
 }
 
-/// One rootfs mount handed to the shim, which mounts it on `<bundle>/rootfs`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RootfsMount {
-    /// Filesystem type (`bind`, `overlay`, ...).
-    pub mount_type: String,
-    /// Source.
-    pub source: String,
-    /// Target below the rootfs, usually empty.
-    pub target: String,
-    /// `mount(8)` options.
-    pub options: Vec<String>,
-}
-
 /// What a new task needs.
 #[derive(Debug, Clone, Default)]
 pub struct CreateOpts {
@@ -69,8 +57,8 @@ pub struct CreateOpts {
     pub id: String,
     /// The OCI spec JSON, written as `config.json` unchanged.
     pub spec: Vec<u8>,
-    /// Rootfs mounts.
-    pub rootfs: Vec<RootfsMount>,
+    /// Rootfs mounts, which the shim mounts on `<bundle>/rootfs`.
+    pub rootfs: Vec<Mount>,
     /// The container's runtime name (`io.containerd.runc.v2`).
     pub runtime: String,
     /// A runtime binary path from the request; used instead of the name if non-empty (only
@@ -302,16 +290,7 @@ impl TaskManager {
         let req = CreateTaskRequest {
             id: id.clone(),
             bundle: bundle.path.display().to_string(),
-            rootfs: opts
-                .rootfs
-                .into_iter()
-                .map(|m| ProtoMount {
-                    r#type: m.mount_type,
-                    source: m.source,
-                    target: m.target,
-                    options: m.options,
-                })
-                .collect(),
+            rootfs: opts.rootfs.into_iter().map(ProtoMount::from).collect(),
             terminal: opts.io.terminal,
             stdin: opts.io.stdin,
             stdout: opts.io.stdout,
