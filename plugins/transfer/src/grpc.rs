@@ -103,24 +103,6 @@ pub fn from_proto_descriptor(desc: ProtoDescriptor) -> Descriptor {
     }
 }
 
-fn to_proto_mount(m: &Mount) -> ProtoMount {
-    ProtoMount {
-        r#type: m.kind.clone(),
-        source: m.source.clone(),
-        target: m.target.clone(),
-        options: m.options.clone(),
-    }
-}
-
-fn from_proto_mount(m: ProtoMount) -> Mount {
-    Mount {
-        kind: m.r#type,
-        source: m.source,
-        target: m.target,
-        options: m.options,
-    }
-}
-
 /// The content store over `containerd.services.content.v1.Content`.
 #[derive(Debug, Clone)]
 pub struct GrpcContent {
@@ -442,7 +424,7 @@ impl SnapshotStore for GrpcSnapshots {
             .into_inner()
             .mounts
             .into_iter()
-            .map(from_proto_mount)
+            .map(Mount::from)
             .collect())
     }
 
@@ -506,7 +488,7 @@ impl Applier for GrpcApplier {
             cx,
             ApplyRequest {
                 diff: Some(to_proto_descriptor(layer)),
-                mounts: mounts.iter().map(to_proto_mount).collect(),
+                mounts: mounts.iter().map(ProtoMount::from).collect(),
                 payloads: HashMap::new(),
             },
         )?;

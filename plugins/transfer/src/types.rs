@@ -237,18 +237,8 @@ pub struct IngestStatus {
     pub total: u64,
 }
 
-/// A mount as snapshotters return them (`containerd.types.Mount`).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Mount {
-    /// Filesystem type (`overlay`, `bind`, ...).
-    pub kind: String,
-    /// Mount source.
-    pub source: String,
-    /// Mount target, usually empty.
-    pub target: String,
-    /// Mount options.
-    pub options: Vec<String>,
-}
+/// A mount as snapshotters return them: the one domain mount of `berth-mount`.
+pub use berth_mount::Mount;
 
 /// `sha256:<hex>` of `data`.
 pub fn sha256_digest(data: &[u8]) -> String {
