@@ -17,11 +17,17 @@ pub struct Mount {
 
 impl From<ProtoMount> for Mount {
     fn from(m: ProtoMount) -> Mount {
+        let ProtoMount {
+            r#type: mount_type,
+            source,
+            target,
+            options,
+        } = m;
         Mount {
-            mount_type: m.r#type,
-            source: m.source,
-            target: m.target,
-            options: m.options,
+            mount_type,
+            source,
+            target,
+            options,
         }
     }
 }
