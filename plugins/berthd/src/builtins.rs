@@ -12,5 +12,7 @@ pub fn register_all(registry: &mut Registry) -> Result<(), RegistryError> {
     registry.register(berth_core::events::plugin::registration())?;
     registry.register(berth_core::gc::plugin::registration())?;
     berth_services::register(registry)?;
+    // After the services: the Tasks service requires it, so it still loads just before Tasks.
+    registry.register(berth_runtime::plugin::registration())?;
     Ok(())
 }

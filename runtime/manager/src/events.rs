@@ -1,7 +1,7 @@
 //! The events the manager itself publishes — only `/tasks/exit` and `/tasks/delete` when it
 //! cleans up after a dead shim; live shims publish the rest through the daemon's ttrpc events
-//! service. The runtime crate sits below the events exchange, so it publishes through
-//! [`EventSink`], which the daemon implements over its exchange.
+//! service. The manager publishes through [`EventSink`], which the runtime plugin
+//! ([`crate::plugin::ExchangeSink`]) implements over the daemon's exchange.
 
 use std::time::SystemTime;
 
