@@ -6,12 +6,12 @@ use std::os::unix::fs::FileExt;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use berth_core::content::{ContentStore, IngestStatus};
+use berth_core::content::IngestStatus;
 use berth_core::events::Exchange;
 use berth_core::gc::GcScheduler;
-use berth_core::metadata::plugin::Config as MetadataConfig;
+use berth_core::metadata::plugin::content_view;
 use berth_core::namespaced_content::{NamespacedContent, NamespacedWriter};
-use berth_core::{BlobRecord, MetadataStore};
+use berth_core::BlobRecord;
 use berth_proto::containerd::events::ContentDelete;
 use berth_proto::containerd::services::content::v1::content_server::{Content, ContentServer};
 use berth_proto::containerd::services::content::v1::{
@@ -480,19 +480,10 @@ pub fn registration() -> Registration {
     Registration::new(types::GRPC, "content")
         .requires(&[types::METADATA, types::CONTENT, types::EVENT, types::GC])
         .init(|ctx| {
-            let meta: Arc<MetadataStore> = ctx.get_single(types::METADATA)?;
-            let store: Arc<ContentStore> = ctx.get_single(types::CONTENT)?;
+            let content = content_view(ctx)?;
             let events: Arc<Exchange> = ctx.get_single(types::EVENT)?;
             let gc: Option<Arc<GcScheduler>> = ctx.get_single(types::GC).ok();
-            let shared = ctx
-                .daemon_config()
-                .plugins
-                .get("io.containerd.metadata.v1.sled")
-                .and_then(|v| v.clone().try_into::<MetadataConfig>().ok())
-                .unwrap_or_default()
-                .content_sharing_policy
-                != "isolated";
-            let svc = ContentService::new(NamespacedContent::new(meta, store, shared), events, gc);
+            let svc = ContentService::new(content, events, gc);
             Ok(Arc::new(GrpcService::new(ContentServer::new(svc))))
         })
 }

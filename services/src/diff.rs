@@ -3,16 +3,15 @@
 //! The service only takes the namespace, validates, calls the [`LayerDiffer`], converts and
 //! maps the error (containerd `plugins/services/diff/local.go` over `core/diff/apply` and
 //! `diff/walking`). The differ reads and writes the daemon's content store through
-//! [`layer_differ`], which in-daemon unpack uses as well.
+//! `berth_core::layer_content::layer_differ`, which in-daemon unpack uses as well.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use berth_core::content::ContentStore;
-use berth_core::metadata::plugin::Config as MetadataConfig;
-use berth_core::namespaced_content::{NamespacedContent, NamespacedWriter};
-use berth_core::MetadataStore;
+use berth_core::layer_content::layer_differ;
+use berth_core::metadata::plugin::content_view;
+use berth_core::namespaced_content::NamespacedContent;
 use berth_proto::containerd::services::diff::v1::diff_server::{Diff, DiffServer};
 use berth_proto::containerd::services::diff::v1::{
     ApplyRequest, ApplyResponse, DiffRequest, DiffResponse,
@@ -21,8 +20,8 @@ use berth_proto::containerd::types::Descriptor;
 use berth_registry::{types, Classify, ErrorKind, Registration};
 pub use berth_snapshotters::apply::LABEL_UNCOMPRESSED;
 use berth_snapshotters::apply::{
-    diff_compression, BlobReader, CompareOptions, ContentFailure, DiffError, LayerContent,
-    LayerDescriptor, LayerDiffer, LayerWriter, MEDIA_TYPE_LAYER_GZIP,
+    diff_compression, CompareOptions, DiffError, LayerDescriptor, LayerDiffer,
+    MEDIA_TYPE_LAYER_GZIP,
 };
 use berth_snapshotters::snapshotter::Mount;
 use tonic::{Request, Response, Status};
@@ -68,77 +67,6 @@ impl DiffService {
     /// The differ the service calls.
     pub fn differ(&self) -> &LayerDiffer {
         &self.differ
-    }
-}
-
-/// The daemon's layer differ: applies from and writes into the namespaced content store,
-/// mounting under `tmp_dir`.
-pub fn layer_differ(content: NamespacedContent, tmp_dir: PathBuf) -> LayerDiffer {
-    LayerDiffer::new(Arc::new(DifferContent(content)), tmp_dir)
-}
-
-/// The namespaced content store as the differ reads and writes it.
-#[derive(Debug)]
-struct DifferContent(NamespacedContent);
-
-impl LayerContent for DifferContent {
-    fn open(&self, ns: &str, digest: &str) -> Result<(BlobReader, u64), ContentFailure> {
-        let (file, size) = self.0.open(ns, digest).map_err(ContentFailure::new)?;
-        Ok((Box::new(file), size))
-    }
-
-    fn writer(
-        &self,
-        ns: &str,
-        reference: &str,
-        lease: Option<&str>,
-    ) -> Result<Box<dyn LayerWriter>, ContentFailure> {
-        let writer = self
-            .0
-            .writer(ns, reference, 0, None, lease)
-            .map_err(ContentFailure::new)?;
-        Ok(Box::new(DifferWriter(writer)))
-    }
-
-    fn abort(&self, ns: &str, reference: &str) -> Result<(), ContentFailure> {
-        self.0.abort(ns, reference).map_err(ContentFailure::new)
-    }
-
-    fn set_labels(
-        &self,
-        ns: &str,
-        digest: &str,
-        labels: BTreeMap<String, String>,
-    ) -> Result<(), ContentFailure> {
-        let paths: Vec<String> = labels.keys().map(|k| format!("labels.{k}")).collect();
-        self.0
-            .update(ns, digest, labels, &paths)
-            .map(drop)
-            .map_err(ContentFailure::new)
-    }
-}
-
-/// An ingest of the namespaced content store as the differ writes it.
-struct DifferWriter(NamespacedWriter);
-
-impl LayerWriter for DifferWriter {
-    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<u64, ContentFailure> {
-        self.0.write_at(offset, data).map_err(ContentFailure::new)
-    }
-
-    fn digest(&self) -> String {
-        self.0.digest().to_string()
-    }
-
-    fn commit(
-        self: Box<Self>,
-        size: u64,
-        labels: BTreeMap<String, String>,
-    ) -> Result<(), ContentFailure> {
-        self.0
-            .commit(size, None, labels)
-            .map(drop)
-            .map_err(ContentFailure::new)
     }
 }
 
@@ -234,18 +162,9 @@ pub fn registration() -> Registration {
     Registration::new(types::GRPC, "diff")
         .requires(&[types::METADATA, types::CONTENT, types::SNAPSHOTTER])
         .init(|ctx| {
-            let meta: Arc<MetadataStore> = ctx.get_single(types::METADATA)?;
-            let store: Arc<ContentStore> = ctx.get_single(types::CONTENT)?;
-            let shared = ctx
-                .daemon_config()
-                .plugins
-                .get("io.containerd.metadata.v1.sled")
-                .and_then(|v| v.clone().try_into::<MetadataConfig>().ok())
-                .unwrap_or_default()
-                .content_sharing_policy
-                != "isolated";
+            let content = content_view(ctx)?;
             let tmp_dir = ctx.create_state()?;
-            let svc = DiffService::new(NamespacedContent::new(meta, store, shared), tmp_dir);
+            let svc = DiffService::new(content, tmp_dir);
             Ok(Arc::new(GrpcService::new(DiffServer::new(svc))))
         })
 }
@@ -255,10 +174,13 @@ mod tests {
     use std::fs;
     use std::os::unix::fs::MetadataExt;
 
+    use std::collections::BTreeMap;
     use std::io::{self, Read, Write};
     use std::path::Path;
 
-    use berth_core::content::Digest as BlobDigest;
+    use berth_core::content::{ContentStore, Digest as BlobDigest};
+    use berth_core::MetadataStore;
+    use berth_integration::require_root;
     use berth_proto::containerd::types::Mount as ProtoMount;
     use berth_snapshotters::apply::{
         apply_layer, ApplyOptions, MEDIA_TYPE_LAYER, MEDIA_TYPE_LAYER_ZSTD,
@@ -270,18 +192,6 @@ mod tests {
     use crate::namespace::NAMESPACE_HEADER;
 
     const NS: &str = "default";
-
-    fn requires_root(what: &str) -> bool {
-        if nix::unistd::geteuid().is_root() {
-            return true;
-        }
-        let reason = format!("{what} needs root");
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("{reason}");
-        }
-        println!("skipped: {reason}");
-        false
-    }
 
     struct Env {
         dir: tempfile::TempDir,
@@ -418,7 +328,8 @@ mod tests {
 
     #[tokio::test]
     async fn apply_decompresses_into_the_overlay_upperdir() {
-        if !requires_root("applying with numeric owners") {
+        // Applying with numeric owners needs root.
+        if !require_root() {
             return;
         }
         let tar = layer();
@@ -454,7 +365,8 @@ mod tests {
 
     #[tokio::test]
     async fn apply_detects_corrupt_and_mismatched_blobs() {
-        if !requires_root("applying with numeric owners") {
+        // Applying with numeric owners needs root.
+        if !require_root() {
             return;
         }
         let env = env();
@@ -501,7 +413,8 @@ mod tests {
 
     #[tokio::test]
     async fn apply_fails_on_a_gzip_stream_cut_short_even_with_a_matching_digest() {
-        if !requires_root("applying with numeric owners") {
+        // Applying with numeric owners needs root.
+        if !require_root() {
             return;
         }
         let env = env();
@@ -529,7 +442,8 @@ mod tests {
 
     #[tokio::test]
     async fn diff_round_trips_through_apply() {
-        if !requires_root("bind mounts") {
+        // Bind mounts need root.
+        if !require_root() {
             return;
         }
         let env = env();

@@ -20,7 +20,6 @@ pub mod namespaces;
 pub mod snapshots;
 pub mod status;
 pub mod tasks;
-pub mod transfer_local;
 pub mod ttrpc_events;
 pub mod version;
 
@@ -41,7 +40,6 @@ pub fn register(registry: &mut Registry) -> Result<(), RegistryError> {
     registry.register(diff::registration())?;
     registry.register(leases::registration())?;
     registry.register(events::registration())?;
-    registry.register(tasks::runtime_registration())?;
     registry.register(tasks::registration())?;
     Ok(())
 }

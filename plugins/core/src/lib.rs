@@ -9,6 +9,12 @@
 //! - [`namespaced_content`], [`namespaced_snapshots`]: the content store and the loaded
 //!   snapshotters as one namespace sees them, over the metadata records (containerd
 //!   `core/metadata/content.go`, `snapshot.go`); the services call these, not the backends.
+//!   The metadata plugin gives them out ([`metadata::plugin::content_view`], `snapshot_view`).
+//! - [`layer_content`]: the namespaced content store under the snapshotters' layer differ, for
+//!   the Diff service and in-daemon unpack alike.
+//! - [`transfer_local`]: the daemon's stores behind the transfer library's store traits, so
+//!   that a pull inside the daemon (CRI's `PullImage`) runs without a gRPC round trip
+//!   (containerd `core/transfer/local`).
 //! - [`events`]: the events exchange, `io.containerd.event.v1.exchange`.
 //! - [`gc`]: mark and sweep over metadata, content and snapshots, and the
 //!   `io.containerd.gc.v1.scheduler` plugin that decides when to run it.
@@ -40,9 +46,11 @@ pub mod content;
 pub mod error;
 pub mod events;
 pub mod gc;
+pub mod layer_content;
 pub mod metadata;
 pub mod namespaced_content;
 pub mod namespaced_snapshots;
+pub mod transfer_local;
 
 pub use error::MetadataError;
 pub use metadata::{BlobRecord, Container, Descriptor, Image, MetadataStore, Namespace};

@@ -1,6 +1,6 @@
 //! The stores pull and push work over. Each trait has two implementations: gRPC proxies for
 //! clients ([`crate::grpc`], as containerd's `content/proxy` and `snapshots/proxy` do) and the
-//! daemon's local stores (`berth_services::transfer_local`), so that the CLI's pull and the
+//! daemon's local stores (`berth_core::transfer_local`), so that the CLI's pull and the
 //! daemon-side pull the CRI image service needs run the same code.
 //!
 //! The traits are object-safe (`async_trait`), so [`Stores`] holds `&dyn` references and any

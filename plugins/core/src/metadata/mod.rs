@@ -72,6 +72,9 @@ pub struct MetadataStore {
     /// exclusively for a whole collection, so that neither a new record nor a driver snapshot
     /// awaiting its record is swept.
     snapshot_lock: Arc<RwLock<()>>,
+    /// The content sharing policy: `true` for `shared` (the default), `false` for `isolated`;
+    /// set by the metadata plugin from its config and read by [`plugin::content_view`].
+    content_shared: bool,
 }
 
 impl MetadataStore {
@@ -95,7 +98,14 @@ impl MetadataStore {
             container_changes: Arc::new(AtomicU64::new(0)),
             content_lock: Arc::new(RwLock::new(())),
             snapshot_lock: Arc::new(RwLock::new(())),
+            content_shared: true,
         })
+    }
+
+    /// Whether a blob committed in one namespace can be claimed by another without its data
+    /// (`content_sharing_policy = "shared"`).
+    pub fn content_shared(&self) -> bool {
+        self.content_shared
     }
 
     /// Makes every completed transaction durable. Called before a mutating RPC returns, and by

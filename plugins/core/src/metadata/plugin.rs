@@ -1,11 +1,17 @@
-//! Registration of the metadata store as `io.containerd.metadata.v1.sled`.
+//! Registration of the metadata store as `io.containerd.metadata.v1.sled`, and the namespaced
+//! content and snapshot views it gives out to the plugins that require it (containerd
+//! `core/metadata/db.go`: `DB.ContentStore`, `DB.Snapshotter`), so that no service builds
+//! them or reads this plugin's config section.
 
 use std::sync::Arc;
 
-use berth_registry::{types, PluginError, Registration};
+use berth_registry::{types, InitContext, PluginError, Registration};
 use serde::{Deserialize, Serialize};
 
 use super::MetadataStore;
+use crate::content::ContentStore;
+use crate::namespaced_content::NamespacedContent;
+use crate::namespaced_snapshots::{loaded_snapshotters, NamespacedSnapshots};
 
 /// The metadata plugin's config.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -47,10 +53,27 @@ pub fn registration() -> Registration {
                 });
             }
             let dir = ctx.create_root()?;
-            let store = MetadataStore::open(&dir).map_err(PluginError::init)?;
+            let mut store = MetadataStore::open(&dir).map_err(PluginError::init)?;
+            store.content_shared = config.content_sharing_policy == "shared";
             ctx.meta
                 .exports
                 .insert("path".into(), dir.join("meta.db").display().to_string());
             Ok(Arc::new(store))
         })
+}
+
+/// The content store as seen through the loaded metadata plugin: namespaced, under its
+/// content sharing policy. For plugins requiring `METADATA` and `CONTENT`.
+pub fn content_view(ctx: &InitContext<'_>) -> Result<NamespacedContent, PluginError> {
+    let meta: Arc<MetadataStore> = ctx.get_single(types::METADATA)?;
+    let store: Arc<ContentStore> = ctx.get_single(types::CONTENT)?;
+    let shared = meta.content_shared();
+    Ok(NamespacedContent::new(meta, store, shared))
+}
+
+/// Every loaded snapshotter as seen through the loaded metadata plugin, namespaced. For
+/// plugins requiring `METADATA` and `SNAPSHOTTER`.
+pub fn snapshot_view(ctx: &InitContext<'_>) -> Result<NamespacedSnapshots, PluginError> {
+    let meta: Arc<MetadataStore> = ctx.get_single(types::METADATA)?;
+    Ok(NamespacedSnapshots::new(meta, loaded_snapshotters(ctx)))
 }
