@@ -184,9 +184,15 @@ fn shutdown_case(mut server: Server) {
     let img = build_busybox_image(server.dir(), IMAGE);
     let archive = img.archive.to_str().expect("utf-8 path");
     server.ctr(&["images", "import", archive]);
+    // runc's state directory is shared by every daemon on the host (both shims use
+    // /run/containerd/runc/<namespace>), so the ids name the target as well as the process.
+    let tag = match server {
+        Server::Berthd(_) => "b",
+        Server::Containerd(_) => "c",
+    };
     let (ticker, waiter) = (
-        format!("sd-ticker-{}", std::process::id()),
-        format!("sd-waiter-{}", std::process::id()),
+        format!("sd-ticker-{tag}-{}", std::process::id()),
+        format!("sd-waiter-{tag}-{}", std::process::id()),
     );
     let address = server.address().to_owned();
     let _cleanup = Cleanup(address.clone(), vec![ticker.clone(), waiter.clone()]);
