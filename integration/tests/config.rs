@@ -325,7 +325,9 @@ fn cgroup_case(
     daemon_pid: Option<u32>,
     check_hybrid_v2: bool,
 ) {
-    let id = format!("cg-{}", std::process::id());
+    // runc's state directory is host-global and the berthd and containerd cases run at once.
+    let tag = if daemon_pid.is_some() { "b" } else { "c" };
+    let id = format!("cg-{tag}-{}", std::process::id());
     let task = Running::start(address, dir, &id, "in-shim");
     let shim = ppid(task.pid);
     let nested = format!("{path}/in-shim");

@@ -126,9 +126,12 @@ impl Target {
     }
 }
 
-/// A container id unique to this test process, as runc's state directory is host-global.
+/// A container id unique to this test process and to this call: runc's state directory is
+/// host-global, and the same case runs on several targets at once.
 fn unique(base: &str) -> String {
-    format!("{base}-{}", std::process::id())
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{base}-{}-{n}", std::process::id())
 }
 
 /// Removes containers on drop, whatever state they are in.
