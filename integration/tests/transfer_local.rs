@@ -41,18 +41,20 @@ struct Env {
 }
 
 fn env() -> Env {
-    let dir = tempfile::tempdir().unwrap();
-    let meta = Arc::new(MetadataStore::open(&dir.path().join("meta")).unwrap());
-    let blobs = Arc::new(Blobs::open(&dir.path().join("content")).unwrap());
+    let dir = tempfile::tempdir().expect("create a temporary root");
+    let meta =
+        Arc::new(MetadataStore::open(&dir.path().join("meta")).expect("open the metadata store"));
+    let blobs = Arc::new(Blobs::open(&dir.path().join("content")).expect("open the content store"));
     let content = NamespacedContent::new(meta.clone(), blobs, true);
-    let native: Arc<dyn Snapshotter> =
-        Arc::new(NativeSnapshotter::new(&dir.path().join("native")).unwrap());
+    let native: Arc<dyn Snapshotter> = Arc::new(
+        NativeSnapshotter::new(&dir.path().join("native")).expect("open the native snapshotter"),
+    );
     let snapshots = NamespacedSnapshots::new(
         meta.clone(),
         BTreeMap::from([(SNAPSHOTTER.to_owned(), native)]),
     );
     let tmp = dir.path().join("tmp");
-    std::fs::create_dir(&tmp).unwrap();
+    std::fs::create_dir(&tmp).expect("create the differ's tmp dir");
     let differ = layer_differ(content.clone(), tmp);
     let stores = LocalStores::new(
         meta.clone(),
@@ -79,9 +81,10 @@ impl Env {
             let mut w = self
                 .content
                 .writer(NS, &reference, size, Some(digest), None)
-                .unwrap();
-            w.write_at(0, data).unwrap();
-            w.commit(size, Some(digest), BTreeMap::new()).unwrap();
+                .expect("open a seed ingest");
+            w.write_at(0, data).expect("write a seed blob");
+            w.commit(size, Some(digest), BTreeMap::new())
+                .expect("commit a seed blob");
         }
         let now = SystemTime::now();
         self.meta
@@ -100,7 +103,7 @@ impl Env {
                     updated_at: now,
                 },
             )
-            .unwrap();
+            .expect("record the seed image");
     }
 }
 
