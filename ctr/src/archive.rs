@@ -6,9 +6,10 @@ use std::io::{self, Read, Write};
 use std::path::Path;
 
 use anyhow::{bail, Context as _, Result};
+use berth_wellknown::annotation;
 use serde::Deserialize;
 
-use crate::oci::{self, Descriptor, Index};
+use crate::oci::{Descriptor, Index};
 
 /// The `oci-layout` file name and the only layout version accepted.
 pub const OCI_LAYOUT_FILE: &str = "oci-layout";
@@ -119,13 +120,13 @@ fn has_image_prefix(s: &str, prefix: &str) -> bool {
 pub fn image_name(desc: &Descriptor, prefix: &str, filter: bool) -> Option<String> {
     if let Some(name) = desc
         .annotations
-        .get(oci::ANNOTATION_IMAGE_NAME)
+        .get(annotation::IMAGE_NAME)
         .filter(|n| !n.is_empty())
     {
         return Some(name.clone());
     }
     desc.annotations
-        .get(oci::ANNOTATION_REF_NAME)
+        .get(annotation::REF_NAME)
         .filter(|n| !n.is_empty())
         .and_then(|r| translate_ref(prefix, filter, r))
 }
@@ -284,10 +285,10 @@ mod tests {
         assert_eq!(translate_ref("foo/bar", true, "foo/barx:1"), None);
         let mut desc = Descriptor::default();
         desc.annotations
-            .insert(oci::ANNOTATION_REF_NAME.into(), "v1".into());
+            .insert(annotation::REF_NAME.into(), "v1".into());
         assert_eq!(image_name(&desc, "p", false).unwrap(), "p:v1");
         desc.annotations.insert(
-            oci::ANNOTATION_IMAGE_NAME.into(),
+            annotation::IMAGE_NAME.into(),
             "docker.io/library/bb:latest".into(),
         );
         assert_eq!(

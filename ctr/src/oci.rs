@@ -3,65 +3,50 @@
 use std::collections::{BTreeMap, HashMap};
 
 use berth_proto::containerd::types;
+use berth_wellknown::{label, media_type};
 use serde::{Deserialize, Serialize};
-
-pub const MEDIA_TYPE_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub const MEDIA_TYPE_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const MEDIA_TYPE_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-pub const MEDIA_TYPE_DOCKER_MANIFEST_LIST: &str =
-    "application/vnd.docker.distribution.manifest.list.v2+json";
-pub const MEDIA_TYPE_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-pub const MEDIA_TYPE_DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
-
-/// Annotation with the full image name (containerd `images.AnnotationImageName`).
-pub const ANNOTATION_IMAGE_NAME: &str = "io.containerd.image.name";
-/// OCI annotation with the reference (tag) name.
-pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
-
-/// Label prefix of GC references to snapshots (`…snapshot.<snapshotter>`).
-pub const LABEL_GC_REF_SNAPSHOT: &str = "containerd.io/gc.ref.snapshot";
-/// Label marking a GC root.
-pub const LABEL_GC_ROOT: &str = "containerd.io/gc.root";
-/// Lease label: expiry time in RFC 3339.
-pub const LABEL_GC_EXPIRE: &str = "containerd.io/gc.expire";
-/// Layer blob label holding the diff ID, set after a verified apply.
-pub const LABEL_UNCOMPRESSED: &str = "containerd.io/uncompressed";
 
 /// True for image indexes (OCI index, Docker manifest list).
 pub fn is_index(media_type: &str) -> bool {
     matches!(
         media_type,
-        MEDIA_TYPE_INDEX | MEDIA_TYPE_DOCKER_MANIFEST_LIST
+        media_type::OCI_INDEX | media_type::DOCKER_MANIFEST_LIST
     )
 }
 
 /// True for image manifests.
 pub fn is_manifest(media_type: &str) -> bool {
-    matches!(media_type, MEDIA_TYPE_MANIFEST | MEDIA_TYPE_DOCKER_MANIFEST)
+    matches!(
+        media_type,
+        media_type::OCI_MANIFEST | media_type::DOCKER_MANIFEST
+    )
 }
 
 /// True for image configs.
 pub fn is_config(media_type: &str) -> bool {
-    matches!(media_type, MEDIA_TYPE_CONFIG | MEDIA_TYPE_DOCKER_CONFIG)
+    matches!(
+        media_type,
+        media_type::OCI_CONFIG | media_type::DOCKER_CONFIG
+    )
 }
 
 /// True for layer blobs (OCI or Docker, any compression, foreign or not).
 pub fn is_layer(media_type: &str) -> bool {
-    media_type.starts_with("application/vnd.oci.image.layer.")
-        || media_type.starts_with("application/vnd.docker.image.rootfs.")
+    media_type.starts_with(media_type::OCI_LAYER_PREFIX)
+        || media_type.starts_with(media_type::DOCKER_LAYER_PREFIX)
 }
 
 /// The GC label key prefix a parent uses for a child (containerd `images.ChildGCLabels`); a key
 /// ending in `.` gets the child's index appended.
 pub fn child_gc_label(media_type: &str) -> &'static str {
     if is_config(media_type) {
-        "containerd.io/gc.ref.content.config"
+        label::GC_REF_CONTENT_CONFIG
     } else if is_manifest(media_type) {
-        "containerd.io/gc.ref.content.m."
+        label::GC_REF_CONTENT_MANIFEST
     } else if is_layer(media_type) {
-        "containerd.io/gc.ref.content.l."
+        label::GC_REF_CONTENT_LAYER
     } else {
-        "containerd.io/gc.ref.content."
+        label::GC_REF_CONTENT_OTHER
     }
 }
 
@@ -253,6 +238,7 @@ pub fn chain_id(diff_ids: &[String]) -> Option<String> {
 mod tests {
     use super::*;
     use berth_transfer::types::sha256_digest;
+    use berth_wellknown::annotation;
 
     fn d(hex_byte: &str) -> String {
         format!("sha256:{}", hex_byte.repeat(32))
@@ -291,14 +277,14 @@ mod tests {
             ..Default::default()
         };
         let labels = children_gc_labels(&[
-            desc(MEDIA_TYPE_CONFIG, "c"),
+            desc(media_type::OCI_CONFIG, "c"),
             desc("application/vnd.oci.image.layer.v1.tar+gzip", "l0"),
             desc("application/vnd.oci.image.layer.v1.tar+gzip", "l1"),
         ]);
         assert_eq!(labels["containerd.io/gc.ref.content.config"], "c");
         assert_eq!(labels["containerd.io/gc.ref.content.l.0"], "l0");
         assert_eq!(labels["containerd.io/gc.ref.content.l.1"], "l1");
-        let labels = children_gc_labels(&[desc(MEDIA_TYPE_MANIFEST, "m")]);
+        let labels = children_gc_labels(&[desc(media_type::OCI_MANIFEST, "m")]);
         assert_eq!(labels["containerd.io/gc.ref.content.m.0"], "m");
     }
 
@@ -317,7 +303,7 @@ mod tests {
     fn index_json_round_trips() {
         let text = r#"{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:ab","size":3,"annotations":{"io.containerd.image.name":"x"},"platform":{"architecture":"amd64","os":"linux"}}]}"#;
         let idx: Index = serde_json::from_str(text).unwrap();
-        assert_eq!(idx.manifests[0].annotations[ANNOTATION_IMAGE_NAME], "x");
+        assert_eq!(idx.manifests[0].annotations[annotation::IMAGE_NAME], "x");
         assert_eq!(serde_json::to_string(&idx).unwrap(), text);
     }
 }

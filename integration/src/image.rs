@@ -10,6 +10,7 @@ use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+use berth_wellknown::{annotation, media_type};
 use flate2::write::GzEncoder;
 use flate2::{Compression, GzBuilder};
 use sha2::{Digest, Sha256};
@@ -19,16 +20,6 @@ pub const BUSYBOX: &str = "/bin/busybox";
 
 /// Modification time of every tar entry (2023-11-14T22:13:20Z).
 const MTIME: u64 = 1_700_000_000;
-
-pub const MEDIA_TYPE_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub const MEDIA_TYPE_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const MEDIA_TYPE_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-pub const MEDIA_TYPE_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-
-/// Annotation with the full image name, read by containerd's importer (`images.AnnotationImageName`).
-pub const ANNOTATION_IMAGE_NAME: &str = "io.containerd.image.name";
-/// OCI annotation with the tag (`ocispec.AnnotationRefName`).
-pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 
 /// Commands linked to busybox in `bin/` of the first layer.
 const APPLETS: [&str; 16] = [
@@ -227,7 +218,7 @@ pub fn build_busybox_image(dir: &Path, name: &str) -> TestImage {
         .map(|l| {
             format!(
                 r#"{{"mediaType":{},"digest":{},"size":{}}}"#,
-                js(MEDIA_TYPE_LAYER_GZIP),
+                js(media_type::OCI_LAYER_GZIP),
                 js(&l.digest),
                 l.size
             )
@@ -235,8 +226,8 @@ pub fn build_busybox_image(dir: &Path, name: &str) -> TestImage {
         .collect();
     let manifest = format!(
         r#"{{"schemaVersion":2,"mediaType":{},"config":{{"mediaType":{},"digest":{},"size":{}}},"layers":[{}]}}"#,
-        js(MEDIA_TYPE_MANIFEST),
-        js(MEDIA_TYPE_CONFIG),
+        js(media_type::OCI_MANIFEST),
+        js(media_type::OCI_CONFIG),
         js(&config_digest),
         config.len(),
         layer_descs.join(",")
@@ -251,13 +242,13 @@ pub fn build_busybox_image(dir: &Path, name: &str) -> TestImage {
             r#"{{"schemaVersion":2,"mediaType":{},"manifests":[{{"mediaType":{},"digest":{},"size":{},"#,
             r#""annotations":{{{}:{},{}:{}}},"platform":{{"architecture":"amd64","os":"linux"}}}}]}}"#
         ),
-        js(MEDIA_TYPE_INDEX),
-        js(MEDIA_TYPE_MANIFEST),
+        js(media_type::OCI_INDEX),
+        js(media_type::OCI_MANIFEST),
         js(&manifest_digest),
         manifest_size,
-        js(ANNOTATION_IMAGE_NAME),
+        js(annotation::IMAGE_NAME),
         js(name),
-        js(ANNOTATION_REF_NAME),
+        js(annotation::REF_NAME),
         js(tag_of(name)),
     )
     .into_bytes();
@@ -402,9 +393,9 @@ mod tests {
         let index: Value = serde_json::from_slice(&files["index.json"]).unwrap();
         let m = &index["manifests"][0];
         assert_eq!(m["digest"], img.manifest_digest.as_str());
-        assert_eq!(m["mediaType"], MEDIA_TYPE_MANIFEST);
-        assert_eq!(m["annotations"][ANNOTATION_IMAGE_NAME], NAME);
-        assert_eq!(m["annotations"][ANNOTATION_REF_NAME], "latest");
+        assert_eq!(m["mediaType"], media_type::OCI_MANIFEST);
+        assert_eq!(m["annotations"][annotation::IMAGE_NAME], NAME);
+        assert_eq!(m["annotations"][annotation::REF_NAME], "latest");
         assert_eq!(m["platform"]["os"], "linux");
         assert_eq!(m["platform"]["architecture"], "amd64");
 

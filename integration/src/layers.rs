@@ -16,20 +16,13 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
+use berth_wellknown::{annotation, media_type};
 use flate2::write::GzEncoder;
 use flate2::{Compression, GzBuilder};
 use sha2::{Digest, Sha256};
 
 /// Modification time of every tar entry (2023-11-14T22:13:20Z).
 const MTIME: u64 = 1_700_000_000;
-
-/// Media type of an uncompressed layer.
-pub const MEDIA_TYPE_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
-/// Media type of a gzip layer.
-pub const MEDIA_TYPE_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-const MEDIA_TYPE_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-const MEDIA_TYPE_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const MEDIA_TYPE_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 
 /// The busybox binary of the base layer (Debian `busybox-static`).
 const BUSYBOX: &str = "/bin/busybox";
@@ -348,7 +341,7 @@ pub fn build_image_of_layers(
         .map(|l| {
             format!(
                 r#"{{"mediaType":{},"digest":{},"size":{}}}"#,
-                js(MEDIA_TYPE_LAYER_GZIP),
+                js(media_type::OCI_LAYER_GZIP),
                 js(&l.digest),
                 l.size
             )
@@ -356,8 +349,8 @@ pub fn build_image_of_layers(
         .collect();
     let manifest = format!(
         r#"{{"schemaVersion":2,"mediaType":{},"config":{{"mediaType":{},"digest":{},"size":{}}},"layers":[{}]}}"#,
-        js(MEDIA_TYPE_MANIFEST),
-        js(MEDIA_TYPE_CONFIG),
+        js(media_type::OCI_MANIFEST),
+        js(media_type::OCI_CONFIG),
         js(&config_digest),
         config.len(),
         layer_descs.join(",")
@@ -372,14 +365,16 @@ pub fn build_image_of_layers(
     let index = format!(
         concat!(
             r#"{{"schemaVersion":2,"mediaType":{},"manifests":[{{"mediaType":{},"digest":{},"size":{},"#,
-            r#""annotations":{{"io.containerd.image.name":{},"org.opencontainers.image.ref.name":{}}},"#,
+            r#""annotations":{{{}:{},{}:{}}},"#,
             r#""platform":{{"architecture":"amd64","os":"linux"}}}}]}}"#
         ),
-        js(MEDIA_TYPE_INDEX),
-        js(MEDIA_TYPE_MANIFEST),
+        js(media_type::OCI_INDEX),
+        js(media_type::OCI_MANIFEST),
         js(&manifest_digest),
         manifest.len(),
+        js(annotation::IMAGE_NAME),
         js(name),
+        js(annotation::REF_NAME),
         js(tag),
     )
     .into_bytes();

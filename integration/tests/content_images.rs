@@ -18,9 +18,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use berth_integration::containerd::Containerd;
-use berth_integration::image::{
-    build_busybox_image, read_archive, sha256_digest, TestImage, MEDIA_TYPE_MANIFEST,
-};
+use berth_integration::image::{build_busybox_image, read_archive, sha256_digest, TestImage};
 use berth_integration::{
     channel, ctr, namespaced, parse_table, require_binary, require_root, run_with_timeout,
     CmdOutput, Daemon, Row, CTR_BIN, CTR_TIMEOUT,
@@ -32,6 +30,7 @@ use berth_proto::containerd::services::content::v1::{
 use berth_proto::containerd::services::images::v1::images_client::ImagesClient;
 use berth_proto::containerd::services::images::v1::{CreateImageRequest, Image};
 use berth_proto::containerd::types::Descriptor;
+use berth_wellknown::media_type;
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 
@@ -195,7 +194,7 @@ fn assert_listed(address: &Path, img: &TestImage, name: &str) {
         .iter()
         .find(|r| r["REF"] == name)
         .unwrap_or_else(|| panic!("{name} not in images ls: {rows:?}"));
-    assert_eq!(row["TYPE"], MEDIA_TYPE_MANIFEST, "{row:?}");
+    assert_eq!(row["TYPE"], media_type::OCI_MANIFEST, "{row:?}");
     assert_eq!(row["DIGEST"], img.manifest_digest, "{row:?}");
     assert_eq!(row["PLATFORMS"], "linux/amd64", "{row:?}");
 }
@@ -743,7 +742,7 @@ async fn bad_input_is_invalid_argument() {
     let image = Image {
         name: "example.com/bad:size".to_owned(),
         target: Some(Descriptor {
-            media_type: MEDIA_TYPE_MANIFEST.to_owned(),
+            media_type: media_type::OCI_MANIFEST.to_owned(),
             digest: sha256_digest(b"x"),
             size: 0,
             ..Default::default()

@@ -23,8 +23,7 @@ use berth_integration::containerd::Containerd;
 use berth_integration::image::{build_busybox_image, HELLO};
 use berth_integration::layers::{
     build_layered_image, digest_of, gzip, malicious_layers, walk_tree, Expect, LayeredImage, Node,
-    FIFO, HARDLINK, HARDLINK_TARGET, MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_LAYER_TAR, SUID_FILE,
-    SYMLINK, SYMLINK_TARGET, XATTR_FILE, XATTR_VALUE,
+    FIFO, HARDLINK, HARDLINK_TARGET, SUID_FILE, SYMLINK, SYMLINK_TARGET, XATTR_FILE, XATTR_VALUE,
 };
 use berth_integration::{
     berthd_bin, channel, ctr, ctr_at, namespaced, parse_table, require_binary, require_root,
@@ -39,6 +38,7 @@ use berth_proto::containerd::services::snapshots::v1::{
     MountsRequest, PrepareSnapshotRequest, RemoveSnapshotRequest,
 };
 use berth_proto::containerd::types::Descriptor;
+use berth_wellknown::{label, media_type};
 use nix::mount::{umount, umount2, MntFlags};
 use tempfile::TempDir;
 use tonic::transport::Channel;
@@ -52,9 +52,6 @@ const BUSYBOX_IMAGE: &str = "docker.io/library/bb:latest";
 
 /// The two-layer image of `berth_integration::layers`.
 const LAYERED_IMAGE: &str = "docker.io/library/layered:latest";
-
-/// The label making content or a snapshot a GC root.
-const GC_ROOT: &str = "containerd.io/gc.root";
 
 /// How long to wait for a socket of a helper process.
 const WAIT: Duration = Duration::from_secs(20);
@@ -105,7 +102,7 @@ async fn write_blob(chan: Channel, reference: &str, data: &[u8]) {
             total,
             offset: total,
             expected,
-            labels: HashMap::from([(GC_ROOT.to_owned(), "2024-01-01T00:00:00Z".to_owned())]),
+            labels: HashMap::from([(label::GC_ROOT.to_owned(), "2024-01-01T00:00:00Z".to_owned())]),
             ..Default::default()
         },
     ];
@@ -822,9 +819,9 @@ async fn apply_malicious_layers(env: &Env) {
     for layer in malicious_layers(outside.path()) {
         for gz in [false, true] {
             let (blob, media_type, suffix) = if gz {
-                (gzip(&layer.tar), MEDIA_TYPE_LAYER_GZIP, "gz")
+                (gzip(&layer.tar), media_type::OCI_LAYER_GZIP, "gz")
             } else {
-                (layer.tar.clone(), MEDIA_TYPE_LAYER_TAR, "tar")
+                (layer.tar.clone(), media_type::OCI_LAYER, "tar")
             };
             let what = format!("{} ({suffix}) on {}", layer.case, env.snapshotter);
             let digest = digest_of(&blob);
@@ -1015,7 +1012,8 @@ fn prepare_racing_gc_keeps_the_snapshot() {
         .expect("build a tokio runtime")
         .block_on(async {
             let mut client = SnapshotsClient::new(channel(&daemon).await);
-            let labels = HashMap::from([(GC_ROOT.to_owned(), "2024-01-01T00:00:00Z".to_owned())]);
+            let labels =
+                HashMap::from([(label::GC_ROOT.to_owned(), "2024-01-01T00:00:00Z".to_owned())]);
             let deadline = Instant::now() + Duration::from_secs(8);
             let mut lost = Vec::new();
             let mut rounds = 0;

@@ -19,13 +19,14 @@ use berth_core::namespaced_content::NamespacedContent;
 use berth_core::namespaced_snapshots::NamespacedSnapshots;
 use berth_core::transfer_local::LocalStores;
 use berth_core::{Descriptor as MetaDescriptor, Image as MetaImage, MetadataStore};
-use berth_integration::image::{build_busybox_image, TestImage, HELLO, MEDIA_TYPE_MANIFEST};
+use berth_integration::image::{build_busybox_image, TestImage, HELLO};
 use berth_integration::registry::{require_registry, Registry};
 use berth_integration::require_root;
 use berth_snapshotters::native::NativeSnapshotter;
 use berth_snapshotters::Snapshotter;
 use berth_transfer::types::chain_ids;
 use berth_transfer::{pull, push, Platform, PullOptions, PushOptions, RegistryOptions};
+use berth_wellknown::media_type;
 
 const NS: &str = "default";
 const SNAPSHOTTER: &str = "native";
@@ -94,7 +95,7 @@ impl Env {
                     name: img.name.clone(),
                     labels: BTreeMap::new(),
                     target: MetaDescriptor {
-                        media_type: MEDIA_TYPE_MANIFEST.to_owned(),
+                        media_type: media_type::OCI_MANIFEST.to_owned(),
                         digest: img.manifest_digest.clone(),
                         size: img.manifest_size as i64,
                         annotations: BTreeMap::new(),

@@ -19,11 +19,12 @@ use berth_integration::image::{build_busybox_image, sha256_digest, TestImage};
 use berth_integration::registry::{require_registry, Registry};
 use berth_integration::{channel, ctr, require_binary, require_root, Daemon};
 use berth_transfer::grpc::GrpcStores;
-use berth_transfer::types::{chain_ids, MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_OCI_MANIFEST};
+use berth_transfer::types::chain_ids;
 use berth_transfer::{
     pull, push, Cx, Descriptor, Platform, Progress, PullOptions, PushOptions, RegistryOptions,
     TransferError,
 };
+use berth_wellknown::media_type;
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use oci_client::client::{ClientConfig, ClientProtocol};
@@ -150,7 +151,7 @@ async fn plain_http_push_then_pull_into_a_fresh_daemon() {
         .expect("test setup");
     assert_eq!(image.name, reference);
     assert_eq!(image.target.digest, img.manifest_digest);
-    assert_eq!(image.target.media_type, MEDIA_TYPE_OCI_MANIFEST);
+    assert_eq!(image.target.media_type, media_type::OCI_MANIFEST);
     assert_pulled(&dst, NS, &img, &registry.host(), "test/bb").await;
 
     // ctr sees the image; the pull lease is gone.
@@ -301,9 +302,10 @@ async fn push_multi_platform(
     .into_bytes();
     let config_digest = sha256_digest(&config);
     let manifest = format!(
-        r#"{{"schemaVersion":2,"mediaType":"{MEDIA_TYPE_OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{layer_digest}","size":{}}}]}}"#,
+        r#"{{"schemaVersion":2,"mediaType":"{manifest_type}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{layer_digest}","size":{}}}]}}"#,
         config.len(),
-        layer.len()
+        layer.len(),
+        manifest_type = media_type::OCI_MANIFEST,
     )
     .into_bytes();
     let arm_manifest = sha256_digest(&manifest);
@@ -320,7 +322,7 @@ async fn push_multi_platform(
             .await
             .expect("test setup");
     }
-    let mt = || MEDIA_TYPE_OCI_MANIFEST.parse().expect("test setup");
+    let mt = || media_type::OCI_MANIFEST.parse().expect("test setup");
     client
         .push_manifest_raw(
             &base.clone_with_digest(img.manifest_digest.clone()),
@@ -338,10 +340,12 @@ async fn push_multi_platform(
         .await
         .expect("test setup");
     let index = format!(
-        r#"{{"schemaVersion":2,"mediaType":"{MEDIA_TYPE_OCI_INDEX}","manifests":[{{"mediaType":"{MEDIA_TYPE_OCI_MANIFEST}","digest":"{arm_manifest}","size":{},"platform":{{"architecture":"arm64","os":"linux","variant":"v8"}}}},{{"mediaType":"{MEDIA_TYPE_OCI_MANIFEST}","digest":"{}","size":{},"platform":{{"architecture":"amd64","os":"linux"}}}}]}}"#,
+        r#"{{"schemaVersion":2,"mediaType":"{index_type}","manifests":[{{"mediaType":"{manifest_type}","digest":"{arm_manifest}","size":{},"platform":{{"architecture":"arm64","os":"linux","variant":"v8"}}}},{{"mediaType":"{manifest_type}","digest":"{}","size":{},"platform":{{"architecture":"amd64","os":"linux"}}}}]}}"#,
         manifest.len(),
         img.manifest_digest,
-        img.manifest_size
+        img.manifest_size,
+        index_type = media_type::OCI_INDEX,
+        manifest_type = media_type::OCI_MANIFEST,
     )
     .into_bytes();
     let index_digest = sha256_digest(&index);
@@ -349,7 +353,7 @@ async fn push_multi_platform(
         .push_manifest_raw(
             &base,
             index,
-            MEDIA_TYPE_OCI_INDEX.parse().expect("test setup"),
+            media_type::OCI_INDEX.parse().expect("test setup"),
         )
         .await
         .expect("test setup");
@@ -378,7 +382,7 @@ async fn multi_platform_index_pulls_one_platform_unless_all() {
     };
     let image = pull(&reference, &opts, &grpc.stores(NS)).await.unwrap();
     assert_eq!(image.target.digest, index);
-    assert_eq!(image.target.media_type, MEDIA_TYPE_OCI_INDEX);
+    assert_eq!(image.target.media_type, media_type::OCI_INDEX);
     let cx = Cx::new(NS);
     let info = grpc.content.info(&cx, &index).await.unwrap().unwrap();
     assert_eq!(

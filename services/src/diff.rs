@@ -18,12 +18,11 @@ use berth_proto::containerd::services::diff::v1::{
 };
 use berth_proto::containerd::types::Descriptor;
 use berth_registry::{types, Classify, ErrorKind, Registration};
-pub use berth_snapshotters::apply::LABEL_UNCOMPRESSED;
 use berth_snapshotters::apply::{
     diff_compression, CompareOptions, DiffError, LayerDescriptor, LayerDiffer,
-    MEDIA_TYPE_LAYER_GZIP,
 };
 use berth_snapshotters::snapshotter::Mount;
+use berth_wellknown::media_type;
 use tonic::{Request, Response, Status};
 
 use crate::grpc::GrpcService;
@@ -121,7 +120,7 @@ impl Diff for DiffService {
         let lease = namespace::lease_from_request(&req)?;
         let req = req.into_inner();
         let media_type = if req.media_type.is_empty() {
-            MEDIA_TYPE_LAYER_GZIP.to_owned()
+            media_type::OCI_LAYER_GZIP.to_owned()
         } else {
             req.media_type
         };
@@ -182,14 +181,13 @@ mod tests {
     use berth_core::MetadataStore;
     use berth_integration::require_root;
     use berth_proto::containerd::types::Mount as ProtoMount;
-    use berth_snapshotters::apply::{
-        apply_layer, ApplyOptions, MEDIA_TYPE_LAYER, MEDIA_TYPE_LAYER_ZSTD,
-    };
+    use berth_snapshotters::apply::{apply_layer, ApplyOptions};
     use sha2::{Digest as _, Sha256};
     use tonic::Code;
 
     use super::*;
     use crate::namespace::NAMESPACE_HEADER;
+    use berth_wellknown::label;
 
     const NS: &str = "default";
 
@@ -309,14 +307,14 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::Unimplemented, "{err:?}");
-        let mut r = apply_req(MEDIA_TYPE_LAYER, "sha256:00", 1, vec![m]);
+        let mut r = apply_req(media_type::OCI_LAYER, "sha256:00", 1, vec![m]);
         r.diff = None;
         let err = env.svc.apply(req(r)).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument);
         let err = env
             .svc
             .apply(Request::new(apply_req(
-                MEDIA_TYPE_LAYER,
+                media_type::OCI_LAYER,
                 "sha256:00",
                 1,
                 vec![],
@@ -337,9 +335,9 @@ mod tests {
         let mut zst = Vec::new();
         zstd::stream::copy_encode(tar.as_slice(), &mut zst, 3).unwrap();
         let cases: [(&str, &[u8]); 4] = [
-            (MEDIA_TYPE_LAYER, &tar),
-            (MEDIA_TYPE_LAYER_GZIP, &gz),
-            (MEDIA_TYPE_LAYER_ZSTD, &zst),
+            (media_type::OCI_LAYER, &tar),
+            (media_type::OCI_LAYER_GZIP, &gz),
+            (media_type::OCI_LAYER_ZSTD, &zst),
             ("application/vnd.docker.image.rootfs.diff.tar", &gz),
         ];
         for (media_type, blob) in cases {
@@ -353,7 +351,7 @@ mod tests {
                 .unwrap()
                 .into_inner();
             let applied = resp.applied.unwrap();
-            assert_eq!(applied.media_type, MEDIA_TYPE_LAYER);
+            assert_eq!(applied.media_type, media_type::OCI_LAYER);
             assert_eq!(applied.digest, sha(&tar), "{media_type}");
             assert_eq!(applied.size, tar.len() as i64);
             assert_eq!(
@@ -377,7 +375,7 @@ mod tests {
         let err = env
             .svc
             .apply(req(apply_req(
-                MEDIA_TYPE_LAYER_GZIP,
+                media_type::OCI_LAYER_GZIP,
                 &digest,
                 gz.len() + 1,
                 vec![m.clone()],
@@ -400,7 +398,7 @@ mod tests {
         let err = env
             .svc
             .apply(req(apply_req(
-                MEDIA_TYPE_LAYER_GZIP,
+                media_type::OCI_LAYER_GZIP,
                 &digest,
                 gz.len(),
                 vec![m],
@@ -426,7 +424,7 @@ mod tests {
         let err = env
             .svc
             .apply(req(apply_req(
-                MEDIA_TYPE_LAYER_GZIP,
+                media_type::OCI_LAYER_GZIP,
                 &digest,
                 cut.len(),
                 vec![m],
@@ -481,11 +479,11 @@ mod tests {
             .into_inner()
             .diff
             .unwrap();
-        assert_eq!(desc.media_type, MEDIA_TYPE_LAYER_GZIP);
+        assert_eq!(desc.media_type, media_type::OCI_LAYER_GZIP);
         let info = env.content.info(NS, &desc.digest).unwrap();
         assert_eq!(info.size as i64, desc.size);
         assert_eq!(info.labels.get("x").map(String::as_str), Some("y"));
-        let diff_id = info.labels.get(LABEL_UNCOMPRESSED).unwrap().clone();
+        let diff_id = info.labels.get(label::UNCOMPRESSED).unwrap().clone();
 
         // Nothing stays mounted in the temp dir.
         assert_eq!(fs::read_dir(env.dir.path().join("tmp")).unwrap().count(), 0);
@@ -508,7 +506,7 @@ mod tests {
             .diff(req(DiffRequest {
                 left: vec![bind(&lower)],
                 right: vec![bind(&upper)],
-                media_type: MEDIA_TYPE_LAYER.into(),
+                media_type: media_type::OCI_LAYER.into(),
                 r#ref: "fixed".into(),
                 labels: HashMap::new(),
             }))

@@ -10,9 +10,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::SnapshotError;
 
-/// The label a pull unpacker puts on a prepare to name the chain ID it is building.
-pub const LABEL_SNAPSHOT_REF: &str = "containerd.io/snapshot.ref";
-
 /// What a snapshot is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Kind {

@@ -5,10 +5,11 @@ use std::collections::HashMap;
 
 use anyhow::Result;
 use berth_proto::containerd::services::leases::v1::{CreateRequest, DeleteRequest, Lease};
+use berth_wellknown::label;
 
 use super::Client;
 use crate::error::{Object, RpcResultExt};
-use crate::oci::LABEL_GC_EXPIRE;
+
 use crate::timefmt;
 
 /// How long client leases live unless deleted (containerd's default for `WithLease`).
@@ -47,7 +48,7 @@ pub fn unique_part() -> String {
 /// Labels for a lease expiring `secs` from now.
 pub fn expiry_labels(secs: i64) -> HashMap<String, String> {
     let (now, _) = timefmt::now();
-    HashMap::from([(LABEL_GC_EXPIRE.to_owned(), timefmt::rfc3339(now + secs))])
+    HashMap::from([(label::GC_EXPIRE.to_owned(), timefmt::rfc3339(now + secs))])
 }
 
 /// Creates a lease (`id` empty: a random one) with `labels`.

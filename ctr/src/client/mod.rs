@@ -24,6 +24,7 @@ use berth_proto::containerd::services::{
     snapshots::v1::snapshots_client::SnapshotsClient, tasks::v1::tasks_client::TasksClient,
     version::v1::version_client::VersionClient,
 };
+use berth_wellknown::label;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 
@@ -36,8 +37,6 @@ pub const NAMESPACE_HEADER: &str = "containerd-namespace";
 pub const LEASE_HEADER: &str = "containerd-lease";
 /// ctr's maximum gRPC message size (16 MiB).
 const MAX_MESSAGE: usize = 16 << 20;
-/// Namespace label naming the namespace's default snapshotter.
-pub const DEFAULT_SNAPSHOTTER_LABEL: &str = "containerd.io/defaults/snapshotter";
 /// Snapshotter used when neither the flag nor the namespace label names one.
 pub const DEFAULT_SNAPSHOTTER: &str = "overlayfs";
 
@@ -157,7 +156,7 @@ impl Client {
             if let Some(name) = resp
                 .into_inner()
                 .namespace
-                .and_then(|ns| ns.labels.get(DEFAULT_SNAPSHOTTER_LABEL).cloned())
+                .and_then(|ns| ns.labels.get(label::DEFAULT_SNAPSHOTTER).cloned())
                 .filter(|s| !s.is_empty())
             {
                 return Ok(name);

@@ -8,13 +8,14 @@ use berth_proto::containerd::services::diff::v1::ApplyRequest;
 use berth_proto::containerd::services::snapshots::v1::{
     CommitSnapshotRequest, PrepareSnapshotRequest, RemoveSnapshotRequest, StatSnapshotRequest,
 };
+use berth_wellknown::label;
 use tonic::Code;
 
 use super::images::RootFs;
 use super::leases::{self, TempLease};
 use super::{content, Client};
 use crate::error::{Object, RpcResultExt};
-use crate::oci::{self, LABEL_GC_REF_SNAPSHOT, LABEL_UNCOMPRESSED};
+use crate::oci;
 
 /// Whether a committed snapshot named `chain_id` exists.
 pub async fn snapshot_exists(client: &Client, snapshotter: &str, chain_id: &str) -> Result<bool> {
@@ -60,7 +61,7 @@ async fn unpack_leased(
         content::update_labels(
             client,
             &layer.digest,
-            [(LABEL_UNCOMPRESSED.to_owned(), diff_id.clone())],
+            [(label::UNCOMPRESSED.to_owned(), diff_id.clone())],
         )
         .await?;
         applied_any = true;
@@ -73,7 +74,7 @@ async fn unpack_leased(
         client,
         &rootfs.config.digest,
         [(
-            format!("{LABEL_GC_REF_SNAPSHOT}.{snapshotter}"),
+            format!("{}.{snapshotter}", label::GC_REF_SNAPSHOT),
             parent.clone(),
         )],
     )

@@ -10,16 +10,14 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{ensure, Context as _, Result};
+use berth_wellknown::{annotation, media_type};
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::command::run_with_timeout;
-use crate::image::{
-    ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, BUSYBOX, MEDIA_TYPE_CONFIG, MEDIA_TYPE_INDEX,
-    MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_MANIFEST,
-};
+use crate::image::BUSYBOX;
 
 /// Seed of the content generator: the same seed gives byte-identical layers and digests.
 const SEED: u64 = 0x6265_7274_685f_6231;
@@ -226,24 +224,24 @@ pub fn build_big_image(dir: &Path, name: &str, total: u64) -> Result<BigImage> {
     let config_digest = format!("sha256:{}", hex::encode(Sha256::digest(&config)));
     let layer_descs: Vec<Value> = layers
         .iter()
-        .map(|l| json!({ "mediaType": MEDIA_TYPE_LAYER_GZIP, "digest": l.digest, "size": l.blob.len() }))
+        .map(|l| json!({ "mediaType": media_type::OCI_LAYER_GZIP, "digest": l.digest, "size": l.blob.len() }))
         .collect();
     let manifest = serde_json::to_vec(&json!({
         "schemaVersion": 2,
-        "mediaType": MEDIA_TYPE_MANIFEST,
-        "config": { "mediaType": MEDIA_TYPE_CONFIG, "digest": config_digest, "size": config.len() },
+        "mediaType": media_type::OCI_MANIFEST,
+        "config": { "mediaType": media_type::OCI_CONFIG, "digest": config_digest, "size": config.len() },
         "layers": layer_descs,
     }))?;
     let manifest_digest = format!("sha256:{}", hex::encode(Sha256::digest(&manifest)));
     let tag = name.rsplit_once(':').map_or("latest", |(_, t)| t);
     let index = serde_json::to_vec(&json!({
         "schemaVersion": 2,
-        "mediaType": MEDIA_TYPE_INDEX,
+        "mediaType": media_type::OCI_INDEX,
         "manifests": [{
-            "mediaType": MEDIA_TYPE_MANIFEST,
+            "mediaType": media_type::OCI_MANIFEST,
             "digest": manifest_digest,
             "size": manifest.len(),
-            "annotations": { ANNOTATION_IMAGE_NAME: name, ANNOTATION_REF_NAME: tag },
+            "annotations": { annotation::IMAGE_NAME: name, annotation::REF_NAME: tag },
             "platform": { "architecture": "amd64", "os": "linux" },
         }],
     }))?;

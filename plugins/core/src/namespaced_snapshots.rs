@@ -10,6 +10,7 @@ use std::time::SystemTime;
 use berth_filters::Filter;
 use berth_registry::{Classify, ErrorKind};
 use berth_snapshotters::{Kind, Mount, SnapshotError, Snapshotter, Usage};
+use berth_wellknown::label;
 
 use crate::gc::{MarkSet, SnapshotRefs, SnapshotSweeper, SweepError};
 use crate::metadata::{LeaseResource, MetadataStore, SnapshotRecord};
@@ -70,7 +71,7 @@ fn backend_labels(labels: &BTreeMap<String, String>) -> BTreeMap<String, String>
     labels
         .iter()
         .filter(|(k, _)| {
-            k.starts_with("containerd.io/snapshot/") || k.as_str() == "containerd.io/snapshot.ref"
+            k.starts_with(label::SNAPSHOT_INHERITED_PREFIX) || k.as_str() == label::SNAPSHOT_REF
         })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
@@ -373,7 +374,7 @@ impl SnapshotSweeper for Sweeper {
             .all_snapshots(&self.name)
             .map_err(sweep_error)?
             .into_iter()
-            .filter(|(_, r)| r.labels.contains_key("containerd.io/gc.root"))
+            .filter(|(_, r)| r.labels.contains_key(label::GC_ROOT))
             .map(|(ns, r)| (ns, r.key))
             .collect())
     }

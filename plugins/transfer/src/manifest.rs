@@ -1,12 +1,10 @@
 //! Parsing of indexes, manifests and image configs, as far as transfer needs them.
 
+use berth_wellknown::media_type;
 use serde::Deserialize;
 
 use crate::error::TransferError;
-use crate::types::{
-    Descriptor, Platform, MEDIA_TYPE_DOCKER_LIST, MEDIA_TYPE_DOCKER_MANIFEST, MEDIA_TYPE_OCI_INDEX,
-    MEDIA_TYPE_OCI_MANIFEST,
-};
+use crate::types::{Descriptor, Platform};
 
 #[derive(Deserialize)]
 struct Probe {
@@ -36,14 +34,14 @@ pub fn sniff_media_type(bytes: &[u8], digest: &str) -> Result<String, TransferEr
     }
     match probe.media_type {
         Some(mt) if !mt.is_empty() => match mt.as_str() {
-            MEDIA_TYPE_OCI_INDEX
-            | MEDIA_TYPE_DOCKER_LIST
-            | MEDIA_TYPE_OCI_MANIFEST
-            | MEDIA_TYPE_DOCKER_MANIFEST => Ok(mt),
+            media_type::OCI_INDEX
+            | media_type::DOCKER_MANIFEST_LIST
+            | media_type::OCI_MANIFEST
+            | media_type::DOCKER_MANIFEST => Ok(mt),
             other => Err(invalid(format!("unsupported media type {other}"))),
         },
-        _ if probe.manifests.is_some() => Ok(MEDIA_TYPE_OCI_INDEX.to_owned()),
-        _ if probe.config.is_some() => Ok(MEDIA_TYPE_OCI_MANIFEST.to_owned()),
+        _ if probe.manifests.is_some() => Ok(media_type::OCI_INDEX.to_owned()),
+        _ if probe.config.is_some() => Ok(media_type::OCI_MANIFEST.to_owned()),
         _ => Err(invalid("neither an index nor a manifest".to_owned())),
     }
 }
@@ -159,7 +157,7 @@ mod tests {
     fn entry(digest: &str, platform: Option<Platform>) -> Descriptor {
         Descriptor {
             platform,
-            ..Descriptor::new(MEDIA_TYPE_OCI_MANIFEST, digest, 1)
+            ..Descriptor::new(media_type::OCI_MANIFEST, digest, 1)
         }
     }
 
@@ -168,16 +166,19 @@ mod tests {
         let d = "sha256:00";
         assert_eq!(
             sniff_media_type(br#"{"schemaVersion":2,"manifests":[]}"#, d).unwrap(),
-            MEDIA_TYPE_OCI_INDEX
+            media_type::OCI_INDEX
         );
         assert_eq!(
             sniff_media_type(
-                format!(r#"{{"mediaType":"{MEDIA_TYPE_DOCKER_MANIFEST}","config":{{}}}}"#)
-                    .as_bytes(),
+                format!(
+                    r#"{{"mediaType":"{}","config":{{}}}}"#,
+                    media_type::DOCKER_MANIFEST
+                )
+                .as_bytes(),
                 d
             )
             .unwrap(),
-            MEDIA_TYPE_DOCKER_MANIFEST
+            media_type::DOCKER_MANIFEST
         );
         assert!(sniff_media_type(br#"{"schemaVersion":1}"#, d).is_err());
         assert!(sniff_media_type(b"not json", d).is_err());

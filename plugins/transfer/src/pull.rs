@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use berth_errdefs::ErrorKind;
+use berth_wellknown::{label, media_type};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use oci_client::client::BlobResponse;
 use oci_client::manifest::OciDescriptor;
@@ -25,8 +26,6 @@ use crate::registry::{ImageRef, RegistryOptions};
 use crate::store::{ContentWriter, Cx, Ingest, Stores, LEASE_EXPIRY};
 use crate::types::{
     chain_ids, ingest_ref, is_index, is_manifest, sha256_digest, Descriptor, Image, Platform,
-    LABEL_GC_EXPIRE, LABEL_GC_REF_CONTENT, LABEL_GC_REF_SNAPSHOT, LABEL_SNAPSHOT_INHERITED_PREFIX,
-    LABEL_SNAPSHOT_REF, LABEL_UNCOMPRESSED, MANIFEST_MEDIA_TYPES,
 };
 
 /// What to pull and how (ctr `images pull` flags).
@@ -94,7 +93,7 @@ pub async fn pull(
         .await;
 
     let (root_bytes, root_digest) = client
-        .pull_manifest_raw(&image_ref.reference, &auth, &MANIFEST_MEDIA_TYPES)
+        .pull_manifest_raw(&image_ref.reference, &auth, &media_type::MANIFESTS)
         .await
         .map_err(|e| {
             TransferError::from_oci(e, &registry, &format!("manifest {}", image_ref.name))
@@ -114,7 +113,7 @@ pub async fn pull(
         .as_secs()
         + LEASE_EXPIRY.as_secs();
     let lease_labels =
-        BTreeMap::from([(LABEL_GC_EXPIRE.to_owned(), crate::types::rfc3339(expire))]);
+        BTreeMap::from([(label::GC_EXPIRE.to_owned(), crate::types::rfc3339(expire))]);
     stores
         .leases
         .create(&base, &lease, &lease_labels)
@@ -173,7 +172,12 @@ impl Puller<'_> {
                     .manifests
                     .iter()
                     .enumerate()
-                    .map(|(i, m)| (format!("{LABEL_GC_REF_CONTENT}.m.{i}"), m.digest.clone()))
+                    .map(|(i, m)| {
+                        (
+                            format!("{}{i}", label::GC_REF_CONTENT_MANIFEST),
+                            m.digest.clone(),
+                        )
+                    })
                     .collect();
                 self.put_bytes(&desc, &bytes, labels).await?;
                 let filter = (!self.opts.all_platforms).then_some(&want);
@@ -255,7 +259,7 @@ impl Puller<'_> {
         let reference = self.image_ref.at(&desc.digest);
         let (bytes, _) = self
             .client
-            .pull_manifest_raw(&reference, &self.auth, &MANIFEST_MEDIA_TYPES)
+            .pull_manifest_raw(&reference, &self.auth, &media_type::MANIFESTS)
             .await
             .map_err(|e| {
                 TransferError::from_oci(e, self.registry(), &format!("manifest {}", desc.digest))
@@ -268,12 +272,12 @@ impl Puller<'_> {
     async fn put_manifest(&self, desc: &Descriptor, bytes: &[u8]) -> Result<(), TransferError> {
         let manifest = parse_manifest(bytes, &desc.digest)?;
         let mut labels = BTreeMap::from([(
-            format!("{LABEL_GC_REF_CONTENT}.config"),
+            label::GC_REF_CONTENT_CONFIG.to_owned(),
             manifest.config.digest.clone(),
         )]);
         for (i, layer) in manifest.layers.iter().enumerate() {
             labels.insert(
-                format!("{LABEL_GC_REF_CONTENT}.l.{i}"),
+                format!("{}{i}", label::GC_REF_CONTENT_LAYER),
                 layer.digest.clone(),
             );
         }
@@ -358,15 +362,16 @@ impl Puller<'_> {
         futures::future::try_join(downloads, unpacking).await?;
 
         if let Some(top) = chain.last() {
-            let label = format!(
-                "{LABEL_GC_REF_SNAPSHOT}.{}",
+            let key = format!(
+                "{}.{}",
+                label::GC_REF_SNAPSHOT,
                 self.stores.snapshots.snapshotter()
             );
             content
                 .update_labels(
                     &self.cx,
                     &manifest.config.digest,
-                    &BTreeMap::from([(label, top.clone())]),
+                    &BTreeMap::from([(key, top.clone())]),
                 )
                 .await
                 .map_err(|e| TransferError::store("label content", &manifest.config.digest, e))?;
@@ -397,10 +402,10 @@ impl Puller<'_> {
         let mut labels: BTreeMap<String, String> = layer
             .annotations
             .iter()
-            .filter(|(k, _)| k.starts_with(LABEL_SNAPSHOT_INHERITED_PREFIX))
+            .filter(|(k, _)| k.starts_with(label::SNAPSHOT_INHERITED_PREFIX))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        labels.insert(LABEL_SNAPSHOT_REF.to_owned(), chain_id.to_owned());
+        labels.insert(label::SNAPSHOT_REF.to_owned(), chain_id.to_owned());
 
         let mut prepared = None;
         for _ in 0..3 {
@@ -463,7 +468,7 @@ impl Puller<'_> {
             .update_labels(
                 &self.cx,
                 &layer.digest,
-                &BTreeMap::from([(LABEL_UNCOMPRESSED.to_owned(), diff_id.to_owned())]),
+                &BTreeMap::from([(label::UNCOMPRESSED.to_owned(), diff_id.to_owned())]),
             )
             .await
             .map_err(|e| TransferError::store("label content", &layer.digest, e))?;

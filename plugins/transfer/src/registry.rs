@@ -3,6 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use berth_wellknown::label;
 use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
@@ -145,7 +146,7 @@ impl ImageRef {
             _ => host,
         };
         (
-            format!("{}.{host}", crate::types::LABEL_DISTRIBUTION_SOURCE),
+            format!("{}.{host}", label::DISTRIBUTION_SOURCE),
             self.reference.repository().to_owned(),
         )
     }

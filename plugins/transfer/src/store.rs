@@ -34,6 +34,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 
+use berth_errdefs::ErrorKind;
+
 use crate::error::StoreError;
 use crate::types::{BlobInfo, Descriptor, Image, IngestStatus, Mount};
 
@@ -112,6 +114,54 @@ where
             OpenAttempt::Failed(e) | OpenAttempt::Locked(e) => return Err(e),
         }
     }
+}
+
+impl From<Result<Box<dyn ContentWriter>, StoreError>> for OpenAttempt {
+    /// Classifies the outcome of opening a writer by the store's rule: `AlreadyExists` means
+    /// the blob is present, `Unavailable` a locked ref, any other error a failure.
+    fn from(opened: Result<Box<dyn ContentWriter>, StoreError>) -> Self {
+        match opened {
+            Ok(w) => Self::Done(Ingest::Writer(w)),
+            Err(e) if e.is_already_exists() => Self::Done(Ingest::Present),
+            Err(e) if e.kind() == ErrorKind::Unavailable => Self::Locked(e),
+            Err(e) => Self::Failed(e),
+        }
+    }
+}
+
+/// A store answer where `NotFound` means absent: `Ok(None)` for it, other errors unchanged.
+pub fn absent_as_none<T>(found: Result<T, StoreError>) -> Result<Option<T>, StoreError> {
+    match found {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// A commit's answer where `AlreadyExists` (committed by another writer meanwhile) is success.
+pub fn already_exists_ok<T>(committed: Result<T, StoreError>) -> Result<(), StoreError> {
+    match committed {
+        Err(e) if !e.is_already_exists() => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// What [`ContentStore::update_labels`] asks of a store: the labels to set (those with a
+/// non-empty value) and the field paths `labels.<k>` of every given key, so that a key given
+/// with an empty value is deleted. `None` when no label is given (nothing to update).
+pub fn label_update(
+    labels: &BTreeMap<String, String>,
+) -> Option<(BTreeMap<String, String>, Vec<String>)> {
+    if labels.is_empty() {
+        return None;
+    }
+    let paths = labels.keys().map(|k| format!("labels.{k}")).collect();
+    let set = labels
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Some((set, paths))
 }
 
 impl fmt::Debug for Ingest {
@@ -277,11 +327,46 @@ impl fmt::Debug for Stores<'_> {
     }
 }
 
+/// One implementation of each store, owned: the gRPC proxies
+/// ([`crate::grpc::GrpcStores`]) or the daemon's local stores (`berth_core::transfer_local`).
+#[derive(Debug, Clone)]
+pub struct StoreSet<C, S, A, I, L> {
+    /// Blobs.
+    pub content: C,
+    /// The snapshotter layers are unpacked into.
+    pub snapshots: S,
+    /// Applies layers.
+    pub applier: A,
+    /// Image records.
+    pub images: I,
+    /// Leases.
+    pub leases: L,
+}
+
+impl<C, S, A, I, L> StoreSet<C, S, A, I, L>
+where
+    C: ContentStore,
+    S: SnapshotStore,
+    A: Applier,
+    I: ImageStore,
+    L: LeaseManager,
+{
+    /// The [`Stores`] view of these stores in `namespace`.
+    pub fn stores<'a>(&'a self, namespace: &'a str) -> Stores<'a> {
+        Stores {
+            namespace,
+            content: &self.content,
+            snapshots: &self.snapshots,
+            applier: &self.applier,
+            images: &self.images,
+            leases: &self.leases,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
-
-    use berth_errdefs::ErrorKind;
 
     use super::*;
 

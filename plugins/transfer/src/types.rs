@@ -1,65 +1,29 @@
-//! The plain data the transfer code moves around: descriptors, platforms, image records, mounts,
-//! media types and label keys, plus reference normalization and chain IDs.
+//! The plain data the transfer code moves around: descriptors, platforms, image records and
+//! mounts, plus media type tests, reference normalization and chain IDs. The media types and
+//! label keys themselves are `berth-wellknown`'s.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
+use berth_wellknown::media_type;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-/// OCI image index (`ocispec.MediaTypeImageIndex`).
-pub const MEDIA_TYPE_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-/// OCI image manifest (`ocispec.MediaTypeImageManifest`).
-pub const MEDIA_TYPE_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-/// OCI image config (`ocispec.MediaTypeImageConfig`).
-pub const MEDIA_TYPE_OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-/// Docker v2 schema 2 manifest list (`images.MediaTypeDockerSchema2ManifestList`).
-pub const MEDIA_TYPE_DOCKER_LIST: &str =
-    "application/vnd.docker.distribution.manifest.list.v2+json";
-/// Docker v2 schema 2 manifest (`images.MediaTypeDockerSchema2Manifest`).
-pub const MEDIA_TYPE_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-/// Docker v2 schema 2 image config (`images.MediaTypeDockerSchema2Config`).
-pub const MEDIA_TYPE_DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
-
-/// Every manifest media type a pull accepts, sent as `Accept` when resolving a reference.
-pub const MANIFEST_MEDIA_TYPES: [&str; 4] = [
-    MEDIA_TYPE_OCI_INDEX,
-    MEDIA_TYPE_DOCKER_LIST,
-    MEDIA_TYPE_OCI_MANIFEST,
-    MEDIA_TYPE_DOCKER_MANIFEST,
-];
-
-/// Label prefix of the GC references from a blob to the blobs it names (`gc.ref.content.*`).
-pub const LABEL_GC_REF_CONTENT: &str = "containerd.io/gc.ref.content";
-/// Label prefix of the GC reference from a config blob to its unpacked snapshot.
-pub const LABEL_GC_REF_SNAPSHOT: &str = "containerd.io/gc.ref.snapshot";
-/// Lease label with the RFC 3339 time after which the lease protects nothing.
-pub const LABEL_GC_EXPIRE: &str = "containerd.io/gc.expire";
-/// Layer blob label with the diffID verified by `Diff.Apply`.
-pub const LABEL_UNCOMPRESSED: &str = "containerd.io/uncompressed";
-/// Blob label prefix naming the repositories a blob was pulled from, per registry host.
-pub const LABEL_DISTRIBUTION_SOURCE: &str = "containerd.io/distribution.source";
-/// Prepare/Commit label with the chain ID an unpack snapshot becomes.
-pub const LABEL_SNAPSHOT_REF: &str = "containerd.io/snapshot.ref";
-/// Descriptor annotations with this prefix are passed on as snapshot labels by the unpacker
-/// (`snapshots.FilterInheritedLabels`).
-pub const LABEL_SNAPSHOT_INHERITED_PREFIX: &str = "containerd.io/snapshot/";
-
 /// Is `media_type` an image index or a Docker manifest list?
 pub fn is_index(media_type: &str) -> bool {
-    media_type == MEDIA_TYPE_OCI_INDEX || media_type == MEDIA_TYPE_DOCKER_LIST
+    media_type == media_type::OCI_INDEX || media_type == media_type::DOCKER_MANIFEST_LIST
 }
 
 /// Is `media_type` a single-platform image manifest?
 pub fn is_manifest(media_type: &str) -> bool {
-    media_type == MEDIA_TYPE_OCI_MANIFEST || media_type == MEDIA_TYPE_DOCKER_MANIFEST
+    media_type == media_type::OCI_MANIFEST || media_type == media_type::DOCKER_MANIFEST
 }
 
 /// Is `media_type` a layer a registry must not (or need not) serve, as
 /// `images.IsNonDistributable` says? Push skips them as ctr does by default.
 pub fn is_non_distributable(media_type: &str) -> bool {
-    media_type.starts_with("application/vnd.oci.image.layer.nondistributable.")
-        || media_type.starts_with("application/vnd.docker.image.rootfs.foreign.")
+    media_type.starts_with(media_type::OCI_LAYER_NONDISTRIBUTABLE_PREFIX)
+        || media_type.starts_with(media_type::DOCKER_LAYER_FOREIGN_PREFIX)
 }
 
 /// The containerd ingest ref of a blob (`remotes.MakeRefKey`): `manifest-`, `index-`, `layer-`,
@@ -70,7 +34,7 @@ pub fn ingest_ref(desc: &Descriptor) -> String {
         "manifest"
     } else if is_index(mt) {
         "index"
-    } else if mt == MEDIA_TYPE_OCI_CONFIG || mt == MEDIA_TYPE_DOCKER_CONFIG {
+    } else if mt == media_type::OCI_CONFIG || mt == media_type::DOCKER_CONFIG {
         "config"
     } else if mt.contains(".layer.") || mt.contains(".rootfs.") {
         "layer"
@@ -324,15 +288,15 @@ mod tests {
     fn ingest_refs_follow_make_ref_key() {
         let d = "sha256:00";
         assert_eq!(
-            ingest_ref(&Descriptor::new(MEDIA_TYPE_OCI_INDEX, d, 1)),
+            ingest_ref(&Descriptor::new(media_type::OCI_INDEX, d, 1)),
             "index-sha256:00"
         );
         assert_eq!(
-            ingest_ref(&Descriptor::new(MEDIA_TYPE_DOCKER_MANIFEST, d, 1)),
+            ingest_ref(&Descriptor::new(media_type::DOCKER_MANIFEST, d, 1)),
             "manifest-sha256:00"
         );
         assert_eq!(
-            ingest_ref(&Descriptor::new(MEDIA_TYPE_DOCKER_CONFIG, d, 1)),
+            ingest_ref(&Descriptor::new(media_type::DOCKER_CONFIG, d, 1)),
             "config-sha256:00"
         );
         assert_eq!(

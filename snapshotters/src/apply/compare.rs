@@ -7,24 +7,19 @@ use std::io::{self, BufWriter, Write};
 use std::path::Path;
 
 use berth_registry::{Classify, ErrorKind};
+use berth_wellknown::{label, media_type};
 
-use super::{
-    write_diff, Compression, DiffError, LayerDescriptor, LayerDiffer, LayerWriter,
-    MEDIA_TYPE_LAYER, MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_LAYER_ZSTD,
-};
+use super::{write_diff, Compression, DiffError, LayerDescriptor, LayerDiffer, LayerWriter};
 use crate::mount::TempMount;
 use crate::snapshotter::Mount;
-
-/// The label naming a compressed layer's diffID (containerd `labels.LabelUncompressed`).
-pub const LABEL_UNCOMPRESSED: &str = "containerd.io/uncompressed";
 
 /// The compression [`LayerDiffer::compare`] writes for a media type: containerd's walking
 /// differ writes these three only; any other is NotImplemented.
 pub fn diff_compression(media_type: &str) -> Result<Compression, DiffError> {
     match media_type {
-        MEDIA_TYPE_LAYER => Ok(Compression::None),
-        MEDIA_TYPE_LAYER_GZIP => Ok(Compression::Gzip),
-        MEDIA_TYPE_LAYER_ZSTD => Ok(Compression::Zstd),
+        media_type::OCI_LAYER => Ok(Compression::None),
+        media_type::OCI_LAYER_GZIP => Ok(Compression::Gzip),
+        media_type::OCI_LAYER_ZSTD => Ok(Compression::Zstd),
         _ => Err(DiffError::UnsupportedMediaType(media_type.to_owned())),
     }
 }
@@ -46,7 +41,7 @@ pub struct CompareOptions {
 
 impl LayerDiffer {
     /// Mounts `lower` and `upper` read-only, writes the layer between them into an ingest of
-    /// `ns` and commits it with the [`LABEL_UNCOMPRESSED`] label; a blob the namespace holds
+    /// `ns` and commits it with the [`label::UNCOMPRESSED`] label; a blob the namespace holds
     /// already gets the labels. Returns the blob's descriptor.
     pub fn compare(
         &self,
@@ -80,7 +75,7 @@ impl LayerDiffer {
         let size = sink.offset;
         let digest = sink.writer.digest();
         let mut labels = opts.labels;
-        labels.insert(LABEL_UNCOMPRESSED.to_owned(), diff_id);
+        labels.insert(label::UNCOMPRESSED.to_owned(), diff_id);
         match sink.writer.commit(size, labels.clone()) {
             Ok(()) => {}
             // The namespace holds this layer already: make sure it carries the label.

@@ -7,12 +7,12 @@ use std::io::{self, BufRead, Read};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use berth_wellknown::media_type;
 use sha2::{Digest as _, Sha256};
 
 use super::{
     apply_layer, detect_compression, media_type_compression, ApplyError, ApplyOptions, ApplyResult,
     BlobReader, Compression, DiffError, LayerContent, LayerDescriptor, WhiteoutMode,
-    MEDIA_TYPE_LAYER,
 };
 use crate::mount::TempMount;
 use crate::snapshotter::Mount;
@@ -81,7 +81,7 @@ impl LayerDiffer {
             (Some(Ok(())), Ok(a)) => a,
         };
         Ok(LayerDescriptor {
-            media_type: MEDIA_TYPE_LAYER.to_owned(),
+            media_type: media_type::OCI_LAYER.to_owned(),
             digest: applied.diff_id,
             size: applied.size,
         })
@@ -278,7 +278,7 @@ mod tests {
     use berth_registry::{Classify, ErrorKind};
 
     use super::*;
-    use crate::apply::{ContentFailure, LayerWriter, MEDIA_TYPE_LAYER_GZIP};
+    use crate::apply::{ContentFailure, LayerWriter};
     use berth_testutil::require_root_for;
 
     #[derive(Debug, thiserror::Error)]
@@ -413,11 +413,11 @@ mod tests {
             .differ
             .apply(
                 "ns",
-                &layer(MEDIA_TYPE_LAYER_GZIP, &digest, gz.len()),
+                &layer(media_type::OCI_LAYER_GZIP, &digest, gz.len()),
                 &mounts,
             )
             .unwrap();
-        assert_eq!(applied, layer(MEDIA_TYPE_LAYER, &sha(&tar), tar.len()));
+        assert_eq!(applied, layer(media_type::OCI_LAYER, &sha(&tar), tar.len()));
         assert_eq!(
             std::fs::read(upper.join("motd")).unwrap(),
             b"applied by the differ\n"
@@ -441,7 +441,7 @@ mod tests {
             .differ
             .apply(
                 "ns",
-                &layer(MEDIA_TYPE_LAYER_GZIP, &digest, gz.len()),
+                &layer(media_type::OCI_LAYER_GZIP, &digest, gz.len()),
                 &mounts,
             )
             .unwrap_err();
@@ -459,7 +459,7 @@ mod tests {
         let (mounts, upper) = env.overlay();
         let cases = [
             (
-                layer(MEDIA_TYPE_LAYER_GZIP, &digest, gz.len() + 1),
+                layer(media_type::OCI_LAYER_GZIP, &digest, gz.len() + 1),
                 ErrorKind::FailedPrecondition,
             ),
             (
@@ -467,7 +467,7 @@ mod tests {
                 ErrorKind::NotImplemented,
             ),
             (
-                layer(MEDIA_TYPE_LAYER_GZIP, "sha256:00", 1),
+                layer(media_type::OCI_LAYER_GZIP, "sha256:00", 1),
                 ErrorKind::NotFound,
             ),
         ];

@@ -16,20 +16,15 @@ mod error;
 mod path;
 mod unpack;
 
-pub use compare::{diff_compression, CompareOptions, LABEL_UNCOMPRESSED};
+use berth_wellknown::media_type;
+
+pub use compare::{diff_compression, CompareOptions};
 pub use content::{BlobReader, LayerContent, LayerDescriptor, LayerWriter};
 pub use diff::{write_diff, DiffResult};
 pub use differ::LayerDiffer;
 pub use error::{ApplyError, ContentFailure, DiffError};
 pub use path::resolve_in_root;
 pub use unpack::apply_layer;
-
-/// The media type of an uncompressed OCI layer, which Apply reports for what it unpacked.
-pub const MEDIA_TYPE_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
-/// The media type of a gzip-compressed OCI layer, the default output of Diff.
-pub const MEDIA_TYPE_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-/// The media type of a zstd-compressed OCI layer.
-pub const MEDIA_TYPE_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 
 /// The prefix of a whiteout entry's base name: `.wh.<name>` deletes `<name>`.
 pub const WHITEOUT_PREFIX: &str = ".wh.";
@@ -93,20 +88,13 @@ pub fn media_type_compression(media_type: &str) -> Result<Compression, ApplyErro
     let ext: Vec<&str> = parts.collect();
     let unsupported = || ApplyError::UnsupportedMediaType(media_type.to_owned());
     match base {
-        "application/vnd.docker.image.rootfs.diff.tar"
-        | "application/vnd.docker.image.rootfs.foreign.diff.tar"
-            if ext.is_empty() =>
-        {
+        media_type::DOCKER_LAYER | media_type::DOCKER_LAYER_FOREIGN if ext.is_empty() => {
             Ok(Compression::Detect)
         }
-        "application/vnd.docker.image.rootfs.diff.tar.gzip"
-        | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
-            if ext.is_empty() =>
-        {
+        media_type::DOCKER_LAYER_GZIP | media_type::DOCKER_LAYER_FOREIGN_GZIP if ext.is_empty() => {
             Ok(Compression::Gzip)
         }
-        "application/vnd.oci.image.layer.v1.tar"
-        | "application/vnd.oci.image.layer.nondistributable.v1.tar" => match ext.as_slice() {
+        media_type::OCI_LAYER | media_type::OCI_LAYER_NONDISTRIBUTABLE => match ext.as_slice() {
             [] => Ok(Compression::None),
             ["gzip"] => Ok(Compression::Gzip),
             ["zstd"] => Ok(Compression::Zstd),

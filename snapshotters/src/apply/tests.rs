@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use berth_registry::{Classify, ErrorKind};
 use berth_testutil::require_root_for;
+use berth_wellknown::media_type;
 use filetime::FileTime;
 use sha2::{Digest, Sha256};
 use tar::{EntryType, Header};
@@ -476,9 +477,9 @@ fn existing_symlink_in_root_is_not_followed_out() {
 #[test]
 fn media_types_map_to_compression() {
     let c = |m: &str| media_type_compression(m).unwrap();
-    assert_eq!(c(MEDIA_TYPE_LAYER), Compression::None);
-    assert_eq!(c(MEDIA_TYPE_LAYER_GZIP), Compression::Gzip);
-    assert_eq!(c(MEDIA_TYPE_LAYER_ZSTD), Compression::Zstd);
+    assert_eq!(c(media_type::OCI_LAYER), Compression::None);
+    assert_eq!(c(media_type::OCI_LAYER_GZIP), Compression::Gzip);
+    assert_eq!(c(media_type::OCI_LAYER_ZSTD), Compression::Zstd);
     assert_eq!(
         c("application/vnd.docker.image.rootfs.diff.tar.gzip"),
         Compression::Gzip

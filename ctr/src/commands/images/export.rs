@@ -6,12 +6,13 @@ use std::fs::File;
 use std::io::Write;
 
 use anyhow::{Context as _, Result};
+use berth_wellknown::{annotation, media_type};
 
 use super::platform_filter;
 use crate::archive::{self, Writer};
 use crate::client::images as img;
 use crate::client::{content, Client};
-use crate::oci::{self, Index};
+use crate::oci::Index;
 
 /// Arguments of `images export`.
 #[derive(Debug, clap::Args)]
@@ -49,7 +50,7 @@ pub async fn run(client: &Client, args: Args) -> Result<()> {
     let mut writer = Writer::new(out)?;
     let mut index = Index {
         schema_version: 2,
-        media_type: oci::MEDIA_TYPE_INDEX.to_owned(),
+        media_type: media_type::OCI_INDEX.to_owned(),
         ..Default::default()
     };
     let mut written = BTreeSet::new();
@@ -69,10 +70,10 @@ pub async fn run(client: &Client, args: Args) -> Result<()> {
         let mut entry = target.clone();
         entry
             .annotations
-            .insert(oci::ANNOTATION_IMAGE_NAME.to_owned(), name.clone());
+            .insert(annotation::IMAGE_NAME.to_owned(), name.clone());
         entry
             .annotations
-            .insert(oci::ANNOTATION_REF_NAME.to_owned(), archive::ref_name(name));
+            .insert(annotation::REF_NAME.to_owned(), archive::ref_name(name));
         index.manifests.push(entry);
     }
     let mut out = writer.finish(&index)?;

@@ -9,6 +9,7 @@ use anyhow::{bail, Context as _, Result};
 use berth_proto::containerd::services::images::v1::{
     CreateImageRequest, Image, UpdateImageRequest,
 };
+use berth_wellknown::media_type;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tonic::Code;
 
@@ -129,7 +130,7 @@ async fn import_leased(
         digests.insert(entry.name.clone(), written.digest);
     }
     let index_desc = Descriptor {
-        media_type: oci::MEDIA_TYPE_INDEX.to_owned(),
+        media_type: media_type::OCI_INDEX.to_owned(),
         digest: digests[&index_file.name].clone(),
         size: i64::try_from(index_file.size)?,
         ..Default::default()

@@ -7,6 +7,7 @@ use anyhow::Result;
 use berth_proto::containerd::services::snapshots::v1::{
     MountsRequest, PrepareSnapshotRequest, RemoveSnapshotRequest, ViewSnapshotRequest,
 };
+use berth_wellknown::label;
 use tonic::Code;
 
 use super::{platform_arg, unpack_image};
@@ -14,7 +15,6 @@ use crate::client::images as img;
 use crate::client::leases::{self, DEFAULT_EXPIRY_SECS};
 use crate::client::{mount, Client};
 use crate::error::{Object, RpcResultExt};
-use crate::oci::LABEL_GC_REF_SNAPSHOT;
 
 /// Arguments of `images mount`.
 #[derive(Debug, clap::Args)]
@@ -39,7 +39,7 @@ pub async fn run(client: &Client, args: Args) -> Result<()> {
     let snapshotter = client.snapshotter(args.snapshotter.as_deref()).await?;
     let mut labels = leases::expiry_labels(DEFAULT_EXPIRY_SECS);
     labels.insert(
-        format!("{LABEL_GC_REF_SNAPSHOT}.{snapshotter}"),
+        format!("{}.{snapshotter}", label::GC_REF_SNAPSHOT),
         args.target.clone(),
     );
     let created = match leases::create(client, &args.target, labels).await {

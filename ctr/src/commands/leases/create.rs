@@ -3,12 +3,13 @@
 use std::time::Duration;
 
 use anyhow::Result;
+use berth_wellknown::label;
 
 use crate::cli::parse_duration;
 use crate::client::leases;
 use crate::client::Client;
 use crate::commands::parse_labels;
-use crate::oci::LABEL_GC_EXPIRE;
+
 use crate::timefmt;
 
 /// Arguments of `leases create`.
@@ -30,7 +31,7 @@ pub async fn run(client: &Client, args: Args) -> Result<()> {
     if !args.expires.is_zero() {
         let (now, _) = timefmt::now();
         let secs = i64::try_from(args.expires.as_secs()).unwrap_or(i64::MAX / 2);
-        labels.insert(LABEL_GC_EXPIRE.to_owned(), timefmt::rfc3339(now + secs));
+        labels.insert(label::GC_EXPIRE.to_owned(), timefmt::rfc3339(now + secs));
     }
     let lease = leases::create(client, &args.id, labels).await?;
     println!("{}", lease.id);

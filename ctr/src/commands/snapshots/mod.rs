@@ -17,12 +17,13 @@ use std::collections::HashMap;
 use anyhow::Result;
 use berth_proto::containerd::services::snapshots::v1::{Info, Kind, ListSnapshotsRequest};
 use berth_proto::containerd::types::Mount;
+use berth_wellknown::label as wellknown_label;
 use clap::Subcommand;
 use serde_json::{json, Value};
 
 use crate::client::Client;
 use crate::error::{Object, RpcResultExt};
-use crate::oci::LABEL_GC_ROOT;
+
 use crate::output::labels_json;
 use crate::timefmt;
 
@@ -135,7 +136,7 @@ pub fn info_json(info: &Info) -> Value {
 pub fn gc_root_labels(extra: HashMap<String, String>) -> HashMap<String, String> {
     let mut labels = extra;
     let (now, _) = timefmt::now();
-    labels.insert(LABEL_GC_ROOT.to_owned(), timefmt::rfc3339(now));
+    labels.insert(wellknown_label::GC_ROOT.to_owned(), timefmt::rfc3339(now));
     labels
 }
 

@@ -4,18 +4,9 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-use super::time::parse_rfc3339;
+use berth_wellknown::label;
 
-/// Any value: the blob or snapshot is a root.
-pub const GC_ROOT: &str = "containerd.io/gc.root";
-/// `…content`, `…content.<x>` or `…content/<x>`: the value is a digest the object references.
-pub const GC_REF_CONTENT: &str = "containerd.io/gc.ref.content";
-/// `…snapshot.<snapshotter>[/<x>]`: the value is a snapshot key the object references.
-pub const GC_REF_SNAPSHOT: &str = "containerd.io/gc.ref.snapshot.";
-/// On a lease: RFC 3339 time after which the lease protects nothing and is removed.
-pub const GC_EXPIRE: &str = "containerd.io/gc.expire";
-/// On a lease: hold the resources without following their references.
-pub const GC_FLAT: &str = "containerd.io/gc.flat";
+use super::time::parse_rfc3339;
 
 /// What an object's labels reference.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -29,8 +20,8 @@ pub struct LabelRefs {
 /// The references in a label map, as containerd's `sendLabelRefs` reads them.
 pub fn label_refs(labels: &BTreeMap<String, String>) -> LabelRefs {
     let mut refs = LabelRefs::default();
-    for (key, value) in labels.range(GC_REF_CONTENT.to_owned()..) {
-        let Some(rest) = key.strip_prefix(GC_REF_CONTENT) else {
+    for (key, value) in labels.range(label::GC_REF_CONTENT.to_owned()..) {
+        let Some(rest) = key.strip_prefix(label::GC_REF_CONTENT) else {
             break;
         };
         // `containerd.io/gc.ref.contentx` is not a reference.
@@ -38,9 +29,13 @@ pub fn label_refs(labels: &BTreeMap<String, String>) -> LabelRefs {
             refs.content.push(value.clone());
         }
     }
-    for (key, value) in labels.range(GC_REF_SNAPSHOT.to_owned()..) {
-        let Some(rest) = key.strip_prefix(GC_REF_SNAPSHOT) else {
+    for (key, value) in labels.range(label::GC_REF_SNAPSHOT.to_owned()..) {
+        let Some(rest) = key.strip_prefix(label::GC_REF_SNAPSHOT) else {
             break;
+        };
+        // `…snapshot.<snapshotter>`: `containerd.io/gc.ref.snapshotx` is not a reference.
+        let Some(rest) = rest.strip_prefix('.') else {
+            continue;
         };
         let snapshotter = rest.split_once('/').map_or(rest, |(sn, _)| sn);
         if !snapshotter.is_empty() {
@@ -52,13 +47,13 @@ pub fn label_refs(labels: &BTreeMap<String, String>) -> LabelRefs {
 
 /// True when the labels make the object a root.
 pub fn is_root(labels: &BTreeMap<String, String>) -> bool {
-    labels.contains_key(GC_ROOT)
+    labels.contains_key(label::GC_ROOT)
 }
 
 /// True when a lease's `containerd.io/gc.expire` is in the past of `now`. An unparsable value
 /// is logged and ignored, as containerd does: the lease then never expires.
 pub fn is_expired(lease: &str, labels: &BTreeMap<String, String>, now: SystemTime) -> bool {
-    let Some(value) = labels.get(GC_EXPIRE) else {
+    let Some(value) = labels.get(label::GC_EXPIRE) else {
         return false;
     };
     match parse_rfc3339(value) {
@@ -72,7 +67,7 @@ pub fn is_expired(lease: &str, labels: &BTreeMap<String, String>, now: SystemTim
 
 /// True when a lease holds its resources flat.
 pub fn is_flat(labels: &BTreeMap<String, String>) -> bool {
-    labels.contains_key(GC_FLAT)
+    labels.contains_key(label::GC_FLAT)
 }
 
 #[cfg(test)]
@@ -117,14 +112,14 @@ mod tests {
     #[test]
     fn expiry_and_flatness() {
         let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let past = labels(&[(GC_EXPIRE, "2023-01-01T00:00:00Z")]);
-        let future = labels(&[(GC_EXPIRE, "2030-01-01T00:00:00+02:00")]);
-        let junk = labels(&[(GC_EXPIRE, "soon")]);
+        let past = labels(&[(label::GC_EXPIRE, "2023-01-01T00:00:00Z")]);
+        let future = labels(&[(label::GC_EXPIRE, "2030-01-01T00:00:00+02:00")]);
+        let junk = labels(&[(label::GC_EXPIRE, "soon")]);
         assert!(is_expired("l", &past, now));
         assert!(!is_expired("l", &future, now));
         assert!(!is_expired("l", &junk, now));
         assert!(!is_expired("l", &BTreeMap::new(), now));
-        assert!(is_flat(&labels(&[(GC_FLAT, "")])));
+        assert!(is_flat(&labels(&[(label::GC_FLAT, "")])));
         assert!(!is_flat(&future));
     }
 }

@@ -18,8 +18,6 @@ pub use collect::{
     collect, collect_with, ingest_ref, GcOptions, GcReport, BLOB_GRACE, INGEST_EXPIRY,
 };
 pub use error::GcError;
-pub use labels::{
-    label_refs, LabelRefs, GC_EXPIRE, GC_FLAT, GC_REF_CONTENT, GC_REF_SNAPSHOT, GC_ROOT,
-};
+pub use labels::{label_refs, LabelRefs};
 pub use mark::{MarkSet, Node, SnapshotRefs, SnapshotSweeper, SweepError};
 pub use scheduler::{GcScheduler, Settings};
