@@ -2,7 +2,7 @@
 //! (overlayfs, native, btrfs, proxy) and the layer applier.
 //!
 //! - [`snapshotter`]: domain types ([`Kind`], [`Info`], [`Usage`]; [`Mount`] is the one mount
-//!   type of `berth-mount`, `plugins/mount`) and the synchronous [`Snapshotter`] trait; async
+//!   type of `berth-mount`, `plugins/base/mount`) and the synchronous [`Snapshotter`] trait; async
 //!   callers use `spawn_blocking`.
 //! - [`storage`]: the metastore the local drivers share (containerd `snapshots/storage`).
 //! - [`overlay`], [`native`], [`btrfs`]: the drivers; each `mod.rs` knows nothing of the

@@ -20,8 +20,8 @@
 //!   `io.containerd.gc.v1.scheduler` plugin that decides when to run it.
 //!
 //! Not here: the snapshotters and the layer applier (`snapshotters/`, the applier in
-//! `snapshotters/src/apply`), the mount library (`plugins/mount`), the error classes
-//! (`plugins/errdefs`, re-exported by the registry), the runtime (`runtime/manager`).
+//! `snapshotters/src/apply`), the mount library (`plugins/base/mount`), the error classes
+//! (`plugins/base/errdefs`, re-exported by the registry), the runtime (`runtime/manager`).
 //!
 //! # Metadata key schema
 //!
