@@ -17,10 +17,10 @@ use std::time::SystemTime;
 use berth_filters::Filter;
 use berth_registry::{Classify, ErrorKind};
 use berth_snapshotters::apply::{LayerDescriptor, LayerDiffer};
+use berth_transfer::store::{absent_as_none, already_exists_ok, label_update, StoreSet};
 use berth_transfer::{
     open_ingest_retrying, Applier, BlobInfo, ContentStore, ContentWriter, Cx, Descriptor, Image,
-    ImageStore, Ingest, IngestStatus, LeaseManager, Mount, OpenAttempt, SnapshotStore, StoreError,
-    Stores,
+    ImageStore, Ingest, IngestStatus, LeaseManager, Mount, SnapshotStore, StoreError,
 };
 use bytes::Bytes;
 use futures::stream::{BoxStream, StreamExt};
@@ -136,6 +136,17 @@ impl LocalContent {
     pub fn new(content: NamespacedContent) -> Self {
         Self { content }
     }
+
+    /// Runs `f(content, namespace, key)` on the blocking pool; its error becomes a store error.
+    async fn blocking<T, E, F>(&self, cx: &Cx, key: &str, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&NamespacedContent, &str, &str) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: Classify + Send + Sync + 'static,
+    {
+        let (c, ns, key) = (self.content.clone(), cx.namespace.clone(), key.to_owned());
+        run(move || f(&c, &ns, &key)).await?.map_err(store_err)
+    }
 }
 
 /// An open ingest of the local content store. The core writer is moved to the blocking pool
@@ -205,46 +216,31 @@ impl ContentWriter for LocalWriter {
     ) -> Result<(), StoreError> {
         let w = self.take()?;
         let (size, digest) = (self.expected.size, self.expected.digest.clone());
-        match run(move || w.commit(size, Some(&digest), labels)).await? {
-            Ok(_) => Ok(()),
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
-            Err(e) => Err(store_err(e)),
-        }
+        already_exists_ok(
+            run(move || w.commit(size, Some(&digest), labels))
+                .await?
+                .map_err(store_err),
+        )
     }
 }
 
 #[async_trait::async_trait]
 impl ContentStore for LocalContent {
     async fn info(&self, cx: &Cx, digest: &str) -> Result<Option<BlobInfo>, StoreError> {
-        let (c, ns, digest) = (
-            self.content.clone(),
-            cx.namespace.clone(),
-            digest.to_owned(),
-        );
-        match run(move || c.info(&ns, &digest)).await? {
-            Ok(rec) => Ok(Some(BlobInfo {
-                size: rec.size,
-                labels: rec.labels,
-            })),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(store_err(e)),
-        }
+        let rec = absent_as_none(self.blocking(cx, digest, |c, ns, d| c.info(ns, d)).await)?;
+        Ok(rec.map(|rec| BlobInfo {
+            size: rec.size,
+            labels: rec.labels,
+        }))
     }
 
     async fn status(&self, cx: &Cx, ingest_ref: &str) -> Result<Option<IngestStatus>, StoreError> {
-        let (c, ns, r) = (
-            self.content.clone(),
-            cx.namespace.clone(),
-            ingest_ref.to_owned(),
-        );
-        match run(move || c.status(&ns, &r)).await? {
-            Ok(s) => Ok(Some(IngestStatus {
-                offset: s.offset,
-                total: s.total,
-            })),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(store_err(e)),
-        }
+        let status = self.blocking(cx, ingest_ref, |c, ns, r| c.status(ns, r));
+        let status = absent_as_none(status.await)?;
+        Ok(status.map(|s| IngestStatus {
+            offset: s.offset,
+            total: s.total,
+        }))
     }
 
     async fn writer(
@@ -270,24 +266,15 @@ impl ContentStore for LocalContent {
                 )
             })
             .await;
-            match opened {
-                Err(e) => OpenAttempt::Failed(e),
-                Ok(Ok(w)) => {
-                    let offset = w.status().offset;
-                    OpenAttempt::Done(Ingest::Writer(Box::new(LocalWriter {
-                        writer: Some(w),
-                        offset,
-                        expected: expected.clone(),
-                    })))
-                }
-                Ok(Err(e)) if e.kind() == ErrorKind::AlreadyExists => {
-                    OpenAttempt::Done(Ingest::Present)
-                }
-                Ok(Err(e)) if e.kind() == ErrorKind::Unavailable => {
-                    OpenAttempt::Locked(store_err(e))
-                }
-                Ok(Err(e)) => OpenAttempt::Failed(store_err(e)),
-            }
+            let opened = opened.and_then(|r| r.map_err(store_err)).map(|w| {
+                let offset = w.status().offset;
+                Box::new(LocalWriter {
+                    writer: Some(w),
+                    offset,
+                    expected: expected.clone(),
+                }) as Box<dyn ContentWriter>
+            });
+            opened.into()
         })
         .await
     }
@@ -317,12 +304,7 @@ impl ContentStore for LocalContent {
         cx: &Cx,
         digest: &str,
     ) -> Result<BoxStream<'static, Result<Bytes, StoreError>>, StoreError> {
-        let (c, ns, d) = (
-            self.content.clone(),
-            cx.namespace.clone(),
-            digest.to_owned(),
-        );
-        let (file, _) = run(move || c.open(&ns, &d)).await?.map_err(store_err)?;
+        let (file, _) = self.blocking(cx, digest, |c, ns, d| c.open(ns, d)).await?;
         let digest = digest.to_owned();
         let stream = ReaderStream::with_capacity(tokio::fs::File::from_std(file), READ_CHUNK).map(
             move |r| {
@@ -343,24 +325,12 @@ impl ContentStore for LocalContent {
         digest: &str,
         labels: &BTreeMap<String, String>,
     ) -> Result<(), StoreError> {
-        if labels.is_empty() {
+        let Some((set, paths)) = label_update(labels) else {
             return Ok(());
-        }
-        let paths: Vec<String> = labels.keys().map(|k| format!("labels.{k}")).collect();
-        let set: BTreeMap<String, String> = labels
-            .iter()
-            .filter(|(_, v)| !v.is_empty())
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let (c, ns, digest) = (
-            self.content.clone(),
-            cx.namespace.clone(),
-            digest.to_owned(),
-        );
-        run(move || c.update(&ns, &digest, set, &paths))
-            .await?
+        };
+        self.blocking(cx, digest, move |c, ns, d| c.update(ns, d, set, &paths))
+            .await
             .map(|_| ())
-            .map_err(store_err)
     }
 }
 
@@ -379,6 +349,18 @@ impl LocalSnapshots {
             name: name.to_owned(),
         }
     }
+
+    /// Runs `f(snapshots, cx, snapshotter)` on the blocking pool; its error becomes a store
+    /// error.
+    async fn blocking<T, E, F>(&self, cx: &Cx, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&NamespacedSnapshots, &Cx, &str) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: Classify + Send + Sync + 'static,
+    {
+        let (s, cx, sn) = (self.snapshots.clone(), cx.clone(), self.name.clone());
+        run(move || f(&s, &cx, &sn)).await?.map_err(store_err)
+    }
 }
 
 #[async_trait::async_trait]
@@ -388,17 +370,9 @@ impl SnapshotStore for LocalSnapshots {
     }
 
     async fn exists(&self, cx: &Cx, key: &str) -> Result<bool, StoreError> {
-        let (s, ns, sn, key) = (
-            self.snapshots.clone(),
-            cx.namespace.clone(),
-            self.name.clone(),
-            key.to_owned(),
-        );
-        match run(move || s.stat(&ns, &sn, &key)).await? {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(store_err(e)),
-        }
+        let key = key.to_owned();
+        let stat = self.blocking(cx, move |s, cx, sn| s.stat(&cx.namespace, sn, &key));
+        Ok(absent_as_none(stat.await)?.is_some())
     }
 
     async fn prepare(
@@ -408,28 +382,13 @@ impl SnapshotStore for LocalSnapshots {
         parent: &str,
         labels: &BTreeMap<String, String>,
     ) -> Result<Vec<Mount>, StoreError> {
-        let (s, cx, sn, key, parent, labels) = (
-            self.snapshots.clone(),
-            cx.clone(),
-            self.name.clone(),
-            key.to_owned(),
-            parent.to_owned(),
-            labels.clone(),
-        );
-        let mounts = run(move || {
+        let (key, parent, labels) = (key.to_owned(), parent.to_owned(), labels.clone());
+        self.blocking(cx, move |s, cx, sn| {
             let parent = (!parent.is_empty()).then_some(parent.as_str());
-            s.prepare(
-                &cx.namespace,
-                &sn,
-                &key,
-                parent,
-                labels,
-                cx.lease.as_deref(),
-            )
+            let lease = cx.lease.as_deref();
+            s.prepare(&cx.namespace, sn, &key, parent, labels, lease)
         })
-        .await?
-        .map_err(store_err)?;
-        Ok(mounts)
+        .await
     }
 
     async fn commit(
@@ -439,29 +398,18 @@ impl SnapshotStore for LocalSnapshots {
         key: &str,
         labels: &BTreeMap<String, String>,
     ) -> Result<(), StoreError> {
-        let (s, cx, sn, name, key, labels) = (
-            self.snapshots.clone(),
-            cx.clone(),
-            self.name.clone(),
-            name.to_owned(),
-            key.to_owned(),
-            labels.clone(),
-        );
-        run(move || s.commit(&cx.namespace, &sn, &name, &key, labels, cx.lease.as_deref()))
-            .await?
-            .map_err(store_err)
+        let (name, key, labels) = (name.to_owned(), key.to_owned(), labels.clone());
+        self.blocking(cx, move |s, cx, sn| {
+            let lease = cx.lease.as_deref();
+            s.commit(&cx.namespace, sn, &name, &key, labels, lease)
+        })
+        .await
     }
 
     async fn remove(&self, cx: &Cx, key: &str) -> Result<(), StoreError> {
-        let (s, ns, sn, key) = (
-            self.snapshots.clone(),
-            cx.namespace.clone(),
-            self.name.clone(),
-            key.to_owned(),
-        );
-        run(move || s.remove(&ns, &sn, &key))
-            .await?
-            .map_err(store_err)
+        let key = key.to_owned();
+        self.blocking(cx, move |s, cx, sn| s.remove(&cx.namespace, sn, &key))
+            .await
     }
 }
 
@@ -523,11 +471,10 @@ impl LocalImages {
 impl ImageStore for LocalImages {
     async fn get(&self, cx: &Cx, name: &str) -> Result<Option<Image>, StoreError> {
         let (m, ns, name) = (self.meta.clone(), cx.namespace.clone(), name.to_owned());
-        match run(move || m.get_image(&ns, &name)).await? {
-            Ok(image) => Ok(Some(from_meta_image(image))),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(store_err(e)),
-        }
+        let image = run(move || m.get_image(&ns, &name))
+            .await?
+            .map_err(store_err);
+        Ok(absent_as_none(image)?.map(from_meta_image))
     }
 
     async fn create(&self, cx: &Cx, image: &Image) -> Result<Image, StoreError> {
@@ -607,20 +554,13 @@ impl LeaseManager for LocalLeases {
 }
 
 /// All five local stores, unpacking into one snapshotter (the local twin of
-/// `berth_transfer::grpc::GrpcStores`).
+/// `berth_transfer::grpc::GrpcStores`); [`StoreSet::stores`] gives their [`Stores`] view.
+///
+/// [`Stores`]: berth_transfer::Stores
 #[derive(Debug, Clone)]
-pub struct LocalStores {
-    /// Content.
-    pub content: LocalContent,
-    /// The snapshotter layers are unpacked into.
-    pub snapshots: LocalSnapshots,
-    /// The diff applier.
-    pub applier: LocalApplier,
-    /// Images.
-    pub images: LocalImages,
-    /// Leases.
-    pub leases: LocalLeases,
-}
+pub struct LocalStores(
+    StoreSet<LocalContent, LocalSnapshots, LocalApplier, LocalImages, LocalLeases>,
+);
 
 impl LocalStores {
     /// The daemon's stores: `differ` must apply from the same content store as `content`
@@ -632,25 +572,21 @@ impl LocalStores {
         snapshotter: &str,
         differ: LayerDiffer,
     ) -> Self {
-        Self {
+        Self(StoreSet {
             content: LocalContent::new(content),
             snapshots: LocalSnapshots::new(snapshots, snapshotter),
             applier: LocalApplier::new(differ),
             images: LocalImages::new(meta.clone()),
             leases: LocalLeases::new(meta),
-        }
+        })
     }
+}
 
-    /// The [`Stores`] view of these stores in `namespace`.
-    pub fn stores<'a>(&'a self, namespace: &'a str) -> Stores<'a> {
-        Stores {
-            namespace,
-            content: &self.content,
-            snapshots: &self.snapshots,
-            applier: &self.applier,
-            images: &self.images,
-            leases: &self.leases,
-        }
+impl std::ops::Deref for LocalStores {
+    type Target = StoreSet<LocalContent, LocalSnapshots, LocalApplier, LocalImages, LocalLeases>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
     }
 }
 

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
-use berth_errdefs::{grpc, ErrorKind};
+use berth_errdefs::grpc;
 use berth_proto::containerd::services::content::v1::content_client::ContentClient;
 use berth_proto::containerd::services::content::v1::{
     Info as ContentInfo, InfoRequest, ReadContentRequest, StatusRequest, UpdateRequest,
@@ -33,12 +33,12 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::codec::Streaming;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
-use tonic::{Code, Request, Status};
+use tonic::{Request, Status};
 
 use crate::error::StoreError;
 use crate::store::{
-    open_ingest_retrying, Applier, ContentStore, ContentWriter, Cx, ImageStore, Ingest,
-    LeaseManager, OpenAttempt, SnapshotStore, Stores,
+    absent_as_none, already_exists_ok, label_update, open_ingest_retrying, Applier, ContentStore,
+    ContentWriter, Cx, ImageStore, Ingest, LeaseManager, SnapshotStore, StoreSet,
 };
 use crate::types::{BlobInfo, Descriptor, Image, IngestStatus, Mount};
 
@@ -240,11 +240,7 @@ impl ContentWriter for GrpcWriter {
             labels: to_hash(&labels),
             ..Default::default()
         };
-        match self.round_trip(msg).await {
-            Ok(_) => Ok(()),
-            Err(e) if e.is_already_exists() => Ok(()),
-            Err(e) => Err(e),
-        }
+        already_exists_ok(self.round_trip(msg).await)
     }
 }
 
@@ -257,14 +253,11 @@ impl ContentStore for GrpcContent {
                 digest: digest.to_owned(),
             },
         )?;
-        match self.client.clone().info(req).await {
-            Ok(resp) => Ok(resp.into_inner().info.map(|i| BlobInfo {
-                size: u64::try_from(i.size).unwrap_or(0),
-                labels: from_hash(i.labels),
-            })),
-            Err(s) if s.code() == Code::NotFound => Ok(None),
-            Err(s) => Err(err(s)),
-        }
+        let resp = absent_as_none(self.client.clone().info(req).await.map_err(err))?;
+        Ok(resp.and_then(|r| r.into_inner().info).map(|i| BlobInfo {
+            size: u64::try_from(i.size).unwrap_or(0),
+            labels: from_hash(i.labels),
+        }))
     }
 
     async fn status(&self, cx: &Cx, ingest_ref: &str) -> Result<Option<IngestStatus>, StoreError> {
@@ -274,14 +267,13 @@ impl ContentStore for GrpcContent {
                 r#ref: ingest_ref.to_owned(),
             },
         )?;
-        match self.client.clone().status(req).await {
-            Ok(resp) => Ok(resp.into_inner().status.map(|s| IngestStatus {
+        let resp = absent_as_none(self.client.clone().status(req).await.map_err(err))?;
+        Ok(resp
+            .and_then(|r| r.into_inner().status)
+            .map(|s| IngestStatus {
                 offset: u64::try_from(s.offset).unwrap_or(0),
                 total: u64::try_from(s.total).unwrap_or(0),
-            })),
-            Err(s) if s.code() == Code::NotFound => Ok(None),
-            Err(s) => Err(err(s)),
-        }
+            }))
     }
 
     async fn writer(
@@ -291,12 +283,8 @@ impl ContentStore for GrpcContent {
         expected: &Descriptor,
     ) -> Result<Ingest, StoreError> {
         open_ingest_retrying(ingest_ref, || async {
-            match self.open_write(cx, ingest_ref, expected).await {
-                Ok(w) => OpenAttempt::Done(Ingest::Writer(Box::new(w))),
-                Err(e) if e.is_already_exists() => OpenAttempt::Done(Ingest::Present),
-                Err(e) if e.kind() == ErrorKind::Unavailable => OpenAttempt::Locked(e),
-                Err(e) => OpenAttempt::Failed(e),
-            }
+            let opened = self.open_write(cx, ingest_ref, expected).await;
+            opened.map(|w| Box::new(w) as Box<dyn ContentWriter>).into()
         })
         .await
     }
@@ -341,20 +329,15 @@ impl ContentStore for GrpcContent {
         digest: &str,
         labels: &BTreeMap<String, String>,
     ) -> Result<(), StoreError> {
-        if labels.is_empty() {
+        let Some((set, paths)) = label_update(labels) else {
             return Ok(());
-        }
-        let paths = labels.keys().map(|k| format!("labels.{k}")).collect();
+        };
         let req = request(
             cx,
             UpdateRequest {
                 info: Some(ContentInfo {
                     digest: digest.to_owned(),
-                    labels: labels
-                        .iter()
-                        .filter(|(_, v)| !v.is_empty())
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect(),
+                    labels: to_hash(&set),
                     ..Default::default()
                 }),
                 update_mask: Some(prost_types::FieldMask { paths }),
@@ -396,11 +379,8 @@ impl SnapshotStore for GrpcSnapshots {
                 key: key.to_owned(),
             },
         )?;
-        match self.client.clone().stat(req).await {
-            Ok(_) => Ok(true),
-            Err(s) if s.code() == Code::NotFound => Ok(false),
-            Err(s) => Err(err(s)),
-        }
+        let stat = self.client.clone().stat(req).await.map_err(err);
+        Ok(absent_as_none(stat)?.is_some())
     }
 
     async fn prepare(
@@ -545,11 +525,10 @@ impl ImageStore for GrpcImages {
                 name: name.to_owned(),
             },
         )?;
-        match self.client.clone().get(req).await {
-            Ok(resp) => Ok(resp.into_inner().image.map(from_proto_image)),
-            Err(s) if s.code() == Code::NotFound => Ok(None),
-            Err(s) => Err(err(s)),
-        }
+        let resp = absent_as_none(self.client.clone().get(req).await.map_err(err))?;
+        Ok(resp
+            .and_then(|r| r.into_inner().image)
+            .map(from_proto_image))
     }
 
     async fn create(&self, cx: &Cx, image: &Image) -> Result<Image, StoreError> {
@@ -634,19 +613,7 @@ impl LeaseManager for GrpcLeases {
 }
 
 /// All five proxies on one channel.
-#[derive(Debug, Clone)]
-pub struct GrpcStores {
-    /// Content proxy.
-    pub content: GrpcContent,
-    /// Snapshotter proxy.
-    pub snapshots: GrpcSnapshots,
-    /// Diff proxy.
-    pub applier: GrpcApplier,
-    /// Images proxy.
-    pub images: GrpcImages,
-    /// Leases proxy.
-    pub leases: GrpcLeases,
-}
+pub type GrpcStores = StoreSet<GrpcContent, GrpcSnapshots, GrpcApplier, GrpcImages, GrpcLeases>;
 
 impl GrpcStores {
     /// Proxies on `channel`, unpacking into the snapshotter `snapshotter`.
@@ -659,22 +626,12 @@ impl GrpcStores {
             leases: GrpcLeases::new(channel),
         }
     }
-
-    /// The [`Stores`] view of these proxies in `namespace`.
-    pub fn stores<'a>(&'a self, namespace: &'a str) -> Stores<'a> {
-        Stores {
-            namespace,
-            content: &self.content,
-            snapshots: &self.snapshots,
-            applier: &self.applier,
-            images: &self.images,
-            leases: &self.leases,
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
+    use berth_errdefs::ErrorKind;
+
     use super::*;
 
     #[test]

@@ -31,10 +31,9 @@ use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use berth_errdefs::ErrorKind;
 use bytes::Bytes;
 use futures::stream::BoxStream;
-
-use berth_errdefs::ErrorKind;
 
 use crate::error::StoreError;
 use crate::types::{BlobInfo, Descriptor, Image, IngestStatus, Mount};
