@@ -16,13 +16,13 @@ pub mod plugin;
 pub mod shim;
 pub mod task;
 
+/// The rootfs mounts a task is created with: the one domain mount of `berth-mount`.
+pub use berth_mount::Mount;
 pub use bundle::Bundle;
 pub use config::{Config, Timeouts};
 pub use error::RuntimeError;
 pub use events::{DiscardEvents, EventSink};
 pub use manager::{CreateOpts, ManagerConfig, TaskManager};
-/// The rootfs mounts a task is created with: the one domain mount of `berth-mount`.
-pub use berth_mount::Mount;
 pub use shim::Exit;
 pub use task::{Task, TaskIo};
 
