@@ -123,13 +123,15 @@ pub enum RuntimeError {
         /// The ttrpc error.
         source: TtrpcError,
     },
-    /// A ttrpc call to the shim failed; a shim status keeps its code and message.
-    #[error("{}", shim_message(.source))]
+    /// A ttrpc call to the shim failed; a shim status keeps its code and message. The ttrpc
+    /// error is not a `source`: its text is already the message, and a status chain walking
+    /// into it would repeat the shim's words with a `code N:` in between.
+    #[error("{}", shim_message(.error))]
     Shim {
         /// The shim method.
         method: &'static str,
         /// The ttrpc error.
-        source: TtrpcError,
+        error: TtrpcError,
     },
 }
 
@@ -146,7 +148,7 @@ impl RuntimeError {
         matches!(
             self,
             RuntimeError::Shim {
-                source: TtrpcError::Closed,
+                error: TtrpcError::Closed,
                 ..
             }
         )
@@ -167,7 +169,7 @@ impl Classify for RuntimeError {
             RuntimeError::TaskNotFound(_) => ErrorKind::NotFound,
             RuntimeError::ShimTimeout { .. } => ErrorKind::DeadlineExceeded,
             RuntimeError::Connect { .. } => ErrorKind::Unavailable,
-            RuntimeError::Shim { source, .. } => match source {
+            RuntimeError::Shim { error, .. } => match error {
                 TtrpcError::Status(st) => code::to_native(st.code),
                 TtrpcError::Timeout => ErrorKind::DeadlineExceeded,
                 _ => ErrorKind::Internal,
@@ -189,16 +191,20 @@ mod tests {
     fn shim_statuses_keep_message_and_class() {
         let e = RuntimeError::Shim {
             method: "Kill",
-            source: TtrpcError::Status(berth_ttrpc::status(
+            error: TtrpcError::Status(berth_ttrpc::status(
                 berth_ttrpc::code::NOT_FOUND,
                 "process already finished: not found",
             )),
         };
         assert_eq!(e.kind(), ErrorKind::NotFound);
         assert_eq!(e.to_string(), "process already finished: not found");
+        assert!(
+            std::error::Error::source(&e).is_none(),
+            "the message is said once"
+        );
         let closed = RuntimeError::Shim {
             method: "State",
-            source: TtrpcError::Closed,
+            error: TtrpcError::Closed,
         };
         assert!(closed.is_closed());
         assert_eq!(

@@ -115,7 +115,7 @@ impl Task {
         self.client
             .call(TASK_SERVICE, method, req, opts)
             .await
-            .map_err(|source| RuntimeError::Shim { method, source })
+            .map_err(|error| RuntimeError::Shim { method, error })
     }
 
     fn check_exec_id(exec_id: &str) -> Result<(), RuntimeError> {
