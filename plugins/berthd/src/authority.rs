@@ -8,10 +8,11 @@
 //! would be a fork to maintain, so the fix sits in the connection layer: [`AuthorityFix`] wraps
 //! each accepted connection and edits the client's header blocks before h2 reads them.
 //!
-//! HPACK state is per connection (a dynamic table both sides keep in step), so every header block
-//! is decoded to follow the client's table. While every authority is valid the client's bytes go
-//! to h2 unchanged. The first invalid authority switches the connection to rewriting: from then
-//! on each block is re-encoded with literal fields that never touch the dynamic table (h2's copy
+//! HPACK state is per connection (a dynamic table both sides keep in step). The first request's
+//! header block is decoded: if its authority is valid, the connection is left alone from then on
+//! (a client sends one authority on all calls of a connection), its bytes going to h2 unchanged.
+//! An invalid authority switches the connection to rewriting: every header block is decoded to
+//! follow the client's table, and each is re-encoded with literal fields that never touch the dynamic table (h2's copy
 //! of the table, identical to the client's up to that block, is simply never referenced again),
 //! with the authority replaced by `localhost`, the value grpc-go and the kubelet send on unix
 //! sockets. Only HEADERS and CONTINUATION frames are touched; everything else streams through.
@@ -352,7 +353,12 @@ impl FrameRewriter {
             name == b":authority" && http::uri::Authority::try_from(value.as_slice()).is_err()
         };
         if !self.rewriting && !fields.iter().any(invalid) {
+            // The authority is a property of the client's channel: every call on a connection
+            // carries the same one. A connection whose first request is fine needs no more
+            // inspection, so it stops paying for HPACK decoding (the `hpack` crate builds a
+            // Huffman table per string: ~20 µs of CPU per Version call when kept on).
             self.output.extend_from_slice(&block.raw);
+            self.position = Position::Passthrough;
             return;
         }
         if !self.rewriting {
@@ -550,31 +556,44 @@ mod tests {
         for step in [1, 7, 4096] {
             assert_eq!(rewrite(&input, step), input, "step {step}");
         }
+        // A Huffman-coded first request (RFC 7541 C.4.1) is decoded and found valid too.
+        let mut input = PREFACE.to_vec();
+        input.extend(frame(HEADERS, END_HEADERS | END_STREAM, 1, HUFFMAN_REQUEST));
+        assert_eq!(rewrite(&input, 3), input);
+    }
+
+    #[test]
+    fn a_connection_whose_first_authority_is_valid_is_not_inspected_further() {
+        let mut enc = hpack::Encoder::new();
+        let mut input = PREFACE.to_vec();
+        for (id, authority) in [(1, "localhost"), (3, "/run/berth/berthd.sock")] {
+            let fields = request(authority, "/v.Version/Version");
+            input.extend(frame(HEADERS, END_HEADERS, id, &encode(&mut enc, &fields)));
+        }
+        let mut r = FrameRewriter::new();
+        r.push(&input);
+        assert_eq!(r.position, Position::Passthrough);
+        assert_eq!(r.output.to_vec(), input);
     }
 
     #[test]
     fn a_socket_path_authority_becomes_localhost_and_later_blocks_still_decode() {
         let mut enc = hpack::Encoder::new();
         let mut input = PREFACE.to_vec();
-        // The first block indexes fields in the client's dynamic table; the second and third
-        // refer to them, which h2's table (never fed the rewritten block) must not need.
+        // The first block indexes fields in the client's dynamic table and is rewritten; the
+        // later ones refer to those entries, which h2's table (never fed them) must not need,
+        // and a later valid authority is kept as it is.
         let mut expected = Vec::new();
         for (id, authority) in [
-            (1, "localhost"),
+            (1, "%2Frun%2Fberth%2Fberthd.sock"),
             (3, "%2Frun%2Fberth%2Fberthd.sock"),
-            (5, "%2Frun%2Fberth%2Fberthd.sock"),
-            (7, "/run/berth/berthd.sock"),
+            (5, "/run/berth/berthd.sock"),
+            (7, "localhost"),
         ] {
             let fields = request(authority, "/c.Containers/List");
             input.extend(frame(HEADERS, END_HEADERS, id, &encode(&mut enc, &fields)));
             input.extend(frame(0x0, END_STREAM, id, b"\0\0\0\0\0"));
-            expected.push((
-                id,
-                request(
-                    if id == 1 { authority } else { "localhost" },
-                    "/c.Containers/List",
-                ),
-            ));
+            expected.push((id, request("localhost", "/c.Containers/List")));
         }
         for step in [1, 5, 100_000] {
             let out = rewrite(&input, step);
