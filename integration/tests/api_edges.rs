@@ -13,15 +13,15 @@
 // `src/vmm/tests/integration_tests.rs`.
 #![allow(clippy::tests_outside_test_module)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use berth_integration::containerd::Containerd;
 use berth_integration::image::build_busybox_image;
 use berth_integration::{
-    ctr_at, namespaced, require_binary, require_root, run_with_timeout, CmdOutput, Daemon, CTR_BIN,
-    CTR_TIMEOUT, NAMESPACE_HEADER,
+    channel_at, ctr_at, namespaced, require_binary, require_root, run_with_timeout, CmdOutput,
+    Daemon, CTR_BIN, CTR_TIMEOUT, NAMESPACE_HEADER,
 };
 use berth_proto::containerd::services::containers::v1::containers_client::ContainersClient;
 use berth_proto::containerd::services::containers::v1::{
@@ -43,13 +43,11 @@ use berth_proto::containerd::services::namespaces::v1::{
 };
 use berth_proto::containerd::services::snapshots::v1::PrepareSnapshotRequest;
 use berth_proto::containerd::types::Descriptor;
-use hyper_util::rt::TokioIo;
 use prost::bytes::{Buf, BufMut};
 use prost::Message;
-use tokio::net::UnixStream;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::metadata::AsciiMetadataValue;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
 /// The namespace every case works in.
@@ -72,20 +70,6 @@ const IMAGE: &str = "docker.io/library/bb:latest";
 
 /// How long to wait for a task to stop after SIGKILL.
 const WAIT: Duration = Duration::from_secs(20);
-
-/// A gRPC connection to any unix socket (berthd or a real containerd).
-async fn channel_at(address: &Path) -> Channel {
-    let path: PathBuf = address.to_owned();
-    let shown = path.display().to_string();
-    Endpoint::try_from("http://[::]:50051")
-        .expect("the placeholder URI is valid")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
-        }))
-        .await
-        .unwrap_or_else(|e| panic!("cannot connect to {shown}: {e}"))
-}
 
 /// A codec that sends and receives message bodies as raw bytes.
 #[derive(Debug, Clone, Copy, Default)]

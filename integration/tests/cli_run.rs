@@ -6,17 +6,16 @@
 // `src/vmm/tests/integration_tests.rs`.
 #![allow(clippy::tests_outside_test_module)]
 
-use std::fs::{self, File};
-use std::os::unix::net::UnixStream;
+use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use berth_integration::berth_cli::berth;
+use berth_integration::containerd::Containerd;
 use berth_integration::image::{build_busybox_image, BUSYBOX};
 use berth_integration::{require_binary, require_root, Daemon};
-use tempfile::TempDir;
 
 const IMAGE: &str = "docker.io/library/bb:latest";
 
@@ -352,80 +351,6 @@ fn containers_create_then_tasks_start() {
     berth(a, &["containers", "rm", &c1, &c2]).ok();
 }
 
-/// A private containerd, killed on drop.
-struct Containerd {
-    dir: TempDir,
-    address: PathBuf,
-    child: Option<Child>,
-}
-
-impl Containerd {
-    fn start() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("ctd-")
-            .tempdir_in("/tmp")
-            .expect("create a temporary directory");
-        let p = dir.path();
-        let address = p.join("c.sock");
-        let config = p.join("config.toml");
-        fs::write(
-            &config,
-            format!(
-                "version = 2\nroot = {:?}\nstate = {:?}\n\
-                 disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
-                 [grpc]\n  address = {:?}\n\
-                 [plugins.\"io.containerd.internal.v1.opt\"]\n  path = {:?}\n",
-                p.join("root"),
-                p.join("state"),
-                address,
-                p.join("opt"),
-            ),
-        )
-        .expect("write the containerd config");
-        let log = File::create(p.join("containerd.log")).expect("create the containerd log");
-        let child = Command::new("containerd")
-            .arg("--config")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clone the log handle"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn containerd");
-        let mut this = Self {
-            dir,
-            address,
-            child: Some(child),
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while UnixStream::connect(&this.address).is_err() {
-            let exited = this
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten());
-            assert!(
-                exited.is_none() && Instant::now() < deadline,
-                "containerd not ready ({exited:?})"
-            );
-            thread::sleep(Duration::from_millis(50));
-        }
-        this
-    }
-}
-
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if thread::panicking() {
-            let log =
-                fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default();
-            eprintln!("--- containerd log ---\n{log}--- end ---");
-        }
-    }
-}
-
 #[test]
 fn run_against_real_containerd() {
     if !require_root()
@@ -436,8 +361,8 @@ fn run_against_real_containerd() {
         return;
     }
     let ctd = Containerd::start();
-    let a = ctd.address.as_path();
-    import(a, ctd.dir.path(), &["--snapshotter", "native"]);
+    let a = ctd.address();
+    import(a, ctd.dir(), &["--snapshotter", "native"]);
     let [x1, x2, x3] = ["ctd-x1", "ctd-x2", "ctd-x3"].map(uid);
     let _cleanup = Cleanup {
         address: a,
