@@ -19,6 +19,8 @@ use berth_proto::containerd::services::namespaces::v1::namespaces_server::Namesp
 use berth_proto::containerd::services::snapshots::v1::snapshots_server::SnapshotsServer;
 use berth_proto::containerd::services::tasks::v1::tasks_server::TasksServer;
 use berth_proto::containerd::services::version::v1::version_server::VersionServer;
+use berth_proto::runtime::v1::image_service_server::ImageServiceServer;
+use berth_proto::runtime::v1::runtime_service_server::RuntimeServiceServer;
 use tonic::body::Body;
 use tonic::server::NamedService;
 use tonic::service::Routes;
@@ -56,10 +58,12 @@ generated_message_limits!(
     DiffServer,
     EventsServer,
     HealthServer,
+    ImageServiceServer,
     ImagesServer,
     IntrospectionServer,
     LeasesServer,
     NamespacesServer,
+    RuntimeServiceServer,
     SnapshotsServer,
     TasksServer,
     VersionServer,
@@ -95,13 +99,56 @@ impl GrpcService {
             + 'static,
         S::Future: Send + 'static,
     {
-        let server = Edge::new(server.with_message_limits(MAX_MESSAGE_SIZE));
         GrpcService {
             name: S::NAME,
-            add: Mutex::new(Some(Box::new(move |routes: Routes| {
-                routes.add_service(server)
-            }))),
+            add: Mutex::new(Some(Self::adder(server))),
         }
+    }
+
+    /// This service and `server` besides, for a plugin that serves two (the CRI's runtime and
+    /// image services).
+    pub fn and<S>(self, server: S) -> Self
+    where
+        S: MessageLimits
+            + tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let first = self
+            .add
+            .into_inner()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let second = Self::adder(server);
+        let both: AddFn = Box::new(move |routes: Routes| {
+            let routes = match first {
+                Some(first) => first(routes),
+                None => routes,
+            };
+            second(routes)
+        });
+        GrpcService {
+            name: self.name,
+            add: Mutex::new(Some(both)),
+        }
+    }
+
+    fn adder<S>(server: S) -> AddFn
+    where
+        S: MessageLimits
+            + tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let server = Edge::new(server.with_message_limits(MAX_MESSAGE_SIZE));
+        Box::new(move |routes: Routes| routes.add_service(server))
     }
 
     /// The fully qualified gRPC service name.

@@ -14,5 +14,7 @@ pub fn register_all(registry: &mut Registry) -> Result<(), RegistryError> {
     berth_services::register(registry)?;
     // After the services: the Tasks service requires it, so it still loads just before Tasks.
     registry.register(berth_runtime::plugin::registration())?;
+    // After the runtime it drives.
+    registry.register(berth_cri::registration())?;
     Ok(())
 }

@@ -1,0 +1,7 @@
+//! The image RPCs, one module each.
+
+pub mod fs_info;
+pub mod list;
+pub mod pull;
+pub mod remove;
+pub mod status;

@@ -1,0 +1,1 @@
+//! Network namespaces created and pinned (bind-mounted) under the CRI state dir.

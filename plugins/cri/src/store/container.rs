@@ -1,0 +1,5 @@
+//! Container records.
+
+/// The live CRI containers.
+#[derive(Debug, Default)]
+pub struct ContainerStore {}
