@@ -11,12 +11,14 @@ pub mod config;
 pub mod container;
 pub mod error;
 pub mod image;
+pub mod logs;
 pub mod netns;
 pub mod plugin;
 pub mod runtime_info;
 pub mod sandbox;
 pub mod server;
 pub mod service;
+pub mod stats;
 pub mod spec;
 pub mod store;
 

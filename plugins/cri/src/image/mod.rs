@@ -2,6 +2,7 @@
 
 pub mod fs_info;
 pub mod list;
+pub mod lookup;
 pub mod pull;
 pub mod remove;
 pub mod status;
