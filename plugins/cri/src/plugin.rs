@@ -72,6 +72,7 @@ pub fn registration() -> Registration {
                 events,
                 store: Stores::default(),
             }));
+            crate::sandbox::recover::recover_at_start(&cri).map_err(PluginError::init)?;
             let service = GrpcService::new(RuntimeServiceServer::new(cri.clone()))
                 .and(ImageServiceServer::new(cri));
             Ok(Arc::new(service))
