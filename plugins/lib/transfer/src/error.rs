@@ -195,6 +195,22 @@ pub enum TransferError {
         /// The chain ID of the layer.
         chain_id: String,
     },
+    /// A registry hosts file (`hosts.toml`) or its directory cannot be read or parsed.
+    #[error("registry host configuration {path}: {reason}")]
+    HostsConfig {
+        /// The file or directory.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// No configured endpoint of a registry can do what a pull needs.
+    #[error("no endpoint of registry {registry} can {capability} (check its hosts.toml)")]
+    NoEndpoint {
+        /// The registry host.
+        registry: String,
+        /// `resolve` or `pull`.
+        capability: &'static str,
+    },
     /// Applying a layer gave a different diffID than the config lists.
     #[error("wrong diff id calculated on extraction of {layer}: got {got}, config has {expected}")]
     DiffIdMismatch {
@@ -331,6 +347,7 @@ impl Classify for TransferError {
             Self::InvalidContent { .. } => ErrorKind::FailedPrecondition,
             Self::Store { source, .. } => source.kind(),
             Self::DownloadLost { .. } => ErrorKind::Internal,
+            Self::HostsConfig { .. } | Self::NoEndpoint { .. } => ErrorKind::FailedPrecondition,
             Self::ExtractionCollides { .. } => ErrorKind::AlreadyExists,
         }
     }

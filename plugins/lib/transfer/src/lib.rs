@@ -27,6 +27,7 @@
 
 pub mod error;
 pub mod grpc;
+pub mod hosts;
 pub mod manifest;
 pub mod progress;
 pub mod pull;
@@ -36,6 +37,7 @@ pub mod store;
 pub mod types;
 
 pub use error::{StoreError, TransferError};
+pub use hosts::{registry_hosts, RegistryHost};
 pub use progress::{NoProgress, Progress};
 pub use pull::{pull, PullOptions};
 pub use push::{push, PushOptions};

@@ -18,6 +18,7 @@ use oci_client::Client;
 use tokio::sync::mpsc;
 
 use crate::error::{StoreError, TransferError};
+use crate::hosts::RegistryHost;
 use crate::manifest::{
     parse_config, parse_index, parse_manifest, select_entries, sniff_media_type,
 };
@@ -84,26 +85,37 @@ pub async fn pull(
     opts: &PullOptions,
     stores: &Stores<'_>,
 ) -> Result<Image, TransferError> {
-    let image_ref = ImageRef::parse(reference)?;
+    let mut image_ref = ImageRef::parse(reference)?;
     let registry = image_ref.registry().to_owned();
-    let client = opts.registry.client();
-    let auth = opts.registry.auth();
-    client
-        .store_auth_if_needed(image_ref.reference.resolve_registry(), &auth)
-        .await;
-
-    let (root_bytes, root_digest) = client
-        .pull_manifest_raw(&image_ref.reference, &auth, &media_type::MANIFESTS)
-        .await
-        .map_err(|e| {
-            TransferError::from_oci(e, &registry, &format!("manifest {}", image_ref.name))
-        })?;
+    let endpoints = opts.registry.endpoints(&registry);
+    let resolved = resolve(&image_ref, &endpoints, opts).await?;
+    let (client, auth) = if resolved.endpoint.capabilities.pull {
+        point_at(&mut image_ref, &resolved.endpoint);
+        (resolved.client, resolved.auth)
+    } else {
+        // Resolved where blobs may not be fetched: the first endpoint that may serve them.
+        let ep = endpoints
+            .iter()
+            .find(|h| h.capabilities.pull && h.standard_path())
+            .ok_or_else(|| TransferError::NoEndpoint {
+                registry: registry.clone(),
+                capability: "pull",
+            })?;
+        let client = opts.registry.client_for(ep);
+        let auth = opts.registry.auth_for(&ep.host);
+        point_at(&mut image_ref, ep);
+        client
+            .store_auth_if_needed(image_ref.reference.resolve_registry(), &auth)
+            .await;
+        (client, auth)
+    };
+    let (root_bytes, root_digest) = (resolved.bytes, resolved.digest);
     let root = Descriptor::new(
         &sniff_media_type(&root_bytes, &root_digest)?,
         &root_digest,
         root_bytes.len() as u64,
     );
-    tracing::debug!(name = %image_ref.name, digest = %root.digest, media_type = %root.media_type, "resolved");
+    tracing::debug!(name = %image_ref.name, digest = %root.digest, media_type = %root.media_type, endpoint = %resolved.endpoint.url(), "resolved");
 
     let base = Cx::new(stores.namespace);
     let lease = format!("berth-pull-{}", uuid::Uuid::new_v4().simple());
@@ -135,6 +147,91 @@ pub async fn pull(
     Ok(image)
 }
 
+/// The root manifest or index of a reference, and where it came from.
+struct Resolved {
+    endpoint: RegistryHost,
+    client: Client,
+    auth: RegistryAuth,
+    bytes: Vec<u8>,
+    digest: String,
+}
+
+/// Asks each endpoint that may resolve (a tag) or pull (a digest) for the root manifest, in
+/// order; the first answer wins. When none answers, the first endpoint's error is returned,
+/// as containerd's resolver does.
+async fn resolve(
+    image_ref: &ImageRef,
+    endpoints: &[RegistryHost],
+    opts: &PullOptions,
+) -> Result<Resolved, TransferError> {
+    let by_digest = image_ref.reference.digest().is_some();
+    let capability = if by_digest { "pull" } else { "resolve" };
+    let mut first_err = None;
+    let mut tried = 0;
+    for ep in endpoints {
+        let able = if by_digest {
+            ep.capabilities.pull
+        } else {
+            ep.capabilities.resolve
+        };
+        if !able {
+            continue;
+        }
+        if !ep.standard_path() {
+            tracing::warn!(endpoint = %ep.url(), "registry endpoint skipped: only the /v2 path is supported");
+            continue;
+        }
+        tried += 1;
+        let mut r = image_ref.clone();
+        point_at(&mut r, ep);
+        let client = opts.registry.client_for(ep);
+        let auth = opts.registry.auth_for(&ep.host);
+        client
+            .store_auth_if_needed(r.reference.resolve_registry(), &auth)
+            .await;
+        match client
+            .pull_manifest_raw(&r.reference, &auth, &media_type::MANIFESTS)
+            .await
+        {
+            Ok((bytes, digest)) => {
+                return Ok(Resolved {
+                    endpoint: ep.clone(),
+                    client,
+                    auth,
+                    bytes: bytes.to_vec(),
+                    digest,
+                })
+            }
+            Err(e) => {
+                let err =
+                    TransferError::from_oci(e, &ep.host, &format!("manifest {}", image_ref.name));
+                tracing::debug!(endpoint = %ep.url(), "resolving failed: {err}");
+                first_err.get_or_insert(err);
+            }
+        }
+    }
+    Err(match first_err {
+        Some(e) => e,
+        None => {
+            debug_assert_eq!(tried, 0);
+            TransferError::NoEndpoint {
+                registry: image_ref.registry().to_owned(),
+                capability,
+            }
+        }
+    })
+}
+
+/// Makes `image_ref` fetch from `endpoint` (a mirror keeps the repository path; the name and
+/// distribution source stay the original registry's).
+fn point_at(image_ref: &mut ImageRef, endpoint: &RegistryHost) {
+    if endpoint.host != image_ref.registry() {
+        image_ref
+            .reference
+            .set_mirror_registry(endpoint.host.clone());
+    }
+}
+
 /// One pull in progress.
 struct Puller<'a> {
     client: Client,
@@ -156,8 +253,12 @@ impl Puller<'_> {
         &*self.opts.progress
     }
 
+    /// The host blobs come from (a mirror's when the pull goes through one), for messages.
     fn registry(&self) -> &str {
-        self.image_ref.registry()
+        match self.image_ref.reference.namespace() {
+            Some(_) => self.image_ref.reference.resolve_registry(),
+            None => self.image_ref.registry(),
+        }
     }
 
     async fn run(&self, root: Descriptor, root_bytes: Vec<u8>) -> Result<Image, TransferError> {
@@ -296,7 +397,14 @@ impl Puller<'_> {
         let layers = &manifest.layers;
 
         if !chosen.unpack {
-            return stream::iter(layers.iter().map(|l| self.fetch_blob(l, BTreeMap::new())))
+            // Collected first: a lazy `map` over borrowed layers makes the pull future fail
+            // rustc's `Send` proof in generic callers (rust-lang/rust#102211), and the daemon
+            // side (the CRI) needs a `Send` future.
+            let fetches: Vec<_> = layers
+                .iter()
+                .map(|l| self.fetch_blob(l, BTreeMap::new()))
+                .collect();
+            return stream::iter(fetches)
                 .buffer_unordered(self.opts.registry.parallelism())
                 .try_collect::<Vec<()>>()
                 .await
@@ -324,8 +432,10 @@ impl Puller<'_> {
         // Downloads run `parallelism` at a time and report each finished index; the unpacker
         // applies layer i as soon as layers 0..=i are in, while later ones still download.
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<usize>();
-        let downloads = async move {
-            stream::iter(layers.iter().enumerate().map(|(i, l)| {
+        let fetches: Vec<_> = layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
                 let tx = done_tx.clone();
                 async move {
                     self.fetch_blob(l, BTreeMap::new()).await?;
@@ -333,11 +443,15 @@ impl Puller<'_> {
                     let _ = tx.send(i);
                     Ok::<(), TransferError>(())
                 }
-            }))
-            .buffer_unordered(self.opts.registry.parallelism())
-            .try_collect::<Vec<()>>()
-            .await
-            .map(|_| ())
+            })
+            .collect();
+        drop(done_tx);
+        let downloads = async move {
+            stream::iter(fetches)
+                .buffer_unordered(self.opts.registry.parallelism())
+                .try_collect::<Vec<()>>()
+                .await
+                .map(|_| ())
         };
         let unpacking = async {
             let mut ready = vec![false; layers.len()];

@@ -9,6 +9,7 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 
 use crate::error::TransferError;
+use crate::hosts::RegistryHost;
 
 /// How long connecting to a registry may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -28,6 +29,14 @@ pub struct RegistryOptions {
     pub skip_verify: bool,
     /// How many blobs move at once (0: 3, as ctr's default `max-concurrent-downloads`).
     pub concurrency: usize,
+    /// The endpoints a pull tries in order (see [`crate::hosts`]); empty: the name's own
+    /// registry with the flags above.
+    pub hosts: Vec<RegistryHost>,
+    /// A bearer token sent as is (the CRI's `registry_token`), when there are no credentials.
+    pub token: Option<String>,
+    /// When set, credentials and token go only to this endpoint host (the CRI's
+    /// `server_address`); other endpoints are asked anonymously.
+    pub credentials_host: Option<String>,
 }
 
 impl fmt::Debug for RegistryOptions {
@@ -38,6 +47,9 @@ impl fmt::Debug for RegistryOptions {
             .field("ca_pem", &self.ca_pem.as_ref().map(Vec::len))
             .field("skip_verify", &self.skip_verify)
             .field("concurrency", &self.concurrency)
+            .field("hosts", &self.hosts)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("credentials_host", &self.credentials_host)
             .finish()
     }
 }
@@ -60,10 +72,62 @@ impl RegistryOptions {
     }
 
     pub(crate) fn auth(&self) -> RegistryAuth {
-        match &self.credentials {
-            Some((u, p)) => RegistryAuth::Basic(u.clone(), p.clone()),
-            None => RegistryAuth::Anonymous,
+        match (&self.credentials, &self.token) {
+            (Some((u, p)), _) => RegistryAuth::Basic(u.clone(), p.clone()),
+            (None, Some(t)) => RegistryAuth::Bearer(t.clone()),
+            (None, None) => RegistryAuth::Anonymous,
         }
+    }
+
+    /// The credentials for the endpoint `host` (anonymous where `credentials_host` says
+    /// another host).
+    pub(crate) fn auth_for(&self, host: &str) -> RegistryAuth {
+        match &self.credentials_host {
+            Some(only) if only != host => RegistryAuth::Anonymous,
+            _ => self.auth(),
+        }
+    }
+
+    /// The endpoints to try for `registry`: [`RegistryOptions::hosts`], or the registry
+    /// itself with these options' scheme and TLS flags.
+    pub(crate) fn endpoints(&self, registry: &str) -> Vec<RegistryHost> {
+        if !self.hosts.is_empty() {
+            return self.hosts.clone();
+        }
+        let mut own = RegistryHost::default_for(registry);
+        // Without configured hosts the name's registry is asked directly (oci-client maps
+        // `docker.io` to its index host itself).
+        own.host = registry.to_owned();
+        own.scheme = if self.plain_http { "http" } else { "https" }.to_owned();
+        own.skip_verify = Some(self.skip_verify);
+        own.ca_pem = self.ca_pem.iter().cloned().collect();
+        vec![own]
+    }
+
+    /// A fresh client for `endpoint` (its scheme and TLS settings, these options' timeouts and
+    /// parallelism).
+    pub(crate) fn client_for(&self, endpoint: &RegistryHost) -> Client {
+        let mut config = ClientConfig {
+            protocol: if endpoint.scheme == "http" {
+                ClientProtocol::Http
+            } else {
+                ClientProtocol::Https
+            },
+            accept_invalid_certificates: endpoint.skip_verify.unwrap_or(self.skip_verify),
+            platform_resolver: None,
+            max_concurrent_download: self.parallelism(),
+            max_concurrent_upload: self.parallelism(),
+            connect_timeout: Some(CONNECT_TIMEOUT),
+            read_timeout: Some(READ_TIMEOUT),
+            ..ClientConfig::default()
+        };
+        for pem in &endpoint.ca_pem {
+            config.extra_root_certificates.push(Certificate {
+                encoding: CertificateEncoding::Pem,
+                data: pem.clone(),
+            });
+        }
+        Client::new(config)
     }
 
     /// A fresh `oci-client` client (one per transfer, so credentials and tokens never leak
