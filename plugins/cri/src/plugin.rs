@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use berth_core::events::Exchange;
+use berth_core::gc::GcScheduler;
 use berth_core::layer_content::layer_differ;
 use berth_core::metadata::plugin::{content_view, snapshot_view};
 use berth_core::transfer_local::LocalStores;
@@ -29,6 +30,7 @@ pub fn registration() -> Registration {
             types::SNAPSHOTTER,
             types::EVENT,
             types::RUNTIME_V2,
+            types::GC,
         ])
         .config::<CriConfig>()
         .init(|ctx| {
@@ -37,6 +39,7 @@ pub fn registration() -> Registration {
             let state = ctx.create_state()?;
             let meta: Arc<MetadataStore> = ctx.get_single(types::METADATA)?;
             let events: Arc<Exchange> = ctx.get_single(types::EVENT)?;
+            let gc: Option<Arc<GcScheduler>> = ctx.get_single(types::GC).ok();
             let tasks: Arc<TaskManager> =
                 ctx.get_by_id(types::RUNTIME_V2, berth_runtime::PLUGIN_ID)?;
             let snapshots = snapshot_view(ctx)?;
@@ -70,6 +73,7 @@ pub fn registration() -> Registration {
                 transfer,
                 tasks,
                 events,
+                gc,
                 store: Stores::default(),
             }));
             crate::sandbox::recover::recover_at_start(&cri).map_err(PluginError::init)?;

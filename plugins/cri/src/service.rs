@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use berth_core::events::Exchange;
+use berth_core::gc::GcScheduler;
 use berth_core::namespaced_content::NamespacedContent;
 use berth_core::namespaced_snapshots::NamespacedSnapshots;
 use berth_core::transfer_local::LocalStores;
@@ -50,6 +51,9 @@ pub struct CriInner {
     pub tasks: Arc<TaskManager>,
     /// The daemon's event exchange (task exits).
     pub events: Arc<Exchange>,
+    /// The garbage collector (RemoveImage collects right away, as containerd's CRI does);
+    /// `None` when the gc plugin is not loaded.
+    pub gc: Option<Arc<GcScheduler>>,
     /// The CRI's own sandbox and container records.
     pub store: Stores,
 }
