@@ -11,6 +11,7 @@ packages=(
   docker-registry # a real registry on 127.0.0.1 for pull and push tests
   apache2-utils   # htpasswd, for the registry's basic auth
   openssl         # a test CA and server certificate for the HTTPS registry
+  containernetworking-plugins iptables iproute2 gcc libc6-dev # CRI tests: CNI plugins, iptables-save, ip, cc -static for the pause program
 )
 
 # Python gRPC for the stock grpcio client test (integration/clients/grpcio_client.py). grpcio

@@ -6,6 +6,7 @@ pub mod bench;
 pub mod berth_cli;
 mod command;
 pub mod containerd;
+pub mod cri;
 mod ctr;
 mod daemon;
 mod grpc;

@@ -53,7 +53,21 @@ impl Registry {
         Self::start(dir, Some(secure))
     }
 
+    /// A registry speaking plain HTTP that requires basic auth as `user`:`pass` (the CRI
+    /// tests reach it through a `hosts.toml` without TLS material).
+    pub fn start_plain_auth(user: &str, pass: &str) -> Self {
+        let dir = tempfile::tempdir().expect("registry temp dir");
+        let htpasswd = dir.path().join("htpasswd");
+        write_htpasswd(&htpasswd, user, pass);
+        Self::start_auth(dir, None, Some(htpasswd))
+    }
+
     fn start(dir: TempDir, secure: Option<Secure>) -> Self {
+        Self::start_auth(dir, secure, None)
+    }
+
+    /// Starts the registry; `plain_htpasswd` adds basic auth without TLS.
+    fn start_auth(dir: TempDir, secure: Option<Secure>, plain_htpasswd: Option<PathBuf>) -> Self {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -73,17 +87,16 @@ impl Registry {
                 s.htpasswd.display()
             ));
         }
+        if let Some(htpasswd) = &plain_htpasswd {
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
+                htpasswd.display()
+            ));
+        }
         let config_path = dir.path().join("config.yml");
         fs::write(&config_path, config).expect("write registry config");
         let log = dir.path().join("registry.log");
-        let out = File::create(&log).expect("create registry log");
-        let child = Command::new(REGISTRY_BIN)
-            .arg("serve")
-            .arg(&config_path)
-            .stdout(out.try_clone().expect("dup registry log"))
-            .stderr(out)
-            .spawn()
-            .expect("spawn docker-registry");
+        let child = spawn_registry(&config_path, &log);
         let registry = Self {
             child,
             port,
@@ -91,16 +104,22 @@ impl Registry {
             ca_pem: secure.map(|s| s.ca),
             dir,
         };
+        registry.wait_listening();
+        registry
+    }
+
+    /// Waits until the registry accepts connections; panics with its log after the deadline.
+    fn wait_listening(&self) {
         let deadline = Instant::now() + START_TIMEOUT;
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             assert!(
                 Instant::now() < deadline,
-                "registry did not listen on {port}: {}",
-                registry.log_text()
+                "registry did not listen on {}: {}",
+                self.port,
+                self.log_text()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        registry
     }
 
     /// `127.0.0.1:<port>`, the registry part of references.
@@ -242,16 +261,37 @@ fn secure_material(dir: &Path, user: &str, pass: &str) -> Secure {
         .arg(p("ext.cnf"))
         .arg("-out")
         .arg(p("server.pem")));
-    let out = Command::new("htpasswd")
-        .args(["-Bbn", user, pass])
-        .output()
-        .expect("run htpasswd");
-    assert!(out.status.success(), "htpasswd failed");
-    fs::write(p("htpasswd"), &out.stdout).expect("write htpasswd");
+    write_htpasswd(&p("htpasswd"), user, pass);
     Secure {
         cert: p("server.pem"),
         key: p("server.key"),
         htpasswd: p("htpasswd"),
         ca: p("ca.pem"),
     }
+}
+
+/// Writes an htpasswd file at `path` with a bcrypt entry for `user`:`pass`.
+fn write_htpasswd(path: &Path, user: &str, pass: &str) {
+    let out = Command::new("htpasswd")
+        .args(["-Bbn", user, pass])
+        .output()
+        .expect("run htpasswd");
+    assert!(out.status.success(), "htpasswd failed");
+    fs::write(path, &out.stdout).expect("write htpasswd");
+}
+
+/// Spawns `docker-registry serve <config>` with its output appended to `log`.
+fn spawn_registry(config: &Path, log: &Path) -> Child {
+    let out = File::options()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("open registry log");
+    Command::new(REGISTRY_BIN)
+        .arg("serve")
+        .arg(config)
+        .stdout(out.try_clone().expect("dup registry log"))
+        .stderr(out)
+        .spawn()
+        .expect("spawn docker-registry")
 }
