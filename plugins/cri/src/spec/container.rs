@@ -228,3 +228,380 @@ pub fn spec(input: &ContainerSpecInput<'_>) -> Result<oci_spec::runtime::Spec> {
     security::seccomp_filter(&mut d, &seccomp, sc.privileged, SC)?;
     d.into_spec()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::path::Path;
+
+    use berth_mount::Mount;
+    use berth_proto::runtime::v1::{
+        Capability, ContainerMetadata, ImageSpec, Int64Value, KeyValue, LinuxContainerConfig,
+        LinuxContainerResources, LinuxContainerSecurityContext, LinuxPodSandboxConfig,
+        LinuxSandboxSecurityContext, NamespaceOption, PodSandboxConfig, PodSandboxMetadata,
+    };
+    use oci_spec::image::{ConfigBuilder, ImageConfigurationBuilder};
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::config::{CriConfig, RuntimeHandler};
+    use crate::image::lookup::LocalImage;
+    use crate::spec::SandboxFiles;
+
+    fn image_config(entrypoint: &[&str], cmd: &[&str]) -> ImageConfig {
+        let v = |s: &[&str]| s.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
+        ConfigBuilder::default()
+            .entrypoint(v(entrypoint))
+            .cmd(v(cmd))
+            .build()
+            .unwrap()
+    }
+
+    fn cfg(command: &[&str], args: &[&str]) -> ContainerConfig {
+        ContainerConfig {
+            command: command.iter().map(|x| (*x).to_owned()).collect(),
+            args: args.iter().map(|x| (*x).to_owned()).collect(),
+            ..ContainerConfig::default()
+        }
+    }
+
+    #[test]
+    fn args_follow_the_kubernetes_rules() {
+        let img = image_config(&["/ep"], &["c1", "c2"]);
+        assert_eq!(
+            process_args(&cfg(&[], &[]), &img).unwrap(),
+            ["/ep", "c1", "c2"]
+        );
+        assert_eq!(process_args(&cfg(&[], &["a"]), &img).unwrap(), ["/ep", "a"]);
+        assert_eq!(process_args(&cfg(&["/cmd"], &[]), &img).unwrap(), ["/cmd"]);
+        assert_eq!(
+            process_args(&cfg(&["/cmd"], &["a"]), &img).unwrap(),
+            ["/cmd", "a"]
+        );
+        let blank = image_config(&[""], &["c1"]);
+        assert_eq!(process_args(&cfg(&[], &[]), &blank).unwrap(), ["c1"]);
+        let none = image_config(&[], &[]);
+        let err = process_args(&cfg(&[], &[]), &none).unwrap_err();
+        assert!(err.to_string().contains("config.command"), "{err}");
+    }
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        rootfs: Vec<Mount>,
+        container_dir: std::path::PathBuf,
+        files: SandboxFiles,
+        image: LocalImage,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("rootfs");
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::create_dir_all(root.join("data")).unwrap();
+        std::fs::write(root.join("data/seed"), "seed").unwrap();
+        std::fs::write(
+            root.join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\nuser:x:1000:1000::/home/user:/bin/sh\n",
+        )
+        .unwrap();
+        std::fs::write(
+            root.join("etc/group"),
+            "root:x:0:\nuser:x:1000:\nextra:x:2000:user\nwheel:x:10:root\n",
+        )
+        .unwrap();
+        let pod = dir.path().join("pod");
+        std::fs::create_dir_all(&pod).unwrap();
+        for f in ["hostname", "hosts", "resolv.conf"] {
+            std::fs::write(pod.join(f), "x\n").unwrap();
+        }
+        let config = ConfigBuilder::default()
+            .entrypoint(vec!["/bin/sh".to_owned()])
+            .cmd(vec!["-c".to_owned(), "sleep 1".to_owned()])
+            .env(vec!["PATH=/img/bin".to_owned(), "IMG=1".to_owned()])
+            .working_dir("/img".to_owned())
+            .volumes(vec!["/data".to_owned()])
+            .build()
+            .unwrap();
+        Fixture {
+            rootfs: vec![Mount {
+                mount_type: "bind".into(),
+                source: root.display().to_string(),
+                target: String::new(),
+                options: vec!["rbind".into(), "rw".into()],
+            }],
+            container_dir: dir.path().join("ctr"),
+            files: SandboxFiles {
+                hostname: pod.join("hostname"),
+                hosts: pod.join("hosts"),
+                resolv_conf: pod.join("resolv.conf"),
+                shm: Some(pod.join("shm")),
+            },
+            image: LocalImage {
+                id: "sha256:img".into(),
+                references: vec!["docker.io/library/busybox:1.36".into()],
+                config: ImageConfigurationBuilder::default()
+                    .config(config)
+                    .build()
+                    .unwrap(),
+                chain_id: String::new(),
+                size: 0,
+                target: Default::default(),
+            },
+            _dir: dir,
+        }
+    }
+
+    fn pod(privileged: bool) -> PodSandboxConfig {
+        PodSandboxConfig {
+            metadata: Some(PodSandboxMetadata {
+                name: "web".into(),
+                uid: "u1".into(),
+                namespace: "ns".into(),
+                attempt: 0,
+            }),
+            hostname: "web-host".into(),
+            linux: Some(LinuxPodSandboxConfig {
+                cgroup_parent: "/kubepods/pod1".into(),
+                security_context: Some(LinuxSandboxSecurityContext {
+                    privileged,
+                    ..LinuxSandboxSecurityContext::default()
+                }),
+                ..LinuxPodSandboxConfig::default()
+            }),
+            ..PodSandboxConfig::default()
+        }
+    }
+
+    fn container(sc: LinuxContainerSecurityContext) -> ContainerConfig {
+        ContainerConfig {
+            metadata: Some(ContainerMetadata {
+                name: "app".into(),
+                attempt: 0,
+            }),
+            image: Some(ImageSpec {
+                image: "busybox".into(),
+                ..ImageSpec::default()
+            }),
+            envs: vec![KeyValue {
+                key: "IMG".into(),
+                value: "2".into(),
+            }],
+            linux: Some(LinuxContainerConfig {
+                security_context: Some(sc),
+                resources: Some(LinuxContainerResources {
+                    cpu_shares: 256,
+                    oom_score_adj: 1000,
+                    ..LinuxContainerResources::default()
+                }),
+            }),
+            ..ContainerConfig::default()
+        }
+    }
+
+    fn build(f: &Fixture, config: &ContainerConfig, pod: &PodSandboxConfig) -> Result<Value> {
+        let runtime = RuntimeHandler::default();
+        let cri = CriConfig::default();
+        let spec = spec(&ContainerSpecInput {
+            id: "c1",
+            sandbox_id: "sb1",
+            config,
+            sandbox_config: pod,
+            sandbox_pid: 4242,
+            target_pid: None,
+            netns_path: Some(Path::new("/run/netns/x")),
+            files: &f.files,
+            image: &f.image,
+            rootfs: &f.rootfs,
+            container_dir: &f.container_dir,
+            runtime: &runtime,
+            cri: &cri,
+        })?;
+        Ok(serde_json::to_value(spec).unwrap())
+    }
+
+    fn caps(v: &Value) -> Vec<String> {
+        let mut c: Vec<String> =
+            serde_json::from_value(v["process"]["capabilities"]["effective"].clone()).unwrap();
+        c.sort();
+        c
+    }
+
+    #[test]
+    fn a_plain_container() {
+        let f = fixture();
+        let v = build(&f, &container(Default::default()), &pod(false)).unwrap();
+        let p = &v["process"];
+        assert_eq!(p["args"], json!(["/bin/sh", "-c", "sleep 1"]));
+        assert_eq!(
+            p["env"],
+            json!(["PATH=/img/bin", "HOSTNAME=web-host", "IMG=2"])
+        );
+        assert_eq!(p["cwd"], "/img");
+        assert_eq!(p["noNewPrivileges"], false);
+        assert_eq!(p["user"]["uid"], 0);
+        assert_eq!(p["user"]["additionalGids"], json!([0, 10]));
+        assert!(p["oomScoreAdj"].as_i64().unwrap() >= 0);
+        assert_eq!(caps(&v).len(), crate::spec::defaults::DEFAULT_CAPS.len());
+        assert_eq!(v["root"]["readonly"], false);
+        assert!(v["linux"]["seccomp"].is_null());
+        assert_eq!(v["linux"]["cgroupsPath"], "/kubepods/pod1/c1");
+        assert_eq!(v["linux"]["resources"]["cpu"]["shares"], 256);
+        assert_eq!(v["linux"]["maskedPaths"], json!([]));
+        let ns = v["linux"]["namespaces"].as_array().unwrap();
+        assert!(ns
+            .iter()
+            .any(|n| n["type"] == "network" && n["path"] == "/proc/4242/ns/net"));
+        assert!(ns
+            .iter()
+            .any(|n| n["type"] == "pid" && n["path"] == "/proc/4242/ns/pid"));
+        let mounts = v["mounts"].as_array().unwrap();
+        let dst = |d: &str| mounts.iter().find(|m| m["destination"] == d).cloned();
+        assert_eq!(
+            dst("/etc/hosts").unwrap()["source"],
+            f.files.hosts.display().to_string()
+        );
+        assert_eq!(dst("/dev/shm").unwrap()["type"], "bind");
+        assert_eq!(dst("/sys/fs/cgroup").unwrap()["type"], "cgroup");
+        let data = dst("/data").unwrap();
+        let vol = Path::new(data["source"].as_str().unwrap());
+        assert!(vol.starts_with(&f.container_dir));
+        assert_eq!(std::fs::read_to_string(vol.join("seed")).unwrap(), "seed");
+        let a = &v["annotations"];
+        assert_eq!(a[crate::spec::annotations::CONTAINER_TYPE], "container");
+        assert_eq!(a[crate::spec::annotations::SANDBOX_ID], "sb1");
+        assert_eq!(a[crate::spec::annotations::CONTAINER_NAME], "app");
+        assert_eq!(
+            a[crate::spec::annotations::IMAGE_NAME],
+            "docker.io/library/busybox:1.36"
+        );
+    }
+
+    #[test]
+    fn security_context_fields() {
+        let f = fixture();
+        let sc = LinuxContainerSecurityContext {
+            run_as_username: "user".into(),
+            supplemental_groups: vec![3000],
+            readonly_rootfs: true,
+            no_new_privs: true,
+            masked_paths: vec!["/proc/kcore".into()],
+            readonly_paths: vec!["/proc/sys".into()],
+            capabilities: Some(Capability {
+                add_capabilities: vec!["SYS_ADMIN".into()],
+                drop_capabilities: vec!["CAP_CHOWN".into()],
+                ..Capability::default()
+            }),
+            seccomp_profile_path: "runtime/default".into(),
+            ..LinuxContainerSecurityContext::default()
+        };
+        let v = build(&f, &container(sc), &pod(false)).unwrap();
+        let p = &v["process"];
+        assert_eq!(p["user"]["uid"], 1000);
+        assert_eq!(p["user"]["gid"], 1000);
+        assert_eq!(p["user"]["additionalGids"], json!([1000, 2000, 3000]));
+        assert_eq!(p["noNewPrivileges"], true);
+        assert_eq!(v["root"]["readonly"], true);
+        assert_eq!(v["linux"]["maskedPaths"], json!(["/proc/kcore"]));
+        assert_eq!(v["linux"]["readonlyPaths"], json!(["/proc/sys"]));
+        let c = caps(&v);
+        assert!(c.contains(&"CAP_SYS_ADMIN".to_owned()) && !c.contains(&"CAP_CHOWN".to_owned()));
+        assert_eq!(v["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
+        let mounts = v["mounts"].as_array().unwrap();
+        let hosts = mounts
+            .iter()
+            .find(|m| m["destination"] == "/etc/hosts")
+            .unwrap();
+        assert!(hosts["options"].as_array().unwrap().contains(&json!("ro")));
+
+        let sc = LinuxContainerSecurityContext {
+            run_as_user: Some(Int64Value { value: 1000 }),
+            run_as_group: Some(Int64Value { value: 50 }),
+            ..LinuxContainerSecurityContext::default()
+        };
+        let v = build(&f, &container(sc), &pod(false)).unwrap();
+        assert_eq!(v["process"]["user"]["uid"], 1000);
+        assert_eq!(v["process"]["user"]["gid"], 50);
+        assert_eq!(v["process"]["user"]["additionalGids"], json!([50, 2000]));
+    }
+
+    #[test]
+    fn privileged_containers() {
+        let f = fixture();
+        let sc = LinuxContainerSecurityContext {
+            privileged: true,
+            seccomp_profile_path: "runtime/default".into(),
+            ..LinuxContainerSecurityContext::default()
+        };
+        let err = build(&f, &container(sc.clone()), &pod(false)).unwrap_err();
+        assert!(err.to_string().contains("privileged"), "{err}");
+        let v = build(&f, &container(sc), &pod(true)).unwrap();
+        assert!(v["linux"]["seccomp"].is_null());
+        assert_eq!(v["linux"]["maskedPaths"], json!([]));
+        assert_eq!(
+            caps(&v).len(),
+            capabilities::current_effective().unwrap().len()
+        );
+        assert!(v["linux"]["devices"]
+            .as_array()
+            .is_some_and(|d| !d.is_empty()));
+        assert_eq!(v["linux"]["resources"]["devices"][0]["allow"], true);
+    }
+
+    #[test]
+    fn refusals_name_the_field() {
+        let f = fixture();
+        let check = |sc: LinuxContainerSecurityContext, field: &str| {
+            let err = build(&f, &container(sc), &pod(false)).unwrap_err();
+            assert!(matches!(err, CriError::InvalidArgument { .. }), "{err}");
+            assert!(err.to_string().contains(field), "{err} should name {field}");
+        };
+        check(
+            LinuxContainerSecurityContext {
+                run_as_group: Some(Int64Value { value: 5 }),
+                ..Default::default()
+            },
+            "run_as_group",
+        );
+        check(
+            LinuxContainerSecurityContext {
+                seccomp_profile_path: "/etc/profile.json".into(),
+                ..Default::default()
+            },
+            "seccomp_profile_path",
+        );
+        check(
+            LinuxContainerSecurityContext {
+                seccomp_profile_path: "localhost//nonexistent/profile.json".into(),
+                ..Default::default()
+            },
+            "seccomp",
+        );
+        check(
+            LinuxContainerSecurityContext {
+                run_as_username: "ghost".into(),
+                ..Default::default()
+            },
+            "run_as_user",
+        );
+        check(
+            LinuxContainerSecurityContext {
+                namespace_options: Some(NamespaceOption {
+                    pid: NamespaceMode::Target as i32,
+                    target_id: "other".into(),
+                    ..NamespaceOption::default()
+                }),
+                ..Default::default()
+            },
+            "target_id",
+        );
+        let mut tty = container(Default::default());
+        tty.tty = true;
+        tty.annotations = HashMap::new();
+        let v = build(&f, &tty, &pod(false)).unwrap();
+        assert_eq!(v["process"]["terminal"], true);
+        assert!(v["process"]["env"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("TERM=xterm")));
+    }
+}
