@@ -77,6 +77,7 @@ pub fn registration() -> Registration {
                 store: Stores::default(),
             }));
             crate::sandbox::recover::recover_at_start(&cri).map_err(PluginError::init)?;
+            crate::container::recover::recover_at_start(&cri).map_err(PluginError::init)?;
             let service = GrpcService::new(RuntimeServiceServer::new(cri.clone()))
                 .and(ImageServiceServer::new(cri));
             Ok(Arc::new(service))
