@@ -186,3 +186,17 @@ async fn load(cri: &Cri, meta: ContainerMetadata) -> Arc<Container> {
     }
     container
 }
+
+/// [`recover`] from the plugin's (synchronous) init, after the sandboxes: on a thread of its
+/// own blocking on the daemon's runtime (the monitors and log writers it starts stay on that
+/// runtime). Without a runtime, nothing is recovered (unit tests).
+pub fn recover_at_start(cri: &Cri) -> Result<()> {
+    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        tracing::warn!("no async runtime while loading; containers not recovered");
+        return Ok(());
+    };
+    let cri = cri.clone();
+    std::thread::spawn(move || handle.block_on(recover(&cri)))
+        .join()
+        .map_err(|_| CriError::Internal("container recovery panicked".into()))?
+}
