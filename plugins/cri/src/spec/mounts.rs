@@ -276,7 +276,8 @@ pub fn apply(draft: &mut Draft, requested: &[CriMount], extra: Vec<CriMount>) ->
     let mount_dev = destinations.contains("/dev");
     draft.mounts.retain(|m| {
         let dst = clean(&m.destination);
-        !destinations.contains(&dst) && !(mount_dev && dst.starts_with("/dev/"))
+        let under_dev = mount_dev && dst.starts_with("/dev/");
+        !(destinations.contains(&dst) || under_dev)
     });
 
     for (field, m) in mounts {

@@ -299,7 +299,7 @@ mod tests {
         assert_eq!(cpu.quota(), Some(50_000));
         assert_eq!(cpu.shares(), Some(512));
         assert_eq!(cpu.cpus().as_deref(), Some("0"));
-        let mem = d.memory.clone().unwrap();
+        let mem = d.memory.unwrap();
         assert_eq!(mem.limit(), Some(64 << 20));
         assert_eq!(mem.swap(), Some(64 << 20));
         assert_eq!(d.unified["memory.high"], "1000000");
