@@ -76,7 +76,7 @@ pub(crate) fn find(images: Vec<LocalImage>, reference: &str) -> Result<LocalImag
     if let Ok(named) = Named::parse(reference, "image") {
         let full = named.full();
         if let Some(pos) = images.iter().position(|i| i.references.contains(&full)) {
-            return Ok(images.into_iter().nth(pos).ok_or_else(not_found)?);
+            return images.into_iter().nth(pos).ok_or_else(not_found);
         }
     }
     // Neither an id nor a known name: a unique prefix of an id.
