@@ -48,6 +48,7 @@ impl RegistryFlags {
             ca_pem,
             skip_verify: self.skip_verify,
             concurrency,
+            ..RegistryOptions::default()
         };
         Ok(match &self.user {
             Some(user) => options.with_user(user),
