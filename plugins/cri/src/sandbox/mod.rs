@@ -108,7 +108,9 @@ pub(crate) async fn kill_pause(cri: &Cri, id: &str) -> Result<()> {
 pub(crate) async fn delete_task(cri: &Cri, id: &str) -> Result<()> {
     match cri.tasks.delete(K8S_NAMESPACE, id).await {
         Ok(_) => Ok(()),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        // Gone, or its shim went away while being deleted (the exit watcher and a stop may
+        // both delete): the manager has cleaned up either way.
+        Err(e) if e.kind() == ErrorKind::NotFound || e.is_closed() => Ok(()),
         Err(e) => Err(CriError::runtime(format!("delete sandbox {id} task"), e)),
     }
 }
