@@ -151,12 +151,17 @@ impl Draft {
     /// The OCI spec.
     pub fn into_spec(self) -> Result<Spec> {
         let caps = to_capabilities(&self.caps);
-        let capabilities = LinuxCapabilitiesBuilder::default()
+        let mut capabilities = LinuxCapabilitiesBuilder::default()
             .bounding(caps.clone())
             .effective(caps.clone())
             .permitted(caps)
             .build()
             .map_err(build_error)?;
+        // oci-spec's defaults put three capabilities in the inheritable and ambient sets:
+        // containerd's CRI sets neither (`WithoutAmbientCaps`), and a non-root process would
+        // keep ambient ones.
+        capabilities.set_inheritable(None);
+        capabilities.set_ambient(None);
         let user = UserBuilder::default()
             .uid(self.uid)
             .gid(self.gid)
@@ -323,6 +328,10 @@ mod tests {
             v["process"]["capabilities"]["effective"],
             serde_json::json!(["CAP_CHOWN"])
         );
+        assert!(v["process"]["capabilities"]["ambient"].is_null());
+        assert!(v["process"]["capabilities"]["inheritable"].is_null());
+        assert!(v["process"]["rlimits"].is_null());
+        assert!(v["hostname"].is_null());
         assert_eq!(v["linux"]["namespaces"][1]["path"], "/run/netns/x");
         assert_eq!(v["mounts"][0]["type"], "proc");
         assert_eq!(v["root"]["path"], "rootfs");
