@@ -90,7 +90,7 @@ async fn pulls_by_tag_latest_and_digest_name_the_image_as_containerd(reference: 
     let s = status(&mut cri, "busybox").await;
     assert_eq!(s.id, id);
     assert_eq!(s.repo_tags, [BUSYBOX_IMAGE]);
-    assert_eq!(s.repo_digests, [repo_digest.clone()]);
+    assert_eq!(s.repo_digests, [repo_digest.as_str()]);
     // The size of what the image is made of (manifest, config, layers), as containerd.
     let built = busybox();
     let blobs = built.manifest.len() + built.config.len();
@@ -123,7 +123,7 @@ async fn pulls_by_tag_latest_and_digest_name_the_image_as_containerd(reference: 
             [BUSYBOX_TAGGED_IMAGE, BUSYBOX_IMAGE],
             "ImageStatus {name}"
         );
-        assert_eq!(s.repo_digests, [repo_digest.clone()], "ImageStatus {name}");
+        assert_eq!(s.repo_digests, [repo_digest.as_str()], "ImageStatus {name}");
     }
 
     // ctr sees the records containerd's CRI makes: each name and the id, all managed.
