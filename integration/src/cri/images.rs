@@ -208,8 +208,12 @@ fn dir_with_mode(name: &str, mode: u32) -> RawEntry {
 }
 
 /// The busybox root filesystem: the usual top-level directories (`/tmp` sticky and
-/// world-writable), `bin/busybox` with a symlink per applet, [`PASSWD`], [`GROUP`], and home
+/// world-writable), `bin/busybox` with a hard link per applet, [`PASSWD`], [`GROUP`], and home
 /// directories of `user1` and `user2` owned by them.
+///
+/// Debian's busybox-static runs applets inside its shell without a `PATH` lookup: `sh -c ls`
+/// runs `ls` even when `/bin/ls` is masked. A test of a masked or unreadable file executes it
+/// by path (`ExecSync ["/bin/ls"]`) or reads it (`cat`).
 pub fn busybox_rootfs() -> Vec<RawEntry> {
     let busybox =
         fs::read(BUSYBOX).unwrap_or_else(|e| panic!("cannot read {BUSYBOX} (busybox-static): {e}"));
@@ -227,11 +231,14 @@ pub fn busybox_rootfs() -> Vec<RawEntry> {
         entries.push(dir);
     }
     entries.push(RawEntry::file("bin/busybox", &busybox, 0o755));
-    entries.extend(
-        busybox_applets()
-            .iter()
-            .map(|a| RawEntry::symlink(&format!("bin/{a}"), "busybox")),
-    );
+    // Hard links, as in the busybox image: masking one applet's path (MaskedPaths) must not
+    // mask the binary behind every other one. Their mode is the binary's: appliers chmod the
+    // shared inode to a link's mode.
+    entries.extend(busybox_applets().iter().map(|a| {
+        let mut link = RawEntry::hardlink(&format!("bin/{a}"), "bin/busybox");
+        link.mode = 0o755;
+        link
+    }));
     entries.push(RawEntry::file("etc/passwd", PASSWD.as_bytes(), 0o644));
     entries.push(RawEntry::file("etc/group", GROUP.as_bytes(), 0o644));
     entries
