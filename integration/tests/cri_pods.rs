@@ -509,13 +509,28 @@ async fn failed_run_leaves_nothing_half_made(reference: bool) {
         err.message().contains("no-such-cni-plugin"),
         "the error names the missing plugin: {err:?}"
     );
-    let left = env.host_state().added_since(&before);
-    assert!(left.is_empty(), "a failed RunPodSandbox left: {left:#?}");
-    assert!(cri.list_pods(None).await.expect("list").is_empty());
-    assert!(ipam_allocations(&env).is_empty());
-    // The name was released: with the network fixed, the same pod runs.
+    let listed = cri.list_pods(None).await.expect("list");
+    if env.is_reference() {
+        // containerd keeps a sandbox whose cleanup failed (here: CNI DEL of the missing
+        // plugin) as not ready, removable once the network config is fixed. Berth skips a
+        // plugin it cannot find on DEL, so nothing stays.
+        assert!(listed
+            .iter()
+            .all(|p| p.state == PodSandboxState::SandboxNotready as i32));
+    } else {
+        assert!(listed.is_empty(), "a failed pod is not listed: {listed:?}");
+        let left = env.host_state().added_since(&before);
+        assert!(left.is_empty(), "a failed RunPodSandbox left: {left:#?}");
+    }
     std::fs::remove_file(&broken).expect("remove the broken conflist");
     tokio::time::sleep(Duration::from_secs(2)).await;
+    for p in &listed {
+        cri.remove_pod(&p.id).await.expect("remove the failed pod");
+    }
+    let left = env.host_state().added_since(&before);
+    assert!(left.is_empty(), "a failed RunPodSandbox left: {left:#?}");
+    assert!(ipam_allocations(&env).is_empty());
+    // The name was released: with the network fixed, the same pod runs.
     let pod = cri.run_pod(&config).await.expect("the same pod runs now");
     cri.stop_and_remove_pod(&pod).await.expect("teardown");
 }
