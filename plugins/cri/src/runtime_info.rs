@@ -113,10 +113,7 @@ pub async fn status(cri: &Cri, req: StatusRequest) -> Result<StatusResponse> {
             Ok(()) => "OK".to_owned(),
             Err(e) => e.to_string(),
         };
-        info.insert(
-            "lastCNILoadStatus".to_owned(),
-            serde_json::to_string(&load).unwrap_or(load),
-        );
+        info.insert("lastCNILoadStatus".to_owned(), load);
     }
     Ok(StatusResponse {
         status: Some(RuntimeStatus {

@@ -90,7 +90,7 @@ pub(crate) fn find(images: Vec<LocalImage>, reference: &str) -> Result<LocalImag
     let first = matching.next().ok_or_else(not_found)?;
     if matching.next().is_some() {
         return Err(CriError::invalid(
-            "image",
+            "image.image",
             format!("image id prefix {reference:?} is ambiguous"),
         ));
     }
