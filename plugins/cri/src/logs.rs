@@ -273,12 +273,21 @@ impl ContainerLogger {
         Ok(())
     }
 
-    /// Waits up to `timeout` for every stream to reach its end; true if they all did.
+    /// Waits up to `timeout` for every stream to reach its end; true if they all did. Streams
+    /// still copying then are stopped.
     pub async fn wait(&self, timeout: Duration) -> bool {
         let tasks: Vec<JoinHandle<()>> =
             std::mem::take(&mut *self.0.streams.lock().unwrap_or_else(|e| e.into_inner()));
-        let all = futures::future::join_all(tasks);
-        tokio::time::timeout(timeout, all).await.is_ok()
+        let aborts: Vec<_> = tasks.iter().map(JoinHandle::abort_handle).collect();
+        let done = tokio::time::timeout(timeout, futures::future::join_all(tasks))
+            .await
+            .is_ok();
+        if !done {
+            for a in aborts {
+                a.abort();
+            }
+        }
+        done
     }
 
     /// Stops copying (the daemon is going away or the container is removed).

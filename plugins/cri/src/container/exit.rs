@@ -8,8 +8,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_proto::containerd::events::TaskOom;
 use berth_errdefs::{Classify, ErrorKind};
+use berth_proto::containerd::events::TaskOom;
 use berth_runtime::Task;
 use prost::Message;
 
@@ -71,8 +71,7 @@ pub async fn handle_exit(cri: &Cri, container: &Arc<Container>, code: i32, exite
     }
     if let Some(logger) = container.logger() {
         if !logger.wait(LOG_DRAIN).await {
-            tracing::warn!(id = %id, "container log writer did not finish; stopping it");
-            logger.abort();
+            tracing::warn!(id = %id, "container log writer did not finish; stopped it");
         }
     }
     container.set_logger(None);
