@@ -254,6 +254,39 @@ mod tests {
     }
 
     #[test]
+    fn endpoints_default_to_the_registry_and_credentials_follow_the_server() {
+        let o = RegistryOptions {
+            plain_http: true,
+            ..RegistryOptions::default()
+        };
+        let own = o.endpoints("127.0.0.1:5000");
+        assert_eq!(own.len(), 1);
+        assert_eq!(own[0].url(), "http://127.0.0.1:5000/v2");
+        let mut mirror = RegistryHost::default_for("127.0.0.1:6000");
+        mirror.capabilities.push = false;
+        let o = RegistryOptions {
+            hosts: vec![mirror.clone(), RegistryHost::default_for("docker.io")],
+            credentials: Some(("u".into(), "p".into())),
+            credentials_host: Some("127.0.0.1:6000".into()),
+            ..RegistryOptions::default()
+        };
+        assert_eq!(o.endpoints("docker.io")[0], mirror);
+        assert!(matches!(
+            o.auth_for("127.0.0.1:6000"),
+            RegistryAuth::Basic(..)
+        ));
+        assert!(matches!(
+            o.auth_for("registry-1.docker.io"),
+            RegistryAuth::Anonymous
+        ));
+        let token = RegistryOptions {
+            token: Some("t".into()),
+            ..RegistryOptions::default()
+        };
+        assert!(matches!(token.auth_for("any"), RegistryAuth::Bearer(_)));
+    }
+
+    #[test]
     fn user_flag_splits_at_the_first_colon() {
         let o = RegistryOptions::default().with_user("u:p:q");
         assert_eq!(o.credentials, Some(("u".into(), "p:q".into())));
