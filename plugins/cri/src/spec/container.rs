@@ -115,7 +115,14 @@ pub fn spec(input: &ContainerSpecInput<'_>) -> Result<oci_spec::runtime::Spec> {
         &sc.readonly_paths,
         input.cri.disable_proc_mount,
     );
+    let before = d.devices.len();
     devices::apply(&mut d, &config.devices)?;
+    if input.cri.device_ownership_from_security_context {
+        let id = |v: &Option<berth_proto::runtime::v1::Int64Value>| {
+            v.as_ref().map_or(0, |v| v.value as u32)
+        };
+        devices::own_devices(&mut d, before, id(&sc.run_as_user), id(&sc.run_as_group));
+    }
     let all_caps = capabilities::current_effective()?;
     if let Some(caps) = &sc.capabilities {
         capabilities::apply(&mut d, caps, &all_caps, &format!("{SC}.capabilities"))?;

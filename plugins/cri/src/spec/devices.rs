@@ -136,6 +136,20 @@ pub fn apply(draft: &mut Draft, devices: &[CriDevice]) -> Result<()> {
     Ok(())
 }
 
+/// Gives the devices added from index `from` on the owner `uid` and group `gid` where they
+/// are not 0 (containerd's `device_ownership_from_security_context`: the run-as user and
+/// group own the container's device nodes).
+pub fn own_devices(draft: &mut Draft, from: usize, uid: u32, gid: u32) {
+    for dev in draft.devices.iter_mut().skip(from) {
+        if uid != 0 {
+            dev.set_uid(Some(uid));
+        }
+        if gid != 0 {
+            dev.set_gid(Some(gid));
+        }
+    }
+}
+
 /// Adds every device of the host's `/dev` and allows all devices (a privileged container
 /// with host devices).
 pub fn add_host_devices(draft: &mut Draft) -> Result<()> {
@@ -187,6 +201,20 @@ mod tests {
             ..CriDevice::default()
         };
         assert!(apply(&mut Draft::default(), &[missing]).is_err());
+    }
+
+    #[test]
+    fn devices_can_belong_to_the_run_as_user() {
+        let mut d = Draft::default();
+        let req = CriDevice {
+            container_path: "/dev/mynull".into(),
+            host_path: "/dev/null".into(),
+            permissions: "rwm".into(),
+        };
+        apply(&mut d, &[req]).unwrap();
+        own_devices(&mut d, 0, 1000, 0);
+        assert_eq!(d.devices[0].uid(), Some(1000));
+        assert_eq!(d.devices[0].gid(), Some(0), "gid 0 keeps the node's group");
     }
 
     #[test]

@@ -142,17 +142,17 @@ pub fn spec(input: &SandboxSpecInput<'_>) -> Result<oci_spec::runtime::Spec> {
         choice
     };
     security::seccomp_filter(&mut d, &choice, sc.privileged, SC)?;
-    let mut userstr = user::user_string("", sc.run_as_user.as_ref(), sc.run_as_group.as_ref(), SC)?;
-    if userstr.is_empty() {
-        userstr = image.user().clone().unwrap_or_default();
-    }
+    let requested = user::user_string("", sc.run_as_user.as_ref(), sc.run_as_group.as_ref(), SC)?;
+    let (userstr, field) = if requested.is_empty() {
+        let from_image = image.user().clone().unwrap_or_default();
+        (from_image, "image.config.User".to_owned())
+    } else {
+        (requested, format!("{SC}.run_as_user"))
+    };
     if !userstr.is_empty() {
-        // The pause image has no passwd to read here: numeric users only.
-        let (uid, gid) = user::resolve(
-            &user::UserDb::default(),
-            &userstr,
-            &format!("{SC}.run_as_user"),
-        )?;
+        // The pause image's files are not read (its rootfs is not mounted yet): a name that
+        // is not a number is refused, a uid runs with gid 0 unless a group is given.
+        let (uid, gid) = user::resolve(&user::UserDb::default(), &userstr, &field)?;
         d.uid = uid;
         d.gid = gid;
         d.add_gids([gid]);

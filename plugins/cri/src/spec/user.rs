@@ -139,11 +139,6 @@ pub fn user_string(
     })
 }
 
-/// Whether `user_string` needs the image's files to be resolved.
-pub fn needs_lookup(user: &str) -> bool {
-    !user.is_empty()
-}
-
 /// The uid and gid `user` (`uid`, `name`, `uid:gid`, `name:group`, ...) names in `db`:
 /// a numeric user missing from passwd runs with gid 0; a name must exist.
 pub fn resolve(db: &UserDb, user: &str, field: &str) -> Result<(u32, u32)> {
