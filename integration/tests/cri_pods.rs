@@ -316,14 +316,11 @@ async fn stop_and_remove_leave_nothing_behind(reference: bool) {
     let left = env.host_state().added_since(&before);
     assert!(left.is_empty(), "stop and remove left: {left:#?}");
     assert!(cri.list_pods(None).await.expect("list").is_empty());
-    assert_eq!(
-        cri.pod_status(&pod, false)
-            .await
-            .map(|_| ())
-            .unwrap_err()
-            .code(),
-        Code::NotFound
-    );
+    let gone = cri
+        .pod_status(&pod, false)
+        .await
+        .expect_err("a removed pod has no status");
+    assert_eq!(gone.code(), Code::NotFound, "{gone:?}");
 }
 
 #[tokio::test]
