@@ -188,6 +188,42 @@ mod tests {
     }
 
     #[test]
+    fn an_overlay_rootfs_is_mounted_read_only_for_the_call() {
+        if !berth_testutil::require_root() {
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let (lower, upper, work) = (t.path().join("l"), t.path().join("u"), t.path().join("w"));
+        for d in [&lower, &upper, &work] {
+            std::fs::create_dir_all(d.join("etc")).unwrap();
+        }
+        std::fs::write(lower.join("etc/passwd"), "lower\n").unwrap();
+        std::fs::write(lower.join("etc/group"), "lower\n").unwrap();
+        std::fs::write(upper.join("etc/passwd"), "upper\n").unwrap();
+        let m = Mount {
+            mount_type: "overlay".into(),
+            source: "overlay".into(),
+            target: String::new(),
+            options: vec![
+                format!("workdir={}", work.display()),
+                format!("upperdir={}", upper.display()),
+                format!("lowerdir={}", lower.display()),
+            ],
+        };
+        let (seen, root) = with_rootfs(&[m], |root| {
+            let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap();
+            let group = std::fs::read_to_string(root.join("etc/group")).unwrap();
+            let write = std::fs::write(root.join("etc/new"), "x");
+            assert!(write.is_err(), "the temporary rootfs is writable");
+            Ok(((passwd, group), root.to_path_buf()))
+        })
+        .unwrap();
+        assert_eq!(seen, ("upper\n".to_owned(), "lower\n".to_owned()));
+        assert!(!root.exists(), "the temporary mount point is removed");
+        assert!(!upper.join("etc/new").exists());
+    }
+
+    #[test]
     fn a_bound_directory_is_read_in_place() {
         let t = tempfile::tempdir().unwrap();
         let m = Mount {
