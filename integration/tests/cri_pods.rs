@@ -541,3 +541,86 @@ async fn cri_failed_run_leaves_nothing_half_made() {
 async fn reference_containerd_failed_run_leaves_nothing_half_made() {
     failed_run_leaves_nothing_half_made(true).await;
 }
+
+/// A `kill -9` in the middle of RunPodSandbox, while the CNI ADD runs (held at host-local's
+/// IPAM lock, which the test takes): after the restart the half-made pod is undone — CNI DEL
+/// (veth, IP, NAT rules), netns unpinned — and the pod was never listed.
+#[tokio::test]
+async fn cri_kill_9_during_cni_add_is_undone_at_restart() {
+    if !require_pod_tools() {
+        return;
+    }
+    let mut env = env(false).await;
+    let mut cri = env.client().await;
+    // Pull the pause image first, so that the run below stops only in the network.
+    let warm = cri
+        .run_pod(&env.pod_config("warm"))
+        .await
+        .expect("a pod runs");
+    cri.stop_and_remove_pod(&warm).await.expect("teardown");
+    let before = env.host_state();
+    let net_name = env.network().expect("a CNI network").name().to_owned();
+    let ipam = env.dir().join("ipam").join(&net_name);
+    std::fs::create_dir_all(&ipam).expect("create the IPAM dir");
+    let lock = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(ipam.join("lock"))
+        .expect("open host-local's lock");
+    lock.lock().expect("take host-local's lock");
+
+    let config = env.pod_config("crashed");
+    let mut runner = cri.clone();
+    let run = tokio::spawn(async move { runner.run_pod(&config).await });
+    let pins = env
+        .daemon()
+        .state()
+        .join("io.containerd.grpc.v1.cri")
+        .join("netns");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::read_dir(&pins).map_or(true, |mut d| d.next().is_none()) {
+        assert!(Instant::now() < deadline, "no netns was pinned");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Let the bridge plugin reach the IPAM lock.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!run.is_finished(), "RunPodSandbox waits on the IPAM lock");
+    env.daemon_mut().kill9();
+    // The orphaned plugin now finishes its ADD (an IP, NAT rules) for a daemon that is gone.
+    lock.unlock().expect("release host-local's lock");
+    drop(lock);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let outcome = run.await.expect("the RunPodSandbox task ends");
+    assert!(
+        outcome.is_err(),
+        "the call died with the daemon: {outcome:?}"
+    );
+
+    env.daemon_mut().restart();
+    let mut cri = env.client().await;
+    assert!(
+        cri.list_pods(None).await.expect("list").is_empty(),
+        "the half-made pod is not a pod"
+    );
+    let left = leftovers_settled(&env, &before).await;
+    assert!(
+        left.is_empty(),
+        "the restart left of the half-made pod: {left:#?}"
+    );
+    assert!(
+        ipam_allocations(&env).is_empty(),
+        "its IP was released: {:?}",
+        ipam_allocations(&env)
+    );
+    let pinned: Vec<_> = std::fs::read_dir(&pins)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(pinned.is_empty(), "no netns pin is left: {pinned:?}");
+    // And the node still runs pods.
+    let pod = cri
+        .run_pod(&env.pod_config("after"))
+        .await
+        .expect("a pod runs after the recovery");
+    cri.stop_and_remove_pod(&pod).await.expect("teardown");
+}
