@@ -19,8 +19,8 @@ use berth_integration::cri::{require_cri, CriClient, CriEnv, CriEnvOptions, Host
 use berth_integration::image::BUSYBOX;
 use berth_integration::run_with_timeout;
 use berth_proto::runtime::v1::{
-    PodSandboxConfig, PodSandboxFilter, PodSandboxState, PodSandboxStateValue, PortMapping,
-    Protocol,
+    ListPodSandboxStatsRequest, PodSandboxConfig, PodSandboxFilter, PodSandboxState,
+    PodSandboxStateValue, PodSandboxStatsRequest, PortMapping, Protocol, UInt64Value,
 };
 use tonic::Code;
 
@@ -216,6 +216,38 @@ async fn two_pods_get_distinct_ips_and_reach_each_other(reference: bool) {
     );
     let lo = in_netns(pid_a, &["ip", "-o", "link", "show", "lo"]);
     assert!(lo.stdout.contains("UP"), "loopback is up: {lo:?}");
+    // PodSandboxStats: the pod cgroup's CPU and memory, and eth0's traffic (the pings).
+    let stats = cri
+        .runtime
+        .pod_sandbox_stats(PodSandboxStatsRequest {
+            pod_sandbox_id: a.clone(),
+        })
+        .await
+        .expect("PodSandboxStats")
+        .into_inner()
+        .stats
+        .expect("stats");
+    assert_eq!(
+        stats.attributes.as_ref().map(|at| at.id.as_str()),
+        Some(a.as_str())
+    );
+    let linux = stats.linux.expect("linux stats");
+    let value = |v: Option<&UInt64Value>| v.map(|v| v.value).unwrap_or(0);
+    let memory = linux.memory.expect("memory");
+    assert!(value(memory.usage_bytes.as_ref()) > 0, "{memory:?}");
+    let net = linux.network.expect("network stats");
+    let eth0 = net.default_interface.expect("eth0");
+    assert_eq!(eth0.name, "eth0");
+    assert!(value(eth0.rx_bytes.as_ref()) > 0, "{eth0:?}");
+    assert!(value(eth0.tx_bytes.as_ref()) > 0, "{eth0:?}");
+    let listed = cri
+        .runtime
+        .list_pod_sandbox_stats(ListPodSandboxStatsRequest { filter: None })
+        .await
+        .expect("ListPodSandboxStats")
+        .into_inner()
+        .stats;
+    assert_eq!(listed.len(), 2, "both pods have stats");
     cri.stop_and_remove_pod(&a).await.expect("teardown a");
     cri.stop_and_remove_pod(&b).await.expect("teardown b");
 }
