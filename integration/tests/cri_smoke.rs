@@ -11,6 +11,7 @@
 #![allow(clippy::tests_outside_test_module)]
 
 use berth_integration::cri::images::{self, PASSWD, PAUSE_IMAGE};
+use berth_integration::cri::leftovers;
 use berth_integration::cri::{
     basic_auth, container_log_path, require_cri, CriEnv, CriEnvOptions, AUTH_IMAGE, AUTH_PASSWORD,
     AUTH_USER, CRI_API_VERSION, DNS_SERVERS,
@@ -206,6 +207,27 @@ async fn pod_with_a_busybox_container_runs_execs_and_leaves_nothing(reference: b
     assert!(left.is_empty(), "left behind: {left:#?}");
 }
 
+async fn env_teardown_removes_the_pods_a_test_left(reference: bool) {
+    if !require_cri() {
+        return;
+    }
+    let env = env(reference, true).await;
+    let mut cri = env.client().await;
+    let pod = env.pod_config("left-behind");
+    let pod_id = cri.run_pod(&pod).await.expect("RunPodSandbox");
+    let ip = cri.pod_ip(&pod_id).await.expect("PodSandboxStatus");
+    assert!(
+        !leftovers::iptables_rules_mentioning_ip(&ip).is_empty(),
+        "the bridge plugin masquerades {ip}: the check below would prove nothing"
+    );
+    drop(env);
+    let rules = leftovers::iptables_rules_mentioning_ip(&ip);
+    assert!(
+        rules.is_empty(),
+        "CNI DEL did not run on teardown: {rules:#?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cri_version_names_the_runtime_and_api_v1() {
     version_names_the_runtime_and_api_v1(false).await;
@@ -264,4 +286,14 @@ async fn cri_pull_image_with_basic_auth_needs_the_credentials() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reference_containerd_pull_image_with_basic_auth_needs_the_credentials() {
     pull_image_with_basic_auth_needs_the_credentials(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cri_env_teardown_removes_the_pods_a_test_left() {
+    env_teardown_removes_the_pods_a_test_left(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reference_containerd_env_teardown_removes_the_pods_a_test_left() {
+    env_teardown_removes_the_pods_a_test_left(true).await;
 }

@@ -403,8 +403,45 @@ impl CriEnv {
     }
 }
 
+/// How long [`CriEnv`]'s drop lets the daemon stop and remove the pods a test left.
+const TEARDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Stops and removes every pod of the daemon at `address` through the CRI, as the kubelet
+/// would, so that its CNI DEL runs (iptables rules, IPAM, netns outside the env's dirs). Runs on
+/// its own thread and runtime (drop may run inside a test's runtime); best effort, bounded by
+/// [`TEARDOWN_TIMEOUT`].
+fn remove_all_pods(address: PathBuf) {
+    let worker = thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        runtime.block_on(async move {
+            let teardown = async {
+                let mut cri = CriClient::connect(&address).await;
+                let pods = cri.list_pods(None).await.unwrap_or_default();
+                for pod in pods {
+                    let _ = cri.stop_and_remove_pod(&pod.id).await;
+                }
+            };
+            let _ = tokio::time::timeout(TEARDOWN_TIMEOUT, teardown).await;
+        });
+    });
+    let _ = worker.join();
+}
+
 impl Drop for CriEnv {
     fn drop(&mut self) {
+        let running = match (&mut self.daemon, &self.containerd) {
+            (Some(d), _) => d.is_running(),
+            (None, Some(_)) => true,
+            (None, None) => false,
+        };
+        if running && std::os::unix::net::UnixStream::connect(self.address()).is_ok() {
+            remove_all_pods(self.address().to_path_buf());
+        }
         if let Some(daemon) = self.daemon.as_mut() {
             if daemon.is_running() {
                 daemon.kill9();

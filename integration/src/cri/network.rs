@@ -10,6 +10,7 @@ use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Once;
 
 use serde_json::json;
 
@@ -27,6 +28,9 @@ const LOCK_DIR: &str = "/tmp/berth-cri-nets";
 
 /// How many networks exist (4 × 256 /24s in 10.100.0.0/14).
 const NETWORKS: u32 = 1024;
+
+/// Makes the first network of a process clear what dead test processes left.
+static PURGE_ONCE: Once = Once::new();
 
 /// Spreads the first index tried by the networks of one process.
 static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -47,25 +51,23 @@ impl TestNetwork {
     /// `conf_dir`, with the host-local IPAM store under `ipam_dir`. Panics when no index is free.
     pub fn create(conf_dir: &Path, ipam_dir: &Path) -> Self {
         fs::create_dir_all(LOCK_DIR).unwrap_or_else(|e| panic!("create {LOCK_DIR}: {e}"));
+        PURGE_ONCE.call_once(purge_unlocked_networks);
         let start = std::process::id()
             .wrapping_mul(31)
             .wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed) * 7);
         for step in 0..NETWORKS {
             let index = (start + step) % NETWORKS;
-            let path = Path::new(LOCK_DIR).join(format!("{index}.lock"));
-            let lock = File::options()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)
-                .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+            let lock = lock_file(index)
+                .unwrap_or_else(|| panic!("cannot open the lock of network {index} in {LOCK_DIR}"));
             if lock.try_lock().is_err() {
                 continue;
             }
             let name = format!("berth-test-{index}");
             let bridge = format!("bcri{index}");
-            // A bridge left by a killed test process would carry the old addresses: start clean.
+            // A bridge or rules left by a killed test process would carry the old addresses:
+            // start clean.
             delete_link(&bridge);
+            purge_rules(&name);
             fs::create_dir_all(conf_dir)
                 .unwrap_or_else(|e| panic!("create {}: {e}", conf_dir.display()));
             let conflist = conf_dir.join(format!("10-{name}.conflist"));
@@ -155,7 +157,102 @@ impl TestNetwork {
 impl Drop for TestNetwork {
     fn drop(&mut self) {
         delete_link(&self.bridge);
+        purge_rules(&self.name);
         let _ = fs::remove_file(&self.conflist);
+    }
+}
+
+/// The lock file of network `index`, opened (not locked).
+fn lock_file(index: u32) -> Option<File> {
+    File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(Path::new(LOCK_DIR).join(format!("{index}.lock")))
+        .ok()
+}
+
+/// Purges the rules and bridges of every test network that iptables still mentions but no
+/// live process holds (its lock is free): what killed test processes, or pods whose CNI DEL
+/// never ran, left behind.
+fn purge_unlocked_networks() {
+    let mut indexes = std::collections::BTreeSet::new();
+    for table in ["nat", "filter"] {
+        let Ok(out) = Command::new("iptables-save").args(["-t", table]).output() else {
+            return;
+        };
+        let text = String::from_utf8_lossy(&out.stdout);
+        for piece in text.split("\\\"berth-test-").skip(1) {
+            let digits: String = piece.chars().take_while(char::is_ascii_digit).collect();
+            if let Ok(index) = digits.parse::<u32>() {
+                indexes.insert(index);
+            }
+        }
+    }
+    for index in indexes {
+        let Some(lock) = lock_file(index) else {
+            continue;
+        };
+        if lock.try_lock().is_ok() {
+            purge_rules(&format!("berth-test-{index}"));
+            delete_link(&format!("bcri{index}"));
+        }
+    }
+}
+
+/// Deletes the iptables rules the CNI plugins made for network `name` and never removed (a
+/// pod whose CNI DEL did not run): every rule whose comment names the network, in the `nat` and
+/// `filter` tables, and the `CNI-*` chains those rules jump to. Best effort.
+fn purge_rules(name: &str) {
+    // iptables-save writes the comment as `name: \"<network>\" id: ...` (and `dnat name:` for
+    // portmap): the escaped quotes keep `berth-test-5` from matching `berth-test-56`.
+    let needle = format!("\\\"{name}\\\"");
+    for table in ["nat", "filter"] {
+        let Ok(out) = Command::new("iptables-save").args(["-t", table]).output() else {
+            return;
+        };
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut deletes = Vec::new();
+        let mut chains = Vec::new();
+        for rule in text
+            .lines()
+            .filter(|l| l.starts_with("-A ") && l.contains(&needle))
+        {
+            deletes.push(format!("-D {}", &rule[3..]));
+            if let Some(target) = rule.split(" -j ").nth(1) {
+                let chain = target.split_whitespace().next().unwrap_or_default();
+                let shared = chain.starts_with("CNI-HOSTPORT-") || chain == "CNI-FORWARD";
+                if chain.starts_with("CNI-") && !shared && !chains.contains(&chain.to_owned()) {
+                    chains.push(chain.to_owned());
+                }
+            }
+        }
+        if deletes.is_empty() {
+            continue;
+        }
+        let mut script = format!("*{table}\n{}\n", deletes.join("\n"));
+        for chain in &chains {
+            script.push_str(&format!("-F {chain}\n-X {chain}\n"));
+        }
+        script.push_str("COMMIT\n");
+        restore(&script);
+    }
+}
+
+/// Feeds `script` to `iptables-restore --noflush` (best effort).
+fn restore(script: &str) {
+    use std::io::Write;
+    let child = Command::new("iptables-restore")
+        .arg("--noflush")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    if let Ok(mut child) = child {
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = stdin.write_all(script.as_bytes());
+        }
+        let _ = child.wait();
     }
 }
 
