@@ -81,6 +81,26 @@ async fn open_logger(cri: &Cri, meta: &ContainerMetadata) -> Option<ContainerLog
     }
 }
 
+/// berthd's end of a running container's stdin FIFO, held again so its stdin stays open.
+async fn hold_stdin(cri: &Cri, id: &str) -> Option<std::fs::File> {
+    let path = super::io::io_dir(&cri.state, id).join("stdin");
+    let opened = blocking(move || {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| CriError::io("open stdin fifo", &path, e))
+    })
+    .await;
+    match opened {
+        Ok(f) => Some(f),
+        Err(e) => {
+            tracing::warn!(id = %id, error = %e, "reopen container stdin");
+            None
+        }
+    }
+}
+
 async fn load(cri: &Cri, meta: ContainerMetadata) -> Arc<Container> {
     let id = meta.id.clone();
     let dir = container_dir(&cri.root, &id);
@@ -138,6 +158,9 @@ async fn load(cri: &Cri, meta: ContainerMetadata) -> Arc<Container> {
                         status.finished_at = 0;
                     }
                     container.set_logger(open_logger(cri, &meta).await);
+                    if meta.config.stdin {
+                        container.set_stdin(hold_stdin(cri, &id).await);
+                    }
                     monitor = Some(task);
                 }
                 TaskStatus::Stopped => {
