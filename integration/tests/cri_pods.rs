@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use berth_integration::cri::{require_cri, CriClient, CriEnv, CriEnvOptions, HostState};
+use berth_integration::cri::{
+    require_cri, CriClient, CriEnv, CriEnvOptions, HostState, BUSYBOX_IMAGE,
+};
 use berth_integration::image::BUSYBOX;
 use berth_integration::run_with_timeout;
 use berth_proto::runtime::v1::{
@@ -655,4 +657,70 @@ async fn cri_kill_9_during_cni_add_is_undone_at_restart() {
         .await
         .expect("a pod runs after the recovery");
     cri.stop_and_remove_pod(&pod).await.expect("teardown");
+}
+
+/// From inside busybox containers: the pods reach each other by IP over TCP (one serves with
+/// `httpd`, the other fetches with `nc`), see their own IP on eth0, and have the pod's hostname
+/// and the resolv.conf written from `dns_config`.
+async fn containers_in_two_pods_talk(reference: bool) {
+    if !require_pod_tools() {
+        return;
+    }
+    let env = env(reference).await;
+    let mut cri = env.client().await;
+    cri.pull_image(BUSYBOX_IMAGE).await.expect("pull busybox");
+    let config_a = env.pod_config("talk-a");
+    let config_b = env.pod_config("talk-b");
+    let a = cri.run_pod(&config_a).await.expect("run pod a");
+    let b = cri.run_pod(&config_b).await.expect("run pod b");
+    let sleeper = |name: &str| env.busybox_container(name, &["sleep", "3600"]);
+    let ca = cri
+        .run_container(&a, &sleeper("a"), &config_a)
+        .await
+        .expect("container in pod a");
+    let cb = cri
+        .run_container(&b, &sleeper("b"), &config_b)
+        .await
+        .expect("container in pod b");
+    let ip_a = cri.pod_ip(&a).await.expect("ip a");
+    let ip_b = cri.pod_ip(&b).await.expect("ip b");
+
+    let addr = cri.sh(&ca, "ip -o -4 addr show eth0").await;
+    assert!(addr.contains(&format!("inet {ip_a}/")), "{addr}");
+    assert_eq!(cri.sh(&ca, "hostname").await, "talk-a\n");
+    let resolv = cri.sh(&ca, "cat /etc/resolv.conf").await;
+    assert_eq!(
+        resolv,
+        "search berth.test\nnameserver 198.51.100.53\noptions ndots:2\n"
+    );
+
+    cri.sh(
+        &cb,
+        "mkdir -p /tmp/www && echo from-pod-b > /tmp/www/index.html && httpd -p 8080 -h /tmp/www",
+    )
+    .await;
+    let got = cri
+        .sh(
+            &ca,
+            &format!(
+                "for i in 1 2 3 4 5; do printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {ip_b} 8080 && break; sleep 1; done"
+            ),
+        )
+        .await;
+    assert!(
+        got.ends_with("from-pod-b\n"),
+        "pod a fetched from pod b: {got:?}"
+    );
+    cri.stop_and_remove_pod(&a).await.expect("teardown a");
+    cri.stop_and_remove_pod(&b).await.expect("teardown b");
+}
+
+#[tokio::test]
+async fn cri_containers_in_two_pods_talk() {
+    containers_in_two_pods_talk(false).await;
+}
+
+#[tokio::test]
+async fn reference_containerd_containers_in_two_pods_talk() {
+    containers_in_two_pods_talk(true).await;
 }
