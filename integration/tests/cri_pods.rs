@@ -21,8 +21,9 @@ use berth_integration::cri::{
 use berth_integration::image::BUSYBOX;
 use berth_integration::run_with_timeout;
 use berth_proto::runtime::v1::{
-    ListPodSandboxStatsRequest, PodSandboxConfig, PodSandboxFilter, PodSandboxState,
-    PodSandboxStateValue, PodSandboxStatsRequest, PortMapping, Protocol, UInt64Value,
+    ListPodSandboxStatsRequest, NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxFilter,
+    PodSandboxState, PodSandboxStateValue, PodSandboxStatsRequest, PortMapping, Protocol,
+    UInt64Value,
 };
 use tonic::Code;
 
@@ -156,7 +157,11 @@ fn ipam_allocations(env: &CriEnv) -> Vec<PathBuf> {
 /// daemon itself is not a leftover.
 async fn leftovers_settled(env: &CriEnv, before: &HostState) -> HostState {
     let deadline = Instant::now() + Duration::from_secs(10);
-    let daemon = env.daemon().pid();
+    let daemon = if env.is_reference() {
+        0
+    } else {
+        env.daemon().pid()
+    };
     loop {
         let mut left = env.host_state().added_since(before);
         left.processes.retain(|p| p.pid != daemon);
@@ -723,4 +728,58 @@ async fn cri_containers_in_two_pods_talk() {
 #[tokio::test]
 async fn reference_containerd_containers_in_two_pods_talk() {
     containers_in_two_pods_talk(true).await;
+}
+
+/// A pod with the host's network: no IP in its status, its pause process in the host's network
+/// namespace, nothing pinned, and it stops and goes like any other.
+async fn host_network_pod_has_no_network_of_its_own(reference: bool) {
+    if !require_pod_tools() {
+        return;
+    }
+    let env = env(reference).await;
+    let mut cri = env.client().await;
+    let before = env.host_state();
+    let mut config = env.pod_config("hostnet");
+    // As the kubelet sends it: a host-network pod has the host's UTS namespace, no hostname.
+    config.hostname = String::new();
+    if let Some(ctx) = config
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+    {
+        ctx.namespace_options = Some(NamespaceOption {
+            network: NamespaceMode::Node as i32,
+            ..NamespaceOption::default()
+        });
+    }
+    let pod = cri.run_pod(&config).await.expect("run a host-network pod");
+    assert_eq!(cri.pod_ip(&pod).await.expect("status"), "", "no pod IP");
+    let pid = pause_pid(&mut cri, &pod).await;
+    let theirs = std::fs::read_link(format!("/proc/{pid}/ns/net")).expect("pause netns");
+    let ours = std::fs::read_link("/proc/self/ns/net").expect("our netns");
+    assert_eq!(
+        theirs, ours,
+        "the pause process is in the host's network namespace"
+    );
+    let status = cri.pod_status(&pod, false).await.expect("status");
+    let options = status
+        .status
+        .and_then(|s| s.linux)
+        .and_then(|l| l.namespaces)
+        .and_then(|n| n.options)
+        .expect("namespace options in the status");
+    assert_eq!(options.network, NamespaceMode::Node as i32);
+    cri.stop_and_remove_pod(&pod).await.expect("teardown");
+    let left = leftovers_settled(&env, &before).await;
+    assert!(left.is_empty(), "a host-network pod left: {left:#?}");
+}
+
+#[tokio::test]
+async fn cri_host_network_pod_has_no_network_of_its_own() {
+    host_network_pod_has_no_network_of_its_own(false).await;
+}
+
+#[tokio::test]
+async fn reference_containerd_host_network_pod_has_no_network_of_its_own() {
+    host_network_pod_has_no_network_of_its_own(true).await;
 }
