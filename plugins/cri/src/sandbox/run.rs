@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::SystemTime;
 
 use berth_core::metadata::{AnyValue, RuntimeRecord};
@@ -424,11 +424,6 @@ fn now_nanos() -> i64 {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
         .unwrap_or(0)
-}
-
-/// The path a sandbox's netns is pinned at, for callers outside this module.
-pub fn pinned_netns(cri: &Cri, id: &str) -> PathBuf {
-    crate::netns::netns_path(&cri.state, id)
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! unmount its /dev/shm, kill and delete the pause task, CNI DEL and remove the network
 //! namespace. Idempotent: a stopped pod, a gone netns or an already-deleted network is success.
 
+use berth_errdefs::{Classify, ErrorKind};
 use berth_proto::runtime::v1::{
     StopContainerRequest, StopPodSandboxRequest, StopPodSandboxResponse,
 };
@@ -34,14 +35,21 @@ pub(crate) async fn stop(cri: &Cri, sandbox: &Sandbox) -> Result<()> {
         .map(|c| c.id().to_owned())
         .collect();
     for container_id in containers {
-        crate::container::stop::stop_container(
+        let stopped = crate::container::stop::stop_container(
             cri,
             StopContainerRequest {
                 container_id,
                 timeout: 0,
             },
         )
-        .await?;
+        .await;
+        match stopped {
+            // Removed meanwhile: nothing left to stop.
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            other => {
+                other?;
+            }
+        }
     }
     {
         let (root, id) = (cri.root.clone(), id.clone());
