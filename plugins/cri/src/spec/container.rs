@@ -1,7 +1,7 @@
 //! A container's spec (containerd `containerSpec`, `containerSpecOpts`, `containerMounts`,
 //! `volumeMounts`).
 
-use berth_proto::runtime::v1::{ContainerConfig, NamespaceMode};
+use berth_proto::runtime::v1::ContainerConfig;
 use oci_spec::image::Config as ImageConfig;
 
 use super::annotations as ann;
@@ -67,7 +67,18 @@ pub fn spec(input: &ContainerSpecInput<'_>) -> Result<oci_spec::runtime::Spec> {
     )?;
     let args = process_args(config, &image)?;
 
-    let mut d: Draft = defaults::default_draft(input.id)?;
+    let base = base_spec(&input.runtime.base_runtime_spec)?;
+    let mut d: Draft = match &base {
+        None => defaults::default_draft(input.id)?,
+        Some(base) => {
+            // containerd keeps a base spec's security settings (rlimits, seccomp) and puts the
+            // container in its namespace's cgroup (`WithNamespacedCgroup`).
+            let mut d = Draft::from_spec(base);
+            d.cgroups_path = Some(format!("/{}/{}", crate::K8S_NAMESPACE, input.id));
+            d.remove_mount("/run");
+            d
+        }
+    };
     d.args = args;
     d.set_env(&[defaults::DEFAULT_PATH_ENV.to_owned()]);
     d.no_new_privileges = false;
@@ -174,12 +185,6 @@ pub fn spec(input: &ContainerSpecInput<'_>) -> Result<oci_spec::runtime::Spec> {
         input.target_pid,
         cgroup_ns,
     )?;
-    if modes.network == NamespaceMode::Node && input.netns_path.is_some() {
-        tracing::debug!(
-            id = input.id,
-            "host-network container of a pod with a netns"
-        );
-    }
     let pod_meta = input.sandbox_config.metadata.clone().unwrap_or_default();
     let meta = config.metadata.clone().unwrap_or_default();
     let image_name = input
@@ -233,7 +238,22 @@ pub fn spec(input: &ContainerSpecInput<'_>) -> Result<oci_spec::runtime::Spec> {
     d.add_gids(sc.supplemental_groups.iter().map(|g| *g as u32));
 
     security::seccomp_filter(&mut d, &seccomp, sc.privileged, SC)?;
-    d.into_spec()
+    d.into_spec_on(base)
+}
+
+/// The runtime handler's `base_runtime_spec` (a JSON OCI spec file), `None` when not set.
+pub fn base_spec(path: &str) -> Result<Option<oci_spec::runtime::Spec>> {
+    if path.is_empty() {
+        return Ok(None);
+    }
+    let bytes = std::fs::read(path).map_err(|e| {
+        CriError::FailedPrecondition(format!("runtime handler's base_runtime_spec {path}: {e}"))
+    })?;
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+        CriError::FailedPrecondition(format!(
+            "runtime handler's base_runtime_spec {path} is not an OCI spec: {e}"
+        ))
+    })
 }
 
 #[cfg(test)]
@@ -245,7 +265,8 @@ mod tests {
     use berth_proto::runtime::v1::{
         Capability, ContainerMetadata, ImageSpec, Int64Value, KeyValue, LinuxContainerConfig,
         LinuxContainerResources, LinuxContainerSecurityContext, LinuxPodSandboxConfig,
-        LinuxSandboxSecurityContext, NamespaceOption, PodSandboxConfig, PodSandboxMetadata,
+        LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption, PodSandboxConfig,
+        PodSandboxMetadata,
     };
     use oci_spec::image::{ConfigBuilder, ImageConfigurationBuilder};
     use serde_json::{json, Value};
@@ -552,6 +573,85 @@ mod tests {
             .as_array()
             .is_some_and(|d| !d.is_empty()));
         assert_eq!(v["linux"]["resources"]["devices"][0]["allow"], true);
+    }
+
+    #[test]
+    fn a_base_runtime_spec_is_the_start() {
+        let f = fixture();
+        let base_path = f.container_dir.with_file_name("base.json");
+        std::fs::write(
+            &base_path,
+            serde_json::to_vec(&json!({
+                "ociVersion": "1.0.2",
+                "process": {
+                    "user": {"uid": 0, "gid": 0},
+                    "cwd": "/",
+                    "capabilities": {"bounding": ["CAP_KILL"], "effective": ["CAP_KILL"],
+                                     "permitted": ["CAP_KILL"]},
+                    "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 4096, "soft": 4096}]
+                },
+                "root": {"path": "rootfs"},
+                "mounts": [
+                    {"destination": "/proc", "type": "proc", "source": "proc"},
+                    {"destination": "/run", "type": "tmpfs", "source": "tmpfs"}
+                ],
+                "linux": {
+                    "namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "network"},
+                                   {"type": "ipc"}, {"type": "uts"}],
+                    "seccomp": {"defaultAction": "SCMP_ACT_ALLOW"}
+                }
+            }))
+            .unwrap(),
+        )
+        .unwrap();
+        let runtime = RuntimeHandler {
+            base_runtime_spec: base_path.display().to_string(),
+            ..RuntimeHandler::default()
+        };
+        let cri = CriConfig::default();
+        let config = container(Default::default());
+        let pod = pod(false);
+        let input = ContainerSpecInput {
+            id: "c1",
+            sandbox_id: "sb1",
+            config: &config,
+            sandbox_config: &pod,
+            sandbox_pid: 4242,
+            target_pid: None,
+            netns_path: None,
+            files: &f.files,
+            image: &f.image,
+            rootfs: &f.rootfs,
+            container_dir: &f.container_dir,
+            runtime: &runtime,
+            cri: &cri,
+        };
+        let v = serde_json::to_value(spec(&input).unwrap()).unwrap();
+        assert_eq!(
+            v["process"]["rlimits"][0]["hard"], 4096,
+            "the base's rlimits stay"
+        );
+        assert_eq!(
+            v["process"]["capabilities"]["effective"],
+            json!(["CAP_KILL"])
+        );
+        assert_eq!(v["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ALLOW");
+        assert_eq!(v["process"]["args"], json!(["/bin/sh", "-c", "sleep 1"]));
+        assert_eq!(v["linux"]["cgroupsPath"], "/kubepods/pod1/c1");
+        let mounts = v["mounts"].as_array().unwrap();
+        assert!(!mounts.iter().any(|m| m["destination"] == "/run"));
+        assert!(mounts.iter().any(|m| m["destination"] == "/etc/hosts"));
+
+        let missing = RuntimeHandler {
+            base_runtime_spec: "/nonexistent/base.json".into(),
+            ..RuntimeHandler::default()
+        };
+        let err = spec(&ContainerSpecInput {
+            runtime: &missing,
+            ..input
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("base_runtime_spec"), "{err}");
     }
 
     #[test]

@@ -148,6 +148,146 @@ impl Draft {
         self.additional_gids.dedup();
     }
 
+    /// A draft holding what `base` (a runtime handler's `base_runtime_spec`) says for every
+    /// field a draft models; the rest of `base` is kept by [`Draft::into_spec_on`].
+    pub fn from_spec(base: &Spec) -> Draft {
+        let mut d = Draft::default();
+        if let Some(p) = base.process() {
+            d.args = p.args().clone().unwrap_or_default();
+            d.env = p.env().clone().unwrap_or_default();
+            d.cwd = p.cwd().display().to_string();
+            d.terminal = p.terminal().unwrap_or(false);
+            d.uid = p.user().uid();
+            d.gid = p.user().gid();
+            d.additional_gids = p.user().additional_gids().clone().unwrap_or_default();
+            d.caps = p
+                .capabilities()
+                .as_ref()
+                .and_then(|c| c.bounding().clone())
+                .map(|set| {
+                    let mut names: Vec<String> = set
+                        .iter()
+                        .filter_map(|c| serde_json::to_value(c).ok())
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect();
+                    names.sort();
+                    names
+                })
+                .unwrap_or_default();
+            d.no_new_privileges = p.no_new_privileges().unwrap_or(false);
+            d.oom_score_adj = p.oom_score_adj();
+        }
+        d.hostname = base.hostname().clone();
+        d.root_readonly = base
+            .root()
+            .as_ref()
+            .and_then(|r| r.readonly())
+            .unwrap_or(false);
+        d.mounts = base
+            .mounts()
+            .iter()
+            .flatten()
+            .map(|m| MountEntry {
+                destination: m.destination().display().to_string(),
+                typ: m.typ().clone().unwrap_or_default(),
+                source: m
+                    .source()
+                    .as_ref()
+                    .map(|s| s.display().to_string())
+                    .unwrap_or_default(),
+                options: m.options().clone().unwrap_or_default(),
+            })
+            .collect();
+        d.annotations = base
+            .annotations()
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if let Some(l) = base.linux() {
+            d.namespaces = l
+                .namespaces()
+                .iter()
+                .flatten()
+                .map(|n| Namespace {
+                    typ: n.typ(),
+                    path: n.path().clone(),
+                })
+                .collect();
+            d.cgroups_path = l.cgroups_path().as_ref().map(|p| p.display().to_string());
+            d.devices = l.devices().clone().unwrap_or_default();
+            d.sysctl = l
+                .sysctl()
+                .iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            d.masked_paths = l.masked_paths().clone().unwrap_or_default();
+            d.readonly_paths = l.readonly_paths().clone().unwrap_or_default();
+            d.rootfs_propagation = l.rootfs_propagation().clone();
+            d.seccomp = l.seccomp().clone();
+            if let Some(r) = l.resources() {
+                d.device_rules = r.devices().clone().unwrap_or_default();
+                d.cpu = r.cpu().clone();
+                d.memory = *r.memory();
+                d.hugepage_limits = r.hugepage_limits().clone().unwrap_or_default();
+                d.unified = r
+                    .unified()
+                    .iter()
+                    .flatten()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+            }
+        }
+        d
+    }
+
+    /// The OCI spec: `base` with every field a draft models replaced by the draft's (its
+    /// rlimits, hooks, AppArmor profile, inheritable capabilities, pids and block I/O limits,
+    /// ID mappings and the like are kept), or the draft alone without a base.
+    pub fn into_spec_on(self, base: Option<Spec>) -> Result<Spec> {
+        let Some(mut base) = base else {
+            return self.into_spec();
+        };
+        let mut fresh = self.into_spec()?;
+        if let (Some(process), Some(old)) = (fresh.process_mut().as_mut(), base.process()) {
+            process.set_rlimits(old.rlimits().clone());
+            process.set_apparmor_profile(old.apparmor_profile().clone());
+            process.set_selinux_label(old.selinux_label().clone());
+            process.set_scheduler(old.scheduler().clone());
+            process.set_io_priority(*old.io_priority());
+            let inheritable = old
+                .capabilities()
+                .as_ref()
+                .and_then(|c| c.inheritable().clone());
+            if let Some(caps) = process.capabilities().clone() {
+                let mut caps = caps;
+                caps.set_inheritable(inheritable);
+                process.set_capabilities(Some(caps));
+            }
+        }
+        if let (Some(linux), Some(old)) = (fresh.linux_mut().as_mut(), base.linux()) {
+            linux.set_uid_mappings(old.uid_mappings().clone());
+            linux.set_gid_mappings(old.gid_mappings().clone());
+            linux.set_intel_rdt(old.intel_rdt().clone());
+            linux.set_personality(old.personality().clone());
+            linux.set_mount_label(old.mount_label().clone());
+            if let (Some(res), Some(old_res)) = (linux.resources_mut().as_mut(), old.resources()) {
+                res.set_pids(*old_res.pids());
+                res.set_block_io(old_res.block_io().clone());
+                res.set_network(old_res.network().clone());
+                res.set_rdma(old_res.rdma().clone());
+            }
+        }
+        base.set_process(fresh.process().clone());
+        base.set_root(fresh.root().clone());
+        base.set_mounts(fresh.mounts().clone());
+        base.set_hostname(fresh.hostname().clone());
+        base.set_annotations(fresh.annotations().clone());
+        base.set_linux(fresh.linux().clone());
+        Ok(base)
+    }
+
     /// The OCI spec.
     pub fn into_spec(self) -> Result<Spec> {
         let caps = to_capabilities(&self.caps);
@@ -298,6 +438,58 @@ mod tests {
         };
         d.set_env(&["A=3".into(), "B".into(), "C=x=y".into()]);
         assert_eq!(d.env, vec!["PATH=/bin", "A=3", "C=x=y"]);
+    }
+
+    #[test]
+    fn a_base_spec_round_trips_and_keeps_what_drafts_do_not_model() {
+        let base: Spec = serde_json::from_value(serde_json::json!({
+            "ociVersion": "1.0.2",
+            "process": {
+                "user": {"uid": 0, "gid": 0},
+                "args": ["sh"],
+                "env": ["BASE=1"],
+                "cwd": "/",
+                "capabilities": {"bounding": ["CAP_KILL"], "inheritable": ["CAP_KILL"]},
+                "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 4096, "soft": 4096}]
+            },
+            "root": {"path": "rootfs"},
+            "hooks": {"prestart": [{"path": "/bin/true"}]},
+            "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"}],
+            "annotations": {"base": "yes"},
+            "linux": {
+                "namespaces": [{"type": "pid"}, {"type": "mount"}],
+                "resources": {"pids": {"limit": 100}},
+                "seccomp": {"defaultAction": "SCMP_ACT_ALLOW"}
+            }
+        }))
+        .unwrap();
+        let mut d = Draft::from_spec(&base);
+        assert_eq!(d.env, vec!["BASE=1"]);
+        assert_eq!(d.caps, vec!["CAP_KILL"]);
+        assert_eq!(d.mounts[0].destination, "/proc");
+        assert!(d.seccomp.is_some());
+        d.args = vec!["/app".into()];
+        d.caps.push("CAP_CHOWN".into());
+        d.annotations.insert("added".into(), "1".into());
+        let v = serde_json::to_value(d.into_spec_on(Some(base)).unwrap()).unwrap();
+        assert_eq!(v["process"]["args"], serde_json::json!(["/app"]));
+        assert_eq!(v["process"]["rlimits"][0]["hard"], 4096);
+        assert_eq!(
+            v["process"]["capabilities"]["inheritable"],
+            serde_json::json!(["CAP_KILL"])
+        );
+        assert_eq!(
+            v["process"]["capabilities"]["bounding"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
+        assert_eq!(v["hooks"]["prestart"][0]["path"], "/bin/true");
+        assert_eq!(v["linux"]["resources"]["pids"]["limit"], 100);
+        assert_eq!(v["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ALLOW");
+        assert_eq!(v["annotations"]["base"], "yes");
+        assert_eq!(v["annotations"]["added"], "1");
     }
 
     #[test]

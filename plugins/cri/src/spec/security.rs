@@ -97,16 +97,17 @@ pub fn seccomp_choice(
     })
 }
 
-/// The seccomp filter for `choice`: none for a privileged process, unset or unconfined; the
-/// built-in profile (for the draft's capabilities) or the host file otherwise.
+/// The seccomp filter for `choice`: none for a privileged process; the spec's own (none
+/// unless a base spec has one) for unset or unconfined; the built-in profile (for the
+/// draft's capabilities) or the host file otherwise.
 pub fn seccomp_filter(
     draft: &mut Draft,
     choice: &SeccompChoice,
     privileged: bool,
     field: &str,
 ) -> Result<()> {
-    draft.seccomp = None;
     if privileged {
+        draft.seccomp = None;
         return Ok(());
     }
     if !matches!(choice, SeccompChoice::Unset | SeccompChoice::Unconfined) && !seccomp::enabled() {
@@ -114,8 +115,10 @@ pub fn seccomp_filter(
             "seccomp is not supported on this host".to_owned(),
         ));
     }
+    // Unset and unconfined leave the spec's filter alone: none in Berth's default spec, a
+    // base_runtime_spec's own otherwise (as containerd).
     draft.seccomp = match choice {
-        SeccompChoice::Unset | SeccompChoice::Unconfined => None,
+        SeccompChoice::Unset | SeccompChoice::Unconfined => draft.seccomp.take(),
         SeccompChoice::RuntimeDefault => Some(seccomp::default_profile(&seccomp::Host {
             arch: std::env::consts::ARCH,
             kernel: seccomp::kernel_version(),
