@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use berth_integration::cri::images::BUSYBOX_IMAGE;
 use berth_integration::cri::leftovers::processes_mentioning;
 use berth_integration::cri::{container_log_path, require_cri, CriClient, CriEnv, CriEnvOptions};
+use berth_integration::ctr_at;
 use berth_proto::runtime::v1::{
     ContainerFilter, ContainerState, ContainerStateValue, ContainerStatsFilter,
     ContainerStatsRequest, ContainerStatus, LinuxContainerResources, ListContainerStatsRequest,
@@ -649,6 +650,33 @@ async fn unknown_ids_duplicate_names_and_bad_log_paths(reference: bool) {
         assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
         assert!(err.message().contains("log_path"), "{err:?}");
     }
+    // A create that fails after its snapshot was prepared (the spec refuses a missing
+    // seccomp profile) leaves no record and no snapshot.
+    let records_before = k8s_objects(&env, &["containers", "ls", "-q"]);
+    let snapshots_before = k8s_objects(&env, &["snapshots", "--snapshotter", "overlayfs", "ls"]);
+    let mut refused = env.busybox_container("refused", &["sleep", "3600"]);
+    if let Some(sc) = refused
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+    {
+        sc.seccomp_profile_path = format!("localhost/{}", env.dir().join("missing.json").display());
+    }
+    cri.create_container(&pod_id, &refused, &pod)
+        .await
+        .expect_err("a missing seccomp profile");
+    assert_eq!(
+        k8s_objects(&env, &["containers", "ls", "-q"]),
+        records_before
+    );
+    // containerd 1.6 leaves the new rootfs snapshot for its collector; the issue asks for
+    // nothing half-made.
+    if !reference {
+        assert_eq!(
+            k8s_objects(&env, &["snapshots", "--snapshotter", "overlayfs", "ls"]),
+            snapshots_before
+        );
+    }
     let listed = cri.list_containers(None).await.expect("ListContainers");
     assert_eq!(
         listed.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
@@ -661,6 +689,17 @@ async fn unknown_ids_duplicate_names_and_bad_log_paths(reference: bool) {
     cri.stop_and_remove_pod(&pod_id)
         .await
         .expect("remove the pod");
+}
+
+/// The lines `ctr -n k8s.io <args>` prints, sorted.
+fn k8s_objects(env: &CriEnv, args: &[&str]) -> Vec<String> {
+    let mut all = vec!["-n", "k8s.io"];
+    all.extend_from_slice(args);
+    let out = ctr_at(env.address(), &all);
+    assert!(out.status.success(), "{out:?}");
+    let mut lines: Vec<String> = out.stdout.lines().map(str::to_owned).collect();
+    lines.sort();
+    lines
 }
 
 /// The `line N` counters of a log, in order.
