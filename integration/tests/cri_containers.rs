@@ -683,6 +683,19 @@ async fn unknown_ids_duplicate_names_and_bad_log_paths(reference: bool) {
         [id.as_str()]
     );
     assert_eq!(listed[0].state, ContainerState::ContainerCreated as i32);
+    // The record ctr sees, labelled as containerd's CRI labels it.
+    assert_eq!(
+        k8s_objects(
+            &env,
+            &[
+                "containers",
+                "ls",
+                "-q",
+                "labels.\"io.cri-containerd.kind\"==container"
+            ]
+        ),
+        [id.clone()]
+    );
     cri.remove_container(&id)
         .await
         .expect("RemoveContainer of a created one");
