@@ -694,7 +694,7 @@ async fn unknown_ids_duplicate_names_and_bad_log_paths(reference: bool) {
                 "labels.\"io.cri-containerd.kind\"==container"
             ]
         ),
-        [id.clone()]
+        [id.as_str()]
     );
     cri.remove_container(&id)
         .await
