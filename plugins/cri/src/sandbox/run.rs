@@ -52,15 +52,23 @@ pub async fn run_pod_sandbox(
     tracing::Span::current().record("id", id.as_str());
     cri.store.sandboxes.reserve_name(&name, &id)?;
     let handler_name = req.runtime_handler;
-    match run(cri, &id, &name, config, &handler_name).await {
-        Ok(()) => Ok(RunPodSandboxResponse { pod_sandbox_id: id }),
-        Err(e) => {
-            tracing::warn!(id = %id, error = %e, "RunPodSandbox failed, undoing");
-            undo(cri, &id, &handler_name).await;
-            cri.store.sandboxes.release_name(&name);
-            Err(e)
+    // On a task of its own: a client that gives up (the kubelet's deadline) drops this future,
+    // and a RunPodSandbox stopped halfway would leave what it made without a record.
+    let (cri, span) = (cri.clone(), tracing::Span::current());
+    let work = async move {
+        match run(&cri, &id, &name, config, &handler_name).await {
+            Ok(()) => Ok(RunPodSandboxResponse { pod_sandbox_id: id }),
+            Err(e) => {
+                tracing::warn!(id = %id, error = %e, "RunPodSandbox failed, undoing");
+                undo(&cri, &id, &handler_name).await;
+                cri.store.sandboxes.release_name(&name);
+                Err(e)
+            }
         }
-    }
+    };
+    tokio::spawn(tracing::Instrument::instrument(work, span))
+        .await
+        .map_err(|e| CriError::Internal(format!("RunPodSandbox task failed: {e}")))?
 }
 
 /// A new sandbox id: 64 hex digits (containerd `util.GenerateID`).
