@@ -716,6 +716,23 @@ async fn containers_in_two_pods_talk(reference: bool) {
         got.ends_with("from-pod-b\n"),
         "pod a fetched from pod b: {got:?}"
     );
+    let stats = cri
+        .runtime
+        .pod_sandbox_stats(PodSandboxStatsRequest {
+            pod_sandbox_id: a.clone(),
+        })
+        .await
+        .expect("PodSandboxStats")
+        .into_inner()
+        .stats
+        .and_then(|s| s.linux)
+        .expect("linux stats");
+    let ids: Vec<String> = stats
+        .containers
+        .iter()
+        .filter_map(|c| c.attributes.as_ref().map(|at| at.id.clone()))
+        .collect();
+    assert_eq!(ids, vec![ca.clone()], "the pod's stats list its container");
     cri.stop_and_remove_pod(&a).await.expect("teardown a");
     cri.stop_and_remove_pod(&b).await.expect("teardown b");
 }

@@ -1,14 +1,16 @@
 //! PodSandboxStats, ListPodSandboxStats (containerd `pkg/cri/server/sandbox_stats_linux.go`):
 //! CPU and memory of the pod's cgroup (`linux.cgroup_parent`, or the pause container's own
 //! cgroup when the pod names none), the default interface's counters read from the pause
-//! process's `/proc/<pid>/net/dev` (its network namespace), the number of processes.
+//! process's `/proc/<pid>/net/dev` (its network namespace), the number of processes, and the
+//! stats of the pod's containers.
 
 use std::time::SystemTime;
 
 use berth_proto::runtime::v1::{
-    CpuUsage, LinuxPodSandboxStats, ListPodSandboxStatsRequest, ListPodSandboxStatsResponse,
-    MemoryUsage, NetworkInterfaceUsage, NetworkUsage, PodSandboxAttributes, PodSandboxStats,
-    PodSandboxStatsRequest, PodSandboxStatsResponse, ProcessUsage, UInt64Value,
+    ContainerStatsFilter, CpuUsage, LinuxPodSandboxStats, ListContainerStatsRequest,
+    ListPodSandboxStatsRequest, ListPodSandboxStatsResponse, MemoryUsage, NetworkInterfaceUsage,
+    NetworkUsage, PodSandboxAttributes, PodSandboxStats, PodSandboxStatsRequest,
+    PodSandboxStatsResponse, ProcessUsage, UInt64Value,
 };
 
 use super::blocking;
@@ -91,6 +93,18 @@ async fn stats_of(cri: &Cri, sandbox: &Sandbox) -> Result<PodSandboxStats> {
         Ok((usage, net, processes))
     })
     .await?;
+    // The pod's containers, as ListContainerStats filtered by the pod reports them.
+    let containers = crate::container::stats::list_container_stats(
+        cri,
+        ListContainerStatsRequest {
+            filter: Some(ContainerStatsFilter {
+                pod_sandbox_id: sandbox.id().to_owned(),
+                ..ContainerStatsFilter::default()
+            }),
+        },
+    )
+    .await?
+    .stats;
     let now = now_nanos();
     let value = |v: u64| Some(UInt64Value { value: v });
     let network = net.map(|c| NetworkUsage {
@@ -131,7 +145,7 @@ async fn stats_of(cri: &Cri, sandbox: &Sandbox) -> Result<PodSandboxStats> {
                 timestamp: now,
                 process_count: value(n),
             }),
-            containers: Vec::new(),
+            containers,
         }),
         windows: None,
     })
