@@ -23,6 +23,9 @@ use serde_json::{Map, Value};
 pub use self::config::{load_networks, NetworkList};
 use crate::error::{CriError, Result};
 
+/// How long one plugin may run before it is killed.
+const PLUGIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// The interface name of the pod's first (default) network, as containerd's.
 pub const DEFAULT_IFNAME: &str = "eth0";
 
@@ -349,9 +352,31 @@ impl Cni {
             // A plugin that exits without reading its config fails below with its own message.
             let _ = input.write_all(&stdin);
         }
-        let output = child
-            .wait_with_output()
-            .map_err(|e| CriError::io("wait for CNI plugin", &binary, e))?;
+        // A watchdog kills a plugin that hangs: a pod must not wait on it forever.
+        let pid = i32::try_from(child.id()).unwrap_or(i32::MAX);
+        let (done, finished) = std::sync::mpsc::channel::<()>();
+        let watchdog = std::thread::spawn(move || {
+            let hung = matches!(
+                finished.recv_timeout(PLUGIN_TIMEOUT),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+            );
+            if hung {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            hung
+        });
+        let output = child.wait_with_output();
+        let _ = done.send(());
+        if watchdog.join().unwrap_or(false) {
+            return Err(CriError::Network(format!(
+                "plugin type={kind:?} name={:?} failed ({op}): killed after {PLUGIN_TIMEOUT:?}",
+                list.name
+            )));
+        }
+        let output = output.map_err(|e| CriError::io("wait for CNI plugin", &binary, e))?;
         if output.status.success() {
             return Ok(output.stdout);
         }
