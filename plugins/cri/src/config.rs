@@ -30,7 +30,8 @@ pub struct CriConfig {
     /// Never give a container an `oom_score_adj` lower than berthd's own (containerd's
     /// `restrict_oom_score_adj`, for hosts without CAP_SYS_RESOURCE).
     pub restrict_oom_score_adj: bool,
-    /// Do not mount /proc with the runtime's default masks (accepted, see docs/CRI.md).
+    /// Ignore the request's masked and read-only paths and keep the default spec's (for
+    /// kubelets before Kubernetes 1.12, as containerd).
     pub disable_proc_mount: bool,
     /// Ignore `Volumes` of image configs.
     pub ignore_image_defined_volumes: bool,
@@ -46,7 +47,8 @@ pub struct CriConfig {
     pub tolerate_missing_hugetlb_controller: bool,
     /// Accepted for containerd compatibility.
     pub disable_hugetlb_controller: bool,
-    /// Accepted for containerd compatibility.
+    /// Device nodes of a container belong to its run-as user and group (not 0) instead of
+    /// the host node's owner.
     pub device_ownership_from_security_context: bool,
     /// Pin network namespaces under berthd's state dir (Berth always does).
     pub netns_mounts_under_state_dir: bool,
