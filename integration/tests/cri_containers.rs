@@ -458,6 +458,39 @@ async fn exec_sync_timeout_kills_the_process(reference: bool) {
     assert_eq!(cri.sh(&id, "echo alive").await, "alive\n");
     cri.stop_container(&id, 0).await.expect("StopContainer");
     cri.remove_container(&id).await.expect("RemoveContainer");
+
+    // A container with `stdin` keeps an open stdin: `cat` waits instead of seeing its end.
+    let mut reader = env.busybox_container(
+        "reader",
+        &[
+            "sh",
+            "-c",
+            "echo reading; cat; echo stdin closed; sleep 3600",
+        ],
+    );
+    reader.stdin = true;
+    let reader_id = cri
+        .run_container(&pod_id, &reader, &pod)
+        .await
+        .expect("run the reader");
+    let log = container_log_path(&pod, &reader);
+    wait_log(&log, "stdout F reading", Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let text = std::fs::read_to_string(&log).expect("reader log");
+    assert!(!text.contains("stdin closed"), "{text:?}");
+    wait_state(
+        &mut cri,
+        &reader_id,
+        ContainerState::ContainerRunning,
+        Duration::from_secs(1),
+    )
+    .await;
+    cri.stop_container(&reader_id, 0)
+        .await
+        .expect("StopContainer");
+    cri.remove_container(&reader_id)
+        .await
+        .expect("RemoveContainer");
     cri.stop_and_remove_pod(&pod_id)
         .await
         .expect("remove the pod");
