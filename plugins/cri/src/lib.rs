@@ -21,6 +21,7 @@ pub mod service;
 pub mod stats;
 pub mod spec;
 pub mod store;
+pub mod streaming;
 
 pub use config::CriConfig;
 pub use error::CriError;
