@@ -16,7 +16,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use berth_integration::cri::images::BUSYBOX_IMAGE;
-use berth_integration::cri::leftovers::processes_mentioning;
+use berth_integration::cri::leftovers::{pids_in_cgroups_under, processes_mentioning};
 use berth_integration::cri::{container_log_path, require_cri, CriClient, CriEnv, CriEnvOptions};
 use berth_integration::ctr_at;
 use berth_proto::runtime::v1::{
@@ -862,6 +862,69 @@ async fn cri_kill9_berthd_keeps_containers_running_and_their_logs_complete() {
         assert!(Instant::now() < deadline, "left behind: {left:#?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cri_container_whose_task_vanished_while_berthd_was_down_is_exited_unknown() {
+    if !require_cri() {
+        return;
+    }
+    let mut env = CriEnv::start().await;
+    let mut cri = env.client().await;
+    cri.pull_image(BUSYBOX_IMAGE)
+        .await
+        .expect("PullImage busybox");
+    let pod = env.pod_config("vanish");
+    let pod_id = cri.run_pod(&pod).await.expect("RunPodSandbox");
+    let config = env.busybox_container("sleeper", &["sleep", "3600"]);
+    let id = cri
+        .run_container(&pod_id, &config, &pod)
+        .await
+        .expect("run");
+    drop(cri);
+
+    // berthd dies, then the shims and every process of the pod go too.
+    env.daemon_mut().kill9();
+    let socket = env.address().display().to_string();
+    for _ in 0..3 {
+        let mut pids: Vec<u32> = processes_mentioning(&socket)
+            .into_iter()
+            .map(|p| p.pid)
+            .collect();
+        pids.extend(pids_in_cgroups_under(env.cgroup_root()));
+        if pids.is_empty() {
+            break;
+        }
+        for pid in pids {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(i32::try_from(pid).expect("a pid")),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    env.daemon_mut().restart();
+    let mut cri = env.client().await;
+    let status = wait_state(
+        &mut cri,
+        &id,
+        ContainerState::ContainerExited,
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(
+        (status.exit_code, status.reason.as_str()),
+        (255, "Unknown"),
+        "{status:?}"
+    );
+    assert!(status.finished_at > 0, "{status:?}");
+    cri.stop_container(&id, 1)
+        .await
+        .expect("StopContainer of the exited container");
+    cri.remove_container(&id).await.expect("RemoveContainer");
+    cri.stop_and_remove_pod(&pod_id)
+        .await
+        .expect("remove the pod");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
