@@ -18,6 +18,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 use tokio::task::JoinHandle;
 
+use crate::container::attach::OutputFanout;
 use crate::error::{CriError, Result};
 
 /// The tag of a complete line.
@@ -180,6 +181,8 @@ struct LoggerInner {
     max_len: usize,
     file: tokio::sync::Mutex<Option<Arc<std::fs::File>>>,
     streams: Mutex<Vec<JoinHandle<()>>>,
+    /// The attachers of the output (Attach).
+    fanout: Arc<OutputFanout>,
 }
 
 impl ContainerLogger {
@@ -200,12 +203,18 @@ impl ContainerLogger {
             max_len: usize::try_from(max_line).unwrap_or(0),
             file: tokio::sync::Mutex::new(file),
             streams: Mutex::new(Vec::new()),
+            fanout: Arc::default(),
         })))
     }
 
     /// The log file's path.
     pub fn path(&self) -> Option<&Path> {
         self.0.path.as_deref()
+    }
+
+    /// The attachers of this task's output (and the state of its stdin they share).
+    pub fn fanout(&self) -> Arc<OutputFanout> {
+        self.0.fanout.clone()
     }
 
     /// Copies `reader` into the file as `stream` lines until the writer side closes.
@@ -234,8 +243,10 @@ impl ContainerLogger {
             let mut out = Vec::new();
             if n == 0 {
                 splitter.finish(&now, &mut out);
+                self.0.fanout.close(stream);
             } else {
                 splitter.push(&buf[..n], &now, &mut out);
+                self.0.fanout.send(stream, &buf[..n]).await;
             }
             self.write(out).await;
             if n == 0 {

@@ -2,7 +2,9 @@
 //! the FIFOs of a task's stdio (`io`), the exit monitor (`exit`) and the rebuild of the
 //! container store at start (`recover`).
 
+pub mod attach;
 pub mod create;
+pub mod exec_stream;
 pub mod exec_sync;
 pub mod exit;
 pub mod io;

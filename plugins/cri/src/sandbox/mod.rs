@@ -5,6 +5,7 @@
 
 pub mod list;
 pub mod port_forward;
+pub mod port_forward_conn;
 pub mod recover;
 pub mod remove;
 pub mod run;
