@@ -7,6 +7,8 @@
 //! portforward protocols) talks to the container side only through [`StreamRuntime`], which
 //! the CRI implements on its tasks and pods.
 
+pub mod spdy;
+
 use std::pin::Pin;
 
 use tokio::io::{AsyncRead, AsyncWrite};
