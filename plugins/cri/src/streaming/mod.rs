@@ -7,7 +7,11 @@
 //! portforward protocols) talks to the container side only through [`StreamRuntime`], which
 //! the CRI implements on its tasks and pods.
 
+pub mod portforward;
+pub mod remotecommand;
+pub mod server;
 pub mod spdy;
+pub mod tokens;
 
 use std::pin::Pin;
 

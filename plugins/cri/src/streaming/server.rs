@@ -1,0 +1,355 @@
+//! The streaming HTTP server: `GET`/`POST` on `/exec/<token>`, `/attach/<token>` and
+//! `/portforward/<token>` take the token's request out of the cache (404 when it is unknown,
+//! used or expired), negotiate the sub-protocol (`X-Stream-Protocol-Version`), upgrade to
+//! SPDY/3.1 and serve the remotecommand or portforward protocol on the connection.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_proto::runtime::v1::{AttachRequest, ExecRequest, PortForwardRequest};
+use http::{header, Method, Request, Response, StatusCode};
+use hyper::body::Incoming as Body;
+use hyper_util::rt::TokioIo;
+use tokio_util::sync::CancellationToken;
+
+use super::spdy::{self, Connection, UPGRADE_PROTOCOL};
+use super::tokens::{Pending, Tokens};
+use super::{portforward, remotecommand, StreamRuntime};
+use crate::config::CriConfig;
+use crate::error::{CriError, Result};
+
+/// The request header offering protocols, and the answer's header naming the chosen one.
+pub const PROTOCOL_HEADER: &str = "X-Stream-Protocol-Version";
+/// The refusal's header listing what the server speaks.
+pub const ACCEPTED_HEADER: &str = "X-Accepted-Stream-Protocol-Versions";
+
+/// The streaming server: its address and its token cache. Bound by [`StreamServer::bind`],
+/// serving after [`StreamServer::serve`].
+#[derive(Debug)]
+pub struct StreamServer {
+    base_url: String,
+    addr: SocketAddr,
+    tokens: Arc<Tokens>,
+    idle_timeout: Option<Duration>,
+    listener: std::sync::Mutex<Option<std::net::TcpListener>>,
+    stop: CancellationToken,
+}
+
+impl StreamServer {
+    /// Binds `stream_server_address:stream_server_port` ("0": any free port).
+    pub fn bind(config: &CriConfig) -> std::io::Result<StreamServer> {
+        let host = if config.stream_server_address.is_empty() {
+            "127.0.0.1"
+        } else {
+            config.stream_server_address.as_str()
+        };
+        let port: u16 = if config.stream_server_port.is_empty() {
+            0
+        } else {
+            config.stream_server_port.parse().map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!(
+                        "stream_server_port {:?} is not a port",
+                        config.stream_server_port
+                    ),
+                )
+            })?
+        };
+        let listener = std::net::TcpListener::bind((host, port))?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let idle_timeout = berth_registry::duration::parse_go_duration(&config.stream_idle_timeout)
+            .filter(|d| !d.is_zero());
+        Ok(StreamServer {
+            base_url: format!("http://{addr}"),
+            addr,
+            tokens: Arc::new(Tokens::default()),
+            idle_timeout,
+            listener: std::sync::Mutex::new(Some(listener)),
+            stop: CancellationToken::new(),
+        })
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Starts accepting connections (once; later calls do nothing), handing sessions to
+    /// `runtime`. Needs a Tokio runtime.
+    pub fn serve(&self, runtime: Arc<dyn StreamRuntime>) -> std::io::Result<()> {
+        let Some(listener) = self
+            .listener
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        else {
+            return Ok(());
+        };
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let state = Arc::new(State {
+            tokens: self.tokens.clone(),
+            idle_timeout: self.idle_timeout,
+            runtime,
+        });
+        let stop = self.stop.clone();
+        let span = tracing::info_span!("stream_server", addr = %self.addr);
+        tokio::spawn(tracing::Instrument::instrument(
+            accept_loop(listener, state, stop),
+            span,
+        ));
+        tracing::info!(url = %self.base_url, "streaming server started");
+        Ok(())
+    }
+
+    /// Stops accepting connections.
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+
+    fn url(&self, request: Pending) -> Result<String> {
+        let kind = request.kind();
+        let token = self
+            .tokens
+            .insert(request)
+            .map_err(|e| CriError::FailedPrecondition(e.to_string()))?;
+        Ok(format!("{}/{kind}/{token}", self.base_url))
+    }
+
+    /// The URL for an Exec (the request already validated).
+    pub fn exec_url(&self, req: ExecRequest) -> Result<String> {
+        self.url(Pending::Exec(req))
+    }
+
+    /// The URL for an Attach (the request already validated).
+    pub fn attach_url(&self, req: AttachRequest) -> Result<String> {
+        self.url(Pending::Attach(req))
+    }
+
+    /// The URL for a PortForward (the request already validated).
+    pub fn port_forward_url(&self, req: PortForwardRequest) -> Result<String> {
+        self.url(Pending::PortForward(req))
+    }
+}
+
+impl Drop for StreamServer {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+struct State {
+    tokens: Arc<Tokens>,
+    idle_timeout: Option<Duration>,
+    runtime: Arc<dyn StreamRuntime>,
+}
+
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    state: Arc<State>,
+    stop: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.cancelled() => return,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let state = state.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, std::convert::Infallible>(route(state, req)) }
+            });
+            let served = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), service)
+                .with_upgrades()
+                .await;
+            if let Err(e) = served {
+                tracing::debug!(%peer, error = %e, "streaming connection failed");
+            }
+        });
+    }
+}
+
+fn text(status: StatusCode, body: &str) -> Response<String> {
+    let mut resp = Response::new(format!("{body}\n"));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+fn not_found() -> Response<String> {
+    text(StatusCode::NOT_FOUND, "404 page not found")
+}
+
+fn route(state: Arc<State>, req: Request<Body>) -> Response<String> {
+    if req.method() != Method::GET && req.method() != Method::POST {
+        return not_found();
+    }
+    let mut parts = req.uri().path().trim_start_matches('/').splitn(2, '/');
+    let (Some(kind), Some(token)) = (parts.next(), parts.next()) else {
+        return not_found();
+    };
+    if !matches!(kind, "exec" | "attach" | "portforward") || token.is_empty() || token.contains('/')
+    {
+        return not_found();
+    }
+    let Some(pending) = state.tokens.consume(token) else {
+        tracing::debug!(kind, "unknown, used or expired token");
+        return not_found();
+    };
+    if pending.kind() != kind {
+        return not_found();
+    }
+    let offered: Vec<String> = req
+        .headers()
+        .get_all(PROTOCOL_HEADER)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .collect();
+    let server: &[&str] = match pending {
+        Pending::PortForward(_) => &[portforward::PROTOCOL],
+        _ => &remotecommand::PROTOCOLS,
+    };
+    // The client's order wins, as httpstream.Handshake; a client offering nothing is legacy.
+    let chosen = if offered.is_empty() {
+        String::new()
+    } else {
+        match offered.iter().find(|p| server.contains(&p.as_str())) {
+            Some(p) => p.clone(),
+            None => {
+                let mut resp = text(
+                    StatusCode::FORBIDDEN,
+                    &format!(
+                        "unable to upgrade: unable to negotiate protocol: client supports {offered:?}, server accepts {server:?}"
+                    ),
+                );
+                for p in server {
+                    resp.headers_mut()
+                        .append(ACCEPTED_HEADER, header::HeaderValue::from_static(p));
+                }
+                return resp;
+            }
+        }
+    };
+    let connection_upgrade = req
+        .headers()
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        });
+    let upgrade = req
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !connection_upgrade || !upgrade.eq_ignore_ascii_case(UPGRADE_PROTOCOL) {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "unable to upgrade: missing upgrade headers in request",
+        );
+    }
+
+    let mut resp = Response::new(String::new());
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("Upgrade"),
+    );
+    h.insert(
+        header::UPGRADE,
+        header::HeaderValue::from_static(UPGRADE_PROTOCOL),
+    );
+    if !chosen.is_empty() {
+        if let Ok(v) = header::HeaderValue::from_str(&chosen) {
+            h.insert(PROTOCOL_HEADER, v);
+        }
+    }
+    let span = tracing::debug_span!("stream_session", kind, protocol = %chosen);
+    tokio::spawn(tracing::Instrument::instrument(
+        async move {
+            let upgraded = match hyper::upgrade::on(req).await {
+                Ok(u) => u,
+                Err(e) => {
+                    tracing::debug!(error = %e, "upgrade failed");
+                    return;
+                }
+            };
+            let (conn, incoming) = Connection::new(
+                TokioIo::new(upgraded),
+                true,
+                spdy::Options {
+                    idle_timeout: state.idle_timeout,
+                },
+            );
+            session(state, conn, incoming, pending, &chosen).await;
+        },
+        span,
+    ));
+    resp
+}
+
+async fn session(
+    state: Arc<State>,
+    conn: Connection,
+    incoming: spdy::Incoming,
+    pending: Pending,
+    protocol: &str,
+) {
+    let runtime = state.runtime.clone();
+    match pending {
+        Pending::PortForward(req) => {
+            portforward::serve(conn, incoming, req.pod_sandbox_id, runtime).await
+        }
+        Pending::Exec(req) => {
+            let version =
+                remotecommand::Version::from_name(protocol).unwrap_or(remotecommand::Version::V1);
+            let wanted = remotecommand::Wanted {
+                stdin: req.stdin,
+                stdout: req.stdout,
+                stderr: req.stderr,
+                tty: req.tty,
+            };
+            let action = remotecommand::Action::Exec {
+                container_id: req.container_id,
+                cmd: req.cmd,
+            };
+            remotecommand::serve(conn, incoming, version, wanted, action, runtime).await
+        }
+        Pending::Attach(req) => {
+            let version =
+                remotecommand::Version::from_name(protocol).unwrap_or(remotecommand::Version::V1);
+            let wanted = remotecommand::Wanted {
+                stdin: req.stdin,
+                stdout: req.stdout,
+                stderr: req.stderr,
+                tty: req.tty,
+            };
+            let action = remotecommand::Action::Attach {
+                container_id: req.container_id,
+            };
+            remotecommand::serve(conn, incoming, version, wanted, action, runtime).await
+        }
+    }
+}
