@@ -63,6 +63,8 @@ pub fn registration() -> Registration {
                 &config.containerd.snapshotter,
                 differ,
             );
+            let stream =
+                crate::streaming::server::StreamServer::bind(&config).map_err(PluginError::init)?;
             let cri = Cri(Arc::new(CriInner {
                 config,
                 root,
@@ -75,9 +77,13 @@ pub fn registration() -> Registration {
                 events,
                 gc,
                 store: Stores::default(),
+                stream,
             }));
             crate::sandbox::recover::recover_at_start(&cri).map_err(PluginError::init)?;
             crate::container::recover::recover_at_start(&cri).map_err(PluginError::init)?;
+            cri.stream
+                .serve(Arc::new(cri.clone()))
+                .map_err(PluginError::init)?;
             let service = GrpcService::new(RuntimeServiceServer::new(cri.clone()))
                 .and(ImageServiceServer::new(cri));
             Ok(Arc::new(service))

@@ -56,4 +56,6 @@ pub struct CriInner {
     pub gc: Option<Arc<GcScheduler>>,
     /// The CRI's own sandbox and container records.
     pub store: Stores,
+    /// The streaming server (Exec, Attach and PortForward URLs).
+    pub stream: crate::streaming::server::StreamServer,
 }
