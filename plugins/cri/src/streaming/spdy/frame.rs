@@ -492,4 +492,140 @@ mod tests {
         );
         assert!(dec.decode(&mut buf).is_err());
     }
+
+    /// What client-go sends for an exec with stdin and a terminal, then a port-forward
+    /// stream, written by moby/spdystream's framer (Go's zlib with the dictionary): see
+    /// testdata/README.md.
+    #[test]
+    fn frames_from_spdystream_decode() {
+        let capture = include_bytes!("testdata/go_client_exec.bin");
+        let mut buf = BytesMut::from(&capture[..]);
+        let mut dec = Decoder::new();
+        let mut frames = Vec::new();
+        while let Some(f) = dec.decode(&mut buf).unwrap() {
+            frames.push(f);
+        }
+        assert!(buf.is_empty());
+        let types: Vec<(u32, Option<String>)> = frames
+            .iter()
+            .filter_map(|f| match f {
+                Frame::SynStream {
+                    stream_id, headers, ..
+                } => Some((*stream_id, headers.get("streamType").map(str::to_owned))),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            types,
+            [
+                (1, Some("error".to_owned())),
+                (3, Some("stdin".to_owned())),
+                (5, Some("stdout".to_owned())),
+                (7, Some("resize".to_owned())),
+                (9, Some("data".to_owned())),
+            ]
+        );
+        assert_eq!(
+            frames[4],
+            Frame::Data {
+                stream_id: 3,
+                flags: 0,
+                data: Bytes::from_static(b"hello\n"),
+            }
+        );
+        assert_eq!(
+            frames[5],
+            Frame::Data {
+                stream_id: 7,
+                flags: 0,
+                data: Bytes::from_static(br#"{"Width":100,"Height":40}"#),
+            }
+        );
+        assert!(frames[6].fin());
+        assert_eq!(frames[7], Frame::Ping { id: 1 });
+        match &frames[8] {
+            Frame::SynStream { headers, .. } => {
+                assert_eq!(headers.get("port"), Some("80"));
+                assert_eq!(headers.get("requestID"), Some("0"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            frames[9],
+            Frame::WindowUpdate {
+                stream_id: 9,
+                delta: 1000
+            }
+        );
+        assert_eq!(
+            frames[10],
+            Frame::RstStream {
+                stream_id: 9,
+                status: rst::CANCEL
+            }
+        );
+        assert_eq!(
+            frames[11],
+            Frame::GoAway {
+                last_good_stream_id: 0,
+                status: 0
+            }
+        );
+        assert_eq!(frames.len(), 12);
+    }
+
+    /// With BERTH_SPDY_DUMP=<file>, writes what this side sends as a server (replies, data,
+    /// ping, goaway) for spdystream's framer to read back (testdata/README.md).
+    #[test]
+    fn server_frames_for_spdystream() {
+        let mut enc = Encoder::new();
+        let mut buf = BytesMut::new();
+        for id in [1, 3, 5] {
+            enc.encode(
+                &Frame::SynReply {
+                    stream_id: id,
+                    flags: 0,
+                    headers: Headers::new(),
+                },
+                &mut buf,
+            )
+            .unwrap();
+        }
+        let mut h = Headers::new();
+        h.add("streamType", "error");
+        enc.encode(
+            &Frame::SynStream {
+                stream_id: 2,
+                associated_id: 0,
+                priority: 0,
+                flags: 0,
+                headers: h,
+            },
+            &mut buf,
+        )
+        .unwrap();
+        for f in [
+            Frame::Data {
+                stream_id: 5,
+                flags: FLAG_FIN,
+                data: Bytes::from_static(b"hello\n"),
+            },
+            Frame::Ping { id: 2 },
+            Frame::GoAway {
+                last_good_stream_id: 5,
+                status: 0,
+            },
+        ] {
+            enc.encode(&f, &mut buf).unwrap();
+        }
+        if let Some(path) = std::env::var_os("BERTH_SPDY_DUMP") {
+            std::fs::write(path, &buf).unwrap();
+        }
+        let mut dec = Decoder::new();
+        let mut n = 0;
+        while dec.decode(&mut buf).unwrap().is_some() {
+            n += 1;
+        }
+        assert_eq!(n, 7);
+    }
 }
