@@ -1,0 +1,509 @@
+//! CRI streaming as the kubelet and kubectl use it: Exec, Attach and PortForward hand out a
+//! URL, and a SPDY/3.1 client (berth-cri's `streaming::spdy::client`) speaks the
+//! remotecommand (`v4.channel.k8s.io`) and `portforward.k8s.io` protocols to it. Exec with
+//! and without a terminal, stdin on and off, the exit code in the status, a resize seen by
+//! `stty size`; two attachers of a running container sharing its output and stdin;
+//! port-forward to an HTTP server in a pod and in a host-network pod; a client gone mid-exec
+//! ends the process; a token works once.
+//!
+//! Every case also runs against a private containerd 1.6 (`reference_containerd_*`).
+
+// A file under tests/ is a test crate of its own; firecracker allows the lint the same way in
+// `src/vmm/tests/integration_tests.rs`.
+#![allow(clippy::tests_outside_test_module)]
+
+use std::time::{Duration, Instant};
+
+use berth_cri::streaming::spdy::client::{connect, Upgraded};
+use berth_cri::streaming::spdy::conn::Stream;
+use berth_cri::streaming::spdy::headers::Headers;
+use berth_cri::streaming::spdy::SpdyError;
+use berth_integration::cri::images::BUSYBOX_IMAGE;
+use berth_integration::cri::leftovers::processes_mentioning;
+use berth_integration::cri::{require_cri, CriClient, CriEnv, CriEnvOptions};
+use berth_proto::runtime::v1::{
+    AttachRequest, ExecRequest, NamespaceMode, NamespaceOption, PortForwardRequest,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const REMOTECOMMAND: &str = "v4.channel.k8s.io";
+const PORTFORWARD: &str = "portforward.k8s.io";
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn env(reference: bool) -> CriEnv {
+    CriEnv::start_with(CriEnvOptions {
+        containerd: reference,
+        ..CriEnvOptions::default()
+    })
+    .await
+}
+
+fn headers(pairs: &[(&str, &str)]) -> Headers {
+    let mut h = Headers::new();
+    for (k, v) in pairs {
+        h.add(k, v);
+    }
+    h
+}
+
+/// The client's streams of one remotecommand session.
+struct Session {
+    up: Upgraded,
+    error: Stream,
+    stdin: Option<Stream>,
+    stdout: Option<Stream>,
+    stderr: Option<Stream>,
+    resize: Option<Stream>,
+}
+
+/// Upgrades to `url` and opens the streams (error first, as client-go).
+async fn session(url: &str, stdin: bool, stdout: bool, stderr: bool, tty: bool) -> Session {
+    let up = connect(url, &[REMOTECOMMAND])
+        .await
+        .unwrap_or_else(|e| panic!("upgrade {url}: {e}"));
+    assert_eq!(up.protocol.as_deref(), Some(REMOTECOMMAND));
+    let open = |kind: &'static str, fin: bool| {
+        let conn = up.conn.clone();
+        async move {
+            conn.open_stream(headers(&[("streamType", kind)]), fin)
+                .await
+                .unwrap_or_else(|e| panic!("open {kind} stream: {e}"))
+        }
+    };
+    let error = open("error", true).await;
+    let stdin_s = if stdin {
+        Some(open("stdin", false).await)
+    } else {
+        None
+    };
+    let stdout_s = if stdout {
+        Some(open("stdout", true).await)
+    } else {
+        None
+    };
+    let stderr_s = if stderr && !tty {
+        Some(open("stderr", true).await)
+    } else {
+        None
+    };
+    let resize = if tty {
+        Some(open("resize", false).await)
+    } else {
+        None
+    };
+    Session {
+        up,
+        error,
+        stdin: stdin_s,
+        stdout: stdout_s,
+        stderr: stderr_s,
+        resize,
+    }
+}
+
+/// Reads a stream to its end (within [`WAIT`]) as text.
+async fn text(s: &mut Stream) -> String {
+    let bytes = tokio::time::timeout(WAIT, s.read_to_end_vec())
+        .await
+        .expect("the stream ends in time")
+        .expect("read the stream");
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// The exit code the error stream reports: 0 for `Success`, the `ExitCode` cause otherwise.
+fn exit_code(status: &str) -> i32 {
+    if status.is_empty() {
+        return 0;
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(status).unwrap_or_else(|e| panic!("status {status:?}: {e}"));
+    if v["status"] == "Success" {
+        return 0;
+    }
+    v["details"]["causes"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["reason"] == "ExitCode"))
+        .and_then(|c| c["message"].as_str())
+        .and_then(|m| m.parse().ok())
+        .unwrap_or_else(|| panic!("no exit code in {status}"))
+}
+
+async fn exec_url(cri: &mut CriClient, id: &str, cmd: &[&str], stdin: bool, tty: bool) -> String {
+    cri.runtime
+        .exec(ExecRequest {
+            container_id: id.to_owned(),
+            cmd: cmd.iter().map(|s| (*s).to_owned()).collect(),
+            tty,
+            stdin,
+            stdout: true,
+            stderr: !tty,
+        })
+        .await
+        .expect("Exec")
+        .into_inner()
+        .url
+}
+
+/// Polls until no process mentions `needle`; panics after [`WAIT`].
+async fn wait_gone(needle: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = processes_mentioning(needle);
+        if left.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "still running: {left:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn start_pod(env: &CriEnv, cri: &mut CriClient, name: &str) -> (String, String) {
+    cri.pull_image(BUSYBOX_IMAGE)
+        .await
+        .expect("PullImage busybox");
+    let pod = env.pod_config(name);
+    let pod_id = cri.run_pod(&pod).await.expect("RunPodSandbox");
+    let config = env.busybox_container("main", &["sleep", "3600"]);
+    let id = cri
+        .run_container(&pod_id, &config, &pod)
+        .await
+        .expect("run the sleeper");
+    (pod_id, id)
+}
+
+async fn exec_streams(reference: bool) {
+    if !require_cri() {
+        return;
+    }
+    let env = env(reference).await;
+    let mut cri = env.client().await;
+    let (pod_id, id) = start_pod(&env, &mut cri, "exec").await;
+
+    // No terminal, no stdin: both streams and the exit code.
+    let url = exec_url(
+        &mut cri,
+        &id,
+        &["sh", "-c", "echo out; echo err >&2; exit 3"],
+        false,
+        false,
+    )
+    .await;
+    let mut s = session(&url, false, true, true, false).await;
+    let out = text(s.stdout.as_mut().expect("stdout")).await;
+    let err = text(s.stderr.as_mut().expect("stderr")).await;
+    let status = text(&mut s.error).await;
+    assert_eq!(out, "out\n");
+    assert_eq!(err, "err\n");
+    assert_eq!(exit_code(&status), 3, "{status}");
+
+    // A token works once.
+    match connect(&url, &[REMOTECOMMAND]).await {
+        Err(SpdyError::Refused { status, .. }) => assert_eq!(status, 404),
+        other => panic!("a reused token must be refused with 404: {other:?}"),
+    }
+
+    // stdin echoed back; its end ends `cat`.
+    let url = exec_url(&mut cri, &id, &["cat"], true, false).await;
+    let mut s = session(&url, true, true, true, false).await;
+    let mut stdin = s.stdin.take().expect("stdin");
+    stdin
+        .write_all(b"hello\nworld\n")
+        .await
+        .expect("send stdin");
+    stdin.shutdown().await.expect("close stdin");
+    assert_eq!(
+        text(s.stdout.as_mut().expect("stdout")).await,
+        "hello\nworld\n"
+    );
+    assert_eq!(exit_code(&text(&mut s.error).await), 0);
+
+    // A terminal: a resize while it runs is what `stty size` says.
+    let url = exec_url(
+        &mut cri,
+        &id,
+        &["sh", "-c", "read x; stty size; exit 5"],
+        true,
+        true,
+    )
+    .await;
+    let mut s = session(&url, true, true, false, true).await;
+    let mut resize = s.resize.take().expect("resize");
+    resize
+        .write_all(br#"{"Width":80,"Height":24}"#)
+        .await
+        .expect("resize");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    resize
+        .write_all(br#"{"Width":123,"Height":45}"#)
+        .await
+        .expect("resize");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut stdin = s.stdin.take().expect("stdin");
+    stdin.write_all(b"go\r").await.expect("send stdin");
+    let out = text(s.stdout.as_mut().expect("stdout")).await;
+    assert!(out.contains("45 123"), "stty size said {out:?}");
+    assert_eq!(exit_code(&text(&mut s.error).await), 5);
+    drop((stdin, resize));
+
+    // A client gone mid-exec ends the process (Berth; containerd 1.6 runs a streaming exec
+    // under a background context and leaves it running).
+    if reference {
+        cri.stop_and_remove_pod(&pod_id)
+            .await
+            .expect("remove the pod");
+        return;
+    }
+    let url = exec_url(&mut cri, &id, &["sleep", "4321"], true, false).await;
+    let s = session(&url, true, true, true, false).await;
+    let deadline = Instant::now() + WAIT;
+    while processes_mentioning("sleep 4321").is_empty() {
+        assert!(Instant::now() < deadline, "the exec never ran");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    s.up.conn.abort();
+    drop(s);
+    wait_gone("sleep 4321").await;
+
+    cri.stop_and_remove_pod(&pod_id)
+        .await
+        .expect("remove the pod");
+}
+
+async fn attach_url(cri: &mut CriClient, id: &str, stdin: bool) -> String {
+    cri.runtime
+        .attach(AttachRequest {
+            container_id: id.to_owned(),
+            stdin,
+            tty: false,
+            stdout: true,
+            stderr: true,
+        })
+        .await
+        .expect("Attach")
+        .into_inner()
+        .url
+}
+
+/// Reads `s` until `want` appeared; panics after [`WAIT`].
+async fn read_until(s: &mut Stream, seen: &mut String, want: &str) {
+    let deadline = Instant::now() + WAIT;
+    let mut buf = [0u8; 4096];
+    while !seen.contains(want) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let n = tokio::time::timeout(left, s.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("no {want:?} in {seen:?}"))
+            .expect("read");
+        assert!(n > 0, "the stream ended before {want:?}: {seen:?}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+}
+
+async fn attach_two(reference: bool) {
+    if !require_cri() {
+        return;
+    }
+    let env = env(reference).await;
+    let mut cri = env.client().await;
+    cri.pull_image(BUSYBOX_IMAGE)
+        .await
+        .expect("PullImage busybox");
+    let pod = env.pod_config("attach");
+    let pod_id = cri.run_pod(&pod).await.expect("RunPodSandbox");
+    let mut config = env.busybox_container(
+        "echo",
+        &["sh", "-c", "while read l; do echo got:$l; done; echo bye"],
+    );
+    config.stdin = true;
+    let id = cri
+        .run_container(&pod_id, &config, &pod)
+        .await
+        .expect("run the reader");
+
+    let url = attach_url(&mut cri, &id, true).await;
+    let mut a = session(&url, true, true, true, false).await;
+    let url = attach_url(&mut cri, &id, true).await;
+    let mut b = session(&url, true, true, true, false).await;
+    let (mut seen_a, mut seen_b) = (String::new(), String::new());
+    let mut a_in = a.stdin.take().expect("stdin");
+    a_in.write_all(b"one\n").await.expect("send");
+    let mut a_out = a.stdout.take().expect("stdout");
+    let mut b_out = b.stdout.take().expect("stdout");
+    read_until(&mut a_out, &mut seen_a, "got:one\n").await;
+    read_until(&mut b_out, &mut seen_b, "got:one\n").await;
+    let mut b_in = b.stdin.take().expect("stdin");
+    b_in.write_all(b"two\n").await.expect("send");
+    read_until(&mut a_out, &mut seen_a, "got:two\n").await;
+    read_until(&mut b_out, &mut seen_b, "got:two\n").await;
+    // A leaves; B still gets the output.
+    a.up.conn.abort();
+    drop((a, a_in, a_out));
+    b_in.write_all(b"three\n").await.expect("send");
+    read_until(&mut b_out, &mut seen_b, "got:three\n").await;
+    assert_eq!(seen_b, "got:one\ngot:two\ngot:three\n");
+    // The container still runs: its stdin was not closed by A's leaving.
+    let status = cri
+        .container_status(&id, false)
+        .await
+        .expect("ContainerStatus")
+        .status
+        .expect("a status");
+    assert_eq!(status.state, 1, "running: {status:?}");
+    drop((b, b_in, b_out));
+    cri.stop_and_remove_pod(&pod_id)
+        .await
+        .expect("remove the pod");
+}
+
+/// GETs `/` through a port-forward to `port` of `pod_id`: the answer and what the error
+/// stream said.
+async fn forward_get(cri: &mut CriClient, pod_id: &str, port: u16) -> (String, String) {
+    let url = cri
+        .runtime
+        .port_forward(PortForwardRequest {
+            pod_sandbox_id: pod_id.to_owned(),
+            port: vec![i32::from(port)],
+        })
+        .await
+        .expect("PortForward")
+        .into_inner()
+        .url;
+    let up = connect(&url, &[PORTFORWARD])
+        .await
+        .unwrap_or_else(|e| panic!("upgrade {url}: {e}"));
+    let p = port.to_string();
+    let mut error = up
+        .conn
+        .open_stream(
+            headers(&[("streamType", "error"), ("port", &p), ("requestID", "0")]),
+            true,
+        )
+        .await
+        .expect("open the error stream");
+    let mut data = up
+        .conn
+        .open_stream(
+            headers(&[("streamType", "data"), ("port", &p), ("requestID", "0")]),
+            false,
+        )
+        .await
+        .expect("open the data stream");
+    data.write_all(b"GET / HTTP/1.0\r\nHost: pod\r\n\r\n")
+        .await
+        .expect("send the request");
+    let answer = text(&mut data).await;
+    let err = tokio::time::timeout(Duration::from_secs(2), error.read_to_end_vec())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    up.conn.close().await;
+    (answer, String::from_utf8_lossy(&err).into_owned())
+}
+
+/// [`forward_get`] until the answer holds `body` (the server may still be starting).
+async fn forward_get_until(cri: &mut CriClient, pod_id: &str, port: u16, body: &str) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (answer, err) = forward_get(cri, pod_id, port).await;
+        if answer.contains(body) {
+            assert!(err.is_empty(), "error stream: {err}");
+            return answer;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {body:?} through the forward: {answer:?}, error stream: {err}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("local address").port()
+}
+
+async fn port_forward(reference: bool) {
+    if !require_cri() {
+        return;
+    }
+    let env = env(reference).await;
+    let mut cri = env.client().await;
+    cri.pull_image(BUSYBOX_IMAGE)
+        .await
+        .expect("PullImage busybox");
+    let server = |port: u16, body: &str| {
+        format!("mkdir -p /www && echo {body} > /www/index.html && exec httpd -f -p 127.0.0.1:{port} -h /www")
+    };
+    // A pod with its own network: the server listens on the pod's loopback only.
+    let pod = env.pod_config("pf");
+    let pod_id = cri.run_pod(&pod).await.expect("RunPodSandbox");
+    let script = server(8080, "hello-from-pod");
+    let config = env.busybox_container("httpd", &["sh", "-c", &script]);
+    cri.run_container(&pod_id, &config, &pod)
+        .await
+        .expect("run httpd");
+    let answer = forward_get_until(&mut cri, &pod_id, 8080, "hello-from-pod").await;
+    assert!(answer.starts_with("HTTP/1."), "{answer}");
+    // Nothing listens on another port: the error stream says so.
+    let (answer, err) = forward_get(&mut cri, &pod_id, 8081).await;
+    assert!(answer.is_empty(), "{answer}");
+    assert!(err.contains("8081"), "error stream: {err}");
+
+    // A host-network pod: the host's loopback.
+    let mut host = env.pod_config("pf-host");
+    // A host-network pod has the host's name.
+    host.hostname = String::new();
+    if let Some(linux) = host.linux.as_mut() {
+        let sc = linux.security_context.get_or_insert_with(Default::default);
+        let ns = sc
+            .namespace_options
+            .get_or_insert_with(NamespaceOption::default);
+        ns.network = NamespaceMode::Node as i32;
+    }
+    let host_id = cri.run_pod(&host).await.expect("RunPodSandbox host");
+    let port = free_port();
+    let script = server(port, "hello-from-host");
+    let config = env.busybox_container("httpd", &["sh", "-c", &script]);
+    cri.run_container(&host_id, &config, &host)
+        .await
+        .expect("run httpd in the host network");
+    forward_get_until(&mut cri, &host_id, port, "hello-from-host").await;
+
+    cri.stop_and_remove_pod(&pod_id)
+        .await
+        .expect("remove the pod");
+    cri.stop_and_remove_pod(&host_id)
+        .await
+        .expect("remove the host pod");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cri_exec_streams_tty_stdin_exit_codes_resize_and_client_loss() {
+    exec_streams(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reference_containerd_exec_streams_tty_stdin_exit_codes_resize_and_client_loss() {
+    exec_streams(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cri_two_attachers_share_output_and_stdin() {
+    attach_two(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reference_containerd_two_attachers_share_output_and_stdin() {
+    attach_two(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cri_port_forward_to_pod_and_host_network_pod() {
+    port_forward(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reference_containerd_port_forward_to_pod_and_host_network_pod() {
+    port_forward(true).await;
+}
