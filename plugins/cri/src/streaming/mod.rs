@@ -89,3 +89,6 @@ pub trait StreamRuntime: Send + Sync + 'static {
         stream: Box<dyn ClientStream>,
     ) -> Result<()>;
 }
+
+#[cfg(test)]
+mod tests;

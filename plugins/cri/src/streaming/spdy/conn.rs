@@ -492,7 +492,7 @@ impl Stream {
         reset: Arc<AtomicBool>,
         write_closed: bool,
     ) -> Stream {
-        let local = (id % 2 == 0) == shared.server;
+        let local = id.is_multiple_of(2) == shared.server;
         Stream {
             id,
             headers,

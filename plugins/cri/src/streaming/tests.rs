@@ -1,0 +1,364 @@
+//! The streaming server end to end over TCP, with this crate's SPDY client and a fake
+//! [`StreamRuntime`].
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_proto::runtime::v1::{AttachRequest, ExecRequest, PortForwardRequest};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::server::StreamServer;
+use super::spdy::client::{connect, Upgraded};
+use super::spdy::{Headers, SpdyError, Stream};
+use super::{ClientStream, StdioStreams, StreamRuntime};
+use crate::config::CriConfig;
+use crate::error::{CriError, Result};
+
+#[derive(Default)]
+struct Fake {
+    running: AtomicUsize,
+}
+
+#[tonic::async_trait]
+impl StreamRuntime for Fake {
+    async fn exec(&self, _id: &str, cmd: Vec<String>, mut s: StdioStreams) -> Result<i32> {
+        self.running.fetch_add(1, Ordering::SeqCst);
+        let _guard = Dec(&self.running);
+        match cmd[0].as_str() {
+            "cat" => {
+                let (mut stdin, mut stdout) = (s.stdin.take().unwrap(), s.stdout.take().unwrap());
+                let _ = tokio::io::copy(&mut stdin, &mut stdout).await;
+                Ok(0)
+            }
+            "exit3" => {
+                s.stdout.as_mut().unwrap().write_all(b"out").await.unwrap();
+                s.stderr.as_mut().unwrap().write_all(b"err").await.unwrap();
+                Ok(3)
+            }
+            "size" => {
+                let size = s.resize.as_mut().unwrap().recv().await.unwrap();
+                let msg = format!("{}x{}", size.width, size.height);
+                s.stdout
+                    .as_mut()
+                    .unwrap()
+                    .write_all(msg.as_bytes())
+                    .await
+                    .unwrap();
+                Ok(0)
+            }
+            _ => Err(CriError::FailedPrecondition("no such command".into())),
+        }
+    }
+
+    async fn attach(&self, _id: &str, mut s: StdioStreams) -> Result<()> {
+        let mut stdout = s.stdout.take().unwrap();
+        stdout.write_all(b"attached\n").await.unwrap();
+        if let Some(mut stdin) = s.stdin.take() {
+            let _ = tokio::io::copy(&mut stdin, &mut stdout).await;
+        }
+        Ok(())
+    }
+
+    async fn port_forward(
+        &self,
+        _id: &str,
+        port: u16,
+        stream: Box<dyn ClientStream>,
+    ) -> Result<()> {
+        if port == 1 {
+            return Err(CriError::FailedPrecondition("connection refused".into()));
+        }
+        let (mut r, mut w) = tokio::io::split(stream);
+        w.write_all(format!("{port}:").as_bytes()).await.unwrap();
+        let _ = tokio::io::copy(&mut r, &mut w).await;
+        let _ = w.shutdown().await;
+        Ok(())
+    }
+}
+
+struct Dec<'a>(&'a AtomicUsize);
+impl Drop for Dec<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn server() -> (StreamServer, Arc<Fake>) {
+    let fake = Arc::new(Fake::default());
+    let server = StreamServer::bind(&CriConfig::default()).unwrap();
+    server.serve(fake.clone()).unwrap();
+    (server, fake)
+}
+
+fn exec_req(cmd: &str, stdin: bool, stderr: bool, tty: bool) -> ExecRequest {
+    ExecRequest {
+        container_id: "c1".into(),
+        cmd: vec![cmd.into()],
+        stdin,
+        stdout: true,
+        stderr,
+        tty,
+    }
+}
+
+async fn open(up: &Upgraded, kind: &str) -> Stream {
+    let mut h = Headers::new();
+    h.add("streamType", kind);
+    up.conn.open_stream(h, false).await.unwrap()
+}
+
+async fn read_all(s: &mut Stream) -> String {
+    let mut out = String::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    out
+}
+
+#[tokio::test]
+async fn exec_v4_echoes_stdin_and_reports_success() {
+    let (server, _) = server();
+    let url = server
+        .exec_url(exec_req("cat", true, false, false))
+        .unwrap();
+    let up = connect(&url, &["v4.channel.k8s.io", "v3.channel.k8s.io"])
+        .await
+        .unwrap();
+    assert_eq!(up.protocol.as_deref(), Some("v4.channel.k8s.io"));
+    let mut error = open(&up, "error").await;
+    let mut stdin = open(&up, "stdin").await;
+    let mut stdout = open(&up, "stdout").await;
+    stdin.write_all(b"hello").await.unwrap();
+    stdin.shutdown().await.unwrap();
+    assert_eq!(read_all(&mut stdout).await, "hello");
+    let status: serde_json::Value = serde_json::from_str(&read_all(&mut error).await).unwrap();
+    assert_eq!(status["status"], "Success");
+    tokio::time::timeout(Duration::from_secs(10), up.conn.closed())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn exec_exit_code_goes_in_the_status_v4_and_as_text_v2() {
+    let (server, _) = server();
+    let url = server
+        .exec_url(exec_req("exit3", false, true, false))
+        .unwrap();
+    let up = connect(&url, &["v4.channel.k8s.io"]).await.unwrap();
+    let mut error = open(&up, "error").await;
+    let mut stdout = open(&up, "stdout").await;
+    let mut stderr = open(&up, "stderr").await;
+    assert_eq!(read_all(&mut stdout).await, "out");
+    assert_eq!(read_all(&mut stderr).await, "err");
+    let status: serde_json::Value = serde_json::from_str(&read_all(&mut error).await).unwrap();
+    assert_eq!(status["reason"], "NonZeroExitCode");
+    assert_eq!(status["details"]["causes"][0]["reason"], "ExitCode");
+    assert_eq!(status["details"]["causes"][0]["message"], "3");
+
+    let url = server
+        .exec_url(exec_req("exit3", false, true, false))
+        .unwrap();
+    let up = connect(&url, &["v2.channel.k8s.io"]).await.unwrap();
+    assert_eq!(up.protocol.as_deref(), Some("v2.channel.k8s.io"));
+    let mut error = open(&up, "error").await;
+    let _stdout = open(&up, "stdout").await;
+    let _stderr = open(&up, "stderr").await;
+    assert_eq!(
+        read_all(&mut error).await,
+        "command terminated with non-zero exit code: exit status 3"
+    );
+}
+
+#[tokio::test]
+async fn a_tty_exec_gets_resizes() {
+    let (server, _) = server();
+    let url = server
+        .exec_url(exec_req("size", false, false, true))
+        .unwrap();
+    let up = connect(&url, &["v4.channel.k8s.io"]).await.unwrap();
+    let mut error = open(&up, "error").await;
+    let mut stdout = open(&up, "stdout").await;
+    let mut resize = open(&up, "resize").await;
+    // Split across frames, as a decoder reading a byte stream must accept.
+    resize.write_all(br#"{"Width":120,"#).await.unwrap();
+    resize.write_all(br#""Height":33}"#).await.unwrap();
+    assert_eq!(read_all(&mut stdout).await, "120x33");
+    assert!(read_all(&mut error).await.contains("Success"));
+}
+
+#[tokio::test]
+async fn a_runtime_failure_is_an_internal_error_status() {
+    let (server, _) = server();
+    let url = server
+        .exec_url(exec_req("nope", false, false, false))
+        .unwrap();
+    let up = connect(&url, &["v4.channel.k8s.io"]).await.unwrap();
+    let mut error = open(&up, "error").await;
+    let _stdout = open(&up, "stdout").await;
+    let status: serde_json::Value = serde_json::from_str(&read_all(&mut error).await).unwrap();
+    assert_eq!(status["reason"], "InternalError");
+    assert_eq!(status["code"], 500);
+}
+
+#[tokio::test]
+async fn attach_streams_output_and_stdin() {
+    let (server, _) = server();
+    let url = server
+        .attach_url(AttachRequest {
+            container_id: "c1".into(),
+            stdin: true,
+            stdout: true,
+            ..Default::default()
+        })
+        .unwrap();
+    let up = connect(&url, &["v4.channel.k8s.io"]).await.unwrap();
+    let mut error = open(&up, "error").await;
+    let mut stdin = open(&up, "stdin").await;
+    let mut stdout = open(&up, "stdout").await;
+    stdin.write_all(b"typed\n").await.unwrap();
+    stdin.shutdown().await.unwrap();
+    assert_eq!(read_all(&mut stdout).await, "attached\ntyped\n");
+    assert!(read_all(&mut error).await.contains("Success"));
+}
+
+#[tokio::test]
+async fn unknown_used_and_mismatched_tokens_are_404_and_start_nothing() {
+    let (server, fake) = server();
+    let base = format!("http://{}", server.addr());
+    for path in ["/exec/nope", "/attach/", "/portforward/x/y", "/other/x"] {
+        match connect(&format!("{base}{path}"), &["v4.channel.k8s.io"]).await {
+            Err(SpdyError::Refused { status: 404, .. }) => {}
+            other => panic!("{path}: {other:?}"),
+        }
+    }
+    let url = server
+        .exec_url(exec_req("cat", true, false, false))
+        .unwrap();
+    let up = connect(&url, &["v4.channel.k8s.io"]).await.unwrap();
+    match connect(&url, &["v4.channel.k8s.io"]).await {
+        Err(SpdyError::Refused { status: 404, .. }) => {}
+        other => panic!("reuse: {other:?}"),
+    }
+    // An exec token is no attach token.
+    let url = server
+        .exec_url(exec_req("cat", true, false, false))
+        .unwrap();
+    let attach = url.replace("/exec/", "/attach/");
+    match connect(&attach, &["v4.channel.k8s.io"]).await {
+        Err(SpdyError::Refused { status: 404, .. }) => {}
+        other => panic!("kind: {other:?}"),
+    }
+    drop(up);
+    assert_eq!(fake.running.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn an_unknown_protocol_is_refused_with_the_accepted_list() {
+    let (server, _) = server();
+    let url = server
+        .exec_url(exec_req("cat", true, false, false))
+        .unwrap();
+    match connect(&url, &["v9.channel.k8s.io"]).await {
+        Err(SpdyError::Refused { status: 403, body }) => {
+            assert!(body.contains("unable to negotiate protocol"), "{body}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn forward(up: &Upgraded, port: u16, request: usize) -> (Stream, Stream) {
+    let mut h = Headers::new();
+    h.add("streamType", "error")
+        .add("port", &port.to_string())
+        .add("requestID", &request.to_string());
+    let error = up.conn.open_stream(h, false).await.unwrap();
+    let mut h = Headers::new();
+    h.add("streamType", "data")
+        .add("port", &port.to_string())
+        .add("requestID", &request.to_string());
+    let data = up.conn.open_stream(h, false).await.unwrap();
+    (error, data)
+}
+
+#[tokio::test]
+async fn port_forward_pairs_streams_and_100_run_at_once() {
+    let (server, _) = server();
+    let url = server
+        .port_forward_url(PortForwardRequest {
+            pod_sandbox_id: "p1".into(),
+            port: vec![80],
+        })
+        .unwrap();
+    let up = Arc::new(connect(&url, &["portforward.k8s.io"]).await.unwrap());
+    assert_eq!(up.protocol.as_deref(), Some("portforward.k8s.io"));
+    let mut tasks = Vec::new();
+    for i in 0..100 {
+        let up = up.clone();
+        tasks.push(tokio::spawn(async move {
+            let (mut error, mut data) = forward(&up, 8000 + i as u16, i).await;
+            data.write_all(format!("req{i}").as_bytes()).await.unwrap();
+            data.shutdown().await.unwrap();
+            assert_eq!(read_all(&mut data).await, format!("{}:req{i}", 8000 + i));
+            assert_eq!(read_all(&mut error).await, "");
+        }));
+    }
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(20), t)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    // A failing port reports on its error stream.
+    let (mut error, _data) = forward(&up, 1, 1000).await;
+    assert!(read_all(&mut error).await.contains("connection refused"));
+    // A stream without a port is refused.
+    let mut h = Headers::new();
+    h.add("streamType", "data");
+    assert!(matches!(
+        up.conn.open_stream(h, false).await,
+        Err(SpdyError::Reset(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_malformed_frame_closes_only_its_connection() {
+    let (server, _) = server();
+    let url = server
+        .port_forward_url(PortForwardRequest {
+            pod_sandbox_id: "p1".into(),
+            port: vec![80],
+        })
+        .unwrap();
+    let good = connect(&url.clone(), &["portforward.k8s.io"]).await;
+    let good = good.unwrap();
+    // A raw upgrade that then sends a SPDY/2 frame.
+    let url2 = server
+        .port_forward_url(PortForwardRequest {
+            pod_sandbox_id: "p1".into(),
+            port: vec![80],
+        })
+        .unwrap();
+    let path = url2.splitn(4, '/').nth(3).unwrap().to_owned();
+    let mut tcp = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+    let req = format!(
+        "POST /{path} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: portforward.k8s.io\r\n\r\n"
+    );
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut head = vec![0u8; 1024];
+    let n = tcp.read(&mut head).await.unwrap();
+    assert!(String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 101"));
+    tcp.write_all(&[0x80, 2, 0, 1, 0, 0, 0, 4, 0, 0, 0, 1])
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    // The other connection still forwards.
+    let (_error, mut data) = forward(&good, 9000, 1).await;
+    data.shutdown().await.unwrap();
+    assert_eq!(read_all(&mut data).await, "9000:");
+}
