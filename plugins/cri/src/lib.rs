@@ -18,8 +18,8 @@ pub mod runtime_info;
 pub mod sandbox;
 pub mod server;
 pub mod service;
-pub mod stats;
 pub mod spec;
+pub mod stats;
 pub mod store;
 pub mod streaming;
 
