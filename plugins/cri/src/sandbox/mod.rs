@@ -90,7 +90,12 @@ pub(crate) async fn kill_pause(cri: &Cri, id: &str) -> Result<()> {
     }
     let signal = nix::sys::signal::Signal::SIGKILL as u32;
     if let Err(e) = task.kill("", signal, true).await {
-        if e.kind() != ErrorKind::NotFound && !e.is_closed() {
+        // Gone, or stopped between the state check and the kill: nothing to kill.
+        let gone = cri.tasks.get(K8S_NAMESPACE, id).is_err()
+            || task.state("").await.map_or(true, |s| {
+                s.status == berth_proto::containerd::v1::types::Status::Stopped as i32
+            });
+        if e.kind() != ErrorKind::NotFound && !e.is_closed() && !gone {
             return Err(CriError::runtime(format!("kill sandbox {id}"), e));
         }
         return Ok(());
@@ -98,6 +103,8 @@ pub(crate) async fn kill_pause(cri: &Cri, id: &str) -> Result<()> {
     match tokio::time::timeout(KILL_WAIT, task.wait("")).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) if e.kind() == ErrorKind::NotFound || e.is_closed() => Ok(()),
+        // The exit watcher deleted the task (and its shim) meanwhile.
+        Ok(Err(_)) if cri.tasks.get(K8S_NAMESPACE, id).is_err() => Ok(()),
         Ok(Err(e)) => Err(CriError::runtime(format!("wait for sandbox {id}"), e)),
         Err(_) => Err(CriError::Internal(format!(
             "sandbox {id}'s pause process did not exit {KILL_WAIT:?} after SIGKILL"
@@ -112,6 +119,7 @@ pub(crate) async fn delete_task(cri: &Cri, id: &str) -> Result<()> {
         // Gone, or its shim went away while being deleted (the exit watcher and a stop may
         // both delete): the manager has cleaned up either way.
         Err(e) if e.kind() == ErrorKind::NotFound || e.is_closed() => Ok(()),
+        Err(_) if cri.tasks.get(K8S_NAMESPACE, id).is_err() => Ok(()),
         Err(e) => Err(CriError::runtime(format!("delete sandbox {id} task"), e)),
     }
 }
