@@ -108,6 +108,13 @@ async fn remove_orphans(cri: &Cri, known: &BTreeSet<String>) {
         if let Err(e) = super::remove_records(cri, id).await {
             tracing::warn!(id = %id, error = %e, "orphaned sandbox snapshot");
         }
+        // The creation lease, if the crash came between the snapshot and the record.
+        let (meta, lease) = (cri.meta.clone(), format!("cri-sandbox-{id}"));
+        let _ = blocking(move || {
+            let _ = meta.delete_lease(K8S_NAMESPACE, &lease);
+            Ok(())
+        })
+        .await;
     }
 }
 
