@@ -161,6 +161,17 @@ async fn copy_in(mut from: ClientReader, mut to: pipe::Sender) -> std::io::Resul
     }
 }
 
+/// Aborts tasks when dropped (the call ended or was dropped).
+pub(crate) struct AbortOnDrop(pub(crate) Vec<tokio::task::AbortHandle>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for h in &self.0 {
+            h.abort();
+        }
+    }
+}
+
 /// Waits for the stdin copy, when there is one.
 async fn join_input(
     input: &mut Option<tokio::task::JoinHandle<std::io::Result<()>>>,
@@ -246,7 +257,28 @@ pub async fn attach(cri: &Cri, container_id: &str, streams: StdioStreams) -> Res
         }
         _ => None,
     };
-    let mut input = writer.map(|(r, w)| tokio::spawn(copy_in(r, w)));
+    // The copy closes a stdin_once container's stdin itself: it runs to the end of the
+    // client's stdin even when this call is dropped.
+    let mut input = writer.map(|(r, w)| {
+        let (fanout, container, task) = (fanout.clone(), container.clone(), task.clone());
+        tokio::spawn(async move {
+            let copied = copy_in(r, w).await;
+            if stdin_once && fanout.close_stdin() {
+                container.close_stdin();
+                if let Err(e) = task.close_io("", true).await {
+                    tracing::warn!(error = %e, "close container stdin");
+                }
+            }
+            copied
+        })
+    });
+    let _abort = AbortOnDrop(
+        outputs
+            .iter()
+            .map(tokio::task::JoinHandle::abort_handle)
+            .chain(resizer.as_ref().map(tokio::task::JoinHandle::abort_handle))
+            .collect(),
+    );
 
     let stopped = container.wait_stopped();
     tokio::pin!(stopped);
@@ -271,17 +303,8 @@ pub async fn attach(cri: &Cri, container_id: &str, streams: StdioStreams) -> Res
                 if let Some(Ok(Err(e))) = &done {
                     tracing::debug!(error = %e, "attach stdin");
                 }
-                if !stdin_once {
-                    break;
-                }
-                if fanout.close_stdin() {
-                    container.close_stdin();
-                    if let Err(e) = task.close_io("", true).await {
-                        tracing::warn!(error = %e, "close container stdin");
-                    }
-                }
-                // Output flows until the container stops.
-                if outputs.is_empty() && stopped_done {
+                // With stdin_once the output flows until the container stops.
+                if !stdin_once || outputs.is_empty() {
                     break;
                 }
             }
@@ -296,15 +319,6 @@ pub async fn attach(cri: &Cri, container_id: &str, streams: StdioStreams) -> Res
             () = &mut drain, if stopped_done => break,
             else => break,
         }
-    }
-    for h in outputs.iter() {
-        h.abort();
-    }
-    if let Some(h) = input {
-        h.abort();
-    }
-    if let Some(h) = resizer {
-        h.abort();
     }
     tracing::debug!("attach ended");
     Ok(())

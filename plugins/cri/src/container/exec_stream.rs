@@ -2,8 +2,8 @@
 //! `execInternal` in `container_execsync.go`, `pkg/cri/io/exec_io.go`): the command runs as
 //! an exec process of the container's task with the container's process spec, on a terminal
 //! (the shim's console, `TERM=xterm`) when asked, its stdio through FIFOs beside the
-//! container's. The client's stdin goes into the stdin FIFO (its end closes the process's
-//! stdin, without a terminal), stdout and stderr to the client, resizes to the pty.
+//! container's. The client's stdin goes into the stdin FIFO (its end is the end of the
+//! process's stdin), stdout and stderr to the client, resizes to the pty.
 //!
 //! A client that goes away (a write to it fails, its stdin fails, or the server drops the
 //! call) ends the process: it is killed and deleted, its FIFOs removed.
@@ -22,7 +22,7 @@ use tokio::net::unix::pipe;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::attach::forward_resizes;
+use super::attach::{forward_resizes, AbortOnDrop};
 use super::io::{io_dir, FifoSet};
 use super::{blocking, new_id, state_name, task_of, PROCESS_TYPE_URL};
 use crate::error::{CriError, Result};
@@ -376,18 +376,11 @@ impl Run<'_> {
                 }
                 ended = join_in(&mut input), if input.is_some() => {
                     input = None;
-                    match ended {
-                        None => return Err(gone()),
-                        // The client's stdin ended: so does the process's (not a
-                        // terminal's: kubectl's stdin-once rule).
-                        Some(true) if !self.tty => {
-                            if let Err(e) = self.task.close_io(exec_id, true).await {
-                                if e.kind() != ErrorKind::NotFound {
-                                    tracing::debug!(exec_id, error = %e, "close exec stdin");
-                                }
-                            }
-                        }
-                        Some(_) => {}
+                    // The client's stdin ended: the copy dropped the FIFO's only writer, so
+                    // the shim reads the end after the last data and closes the process's
+                    // stdin. (A CloseIO now could cut data still in the FIFO.)
+                    if ended.is_none() {
+                        return Err(gone());
                     }
                 }
             }
@@ -406,17 +399,6 @@ impl Run<'_> {
         }
         drop(guard);
         Ok(i32::try_from(exit).unwrap_or(i32::MAX))
-    }
-}
-
-/// Aborts the stream copies when the call ends (or is dropped).
-struct AbortOnDrop(Vec<tokio::task::AbortHandle>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        for h in &self.0 {
-            h.abort();
-        }
     }
 }
 
