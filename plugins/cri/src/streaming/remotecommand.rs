@@ -178,18 +178,32 @@ pub async fn serve(
         tty: wanted.tty,
         resize,
     };
-    let status = match &action {
-        Action::Exec { container_id, cmd } => {
-            match runtime.exec(container_id, cmd.clone(), streams).await {
-                Ok(0) => Status::Success,
-                Ok(code) => Status::ExitCode(code),
-                Err(e) => Status::Internal(format!("error executing command in container: {e}")),
+    let run = async {
+        match &action {
+            Action::Exec { container_id, cmd } => {
+                match runtime.exec(container_id, cmd.clone(), streams).await {
+                    Ok(0) => Status::Success,
+                    Ok(code) => Status::ExitCode(code),
+                    Err(e) => {
+                        Status::Internal(format!("error executing command in container: {e}"))
+                    }
+                }
             }
+            Action::Attach { container_id } => match runtime.attach(container_id, streams).await {
+                Ok(()) => Status::Success,
+                Err(e) => Status::Internal(format!("error attaching to container: {e}")),
+            },
         }
-        Action::Attach { container_id } => match runtime.attach(container_id, streams).await {
-            Ok(()) => Status::Success,
-            Err(e) => Status::Internal(format!("error attaching to container: {e}")),
-        },
+    };
+    // A client gone mid-session (its streams then read as ended) drops the call: the
+    // runtime ends what it started (StreamRuntime::exec).
+    let status = tokio::select! {
+        status = run => status,
+        () = conn.closed() => {
+            tracing::debug!("client went away; session ended");
+            stray.abort();
+            return;
+        }
     };
     tracing::debug!(?status, "stream session ended");
     if let Some(mut error) = error {
