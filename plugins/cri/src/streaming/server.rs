@@ -1,7 +1,8 @@
 //! The streaming HTTP server: `GET`/`POST` on `/exec/<token>`, `/attach/<token>` and
 //! `/portforward/<token>` take the token's request out of the cache (404 when it is unknown,
 //! used or expired), negotiate the sub-protocol (`X-Stream-Protocol-Version`), upgrade to
-//! SPDY/3.1 and serve the remotecommand or portforward protocol on the connection.
+//! SPDY/3.1 (or WebSocket, see [`super::websocket`]) and serve the remotecommand or
+//! portforward protocol on the connection.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::spdy::{self, Connection, UPGRADE_PROTOCOL};
 use super::tokens::{Pending, Tokens};
-use super::{portforward, remotecommand, StreamRuntime};
+use super::{portforward, remotecommand, websocket, StreamRuntime};
 use crate::config::CriConfig;
 use crate::error::{CriError, Result};
 
@@ -215,6 +216,9 @@ fn route(state: Arc<State>, req: Request<Body>) -> Response<String> {
     if pending.kind() != kind {
         return not_found();
     }
+    if is_websocket(&req) {
+        return websocket_route(state, req, pending);
+    }
     let offered: Vec<String> = req
         .headers()
         .get_all(PROTOCOL_HEADER)
@@ -352,4 +356,141 @@ async fn session(
             remotecommand::serve(conn, incoming, version, wanted, action, runtime).await
         }
     }
+}
+
+fn header_tokens(req: &Request<Body>, name: impl header::AsHeaderName) -> Vec<String> {
+    req.headers()
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .collect()
+}
+
+fn is_websocket(req: &Request<Body>) -> bool {
+    header_tokens(req, header::CONNECTION)
+        .iter()
+        .any(|t| t.eq_ignore_ascii_case("upgrade"))
+        && header_tokens(req, header::UPGRADE)
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case("websocket"))
+}
+
+fn websocket_route(state: Arc<State>, req: Request<Body>, pending: Pending) -> Response<String> {
+    let offered = header_tokens(&req, header::SEC_WEBSOCKET_PROTOCOL);
+    let server: &[&str] = match pending {
+        Pending::PortForward(_) => &websocket::PORT_FORWARD_PROTOCOLS,
+        _ => &websocket::EXEC_PROTOCOLS,
+    };
+    let chosen = if offered.is_empty() {
+        String::new()
+    } else {
+        match offered.iter().find(|p| server.contains(&p.as_str())) {
+            Some(p) => p.clone(),
+            None => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    &format!(
+                        "unable to upgrade: unable to negotiate protocol: client supports {offered:?}, server accepts {server:?}"
+                    ),
+                )
+            }
+        }
+    };
+    let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY) else {
+        return text(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key");
+    };
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let ports: Vec<u16> = req
+        .uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .filter(|(k, _)| *k == "port")
+        .filter_map(|(_, v)| v.parse().ok())
+        .collect();
+    let tunnel = chosen == websocket::TUNNEL_PROTOCOL;
+    if matches!(pending, Pending::PortForward(_)) && !tunnel && ports.is_empty() {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "query parameter \"port\" is required",
+        );
+    }
+    let mut resp = Response::new(String::new());
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("Upgrade"),
+    );
+    h.insert(
+        header::UPGRADE,
+        header::HeaderValue::from_static("websocket"),
+    );
+    if let Ok(v) = header::HeaderValue::from_str(&accept) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    if !chosen.is_empty() {
+        if let Ok(v) = header::HeaderValue::from_str(&chosen) {
+            h.insert(header::SEC_WEBSOCKET_PROTOCOL, v);
+        }
+    }
+    let span = tracing::debug_span!("stream_session", kind = pending.kind(), protocol = %chosen, websocket = true);
+    tokio::spawn(tracing::Instrument::instrument(
+        async move {
+            let upgraded = match hyper::upgrade::on(req).await {
+                Ok(u) => u,
+                Err(e) => {
+                    tracing::debug!(error = %e, "upgrade failed");
+                    return;
+                }
+            };
+            let ws = websocket::accept(upgraded).await;
+            let runtime = state.runtime.clone();
+            let protocol = if chosen.is_empty() {
+                "channel.k8s.io"
+            } else {
+                chosen.as_str()
+            };
+            match pending {
+                Pending::PortForward(req) if tunnel => {
+                    websocket::serve_tunnel(ws, req.pod_sandbox_id, state.idle_timeout, runtime)
+                        .await
+                }
+                Pending::PortForward(req) => {
+                    websocket::serve_port_forward(ws, ports, req.pod_sandbox_id, runtime).await
+                }
+                Pending::Exec(req) => {
+                    let wanted = remotecommand::Wanted {
+                        stdin: req.stdin,
+                        stdout: req.stdout,
+                        stderr: req.stderr,
+                        tty: req.tty,
+                    };
+                    let action = remotecommand::Action::Exec {
+                        container_id: req.container_id,
+                        cmd: req.cmd,
+                    };
+                    websocket::serve_exec(ws, protocol, wanted, action, runtime).await
+                }
+                Pending::Attach(req) => {
+                    let wanted = remotecommand::Wanted {
+                        stdin: req.stdin,
+                        stdout: req.stdout,
+                        stderr: req.stderr,
+                        tty: req.tty,
+                    };
+                    let action = remotecommand::Action::Attach {
+                        container_id: req.container_id,
+                    };
+                    websocket::serve_exec(ws, protocol, wanted, action, runtime).await
+                }
+            }
+        },
+        span,
+    ));
+    resp
 }

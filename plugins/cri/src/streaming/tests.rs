@@ -362,3 +362,173 @@ async fn a_malformed_frame_closes_only_its_connection() {
     data.shutdown().await.unwrap();
     assert_eq!(read_all(&mut data).await, "9000:");
 }
+
+mod ws {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+
+    use super::*;
+
+    type Client = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+    async fn ws_connect(url: &str, protocol: &str) -> Client {
+        let url = url.replacen("http://", "ws://", 1);
+        let mut req = url.as_str().into_client_request().unwrap();
+        req.headers_mut()
+            .insert("Sec-WebSocket-Protocol", protocol.parse().unwrap());
+        let addr = url
+            .trim_start_matches("ws://")
+            .split('/')
+            .next()
+            .unwrap()
+            .to_owned();
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (ws, resp) = tokio_tungstenite::client_async(req, tcp).await.unwrap();
+        assert_eq!(
+            resp.headers().get("Sec-WebSocket-Protocol").unwrap(),
+            protocol
+        );
+        ws
+    }
+
+    /// Everything until the server closes: (channel, bytes) per message.
+    async fn drain(ws: &mut Client) -> Vec<(u8, Vec<u8>)> {
+        let mut out = Vec::new();
+        loop {
+            let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
+                .await
+                .unwrap();
+            match msg {
+                Some(Ok(Message::Binary(b))) => out.push((b[0], b[1..].to_vec())),
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return out,
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+
+    fn channel(msgs: &[(u8, Vec<u8>)], ch: u8) -> String {
+        let bytes: Vec<u8> = msgs
+            .iter()
+            .filter(|(c, _)| *c == ch)
+            .flat_map(|(_, d)| d.clone())
+            .collect();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn v5_exec_echoes_stdin_until_the_close_channel() {
+        let (server, _) = server();
+        let url = server
+            .exec_url(exec_req("cat", true, false, false))
+            .unwrap();
+        let mut ws = ws_connect(&url, "v5.channel.k8s.io").await;
+        ws.send(Message::binary(b"\x00hello".to_vec()))
+            .await
+            .unwrap();
+        ws.send(Message::binary(vec![255, 0])).await.unwrap();
+        let msgs = drain(&mut ws).await;
+        assert_eq!(channel(&msgs, 1), "hello");
+        let status: serde_json::Value = serde_json::from_str(&channel(&msgs, 3)).unwrap();
+        assert_eq!(status["status"], "Success");
+    }
+
+    #[tokio::test]
+    async fn v4_exec_reports_exit_code_3() {
+        let (server, _) = server();
+        let url = server
+            .exec_url(exec_req("exit3", false, true, false))
+            .unwrap();
+        let mut ws = ws_connect(&url, "v4.channel.k8s.io").await;
+        let msgs = drain(&mut ws).await;
+        assert_eq!(channel(&msgs, 1), "out");
+        assert_eq!(channel(&msgs, 2), "err");
+        let status: serde_json::Value = serde_json::from_str(&channel(&msgs, 3)).unwrap();
+        assert_eq!(status["details"]["causes"][0]["message"], "3");
+    }
+
+    #[tokio::test]
+    async fn port_forward_channels_carry_the_port_then_data() {
+        let (server, _) = server();
+        let url = server
+            .port_forward_url(PortForwardRequest {
+                pod_sandbox_id: "p1".into(),
+                port: vec![8080],
+            })
+            .unwrap();
+        let mut ws = ws_connect(&format!("{url}?port=8080"), "v4.channel.k8s.io").await;
+        ws.send(Message::binary(b"\x00abc".to_vec())).await.unwrap();
+        let mut got: Vec<(u8, Vec<u8>)> = Vec::new();
+        while got
+            .iter()
+            .filter(|(c, _)| *c == 0)
+            .map(|(_, d)| d.len())
+            .sum::<usize>()
+            < 2 + "8080:abc".len()
+        {
+            match tokio::time::timeout(Duration::from_secs(10), ws.next())
+                .await
+                .unwrap()
+            {
+                Some(Ok(Message::Binary(b))) => got.push((b[0], b[1..].to_vec())),
+                other => panic!("{other:?}"),
+            }
+        }
+        let data: Vec<u8> = got
+            .iter()
+            .filter(|(c, _)| *c == 0)
+            .flat_map(|(_, d)| d.clone())
+            .collect();
+        assert_eq!(&data[..2], &8080u16.to_le_bytes());
+        assert_eq!(&data[2..], b"8080:abc");
+        let err: Vec<u8> = got
+            .iter()
+            .filter(|(c, _)| *c == 1)
+            .flat_map(|(_, d)| d.clone())
+            .collect();
+        assert_eq!(err, 8080u16.to_le_bytes());
+    }
+
+    #[tokio::test]
+    async fn spdy_tunneled_in_websocket_forwards() {
+        let (server, _) = server();
+        let url = server
+            .port_forward_url(PortForwardRequest {
+                pod_sandbox_id: "p1".into(),
+                port: vec![80],
+            })
+            .unwrap();
+        let ws = ws_connect(&url, "SPDY/3.1+portforward.k8s.io").await;
+        let (ours, theirs) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(async move {
+            let (mut sink, mut source) = ws.split();
+            let (mut r, mut w) = tokio::io::split(theirs);
+            let up = async {
+                let mut buf = vec![0u8; 4096];
+                while let Ok(n) = r.read(&mut buf).await {
+                    if n == 0 || sink.send(Message::binary(buf[..n].to_vec())).await.is_err() {
+                        break;
+                    }
+                }
+            };
+            let down = async {
+                while let Some(Ok(Message::Binary(b))) = source.next().await {
+                    if w.write_all(&b).await.is_err() {
+                        break;
+                    }
+                }
+            };
+            tokio::join!(up, down);
+        });
+        let (conn, incoming) = super::super::spdy::Connection::new(ours, false, Default::default());
+        let up = Upgraded {
+            conn,
+            incoming,
+            protocol: None,
+        };
+        let (_error, mut data) = forward(&up, 7000, 0).await;
+        data.write_all(b"x").await.unwrap();
+        data.shutdown().await.unwrap();
+        assert_eq!(read_all(&mut data).await, "7000:x");
+    }
+}
