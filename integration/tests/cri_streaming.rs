@@ -157,6 +157,45 @@ async fn wait_gone(needle: &str) {
     }
 }
 
+/// What berthd's open descriptors point at (empty on the reference: its fds are not ours to
+/// count).
+fn fds(env: &CriEnv) -> Vec<String> {
+    if env.is_reference() {
+        return Vec::new();
+    }
+    let dir = format!("/proc/{}/fd", env.daemon().pid());
+    let mut out: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("read {dir}: {e}"))
+        .filter_map(|e| e.ok())
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .map(|t| t.display().to_string())
+        .collect();
+    out.sort();
+    out
+}
+
+/// Polls until berthd holds no more descriptors than `before`; panics after [`WAIT`] with
+/// what it holds.
+async fn fds_settle(env: &CriEnv, before: &[String]) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let now = fds(env);
+        if now.len() <= before.len() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "berthd holds {} descriptors, {} before: {:?}",
+            now.len(),
+            before.len(),
+            now.iter()
+                .filter(|f| !before.contains(f))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 async fn start_pod(env: &CriEnv, cri: &mut CriClient, name: &str) -> (String, String) {
     cri.pull_image(BUSYBOX_IMAGE)
         .await
@@ -178,6 +217,7 @@ async fn exec_streams(reference: bool) {
     let env = env(reference).await;
     let mut cri = env.client().await;
     let (pod_id, id) = start_pod(&env, &mut cri, "exec").await;
+    let before = fds(&env);
 
     // No terminal, no stdin: both streams and the exit code.
     let url = exec_url(
@@ -243,7 +283,9 @@ async fn exec_streams(reference: bool) {
     let out = text(s.stdout.as_mut().expect("stdout")).await;
     assert!(out.contains("45 123"), "stty size said {out:?}");
     assert_eq!(exit_code(&text(&mut s.error).await), 5);
-    drop((stdin, resize));
+    drop((stdin, resize, s));
+    // No FIFO, pipe or connection of these sessions is left in berthd.
+    fds_settle(&env, &before).await;
 
     // A client gone mid-exec ends the process (Berth; containerd 1.6 runs a streaming exec
     // under a background context and leaves it running).
@@ -263,6 +305,7 @@ async fn exec_streams(reference: bool) {
     s.up.conn.abort();
     drop(s);
     wait_gone("sleep 4321").await;
+    fds_settle(&env, &before).await;
 
     cri.stop_and_remove_pod(&pod_id)
         .await
@@ -319,6 +362,7 @@ async fn attach_two(reference: bool) {
         .run_container(&pod_id, &config, &pod)
         .await
         .expect("run the reader");
+    let before = fds(&env);
 
     let url = attach_url(&mut cri, &id, true).await;
     let mut a = session(&url, true, true, true, false).await;
@@ -350,6 +394,7 @@ async fn attach_two(reference: bool) {
         .expect("a status");
     assert_eq!(status.state, 1, "running: {status:?}");
     drop((b, b_in, b_out));
+    fds_settle(&env, &before).await;
     cri.stop_and_remove_pod(&pod_id)
         .await
         .expect("remove the pod");
@@ -443,12 +488,14 @@ async fn port_forward(reference: bool) {
     cri.run_container(&pod_id, &config, &pod)
         .await
         .expect("run httpd");
+    let before = fds(&env);
     let answer = forward_get_until(&mut cri, &pod_id, 8080, "hello-from-pod").await;
     assert!(answer.starts_with("HTTP/1."), "{answer}");
     // Nothing listens on another port: the error stream says so.
     let (answer, err) = forward_get(&mut cri, &pod_id, 8081).await;
     assert!(answer.is_empty(), "{answer}");
     assert!(err.contains("8081"), "error stream: {err}");
+    fds_settle(&env, &before).await;
 
     // A host-network pod: the host's loopback.
     let mut host = env.pod_config("pf-host");
