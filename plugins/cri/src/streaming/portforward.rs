@@ -109,6 +109,7 @@ pub async fn serve(
             }) = pairs.remove(&id)
             {
                 tokio::spawn(forward(
+                    conn.clone(),
                     runtime.clone(),
                     sandbox_id.clone(),
                     port,
@@ -138,15 +139,19 @@ async fn expire(pairs: &mut HashMap<String, Pair>) {
 }
 
 async fn forward(
+    conn: Connection,
     runtime: Arc<dyn StreamRuntime>,
     sandbox_id: String,
     port: u16,
     data: Stream,
     mut error: Stream,
 ) {
-    let result = runtime
-        .port_forward(&sandbox_id, port, Box::new(data))
-        .await;
+    // A connection gone drops the forward (and its socket into the pod) even when the pod
+    // stays silent.
+    let result = tokio::select! {
+        r = runtime.port_forward(&sandbox_id, port, Box::new(data)) => r,
+        () = conn.closed() => return,
+    };
     if let Err(e) = result {
         tracing::debug!(error = %e, port, "port-forward failed");
         let msg = format!("error forwarding port {port} to pod {sandbox_id}, uid : {e}");
