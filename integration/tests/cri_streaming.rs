@@ -497,6 +497,52 @@ async fn port_forward(reference: bool) {
     assert!(err.contains("8081"), "error stream: {err}");
     fds_settle(&env, &before).await;
 
+    // A client gone while the pod's side stays silent (and open) ends the forward too.
+    let config = env.busybox_container(
+        "silent",
+        &["nc", "-ll", "-p", "9000", "-e", "sleep", "1234"],
+    );
+    cri.run_container(&pod_id, &config, &pod)
+        .await
+        .expect("run the silent server");
+    let before = fds(&env);
+    let url = cri
+        .runtime
+        .port_forward(PortForwardRequest {
+            pod_sandbox_id: pod_id.clone(),
+            port: vec![9000],
+        })
+        .await
+        .expect("PortForward")
+        .into_inner()
+        .url;
+    let up = connect(&url, &[PORTFORWARD]).await.expect("upgrade");
+    let pair = [("port", "9000"), ("requestID", "0")];
+    let _error = up
+        .conn
+        .open_stream(
+            headers(&[&[("streamType", "error")], &pair[..]].concat()),
+            true,
+        )
+        .await
+        .expect("open the error stream");
+    let _data = up
+        .conn
+        .open_stream(
+            headers(&[&[("streamType", "data")], &pair[..]].concat()),
+            false,
+        )
+        .await
+        .expect("open the data stream");
+    let deadline = Instant::now() + WAIT;
+    while processes_mentioning("sleep 1234").is_empty() {
+        assert!(Instant::now() < deadline, "the forward never connected");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    up.conn.abort();
+    drop(up);
+    fds_settle(&env, &before).await;
+
     // A host-network pod: the host's loopback.
     let mut host = env.pod_config("pf-host");
     // A host-network pod has the host's name.
