@@ -27,14 +27,52 @@ pub const ACCEPTED_HEADER: &str = "X-Accepted-Stream-Protocol-Versions";
 
 /// The streaming server: its address and its token cache. Bound by [`StreamServer::bind`],
 /// serving after [`StreamServer::serve`].
-#[derive(Debug)]
 pub struct StreamServer {
     base_url: String,
     addr: SocketAddr,
     tokens: Arc<Tokens>,
     idle_timeout: Option<Duration>,
     listener: std::sync::Mutex<Option<std::net::TcpListener>>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     stop: CancellationToken,
+}
+
+impl std::fmt::Debug for StreamServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamServer")
+            .field("base_url", &self.base_url)
+            .field("tls", &self.tls.is_some())
+            .field("idle_timeout", &self.idle_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The TLS acceptor of `enable_tls_streaming` with `x509_key_pair_streaming`'s PEM files.
+fn tls_acceptor(config: &CriConfig) -> std::io::Result<tokio_rustls::TlsAcceptor> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let pair = &config.x509_key_pair_streaming;
+    let invalid = |msg: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, msg);
+    if pair.tls_cert_file.is_empty() || pair.tls_key_file.is_empty() {
+        return Err(invalid(
+            "enable_tls_streaming needs x509_key_pair_streaming's tls_cert_file and tls_key_file \
+             (no self-signed certificate is generated)"
+                .into(),
+        ));
+    }
+    let certs = CertificateDer::pem_file_iter(&pair.tls_cert_file)
+        .and_then(|it| it.collect::<std::result::Result<Vec<_>, _>>())
+        .map_err(|e| invalid(format!("tls_cert_file {}: {e}", pair.tls_cert_file)))?;
+    let key = PrivateKeyDer::from_pem_file(&pair.tls_key_file)
+        .map_err(|e| invalid(format!("tls_key_file {}: {e}", pair.tls_key_file)))?;
+    let provider = Arc::new(tokio_rustls::rustls::crypto::aws_lc_rs::default_provider());
+    let server = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid(format!("TLS: {e}")))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| invalid(format!("x509_key_pair_streaming: {e}")))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(server)))
 }
 
 impl StreamServer {
@@ -58,17 +96,23 @@ impl StreamServer {
                 )
             })?
         };
+        let tls = if config.enable_tls_streaming {
+            Some(tls_acceptor(config)?)
+        } else {
+            None
+        };
         let listener = std::net::TcpListener::bind((host, port))?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let idle_timeout = berth_registry::duration::parse_go_duration(&config.stream_idle_timeout)
             .filter(|d| !d.is_zero());
         Ok(StreamServer {
-            base_url: format!("http://{addr}"),
+            base_url: format!("{}://{addr}", if tls.is_some() { "https" } else { "http" }),
             addr,
             tokens: Arc::new(Tokens::default()),
             idle_timeout,
             listener: std::sync::Mutex::new(Some(listener)),
+            tls,
             stop: CancellationToken::new(),
         })
     }
@@ -98,7 +142,7 @@ impl StreamServer {
         let stop = self.stop.clone();
         let span = tracing::info_span!("stream_server", addr = %self.addr);
         tokio::spawn(tracing::Instrument::instrument(
-            accept_loop(listener, state, stop),
+            accept_loop(listener, self.tls.clone(), state, stop),
             span,
         ));
         tracing::info!(url = %self.base_url, "streaming server started");
@@ -149,6 +193,7 @@ struct State {
 
 async fn accept_loop(
     listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     state: Arc<State>,
     stop: CancellationToken,
 ) {
@@ -167,20 +212,45 @@ async fn accept_loop(
         };
         let _ = tcp.set_nodelay(true);
         let state = state.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, std::convert::Infallible>(route(state, req)) }
-            });
-            let served = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tcp), service)
-                .with_upgrades()
-                .await;
+            let served = match tls {
+                None => serve_http(TokioIo::new(tcp), state).await,
+                Some(tls) => {
+                    let handshake =
+                        tokio::time::timeout(Duration::from_secs(10), tls.accept(tcp)).await;
+                    match handshake {
+                        Ok(Ok(stream)) => serve_http(TokioIo::new(stream), state).await,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    }
+                }
+            };
             if let Err(e) = served {
                 tracing::debug!(%peer, error = %e, "streaming connection failed");
             }
         });
     }
+}
+
+async fn serve_http<I>(io: I, state: Arc<State>) -> hyper::Result<()>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let state = state.clone();
+        async move { Ok::<_, std::convert::Infallible>(route(state, req)) }
+    });
+    hyper::server::conn::http1::Builder::new()
+        .serve_connection(io, service)
+        .with_upgrades()
+        .await
 }
 
 fn text(status: StatusCode, body: &str) -> Response<String> {

@@ -532,3 +532,67 @@ mod ws {
         assert_eq!(read_all(&mut data).await, "7000:x");
     }
 }
+
+mod tls {
+    use std::path::Path;
+
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, ServerName};
+    use tokio_rustls::rustls;
+
+    use super::*;
+
+    fn config(tls: bool) -> CriConfig {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/streaming/testdata");
+        let mut config = CriConfig {
+            enable_tls_streaming: tls,
+            ..Default::default()
+        };
+        config.x509_key_pair_streaming.tls_cert_file = dir.join("tls.crt").display().to_string();
+        config.x509_key_pair_streaming.tls_key_file = dir.join("tls.key").display().to_string();
+        config
+    }
+
+    #[tokio::test]
+    async fn tls_streaming_serves_https_urls() {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let server = StreamServer::bind(&config(true)).unwrap();
+        server.serve(Arc::new(Fake::default())).unwrap();
+        let url = server
+            .exec_url(exec_req("cat", true, false, false))
+            .unwrap();
+        assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in
+            CertificateDer::pem_file_iter(&config(true).x509_key_pair_streaming.tls_cert_file)
+                .unwrap()
+        {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let client = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+        let tcp = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+        let name = ServerName::try_from("127.0.0.1").unwrap();
+        let mut tls = connector.connect(name, tcp).await.unwrap();
+        tls.write_all(b"GET /exec/unknown HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        let _ = tls.read_to_end(&mut answer).await;
+        assert!(
+            String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 404"),
+            "{}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+
+    #[test]
+    fn tls_streaming_without_a_key_pair_is_refused() {
+        let mut c = config(true);
+        c.x509_key_pair_streaming = Default::default();
+        assert!(StreamServer::bind(&c).is_err());
+    }
+}
