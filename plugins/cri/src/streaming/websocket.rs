@@ -153,6 +153,8 @@ pub async fn serve_exec(
         resize: wanted.tty.then_some(resize_rx),
     };
 
+    // Said by the reader when the client went (its messages ended before the session did).
+    let (gone_tx, gone_rx) = tokio::sync::oneshot::channel::<()>();
     // What the client sends: stdin data, resizes, v5's close of stdin.
     let reader = tokio::spawn(async move {
         let mut stdin_end = stdin_end;
@@ -200,9 +202,18 @@ pub async fn serve_exec(
         if let Some(mut pipe) = stdin_end.take() {
             let _ = pipe.shutdown().await;
         }
+        let _ = gone_tx.send(());
     });
 
-    let status = run(&action, streams, runtime).await;
+    // A client gone mid-session drops the runtime call: the runtime ends what it started
+    // (StreamRuntime::exec kills the process).
+    let status = tokio::select! {
+        status = run(&action, streams, runtime) => status,
+        Ok(()) = gone_rx => {
+            tracing::debug!("client went away; session ended");
+            return;
+        }
+    };
     for p in pumps {
         let _ = p.await;
     }
