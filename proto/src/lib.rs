@@ -342,6 +342,7 @@ mod tests {
                 false,
                 true,
             ),
+            ("runtime.v1.RuntimeService/GetContainerEvents", false, true),
         ];
         let expected: Vec<_> = expected
             .iter()
@@ -350,7 +351,8 @@ mod tests {
         assert_eq!(streaming, expected);
         // containers 6, content 9, diff 2, events 3, ttrpc events 1, images 5,
         // introspection 2, leases 6, namespaces 5, snapshots 10, tasks 17,
-        // version 1 (67 daemon rpcs), plus 17 shim rpcs.
-        assert_eq!(rpc_count, 84);
+        // version 1 (67 daemon rpcs), plus 17 shim rpcs, plus the CRI's 28 runtime and 5 image
+        // rpcs.
+        assert_eq!(rpc_count, 117);
     }
 }
