@@ -6,7 +6,9 @@
 //! port-forward to an HTTP server in a pod and in a host-network pod; a client gone mid-exec
 //! ends the process; a token works once.
 //!
-//! Every case also runs against a private containerd 1.6 (`reference_containerd_*`).
+//! The SPDY cases also run against a private containerd 1.6 (`reference_containerd_*`); the
+//! WebSocket one (`v5.channel.k8s.io`, newer than containerd 1.6's streaming server) runs on
+//! berthd only.
 
 // A file under tests/ is a test crate of its own; firecracker allows the lint the same way in
 // `src/vmm/tests/integration_tests.rs`.
@@ -569,6 +571,135 @@ async fn port_forward(reference: bool) {
     cri.stop_and_remove_pod(&host_id)
         .await
         .expect("remove the host pod");
+}
+
+/// A WebSocket session's collected output: stdout, stderr, the status channel.
+#[derive(Debug, Default)]
+struct WsOutput {
+    stdout: String,
+    stderr: String,
+    status: String,
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+/// Opens `url` as a WebSocket with `protocol` (as current kubectl does).
+async fn ws_connect(url: &str, protocol: &str) -> Ws {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let ws_url = url.replacen("http://", "ws://", 1);
+    let authority = ws_url
+        .trim_start_matches("ws://")
+        .split('/')
+        .next()
+        .expect("an authority")
+        .to_owned();
+    let mut request = ws_url.into_client_request().expect("a request");
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        protocol.parse().expect("a header value"),
+    );
+    let tcp = tokio::net::TcpStream::connect(&authority)
+        .await
+        .expect("connect to the streaming server");
+    let (ws, response) = tokio_tungstenite::client_async(request, tcp)
+        .await
+        .unwrap_or_else(|e| panic!("WebSocket upgrade of {url}: {e}"));
+    assert_eq!(
+        response
+            .headers()
+            .get("Sec-WebSocket-Protocol")
+            .and_then(|v| v.to_str().ok()),
+        Some(protocol)
+    );
+    ws
+}
+
+/// Reads channel messages until the server closes.
+async fn ws_collect(ws: &mut Ws) -> WsOutput {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let mut out = WsOutput::default();
+    loop {
+        let msg = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("the session ends in time");
+        let data = match msg {
+            Some(Ok(Message::Binary(b))) => b.to_vec(),
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return out,
+            Some(Ok(_)) => continue,
+        };
+        let Some((channel, body)) = data.split_first() else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(body);
+        match channel {
+            1 => out.stdout.push_str(&text),
+            2 => out.stderr.push_str(&text),
+            3 => out.status.push_str(&text),
+            _ => {}
+        }
+    }
+}
+
+async fn exec_over_websocket() {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    const V5: &str = "v5.channel.k8s.io";
+    if !require_cri() {
+        return;
+    }
+    let env = env(false).await;
+    let mut cri = env.client().await;
+    let (pod_id, id) = start_pod(&env, &mut cri, "ws").await;
+    let before = fds(&env);
+
+    // stdin echoed back; v5's close of stdin ends `cat`.
+    let url = exec_url(&mut cri, &id, &["cat"], true, false).await;
+    let mut ws = ws_connect(&url, V5).await;
+    ws.send(Message::binary(b"\x00hello\n".to_vec()))
+        .await
+        .expect("send stdin");
+    ws.send(Message::binary(vec![255u8, 0]))
+        .await
+        .expect("close stdin");
+    let out = ws_collect(&mut ws).await;
+    assert_eq!(out.stdout, "hello\n");
+    assert_eq!(exit_code(&out.status), 0, "{out:?}");
+
+    // The exit code on the status channel.
+    let url = exec_url(
+        &mut cri,
+        &id,
+        &["sh", "-c", "echo err >&2; exit 3"],
+        false,
+        false,
+    )
+    .await;
+    let mut ws = ws_connect(&url, V5).await;
+    let out = ws_collect(&mut ws).await;
+    assert_eq!(out.stderr, "err\n");
+    assert_eq!(exit_code(&out.status), 3, "{out:?}");
+
+    // A client gone mid-exec ends the process.
+    let url = exec_url(&mut cri, &id, &["sleep", "4322"], true, false).await;
+    let ws = ws_connect(&url, V5).await;
+    let deadline = Instant::now() + WAIT;
+    while processes_mentioning("sleep 4322").is_empty() {
+        assert!(Instant::now() < deadline, "the exec never ran");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(ws);
+    wait_gone("sleep 4322").await;
+    fds_settle(&env, &before).await;
+
+    cri.stop_and_remove_pod(&pod_id)
+        .await
+        .expect("remove the pod");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cri_exec_over_websocket_stdin_exit_code_and_client_loss() {
+    exec_over_websocket().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
