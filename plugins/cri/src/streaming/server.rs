@@ -247,7 +247,11 @@ where
         let state = state.clone();
         async move { Ok::<_, std::convert::Infallible>(route(state, req)) }
     });
+    // A client that never finishes its request head is dropped (hyper's header read
+    // timeout, 30 s, needs the timer); keep-alive stays on, as turning it off would answer
+    // `Connection: close` instead of `Connection: Upgrade`.
     hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
         .serve_connection(io, service)
         .with_upgrades()
         .await

@@ -119,7 +119,13 @@ where
             body: String::from_utf8_lossy(&body).trim().to_owned(),
         });
     }
-    if !header("upgrade").is_some_and(|u| u.eq_ignore_ascii_case(UPGRADE_PROTOCOL)) {
+    let connection_upgrade = header("connection").is_some_and(|c| {
+        c.split(',')
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+    });
+    if !connection_upgrade
+        || !header("upgrade").is_some_and(|u| u.eq_ignore_ascii_case(UPGRADE_PROTOCOL))
+    {
         return Err(SpdyError::Handshake(
             "the answer does not upgrade to SPDY/3.1".into(),
         ));
