@@ -14,78 +14,14 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 /// `runtime-spec` version containerd 1.6 writes (`specs.Version`).
-pub const OCI_VERSION: &str = "1.0.2-dev";
+pub use berth_wellknown::oci::VERSION as OCI_VERSION;
 /// Type URL of the spec `Any` (containerd registers `specs.Spec` under it).
 pub const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
 /// Type URL of an exec process spec `Any`.
 pub const PROCESS_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
-/// containerd's `defaultUnixEnv`.
-pub const DEFAULT_PATH_ENV: &str =
-    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-/// `defaultUnixCaps()`.
-pub const DEFAULT_CAPS: [&str; 14] = [
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
-
-/// Every capability Linux defines, for `--privileged` (containerd takes the caller's current set,
-/// which for root is all of them).
-pub const ALL_CAPS: [&str; 41] = [
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_DAC_READ_SEARCH",
-    "CAP_FOWNER",
-    "CAP_FSETID",
-    "CAP_KILL",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETPCAP",
-    "CAP_LINUX_IMMUTABLE",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_NET_BROADCAST",
-    "CAP_NET_ADMIN",
-    "CAP_NET_RAW",
-    "CAP_IPC_LOCK",
-    "CAP_IPC_OWNER",
-    "CAP_SYS_MODULE",
-    "CAP_SYS_RAWIO",
-    "CAP_SYS_CHROOT",
-    "CAP_SYS_PTRACE",
-    "CAP_SYS_PACCT",
-    "CAP_SYS_ADMIN",
-    "CAP_SYS_BOOT",
-    "CAP_SYS_NICE",
-    "CAP_SYS_RESOURCE",
-    "CAP_SYS_TIME",
-    "CAP_SYS_TTY_CONFIG",
-    "CAP_MKNOD",
-    "CAP_LEASE",
-    "CAP_AUDIT_WRITE",
-    "CAP_AUDIT_CONTROL",
-    "CAP_SETFCAP",
-    "CAP_MAC_OVERRIDE",
-    "CAP_MAC_ADMIN",
-    "CAP_SYSLOG",
-    "CAP_WAKE_ALARM",
-    "CAP_BLOCK_SUSPEND",
-    "CAP_AUDIT_READ",
-    "CAP_PERFMON",
-    "CAP_BPF",
-    "CAP_CHECKPOINT_RESTORE",
-];
+/// containerd's `defaultUnixEnv`, default capabilities, and every capability (for
+/// `--privileged`: containerd takes the caller's current set, which for root is all of them).
+pub use berth_wellknown::oci::{ALL_CAPS, DEFAULT_CAPS, DEFAULT_PATH_ENV};
 
 /// The default spec of a container `id` in namespace `ns` (`populateDefaultUnixSpec` followed by
 /// `WithDefaultUnixDevices`).
@@ -141,14 +77,8 @@ pub fn default_spec(ns: &str, id: &str) -> Value {
             "namespaces": [
                 {"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "network"},
             ],
-            "maskedPaths": [
-                "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-                "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware",
-                "/proc/scsi",
-            ],
-            "readonlyPaths": [
-                "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
-            ],
+            "maskedPaths": berth_wellknown::oci::DEFAULT_MASKED_PATHS,
+            "readonlyPaths": berth_wellknown::oci::DEFAULT_READONLY_PATHS,
         },
     })
 }
@@ -480,7 +410,7 @@ pub fn edit_capabilities(spec: &mut Value, add: &[String], drop: &[String]) -> R
         let mut list = strings(&spec["process"]["capabilities"][set]);
         for cap in add {
             if cap == "CAP_ALL" {
-                for c in ALL_CAPS {
+                for &c in ALL_CAPS {
                     if !list.iter().any(|x| x == c) {
                         list.push(c.to_owned());
                     }

@@ -7,55 +7,16 @@ use super::draft::{Draft, MountEntry};
 use crate::error::{CriError, Result};
 
 /// The OCI runtime spec version written into specs.
-pub const OCI_VERSION: &str = "1.0.2-dev";
+pub use berth_wellknown::oci::VERSION as OCI_VERSION;
 
 /// The rootfs directory, relative to the bundle.
 pub const ROOTFS: &str = "rootfs";
 
-/// `PATH` of a process whose image sets none.
-pub const DEFAULT_PATH_ENV: &str =
-    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-/// The capabilities a container gets unless its security context says otherwise.
-pub const DEFAULT_CAPS: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
-
-/// Paths of the default spec that read as empty inside the container.
-pub const DEFAULT_MASKED_PATHS: &[&str] = &[
-    "/proc/acpi",
-    "/proc/asound",
-    "/proc/kcore",
-    "/proc/keys",
-    "/proc/latency_stats",
-    "/proc/timer_list",
-    "/proc/timer_stats",
-    "/proc/sched_debug",
-    "/sys/firmware",
-    "/proc/scsi",
-];
-
-/// Paths of the default spec mounted read-only inside the container.
-pub const DEFAULT_READONLY_PATHS: &[&str] = &[
-    "/proc/bus",
-    "/proc/fs",
-    "/proc/irq",
-    "/proc/sys",
-    "/proc/sysrq-trigger",
-];
+/// The default `PATH`, capabilities, masked and read-only paths (containerd's, shared with
+/// `berth run`).
+pub use berth_wellknown::oci::{
+    DEFAULT_CAPS, DEFAULT_MASKED_PATHS, DEFAULT_PATH_ENV, DEFAULT_READONLY_PATHS,
+};
 
 /// The default mounts; containerd's CRI leaves `/run` out of every spec
 /// (`oci.WithoutRunMount`), so it is not here.
