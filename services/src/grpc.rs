@@ -71,6 +71,29 @@ generated_message_limits!(
 
 type AddFn = Box<dyn FnOnce(Routes) -> Routes + Send>;
 
+/// A generated tonic server that can go on the daemon's router.
+pub trait Servable:
+    MessageLimits
+    + tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+    + NamedService
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S> Servable for S where
+    S: MessageLimits
+        + tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+        + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// A gRPC service ready to be served.
 pub struct GrpcService {
     name: &'static str,
@@ -90,13 +113,7 @@ impl GrpcService {
     /// [`MAX_MESSAGE_SIZE`] limits behind the [`Edge`].
     pub fn new<S>(server: S) -> Self
     where
-        S: MessageLimits
-            + tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
-            + NamedService
-            + Clone
-            + Send
-            + Sync
-            + 'static,
+        S: Servable,
         S::Future: Send + 'static,
     {
         GrpcService {
@@ -109,13 +126,7 @@ impl GrpcService {
     /// image services).
     pub fn and<S>(self, server: S) -> Self
     where
-        S: MessageLimits
-            + tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
-            + NamedService
-            + Clone
-            + Send
-            + Sync
-            + 'static,
+        S: Servable,
         S::Future: Send + 'static,
     {
         let first = self
@@ -138,13 +149,7 @@ impl GrpcService {
 
     fn adder<S>(server: S) -> AddFn
     where
-        S: MessageLimits
-            + tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
-            + NamedService
-            + Clone
-            + Send
-            + Sync
-            + 'static,
+        S: Servable,
         S::Future: Send + 'static,
     {
         let server = Edge::new(server.with_message_limits(MAX_MESSAGE_SIZE));
