@@ -329,6 +329,14 @@ async fn attach_url(cri: &mut CriClient, id: &str, stdin: bool) -> String {
         .url
 }
 
+/// Reads what `s` has within a moment.
+async fn read_some(s: &mut Stream, seen: &mut String) {
+    let mut buf = [0u8; 4096];
+    if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(300), s.read(&mut buf)).await {
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+}
+
 /// Reads `s` until `want` appeared; panics after [`WAIT`].
 async fn read_until(s: &mut Stream, seen: &mut String, want: &str) {
     let deadline = Instant::now() + WAIT;
@@ -372,9 +380,20 @@ async fn attach_two(reference: bool) {
     let mut b = session(&url, true, true, true, false).await;
     let (mut seen_a, mut seen_b) = (String::new(), String::new());
     let mut a_in = a.stdin.take().expect("stdin");
-    a_in.write_all(b"one\n").await.expect("send");
     let mut a_out = a.stdout.take().expect("stdout");
     let mut b_out = b.stdout.take().expect("stdout");
+    // Nothing tells a client when its attach is live: send until both see a line.
+    let deadline = Instant::now() + WAIT;
+    while !(seen_a.contains("got:sync\n") && seen_b.contains("got:sync\n")) {
+        assert!(
+            Instant::now() < deadline,
+            "attachers never live: {seen_a:?} {seen_b:?}"
+        );
+        a_in.write_all(b"sync\n").await.expect("send");
+        read_some(&mut a_out, &mut seen_a).await;
+        read_some(&mut b_out, &mut seen_b).await;
+    }
+    a_in.write_all(b"one\n").await.expect("send");
     read_until(&mut a_out, &mut seen_a, "got:one\n").await;
     read_until(&mut b_out, &mut seen_b, "got:one\n").await;
     let mut b_in = b.stdin.take().expect("stdin");
@@ -386,7 +405,8 @@ async fn attach_two(reference: bool) {
     drop((a, a_in, a_out));
     b_in.write_all(b"three\n").await.expect("send");
     read_until(&mut b_out, &mut seen_b, "got:three\n").await;
-    assert_eq!(seen_b, "got:one\ngot:two\ngot:three\n");
+    let lines: Vec<&str> = seen_b.lines().filter(|l| *l != "got:sync").collect();
+    assert_eq!(lines, ["got:one", "got:two", "got:three"], "{seen_b:?}");
     // The container still runs: its stdin was not closed by A's leaving.
     let status = cri
         .container_status(&id, false)
