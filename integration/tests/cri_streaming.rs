@@ -7,8 +7,8 @@
 //! ends the process; a token works once.
 //!
 //! The SPDY cases also run against a private containerd 1.6 (`reference_containerd_*`); the
-//! WebSocket one (`v5.channel.k8s.io`, newer than containerd 1.6's streaming server) runs on
-//! berthd only.
+//! WebSocket ones (exec and attach with `v5`/`v4.channel.k8s.io`, channel-framed port-forward
+//! with its port prefixes; newer than containerd 1.6's streaming server) run on berthd only.
 
 // A file under tests/ is a test crate of its own; firecracker allows the lint the same way in
 // `src/vmm/tests/integration_tests.rs`.
@@ -750,4 +750,254 @@ async fn cri_port_forward_to_pod_and_host_network_pod() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reference_containerd_port_forward_to_pod_and_host_network_pod() {
     port_forward(true).await;
+}
+
+/// Reads channel messages for a moment and adds what `channel` carried to `seen`; `false`
+/// once the server closed.
+async fn ws_read_some(ws: &mut Ws, channel: u8, seen: &mut Vec<u8>) -> bool {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        let msg = match tokio::time::timeout(Duration::from_millis(300), ws.next()).await {
+            Err(_) => return true,
+            Ok(msg) => msg,
+        };
+        match msg {
+            Some(Ok(Message::Binary(b))) => {
+                if let Some((ch, body)) = b.split_first() {
+                    if *ch == channel {
+                        seen.extend_from_slice(body);
+                    }
+                }
+            }
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return false,
+            Some(Ok(_)) => {}
+        }
+    }
+}
+
+/// Closes `ws` and reads until the server's side ended too.
+async fn ws_close(mut ws: Ws) {
+    use futures::StreamExt;
+    let _ = ws.close(None).await;
+    let _ = tokio::time::timeout(WAIT, async { while let Some(Ok(_)) = ws.next().await {} }).await;
+}
+
+async fn attach_over_websocket() {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    if !require_cri() {
+        return;
+    }
+    let env = env(false).await;
+    let mut cri = env.client().await;
+    cri.pull_image(BUSYBOX_IMAGE)
+        .await
+        .expect("PullImage busybox");
+    let pod = env.pod_config("ws-attach");
+    let pod_id = cri.run_pod(&pod).await.expect("RunPodSandbox");
+    let mut config = env.busybox_container(
+        "echo",
+        &[
+            "sh",
+            "-c",
+            "while read l; do echo got:$l; done; echo ws-attach-bye",
+        ],
+    );
+    config.stdin = true;
+    let id = cri
+        .run_container(&pod_id, &config, &pod)
+        .await
+        .expect("run the reader");
+    let before = fds(&env);
+
+    for protocol in ["v5.channel.k8s.io", "v4.channel.k8s.io"] {
+        let url = attach_url(&mut cri, &id, true).await;
+        let mut ws = ws_connect(&url, protocol).await;
+        let mut out = Vec::new();
+        // Nothing tells a client when its attach is live: send until a line comes back.
+        let deadline = Instant::now() + WAIT;
+        while !String::from_utf8_lossy(&out).contains("got:sync\n") {
+            assert!(
+                Instant::now() < deadline,
+                "{protocol}: attach never live: {:?}",
+                String::from_utf8_lossy(&out)
+            );
+            ws.send(Message::binary(b"\x00sync\n".to_vec()))
+                .await
+                .expect("send stdin");
+            assert!(
+                ws_read_some(&mut ws, 1, &mut out).await,
+                "{protocol}: the server closed: {:?}",
+                String::from_utf8_lossy(&out)
+            );
+        }
+        out.clear();
+        let line = format!("\x00hello-{}\n", &protocol[..2]);
+        ws.send(Message::binary(line.into_bytes()))
+            .await
+            .expect("send stdin");
+        let want = format!("got:hello-{}\n", &protocol[..2]);
+        let deadline = Instant::now() + WAIT;
+        while !String::from_utf8_lossy(&out).contains(&want) {
+            assert!(
+                Instant::now() < deadline,
+                "{protocol}: no {want:?} on stdout: {:?}",
+                String::from_utf8_lossy(&out)
+            );
+            assert!(
+                ws_read_some(&mut ws, 1, &mut out).await,
+                "{protocol}: the server closed: {:?}",
+                String::from_utf8_lossy(&out)
+            );
+        }
+        let lines: Vec<String> = String::from_utf8_lossy(&out)
+            .lines()
+            .filter(|l| *l != "got:sync")
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(lines, [want.trim_end()], "{protocol}");
+        ws_close(ws).await;
+        // The container still runs: the attacher's leaving did not close its stdin.
+        let status = cri
+            .container_status(&id, false)
+            .await
+            .expect("ContainerStatus")
+            .status
+            .expect("a status");
+        assert_eq!(status.state, 1, "{protocol}: running: {status:?}");
+        fds_settle(&env, &before).await;
+    }
+
+    cri.stop_and_remove_pod(&pod_id)
+        .await
+        .expect("remove the pod");
+    wait_gone("ws-attach-bye").await;
+    fds_settle(&env, &before).await;
+}
+
+/// One GET of `/` through a channel-framed WebSocket port-forward to `port` of `pod_id`:
+/// the data channel and the error channel, each without its port prefix.
+async fn ws_forward_get(
+    cri: &mut CriClient,
+    pod_id: &str,
+    port: u16,
+    body: &str,
+) -> (String, String) {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let url = cri
+        .runtime
+        .port_forward(PortForwardRequest {
+            pod_sandbox_id: pod_id.to_owned(),
+            port: vec![i32::from(port)],
+        })
+        .await
+        .expect("PortForward")
+        .into_inner()
+        .url;
+    let mut ws = ws_connect(&format!("{url}?port={port}"), "v4.channel.k8s.io").await;
+    ws.send(Message::binary(
+        b"\x00GET / HTTP/1.0\r\nHost: pod\r\n\r\n".to_vec(),
+    ))
+    .await
+    .expect("send the request");
+    // Channel 0 is the data, 1 the errors; the first message of each is the port.
+    let mut firsts: [Option<Vec<u8>>; 2] = [None, None];
+    let mut rest = [Vec::new(), Vec::new()];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline
+        && !String::from_utf8_lossy(&rest[0]).contains(body)
+        && rest[1].is_empty()
+    {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(msg) = tokio::time::timeout(left, ws.next()).await else {
+            break;
+        };
+        match msg {
+            Some(Ok(Message::Binary(b))) => {
+                let Some((ch, data)) = b.split_first() else {
+                    continue;
+                };
+                let ch = usize::from(*ch);
+                assert!(ch < 2, "a message on channel {ch}");
+                if firsts[ch].is_none() {
+                    firsts[ch] = Some(data.to_vec());
+                } else {
+                    rest[ch].extend_from_slice(data);
+                }
+            }
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+            Some(Ok(_)) => {}
+        }
+    }
+    for (ch, first) in firsts.iter().enumerate() {
+        assert_eq!(
+            first.as_deref(),
+            Some(&port.to_le_bytes()[..]),
+            "channel {ch} starts with the port, little-endian"
+        );
+    }
+    ws_close(ws).await;
+    let [data, err] = rest;
+    (
+        String::from_utf8_lossy(&data).into_owned(),
+        String::from_utf8_lossy(&err).into_owned(),
+    )
+}
+
+async fn port_forward_over_websocket() {
+    if !require_cri() {
+        return;
+    }
+    let env = env(false).await;
+    let mut cri = env.client().await;
+    cri.pull_image(BUSYBOX_IMAGE)
+        .await
+        .expect("PullImage busybox");
+    let pod = env.pod_config("ws-pf");
+    let pod_id = cri.run_pod(&pod).await.expect("RunPodSandbox");
+    let script = "mkdir -p /www && echo hello-ws-forward > /www/index.html && exec httpd -f -p 127.0.0.1:8090 -h /www";
+    let config = env.busybox_container("httpd", &["sh", "-c", script]);
+    cri.run_container(&pod_id, &config, &pod)
+        .await
+        .expect("run httpd");
+    let before = fds(&env);
+
+    // The server may still be starting: ask until it answers.
+    let deadline = Instant::now() + WAIT;
+    let answer = loop {
+        let (answer, err) = ws_forward_get(&mut cri, &pod_id, 8090, "hello-ws-forward").await;
+        if answer.contains("hello-ws-forward") {
+            assert!(err.is_empty(), "error channel: {err}");
+            break answer;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no answer through the forward: {answer:?}, error channel: {err}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert!(answer.starts_with("HTTP/1."), "{answer}");
+    // Nothing listens on another port: the error channel says so.
+    let (answer, err) = ws_forward_get(&mut cri, &pod_id, 8091, "never").await;
+    assert!(answer.is_empty(), "{answer}");
+    assert!(err.contains("8091"), "error channel: {err}");
+    fds_settle(&env, &before).await;
+
+    cri.stop_and_remove_pod(&pod_id)
+        .await
+        .expect("remove the pod");
+    wait_gone("hello-ws-forward").await;
+    fds_settle(&env, &before).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cri_attach_over_websocket_echoes_stdin() {
+    attach_over_websocket().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cri_port_forward_over_websocket_to_pod() {
+    port_forward_over_websocket().await;
 }
