@@ -568,7 +568,18 @@ mod tests {
             ms.create_snapshot(id, Kind::View, "v", Some("c"), BTreeMap::new())
                 .unwrap();
         }
-        let ms = MetaStore::open(&path).unwrap();
+        // sled's background flusher of the dropped store may still hold the file lock for a
+        // moment (a restart is a new process; here it is the same one): retry briefly.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let ms = loop {
+            match MetaStore::open(&path) {
+                Ok(ms) => break ms,
+                Err(_) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => panic!("reopen {}: {e:?}", path.display()),
+            }
+        };
         let names = |f: &Filter| -> Vec<String> {
             ms.walk(f).unwrap().into_iter().map(|i| i.name).collect()
         };
