@@ -19,7 +19,7 @@ use std::time::Duration;
 use berth_errdefs::{Classify, ErrorKind};
 use berth_proto::runtime::v1::{NamespaceMode, PodSandboxConfig};
 
-use crate::cni::{self, Cni};
+use crate::cni;
 use crate::error::{CriError, Result};
 use crate::service::{Cri, K8S_NAMESPACE};
 use crate::store::sandbox::SandboxState;
@@ -27,16 +27,7 @@ use crate::store::sandbox::SandboxState;
 /// How long a killed pause process may take to be reported gone.
 const KILL_WAIT: Duration = Duration::from_secs(10);
 
-/// Runs blocking work (mounts, CNI plugins, files) on the blocking pool.
-pub(crate) async fn blocking<T, F>(f: F) -> Result<T>
-where
-    F: FnOnce() -> Result<T> + Send + 'static,
-    T: Send + 'static,
-{
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| CriError::Internal(format!("blocking sandbox step failed: {e}")))?
-}
+pub(crate) use crate::container::blocking;
 
 /// Boxes a future as `dyn Send`: the runtime manager's futures, awaited inside the RPC's
 /// future, otherwise trip the compiler's check that the whole is `Send` for every lifetime
@@ -68,11 +59,6 @@ fn namespace_mode(
         .and_then(|s| s.namespace_options.as_ref())
         .map(|o| NamespaceMode::try_from(pick(o)).unwrap_or(NamespaceMode::Pod))
         .unwrap_or(NamespaceMode::Pod)
-}
-
-/// The CNI driver for a pod of `runtime_handler`.
-pub(crate) fn cni_for(cri: &Cri, runtime_handler: &str) -> Cni {
-    cni::for_config(cri, runtime_handler)
 }
 
 /// Kills the pause task of `id` (and, the pod's PID namespace being its, everything in it)
@@ -132,7 +118,7 @@ pub(crate) async fn teardown_network(
     runtime_handler: &str,
     netns: Option<PathBuf>,
 ) -> Result<()> {
-    let cni = cni_for(cri, runtime_handler);
+    let cni = cni::for_config(cri, runtime_handler);
     let id = id.to_owned();
     blocking(move || {
         let live = netns.as_deref().filter(|p| crate::netns::is_pinned(p));

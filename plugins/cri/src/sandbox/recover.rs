@@ -81,7 +81,7 @@ async fn pause_state(cri: &Cri, id: &str) -> (SandboxState, u32) {
 
 /// Undoes the steps of RunPodSandboxes that never reached a record.
 async fn remove_orphans(cri: &Cri, known: &BTreeSet<String>) {
-    let cni = super::cni_for(cri, "");
+    let cni = crate::cni::for_config(cri, "");
     let mut ids: BTreeSet<String> = crate::netns::pinned_ids(&cri.state).into_iter().collect();
     ids.extend(cni.recorded_ids());
     let sandboxes_dir = cri.root.join("sandboxes");

@@ -59,7 +59,6 @@ pub async fn remove_pod_sandbox(
             Err(e) => return Err(e),
         }
     }
-    super::delete_task(cri, &id).await?;
     {
         let (root, id) = (cri.root.clone(), id.clone());
         blocking(move || super::remove_files(&root, &id)).await?;

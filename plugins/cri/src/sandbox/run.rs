@@ -20,6 +20,7 @@ use prost::Message;
 use super::{blocking, host_ipc, host_network};
 use crate::cni::{PodNetwork, PortMapping};
 use crate::config::RuntimeHandler;
+use crate::container::{new_id, SPEC_TYPE_URL};
 use crate::error::{CriError, Result};
 use crate::image::lookup::LocalImage;
 use crate::service::{Cri, K8S_NAMESPACE};
@@ -29,8 +30,6 @@ use crate::store::sandbox::{
     KIND_SANDBOX, METADATA_EXTENSION, METADATA_TYPE_URL,
 };
 
-/// containerd's type URL of an OCI spec inside a container record.
-pub const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
 /// The size of a pod's /dev/shm (containerd `defaultShmSize`, 64 MiB).
 const SHM_SIZE: u64 = 64 * 1024 * 1024;
 /// The host files copied into a pod.
@@ -72,13 +71,6 @@ pub async fn run_pod_sandbox(
         .map_err(|e| CriError::Internal(format!("RunPodSandbox task failed: {e}")))?
 }
 
-/// A new sandbox id: 64 hex digits (containerd `util.GenerateID`).
-fn new_id() -> String {
-    let a = uuid::Uuid::new_v4();
-    let b = uuid::Uuid::new_v4();
-    format!("{}{}", a.simple(), b.simple())
-}
-
 async fn run(
     cri: &Cri,
     id: &str,
@@ -111,7 +103,7 @@ async fn run(
         let p = path.clone();
         blocking(move || crate::netns::create(&p)).await?;
         let pod = pod_network(id, &path, &config);
-        let cni = super::cni_for(cri, handler_name);
+        let cni = crate::cni::for_config(cri, handler_name);
         let setup = blocking(move || cni.setup(&pod)).await?;
         let (ip, others) = crate::cni::result::select_pod_ips(&setup.ips, &cri.config.cni.ip_pref);
         (Some(path), ip, others)
