@@ -69,7 +69,7 @@ pub async fn update_runtime_config(
     }
     let cni = crate::cni::for_config(cri, "");
     let conf_dir = cni.conf_dir.clone();
-    tokio::task::spawn_blocking(move || {
+    crate::container::blocking(move || {
         if cni.status().is_ok() {
             tracing::info!(
                 template,
@@ -79,8 +79,7 @@ pub async fn update_runtime_config(
         }
         write_from_template(Path::new(&template), &conf_dir, &cidrs)
     })
-    .await
-    .map_err(|e| CriError::Internal(format!("writing the cni config: {e}")))??;
+    .await?;
     Ok(UpdateRuntimeConfigResponse::default())
 }
 
@@ -89,9 +88,7 @@ pub async fn update_runtime_config(
 #[tracing::instrument(skip_all)]
 pub async fn status(cri: &Cri, req: StatusRequest) -> Result<StatusResponse> {
     let cni = crate::cni::for_config(cri, "");
-    let network = tokio::task::spawn_blocking(move || cni.status())
-        .await
-        .map_err(|e| CriError::Internal(format!("checking the network config: {e}")))?;
+    let network = crate::container::blocking(move || Ok(cni.status())).await?;
     let network_condition = match &network {
         Ok(()) => RuntimeCondition {
             r#type: NETWORK_READY.to_owned(),
