@@ -10,7 +10,7 @@
 // `src/vmm/tests/integration_tests.rs`.
 #![allow(clippy::tests_outside_test_module)]
 
-use berth_integration::cri::images::{self, PASSWD, PAUSE_IMAGE};
+use berth_integration::cri::images::{PASSWD, PAUSE_IMAGE};
 use berth_integration::cri::leftovers;
 use berth_integration::cri::{
     basic_auth, container_log_path, require_cri, CriEnv, CriEnvOptions, AUTH_IMAGE, AUTH_PASSWORD,
@@ -164,11 +164,7 @@ async fn pod_with_a_busybox_container_runs_execs_and_leaves_nothing(reference: b
     let env = env(reference, true).await;
     let before = env.host_state();
     let mut cri = env.client().await;
-    cri.pull_image(images::BUSYBOX_IMAGE)
-        .await
-        .expect("PullImage busybox");
-    let pod = env.pod_config("smoke");
-    let pod_id = cri.run_pod(&pod).await.expect("RunPodSandbox");
+    let (pod, pod_id) = env.busybox_pod(&mut cri, "smoke").await;
     let ip = cri.pod_ip(&pod_id).await.expect("PodSandboxStatus");
     let network = env.network().expect("the env has a CNI network");
     assert!(

@@ -20,7 +20,6 @@ use berth_cri::streaming::spdy::client::{connect, Upgraded};
 use berth_cri::streaming::spdy::conn::Stream;
 use berth_cri::streaming::spdy::headers::Headers;
 use berth_cri::streaming::spdy::SpdyError;
-use berth_integration::cri::images::BUSYBOX_IMAGE;
 use berth_integration::cri::leftovers::processes_mentioning;
 use berth_integration::cri::{require_cri, CriClient, CriEnv, CriEnvOptions};
 use berth_proto::runtime::v1::{
@@ -199,16 +198,31 @@ async fn fds_settle(env: &CriEnv, before: &[String]) {
 }
 
 async fn start_pod(env: &CriEnv, cri: &mut CriClient, name: &str) -> (String, String) {
-    cri.pull_image(BUSYBOX_IMAGE)
-        .await
-        .expect("PullImage busybox");
-    let pod = env.pod_config(name);
-    let pod_id = cri.run_pod(&pod).await.expect("RunPodSandbox");
+    let (pod, pod_id) = env.busybox_pod(cri, name).await;
     let config = env.busybox_container("main", &["sleep", "3600"]);
     let id = cri
         .run_container(&pod_id, &config, &pod)
         .await
         .expect("run the sleeper");
+    (pod_id, id)
+}
+
+/// A pod named `name` with a container (stdin open) that echoes each line it reads as
+/// `got:<line>` and prints `bye` when stdin closes; returns the pod's and the container's ids.
+async fn start_reader(
+    env: &CriEnv,
+    cri: &mut CriClient,
+    name: &str,
+    bye: &str,
+) -> (String, String) {
+    let (pod, pod_id) = env.busybox_pod(cri, name).await;
+    let script = format!("while read l; do echo got:$l; done; echo {bye}");
+    let mut config = env.busybox_container("echo", &["sh", "-c", &script]);
+    config.stdin = true;
+    let id = cri
+        .run_container(&pod_id, &config, &pod)
+        .await
+        .expect("run the reader");
     (pod_id, id)
 }
 
@@ -358,20 +372,7 @@ async fn attach_two(reference: bool) {
     }
     let env = env(reference).await;
     let mut cri = env.client().await;
-    cri.pull_image(BUSYBOX_IMAGE)
-        .await
-        .expect("PullImage busybox");
-    let pod = env.pod_config("attach");
-    let pod_id = cri.run_pod(&pod).await.expect("RunPodSandbox");
-    let mut config = env.busybox_container(
-        "echo",
-        &["sh", "-c", "while read l; do echo got:$l; done; echo bye"],
-    );
-    config.stdin = true;
-    let id = cri
-        .run_container(&pod_id, &config, &pod)
-        .await
-        .expect("run the reader");
+    let (pod_id, id) = start_reader(&env, &mut cri, "attach", "bye").await;
     let before = fds(&env);
 
     let url = attach_url(&mut cri, &id, true).await;
@@ -496,15 +497,11 @@ async fn port_forward(reference: bool) {
     }
     let env = env(reference).await;
     let mut cri = env.client().await;
-    cri.pull_image(BUSYBOX_IMAGE)
-        .await
-        .expect("PullImage busybox");
     let server = |port: u16, body: &str| {
         format!("mkdir -p /www && echo {body} > /www/index.html && exec httpd -f -p 127.0.0.1:{port} -h /www")
     };
     // A pod with its own network: the server listens on the pod's loopback only.
-    let pod = env.pod_config("pf");
-    let pod_id = cri.run_pod(&pod).await.expect("RunPodSandbox");
+    let (pod, pod_id) = env.busybox_pod(&mut cri, "pf").await;
     let script = server(8080, "hello-from-pod");
     let config = env.busybox_container("httpd", &["sh", "-c", &script]);
     cri.run_container(&pod_id, &config, &pod)
@@ -791,24 +788,7 @@ async fn attach_over_websocket() {
     }
     let env = env(false).await;
     let mut cri = env.client().await;
-    cri.pull_image(BUSYBOX_IMAGE)
-        .await
-        .expect("PullImage busybox");
-    let pod = env.pod_config("ws-attach");
-    let pod_id = cri.run_pod(&pod).await.expect("RunPodSandbox");
-    let mut config = env.busybox_container(
-        "echo",
-        &[
-            "sh",
-            "-c",
-            "while read l; do echo got:$l; done; echo ws-attach-bye",
-        ],
-    );
-    config.stdin = true;
-    let id = cri
-        .run_container(&pod_id, &config, &pod)
-        .await
-        .expect("run the reader");
+    let (pod_id, id) = start_reader(&env, &mut cri, "ws-attach", "ws-attach-bye").await;
     let before = fds(&env);
 
     for protocol in ["v5.channel.k8s.io", "v4.channel.k8s.io"] {
@@ -952,11 +932,7 @@ async fn port_forward_over_websocket() {
     }
     let env = env(false).await;
     let mut cri = env.client().await;
-    cri.pull_image(BUSYBOX_IMAGE)
-        .await
-        .expect("PullImage busybox");
-    let pod = env.pod_config("ws-pf");
-    let pod_id = cri.run_pod(&pod).await.expect("RunPodSandbox");
+    let (pod, pod_id) = env.busybox_pod(&mut cri, "ws-pf").await;
     let script = "mkdir -p /www && echo hello-ws-forward > /www/index.html && exec httpd -f -p 127.0.0.1:8090 -h /www";
     let config = env.busybox_container("httpd", &["sh", "-c", script]);
     cri.run_container(&pod_id, &config, &pod)

@@ -352,6 +352,17 @@ impl CriEnv {
         container_config(name, images::BUSYBOX_IMAGE, command)
     }
 
+    /// Pulls [`images::BUSYBOX_IMAGE`] and runs a pod from [`CriEnv::pod_config`] named
+    /// `name`, the way most CRI tests begin; returns the pod's config and id.
+    pub async fn busybox_pod(&self, cri: &mut CriClient, name: &str) -> (PodSandboxConfig, String) {
+        cri.pull_image(images::BUSYBOX_IMAGE)
+            .await
+            .expect("PullImage busybox");
+        let pod = self.pod_config(name);
+        let pod_id = cri.run_pod(&pod).await.expect("RunPodSandbox");
+        (pod, pod_id)
+    }
+
     /// What this env's pods have on the host now (see [`HostState`]).
     pub fn host_state(&self) -> HostState {
         let [root, state] = self.daemon_dirs();
