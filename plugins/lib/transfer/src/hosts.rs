@@ -58,7 +58,7 @@ impl Default for Capabilities {
 }
 
 /// One registry endpoint to try.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct RegistryHost {
     /// `http` or `https`.
     pub scheme: String,
@@ -110,12 +110,8 @@ impl RegistryHost {
             scheme: scheme.to_owned(),
             host: host.to_owned(),
             path: "/v2".to_owned(),
-            capabilities: Capabilities::ALL,
             skip_verify,
-            ca: Vec::new(),
-            ca_pem: Vec::new(),
-            client: Vec::new(),
-            header: BTreeMap::new(),
+            ..RegistryHost::default()
         }
     }
 
@@ -222,22 +218,6 @@ pub fn registry_hosts(
 struct HostEntry {
     url: Option<RegistryHost>,
     host: RegistryHost,
-}
-
-impl Default for RegistryHost {
-    fn default() -> Self {
-        RegistryHost {
-            scheme: String::new(),
-            host: String::new(),
-            path: String::new(),
-            capabilities: Capabilities::ALL,
-            skip_verify: None,
-            ca: Vec::new(),
-            ca_pem: Vec::new(),
-            client: Vec::new(),
-            header: BTreeMap::new(),
-        }
-    }
 }
 
 /// Loads `<dir>/hosts.toml`; without one, the `*.crt` files of `dir` are CAs of the default

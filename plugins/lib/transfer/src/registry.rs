@@ -94,6 +94,11 @@ impl RegistryOptions {
         if !self.hosts.is_empty() {
             return self.hosts.clone();
         }
+        vec![self.own_endpoint(registry)]
+    }
+
+    /// `registry` itself with these options' scheme and TLS flags.
+    fn own_endpoint(&self, registry: &str) -> RegistryHost {
         let mut own = RegistryHost::default_for(registry);
         // Without configured hosts the name's registry is asked directly (oci-client maps
         // `docker.io` to its index host itself).
@@ -101,7 +106,7 @@ impl RegistryOptions {
         own.scheme = if self.plain_http { "http" } else { "https" }.to_owned();
         own.skip_verify = Some(self.skip_verify);
         own.ca_pem = self.ca_pem.iter().cloned().collect();
-        vec![own]
+        own
     }
 
     /// A fresh client for `endpoint` (its scheme and TLS settings, these options' timeouts and
@@ -131,29 +136,9 @@ impl RegistryOptions {
     }
 
     /// A fresh `oci-client` client (one per transfer, so credentials and tokens never leak
-    /// between transfers).
+    /// between transfers) for the flags of these options, whatever the registry.
     pub(crate) fn client(&self) -> Client {
-        let mut config = ClientConfig {
-            protocol: if self.plain_http {
-                ClientProtocol::Http
-            } else {
-                ClientProtocol::Https
-            },
-            accept_invalid_certificates: self.skip_verify,
-            platform_resolver: None,
-            max_concurrent_download: self.parallelism(),
-            max_concurrent_upload: self.parallelism(),
-            connect_timeout: Some(CONNECT_TIMEOUT),
-            read_timeout: Some(READ_TIMEOUT),
-            ..ClientConfig::default()
-        };
-        if let Some(pem) = &self.ca_pem {
-            config.extra_root_certificates.push(Certificate {
-                encoding: CertificateEncoding::Pem,
-                data: pem.clone(),
-            });
-        }
-        Client::new(config)
+        self.client_for(&self.own_endpoint(""))
     }
 }
 
