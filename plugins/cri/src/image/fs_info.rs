@@ -11,6 +11,7 @@ use berth_proto::runtime::v1::{
     FilesystemIdentifier, FilesystemUsage, ImageFsInfoRequest, ImageFsInfoResponse, UInt64Value,
 };
 
+use crate::container::blocking;
 use crate::error::{CriError, Result};
 use crate::service::Cri;
 
@@ -22,9 +23,7 @@ const SNAPSHOTTER_DIR_PREFIX: &str = "io.containerd.snapshotter.v1.";
 pub async fn image_fs_info(cri: &Cri, _req: ImageFsInfoRequest) -> Result<ImageFsInfoResponse> {
     let root = snapshotter_root(cri);
     let dir = root.clone();
-    let usage = tokio::task::spawn_blocking(move || disk_usage(&dir))
-        .await
-        .map_err(|e| CriError::Internal(format!("measuring {}: {e}", root.display())))??;
+    let usage = blocking(move || disk_usage(&dir)).await?;
     let timestamp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))

@@ -16,6 +16,7 @@ use berth_transfer::{ContentStore as _, Cx, Descriptor, Platform, TransferError}
 use oci_spec::image::ImageConfiguration;
 
 use super::reference::{id_prefix, is_image_id, sort_references, Named};
+use crate::container::blocking;
 use crate::error::{CriError, Result};
 use crate::service::{Cri, K8S_NAMESPACE};
 
@@ -141,10 +142,11 @@ pub(crate) async fn all_images(cri: &Cri) -> Result<Vec<LocalImage>> {
 /// The image records of namespace `k8s.io`.
 pub(crate) async fn image_records(cri: &Cri) -> Result<Vec<ImageRecord>> {
     let meta = cri.meta.clone();
-    tokio::task::spawn_blocking(move || meta.list_images(K8S_NAMESPACE, &Filter::default()))
-        .await
-        .map_err(|e| CriError::Internal(format!("listing images: {e}")))?
-        .map_err(|e| CriError::metadata("list images", e))
+    blocking(move || {
+        meta.list_images(K8S_NAMESPACE, &Filter::default())
+            .map_err(|e| CriError::metadata("list images", e))
+    })
+    .await
 }
 
 /// The transfer descriptor of a record's target.

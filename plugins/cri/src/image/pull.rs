@@ -16,6 +16,7 @@ use berth_transfer::{
 
 use super::lookup::local_image;
 use super::reference::Named;
+use crate::container::blocking;
 use crate::error::{CriError, Result};
 use crate::service::{Cri, K8S_NAMESPACE};
 
@@ -128,13 +129,11 @@ pub(crate) async fn endpoints(cri: &Cri, registry: &str) -> Result<Vec<RegistryH
         .filter(|p| !p.as_os_str().is_empty())
         .collect();
     let host = registry.to_owned();
-    tokio::task::spawn_blocking(move || hosts::registry_hosts(&roots, &host))
-        .await
-        .map_err(|e| CriError::Internal(format!("resolving registry hosts: {e}")))?
-        .map_err(|source| CriError::Transfer {
-            op: format!("registry hosts of {registry:?} (registry.config_path)"),
-            source,
-        })
+    let op = format!("registry hosts of {registry:?} (registry.config_path)");
+    blocking(move || {
+        hosts::registry_hosts(&roots, &host).map_err(|source| CriError::Transfer { op, source })
+    })
+    .await
 }
 
 /// The credentials of a PullImage request (containerd's `ParseAuth`).

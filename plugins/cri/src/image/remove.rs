@@ -6,6 +6,7 @@ use berth_errdefs::{Classify as _, ErrorKind};
 use berth_proto::runtime::v1::{RemoveImageRequest, RemoveImageResponse};
 
 use super::lookup::{all_images, find};
+use crate::container::blocking;
 use crate::error::{CriError, Result};
 use crate::service::{Cri, K8S_NAMESPACE};
 
@@ -26,7 +27,7 @@ pub async fn remove_image(cri: &Cri, req: RemoveImageRequest) -> Result<RemoveIm
     };
     let meta = cri.meta.clone();
     let names = image.references.clone();
-    tokio::task::spawn_blocking(move || {
+    blocking(move || {
         for name in &names {
             match meta.delete_image(K8S_NAMESPACE, name) {
                 Ok(()) => {}
@@ -37,8 +38,7 @@ pub async fn remove_image(cri: &Cri, req: RemoveImageRequest) -> Result<RemoveIm
         }
         Ok(())
     })
-    .await
-    .map_err(|e| CriError::Internal(format!("removing image: {e}")))??;
+    .await?;
     tracing::debug!(id = %image.id, references = ?image.references, "image removed");
     if let Some(gc) = &cri.gc {
         // Best effort, as containerd's synchronous delete: the records are gone either way.
