@@ -51,8 +51,8 @@ pub fn normalize(cri: &Cri, id: &str, sandbox: &str) -> (String, String) {
     (id, sandbox)
 }
 
-fn keep(cri: &Cri, filter: &ContainerFilter, c: &CriContainer) -> bool {
-    let (id, sandbox) = normalize(cri, &filter.id, &filter.pod_sandbox_id);
+/// Whether `c` passes `filter`, whose `id` and `pod_sandbox_id` are already [`normalize`]d.
+fn keep(filter: &ContainerFilter, id: &str, sandbox: &str, c: &CriContainer) -> bool {
     if !id.is_empty() && id != c.id {
         return false;
     }
@@ -73,11 +73,21 @@ pub async fn list_containers(
     cri: &Cri,
     req: ListContainersRequest,
 ) -> Result<ListContainersResponse> {
-    let all = cri.store.containers.list();
-    let containers = all
+    let filter = req.filter.map(|f| {
+        let (id, sandbox) = normalize(cri, &f.id, &f.pod_sandbox_id);
+        (f, id, sandbox)
+    });
+    let containers = cri
+        .store
+        .containers
+        .list()
         .iter()
         .map(|c| to_cri(c))
-        .filter(|c| req.filter.as_ref().is_none_or(|f| keep(cri, f, c)))
+        .filter(|c| {
+            filter
+                .as_ref()
+                .is_none_or(|(f, id, sandbox)| keep(f, id, sandbox, c))
+        })
         .collect();
     Ok(ListContainersResponse { containers })
 }
