@@ -14,7 +14,7 @@ use tokio::io::AsyncReadExt;
 use tokio::task::JoinHandle;
 
 use super::io::FifoSet;
-use super::{blocking, new_id, state_name, task_of, PROCESS_TYPE_URL};
+use super::{blocking, delete_exec, exec_process, new_id, state_name, task_of};
 use crate::error::{CriError, Result};
 use crate::logs::open_fifo_reader;
 use crate::service::Cri;
@@ -56,23 +56,6 @@ async fn drained(handle: JoinHandle<Vec<u8>>) -> Vec<u8> {
     }
 }
 
-/// The container's process spec with `cmd` as its arguments.
-fn process_spec(spec: &[u8], cmd: &[String]) -> Result<prost_types::Any> {
-    let spec: serde_json::Value = serde_json::from_slice(spec)
-        .map_err(|e| CriError::Internal(format!("decode container spec: {e}")))?;
-    let mut process = spec
-        .get("process")
-        .cloned()
-        .ok_or_else(|| CriError::Internal("container spec has no process".into()))?;
-    process["args"] = serde_json::json!(cmd);
-    process["terminal"] = serde_json::json!(false);
-    Ok(prost_types::Any {
-        type_url: PROCESS_TYPE_URL.to_owned(),
-        value: serde_json::to_vec(&process)
-            .map_err(|e| CriError::Internal(format!("encode exec process: {e}")))?,
-    })
-}
-
 /// ExecSync.
 #[tracing::instrument(skip_all, fields(id = %req.container_id, timeout = req.timeout))]
 pub async fn exec_sync(cri: &Cri, req: ExecSyncRequest) -> Result<ExecSyncResponse> {
@@ -92,9 +75,13 @@ pub async fn exec_sync(cri: &Cri, req: ExecSyncRequest) -> Result<ExecSyncRespon
         CriError::FailedPrecondition(format!("container {id} has no running task"))
     })?;
     let record = super::record(cri, &id).await?;
-    let process = process_spec(&record.spec.map(|s| s.value).unwrap_or_default(), &req.cmd)?;
+    let process = exec_process(
+        &record.spec.map(|s| s.value).unwrap_or_default(),
+        &req.cmd,
+        false,
+    )?;
     let exec_id = new_id();
-    let fifos = FifoSet::exec(&cri.state, &id, &exec_id);
+    let fifos = FifoSet::exec(&cri.state, &id, &exec_id, false, false);
     {
         let f = fifos.clone();
         blocking(move || f.create()).await?;
@@ -138,7 +125,7 @@ async fn run(
     }
     if let Err(e) = task.start(exec_id).await {
         abort([&stdout, &stderr]);
-        delete(task, exec_id).await;
+        delete_exec(task, exec_id).await;
         return Err(CriError::runtime(format!("start exec {exec_id}"), e));
     }
     let waited = match timeout {
@@ -149,7 +136,7 @@ async fn run(
         Some(Ok(resp)) => resp.exit_status,
         Some(Err(e)) => {
             abort([&stdout, &stderr]);
-            delete(task, exec_id).await;
+            delete_exec(task, exec_id).await;
             return Err(CriError::runtime(format!("wait for exec {exec_id}"), e));
         }
         None => {
@@ -162,7 +149,7 @@ async fn run(
             let _ = tokio::time::timeout(DRAIN, task.wait(exec_id)).await;
             let _ = drained(stdout).await;
             let _ = drained(stderr).await;
-            delete(task, exec_id).await;
+            delete_exec(task, exec_id).await;
             let secs = timeout.map(|t| t.as_secs()).unwrap_or(0);
             return Err(CriError::DeadlineExceeded(format!(
                 "timeout {secs}s exceeded: command in container did not finish"
@@ -171,35 +158,10 @@ async fn run(
     };
     let stdout = drained(stdout).await;
     let stderr = drained(stderr).await;
-    delete(task, exec_id).await;
+    delete_exec(task, exec_id).await;
     Ok(ExecSyncResponse {
         stdout,
         stderr,
         exit_code: i32::try_from(exit).unwrap_or(i32::MAX),
     })
-}
-
-async fn delete(task: &Task, exec_id: &str) {
-    if let Err(e) = task.delete_process(exec_id).await {
-        if e.kind() != ErrorKind::NotFound {
-            tracing::warn!(exec_id, error = %e, "delete exec process");
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exec_process_is_the_containers_with_new_args() {
-        let spec =
-            br#"{"process":{"args":["sleep","1d"],"cwd":"/","env":["A=1"],"terminal":true}}"#;
-        let any = process_spec(spec, &["echo".into(), "hi".into()]).unwrap();
-        assert_eq!(any.type_url, PROCESS_TYPE_URL);
-        let p: serde_json::Value = serde_json::from_slice(&any.value).unwrap();
-        assert_eq!(p["args"], serde_json::json!(["echo", "hi"]));
-        assert_eq!(p["env"], serde_json::json!(["A=1"]));
-        assert_eq!(p["terminal"], serde_json::json!(false));
-    }
 }

@@ -40,14 +40,15 @@ impl FifoSet {
         }
     }
 
-    /// An exec's FIFOs (no stdin, no terminal: ExecSync's).
-    pub fn exec(state: &Path, id: &str, exec_id: &str) -> FifoSet {
+    /// An exec's FIFOs: `<exec id>-stdin` when it has stdin, no stderr on a terminal
+    /// (ExecSync: neither).
+    pub fn exec(state: &Path, id: &str, exec_id: &str, tty: bool, stdin: bool) -> FifoSet {
         let dir = io_dir(state, id);
         FifoSet {
-            stdin: None,
+            stdin: stdin.then(|| dir.join(format!("{exec_id}-stdin"))),
             stdout: dir.join(format!("{exec_id}-stdout")),
-            stderr: Some(dir.join(format!("{exec_id}-stderr"))),
-            terminal: false,
+            stderr: (!tty).then(|| dir.join(format!("{exec_id}-stderr"))),
+            terminal: tty,
         }
     }
 
@@ -134,9 +135,15 @@ mod tests {
         assert!(io.stderr.ends_with("/io/c1/stderr"));
         let tty = FifoSet::container(d.path(), "c1", true, false);
         assert_eq!(tty.task_io().stderr, "");
-        let e = FifoSet::exec(d.path(), "c1", "e1");
+        let e = FifoSet::exec(d.path(), "c1", "e1", false, false);
         e.create().unwrap();
         assert!(e.task_io().stdout.ends_with("/io/c1/e1-stdout"));
+        assert!(e.task_io().stderr.ends_with("/io/c1/e1-stderr"));
+        assert_eq!(e.task_io().stdin, "");
+        let t = FifoSet::exec(d.path(), "c1", "e2", true, true);
+        assert!(t.task_io().stdin.ends_with("/io/c1/e2-stdin"));
+        assert_eq!(t.task_io().stderr, "");
+        assert!(t.terminal);
         e.remove();
         assert!(!e.stdout.exists());
         remove_io_dir(d.path(), "c1").unwrap();

@@ -72,7 +72,64 @@ pub async fn record(cri: &Cri, id: &str) -> Result<berth_core::Container> {
     .await
 }
 
+/// The process spec of an exec: the container's (from its stored OCI `spec`) with `cmd` as
+/// its arguments, on a terminal with `TERM=xterm` (replacing any TERM) when `tty`.
+pub fn exec_process(spec: &[u8], cmd: &[String], tty: bool) -> Result<prost_types::Any> {
+    let spec: serde_json::Value = serde_json::from_slice(spec)
+        .map_err(|e| CriError::Internal(format!("decode container spec: {e}")))?;
+    let mut process = spec
+        .get("process")
+        .cloned()
+        .ok_or_else(|| CriError::Internal("container spec has no process".into()))?;
+    process["args"] = serde_json::json!(cmd);
+    process["terminal"] = serde_json::json!(tty);
+    if tty {
+        let mut env: Vec<serde_json::Value> = process
+            .get("env")
+            .and_then(serde_json::Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        env.retain(|v| !v.as_str().is_some_and(|s| s.starts_with("TERM=")));
+        env.push(serde_json::json!("TERM=xterm"));
+        process["env"] = serde_json::Value::Array(env);
+    }
+    Ok(prost_types::Any {
+        type_url: PROCESS_TYPE_URL.to_owned(),
+        value: serde_json::to_vec(&process)
+            .map_err(|e| CriError::Internal(format!("encode exec process: {e}")))?,
+    })
+}
+
+/// Deletes exec `exec_id` of `task`; failures other than NotFound are logged.
+pub async fn delete_exec(task: &berth_runtime::Task, exec_id: &str) {
+    if let Err(e) = task.delete_process(exec_id).await {
+        if berth_errdefs::Classify::kind(&e) != berth_errdefs::ErrorKind::NotFound {
+            tracing::warn!(exec_id, error = %e, "delete exec process");
+        }
+    }
+}
+
 /// The live task of `container`, `None` when there is none.
 pub fn task_of(cri: &Cri, container: &Container) -> Option<Arc<berth_runtime::Task>> {
     cri.tasks.get(K8S_NAMESPACE, container.id()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exec_process_is_the_containers_with_new_args() {
+        let spec = br#"{"process":{"args":["sleep","1d"],"cwd":"/","env":["A=1","TERM=vt100"],"terminal":true}}"#;
+        let any = exec_process(spec, &["echo".into(), "hi".into()], false).unwrap();
+        assert_eq!(any.type_url, PROCESS_TYPE_URL);
+        let p: serde_json::Value = serde_json::from_slice(&any.value).unwrap();
+        assert_eq!(p["args"], serde_json::json!(["echo", "hi"]));
+        assert_eq!(p["env"], serde_json::json!(["A=1", "TERM=vt100"]));
+        assert_eq!(p["terminal"], serde_json::json!(false));
+        let any = exec_process(spec, &["sh".into()], true).unwrap();
+        let p: serde_json::Value = serde_json::from_slice(&any.value).unwrap();
+        assert_eq!(p["env"], serde_json::json!(["A=1", "TERM=xterm"]));
+        assert_eq!(p["terminal"], serde_json::json!(true));
+    }
 }
