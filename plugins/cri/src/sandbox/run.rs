@@ -25,6 +25,7 @@ use crate::error::{CriError, Result};
 use crate::image::lookup::LocalImage;
 use crate::service::{Cri, K8S_NAMESPACE};
 use crate::spec::{SandboxFiles, SandboxSpecInput};
+use crate::store::container::now_nanos;
 use crate::store::sandbox::{
     sandbox_dir, sandbox_files, sandbox_name, Sandbox, SandboxMetadata, SandboxState, KIND_LABEL,
     KIND_SANDBOX, METADATA_EXTENSION, METADATA_TYPE_URL,
@@ -434,13 +435,6 @@ pub fn runtime_options(handler: &RuntimeHandler) -> Result<Option<prost_types::A
         type_url: berth_runtime::manager::RUNC_OPTIONS_TYPE.to_owned(),
         value: opts.encode_to_vec(),
     }))
-}
-
-fn now_nanos() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -4,8 +4,6 @@
 //! process's `/proc/<pid>/net/dev` (its network namespace), the number of processes, and the
 //! stats of the pod's containers.
 
-use std::time::SystemTime;
-
 use berth_proto::runtime::v1::{
     ContainerStatsFilter, CpuUsage, LinuxPodSandboxStats, ListContainerStatsRequest,
     ListPodSandboxStatsRequest, ListPodSandboxStatsResponse, MemoryUsage, NetworkInterfaceUsage,
@@ -18,6 +16,7 @@ use crate::cni::DEFAULT_IFNAME;
 use crate::error::{CriError, Result};
 use crate::service::{Cri, K8S_NAMESPACE};
 use crate::stats::{read_stats, CgroupLayout};
+use crate::store::container::now_nanos;
 use crate::store::sandbox::{Sandbox, SandboxState};
 
 /// PodSandboxStats.
@@ -231,13 +230,6 @@ fn process_count(cgroups_path: &str) -> Option<u64> {
         let text = std::fs::read_to_string(p).ok()?;
         Some(text.lines().filter(|l| !l.trim().is_empty()).count() as u64)
     })
-}
-
-fn now_nanos() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 #[cfg(test)]
