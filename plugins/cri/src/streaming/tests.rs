@@ -108,6 +108,26 @@ async fn open(up: &Upgraded, kind: &str) -> Stream {
     up.conn.open_stream(h, false).await.unwrap()
 }
 
+/// An exec of the fake's `command` upgraded with `protocols`.
+async fn exec_session(
+    server: &StreamServer,
+    command: &str,
+    stdin: bool,
+    stderr: bool,
+    tty: bool,
+    protocols: &[&str],
+) -> Upgraded {
+    let url = server
+        .exec_url(exec_req(command, stdin, stderr, tty))
+        .unwrap();
+    connect(&url, protocols).await.unwrap()
+}
+
+/// The `metav1.Status` a v4 session sends on its error stream.
+async fn read_status(error: &mut Stream) -> serde_json::Value {
+    serde_json::from_str(&read_all(error).await).unwrap()
+}
+
 async fn read_all(s: &mut Stream) -> String {
     let mut out = String::new();
     tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut out))
@@ -120,12 +140,15 @@ async fn read_all(s: &mut Stream) -> String {
 #[tokio::test]
 async fn exec_v4_echoes_stdin_and_reports_success() {
     let (server, _) = server();
-    let url = server
-        .exec_url(exec_req("cat", true, false, false))
-        .unwrap();
-    let up = connect(&url, &["v4.channel.k8s.io", "v3.channel.k8s.io"])
-        .await
-        .unwrap();
+    let up = exec_session(
+        &server,
+        "cat",
+        true,
+        false,
+        false,
+        &["v4.channel.k8s.io", "v3.channel.k8s.io"],
+    )
+    .await;
     assert_eq!(up.protocol.as_deref(), Some("v4.channel.k8s.io"));
     let mut error = open(&up, "error").await;
     let mut stdin = open(&up, "stdin").await;
@@ -133,7 +156,7 @@ async fn exec_v4_echoes_stdin_and_reports_success() {
     stdin.write_all(b"hello").await.unwrap();
     stdin.shutdown().await.unwrap();
     assert_eq!(read_all(&mut stdout).await, "hello");
-    let status: serde_json::Value = serde_json::from_str(&read_all(&mut error).await).unwrap();
+    let status = read_status(&mut error).await;
     assert_eq!(status["status"], "Success");
     tokio::time::timeout(Duration::from_secs(10), up.conn.closed())
         .await
@@ -143,24 +166,18 @@ async fn exec_v4_echoes_stdin_and_reports_success() {
 #[tokio::test]
 async fn exec_exit_code_goes_in_the_status_v4_and_as_text_v2() {
     let (server, _) = server();
-    let url = server
-        .exec_url(exec_req("exit3", false, true, false))
-        .unwrap();
-    let up = connect(&url, &["v4.channel.k8s.io"]).await.unwrap();
+    let up = exec_session(&server, "exit3", false, true, false, &["v4.channel.k8s.io"]).await;
     let mut error = open(&up, "error").await;
     let mut stdout = open(&up, "stdout").await;
     let mut stderr = open(&up, "stderr").await;
     assert_eq!(read_all(&mut stdout).await, "out");
     assert_eq!(read_all(&mut stderr).await, "err");
-    let status: serde_json::Value = serde_json::from_str(&read_all(&mut error).await).unwrap();
+    let status = read_status(&mut error).await;
     assert_eq!(status["reason"], "NonZeroExitCode");
     assert_eq!(status["details"]["causes"][0]["reason"], "ExitCode");
     assert_eq!(status["details"]["causes"][0]["message"], "3");
 
-    let url = server
-        .exec_url(exec_req("exit3", false, true, false))
-        .unwrap();
-    let up = connect(&url, &["v2.channel.k8s.io"]).await.unwrap();
+    let up = exec_session(&server, "exit3", false, true, false, &["v2.channel.k8s.io"]).await;
     assert_eq!(up.protocol.as_deref(), Some("v2.channel.k8s.io"));
     let mut error = open(&up, "error").await;
     let _stdout = open(&up, "stdout").await;
@@ -174,10 +191,7 @@ async fn exec_exit_code_goes_in_the_status_v4_and_as_text_v2() {
 #[tokio::test]
 async fn a_tty_exec_gets_resizes() {
     let (server, _) = server();
-    let url = server
-        .exec_url(exec_req("size", false, false, true))
-        .unwrap();
-    let up = connect(&url, &["v4.channel.k8s.io"]).await.unwrap();
+    let up = exec_session(&server, "size", false, false, true, &["v4.channel.k8s.io"]).await;
     let mut error = open(&up, "error").await;
     let mut stdout = open(&up, "stdout").await;
     let mut resize = open(&up, "resize").await;
@@ -191,13 +205,10 @@ async fn a_tty_exec_gets_resizes() {
 #[tokio::test]
 async fn a_runtime_failure_is_an_internal_error_status() {
     let (server, _) = server();
-    let url = server
-        .exec_url(exec_req("nope", false, false, false))
-        .unwrap();
-    let up = connect(&url, &["v4.channel.k8s.io"]).await.unwrap();
+    let up = exec_session(&server, "nope", false, false, false, &["v4.channel.k8s.io"]).await;
     let mut error = open(&up, "error").await;
     let _stdout = open(&up, "stdout").await;
-    let status: serde_json::Value = serde_json::from_str(&read_all(&mut error).await).unwrap();
+    let status = read_status(&mut error).await;
     assert_eq!(status["reason"], "InternalError");
     assert_eq!(status["code"], 500);
 }
