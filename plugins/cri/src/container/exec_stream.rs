@@ -10,7 +10,6 @@
 //!
 //! Also here: [`StreamRuntime`] for [`Cri`], which the streaming server calls.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,8 +22,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::attach::{forward_resizes, AbortOnDrop};
-use super::io::{io_dir, FifoSet};
-use super::{blocking, new_id, state_name, task_of, PROCESS_TYPE_URL};
+use super::io::FifoSet;
+use super::{blocking, delete_exec, exec_process, new_id, state_name, task_of};
 use crate::error::{CriError, Result};
 use crate::logs::open_fifo_reader;
 use crate::service::Cri;
@@ -61,46 +60,6 @@ impl StreamRuntime for Cri {
         stream: Box<dyn ClientStream>,
     ) -> Result<()> {
         crate::sandbox::port_forward_conn::port_forward(self, sandbox_id, port, stream).await
-    }
-}
-
-/// The container's process spec with `cmd` as its arguments, on a terminal (with
-/// `TERM=xterm`, replacing any TERM) when `tty`.
-fn process_spec(spec: &[u8], cmd: &[String], tty: bool) -> Result<prost_types::Any> {
-    let spec: serde_json::Value = serde_json::from_slice(spec)
-        .map_err(|e| CriError::Internal(format!("decode container spec: {e}")))?;
-    let mut process = spec
-        .get("process")
-        .cloned()
-        .ok_or_else(|| CriError::Internal("container spec has no process".into()))?;
-    process["args"] = serde_json::json!(cmd);
-    process["terminal"] = serde_json::json!(tty);
-    if tty {
-        let mut env: Vec<serde_json::Value> = process
-            .get("env")
-            .and_then(|e| e.as_array())
-            .cloned()
-            .unwrap_or_default();
-        env.retain(|v| !v.as_str().is_some_and(|s| s.starts_with("TERM=")));
-        env.push(serde_json::json!("TERM=xterm"));
-        process["env"] = serde_json::Value::Array(env);
-    }
-    Ok(prost_types::Any {
-        type_url: PROCESS_TYPE_URL.to_owned(),
-        value: serde_json::to_vec(&process)
-            .map_err(|e| CriError::Internal(format!("encode exec process: {e}")))?,
-    })
-}
-
-/// A streaming exec's FIFOs: `<exec id>-stdin` when the client sends stdin, no stderr on a
-/// terminal.
-fn exec_fifos(state: &Path, id: &str, exec_id: &str, tty: bool, stdin: bool) -> FifoSet {
-    let dir = io_dir(state, id);
-    FifoSet {
-        stdin: stdin.then(|| dir.join(format!("{exec_id}-stdin"))),
-        stdout: dir.join(format!("{exec_id}-stdout")),
-        stderr: (!tty).then(|| dir.join(format!("{exec_id}-stderr"))),
-        terminal: tty,
     }
 }
 
@@ -177,15 +136,7 @@ async fn kill_and_delete(task: &Task, exec_id: &str) {
         Err(e) if e.kind() == ErrorKind::NotFound => {}
         Err(e) => tracing::warn!(exec_id, error = %e, "kill exec process"),
     }
-    delete(task, exec_id).await;
-}
-
-async fn delete(task: &Task, exec_id: &str) {
-    if let Err(e) = task.delete_process(exec_id).await {
-        if e.kind() != ErrorKind::NotFound {
-            tracing::warn!(exec_id, error = %e, "delete exec process");
-        }
-    }
+    delete_exec(task, exec_id).await;
 }
 
 async fn remove_fifos(fifos: FifoSet) {
@@ -246,9 +197,9 @@ pub async fn exec(
         resize,
     } = streams;
     let record = super::record(cri, &id).await?;
-    let process = process_spec(&record.spec.map(|s| s.value).unwrap_or_default(), &cmd, tty)?;
+    let process = exec_process(&record.spec.map(|s| s.value).unwrap_or_default(), &cmd, tty)?;
     let exec_id = new_id();
-    let fifos = exec_fifos(&cri.state, &id, &exec_id, tty, stdin.is_some());
+    let fifos = FifoSet::exec(&cri.state, &id, &exec_id, tty, stdin.is_some());
     {
         let f = fifos.clone();
         blocking(move || f.create()).await?;
@@ -307,7 +258,7 @@ pub async fn exec(
         // The client went away (or the wait failed): the process goes.
         kill_and_delete(&task, &exec_id).await;
     } else {
-        delete(&task, &exec_id).await;
+        delete_exec(&task, &exec_id).await;
     }
     cleanup.disarm();
     remove_fifos(fifos).await;
@@ -399,37 +350,5 @@ impl Run<'_> {
         }
         drop(guard);
         Ok(i32::try_from(exit).unwrap_or(i32::MAX))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exec_process_on_a_terminal_gets_term_xterm() {
-        let spec =
-            br#"{"process":{"args":["sleep","1d"],"env":["A=1","TERM=dumb"],"terminal":false}}"#;
-        let any = process_spec(spec, &["sh".into()], true).unwrap();
-        let p: serde_json::Value = serde_json::from_slice(&any.value).unwrap();
-        assert_eq!(p["args"], serde_json::json!(["sh"]));
-        assert_eq!(p["terminal"], serde_json::json!(true));
-        assert_eq!(p["env"], serde_json::json!(["A=1", "TERM=xterm"]));
-        let any = process_spec(spec, &["id".into()], false).unwrap();
-        let p: serde_json::Value = serde_json::from_slice(&any.value).unwrap();
-        assert_eq!(p["terminal"], serde_json::json!(false));
-        assert_eq!(p["env"], serde_json::json!(["A=1", "TERM=dumb"]));
-    }
-
-    #[test]
-    fn exec_fifos_follow_the_streams() {
-        let d = Path::new("/state");
-        let f = exec_fifos(d, "c", "e", true, true);
-        assert_eq!(f.task_io().stdin, "/state/io/c/e-stdin");
-        assert_eq!(f.task_io().stderr, "");
-        assert!(f.terminal);
-        let f = exec_fifos(d, "c", "e", false, false);
-        assert_eq!(f.task_io().stdin, "");
-        assert_eq!(f.task_io().stderr, "/state/io/c/e-stderr");
     }
 }
