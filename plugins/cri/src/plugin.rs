@@ -78,6 +78,7 @@ pub fn registration() -> Registration {
                 gc,
                 store: Stores::default(),
                 stream,
+                described: Default::default(),
             }));
             crate::sandbox::recover::recover_at_start(&cri).map_err(PluginError::init)?;
             crate::container::recover::recover_at_start(&cri).map_err(PluginError::init)?;

@@ -58,4 +58,6 @@ pub struct CriInner {
     pub store: Stores,
     /// The streaming server (Exec, Attach and PortForward URLs).
     pub stream: crate::streaming::server::StreamServer,
+    /// What image record targets resolve to, read once per digest.
+    pub described: crate::image::lookup::DescribedTargets,
 }

@@ -1,12 +1,14 @@
 //! Finding a local image by any name the kubelet uses (tag, digest, image id) and reading its
 //! config: what the sandbox and container code need to start from an image.
 //!
-//! There is no image cache (containerd's CRI keeps one): the image records of namespace
-//! `k8s.io` are the truth, each record's target is read from the content store (the host's
-//! platform chosen from an index) and records whose config digest is the same are one image,
-//! as containerd's CRI image store groups them.
+//! The image records of namespace `k8s.io` are the truth: each call lists them, and records
+//! whose config digest is the same are one image, as containerd's CRI image store groups them.
+//! What a record's target resolves to (the host's platform chosen from an index, down to the
+//! config) is read from the content store once per target digest and kept in
+//! [`DescribedTargets`]: content is addressed by digest, so that never goes stale.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use berth_core::Image as ImageRecord;
 use berth_filters::Filter;
@@ -103,17 +105,20 @@ pub(crate) fn find(images: Vec<LocalImage>, reference: &str) -> Result<LocalImag
 pub(crate) async fn all_images(cri: &Cri) -> Result<Vec<LocalImage>> {
     let records = image_records(cri).await?;
     // One description per distinct target: most records of an image share it.
-    let mut described: HashMap<String, Option<Described>> = HashMap::new();
+    let mut described: HashMap<String, Option<Arc<Described>>> = HashMap::new();
     let mut by_id: BTreeMap<String, LocalImage> = BTreeMap::new();
     for record in records {
         let target = descriptor(&record);
         if !described.contains_key(&target.digest) {
-            let d = match describe(cri, &target).await {
-                Ok(d) => Some(d),
-                Err(e) => {
-                    tracing::debug!(name = %record.name, "image record left out: {e}");
-                    None
-                }
+            let d = match cri.described.get(&target.digest) {
+                Some(d) => Some(d),
+                None => match describe(cri, &target).await {
+                    Ok(d) => Some(cri.described.insert(&target.digest, d)),
+                    Err(e) => {
+                        tracing::debug!(name = %record.name, "image record left out: {e}");
+                        None
+                    }
+                },
             };
             described.insert(target.digest.clone(), d);
         }
@@ -132,6 +137,9 @@ pub(crate) async fn all_images(cri: &Cri) -> Result<Vec<LocalImage>> {
                 target: target.clone(),
             });
     }
+    // Targets no record names any more are forgotten.
+    let live: HashSet<&str> = described.keys().map(String::as_str).collect();
+    cri.described.retain(&live);
     let mut images: Vec<LocalImage> = by_id.into_values().collect();
     for image in &mut images {
         sort_references(&mut image.references);
@@ -158,6 +166,36 @@ pub(crate) fn descriptor(record: &ImageRecord) -> Descriptor {
             &record.target.digest,
             u64::try_from(record.target.size).unwrap_or(0),
         )
+    }
+}
+
+/// What each record target (by digest) resolves to on this host, kept between calls so that
+/// a lookup does not read every image's manifest and config again.
+#[derive(Debug, Default)]
+pub struct DescribedTargets(Mutex<HashMap<String, Arc<Described>>>);
+
+impl DescribedTargets {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Described>>> {
+        // The map holds no invariant a panicking holder could break.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn get(&self, digest: &str) -> Option<Arc<Described>> {
+        self.lock().get(digest).cloned()
+    }
+
+    fn insert(&self, digest: &str, described: Described) -> Arc<Described> {
+        let d = Arc::new(described);
+        self.lock().insert(digest.to_owned(), d.clone());
+        d
+    }
+
+    /// Keeps only the targets in `live`.
+    fn retain(&self, live: &HashSet<&str>) {
+        self.lock()
+            .retain(|digest, _| live.contains(digest.as_str()));
     }
 }
 
@@ -260,6 +298,23 @@ mod tests {
             size: 1,
             target: Descriptor::default(),
         }
+    }
+
+    #[test]
+    fn described_targets_forget_what_no_record_names() {
+        let targets = DescribedTargets::default();
+        let d = |id: &str| Described {
+            id: id.to_owned(),
+            config: image('a', &[]).config,
+            chain_id: String::new(),
+            size: 1,
+        };
+        targets.insert("sha256:1", d("one"));
+        targets.insert("sha256:2", d("two"));
+        assert_eq!(targets.get("sha256:1").unwrap().id, "one");
+        targets.retain(&HashSet::from(["sha256:2"]));
+        assert!(targets.get("sha256:1").is_none());
+        assert_eq!(targets.get("sha256:2").unwrap().id, "two");
     }
 
     #[test]
