@@ -130,8 +130,6 @@ const RECORD_KIND: &str = "berthCniRecordV1";
 pub struct SetupResult {
     /// The addresses on the default interface, in the plugin's order.
     pub ips: Vec<IpAddr>,
-    /// Each network's result.
-    pub results: Vec<Value>,
 }
 
 impl Cni {
@@ -226,11 +224,8 @@ impl Cni {
             if ifname == DEFAULT_IFNAME {
                 out.ips = result::pod_ips(&result, ifname);
             }
-            record.attachments[i].result = Some(result.clone());
+            record.attachments[i].result = Some(result);
             self.write_record(&record)?;
-            if ifname != "lo" {
-                out.results.push(result);
-            }
         }
         Ok(out)
     }

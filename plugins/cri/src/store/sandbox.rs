@@ -25,8 +25,6 @@ pub const KIND_SANDBOX: &str = "sandbox";
 /// Whether the pod's pause container runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SandboxState {
-    /// Being set up by RunPodSandbox: not listed as ready, not stoppable by others yet.
-    Unknown,
     /// The pause container runs.
     Ready,
     /// Stopped, exited or never started.
@@ -34,11 +32,11 @@ pub enum SandboxState {
 }
 
 impl SandboxState {
-    /// The CRI state (an unfinished sandbox is not ready).
+    /// The CRI state.
     pub fn to_cri(self) -> PodSandboxState {
         match self {
             SandboxState::Ready => PodSandboxState::SandboxReady,
-            SandboxState::Unknown | SandboxState::NotReady => PodSandboxState::SandboxNotready,
+            SandboxState::NotReady => PodSandboxState::SandboxNotready,
         }
     }
 }
