@@ -21,7 +21,7 @@ use berth_cri::streaming::spdy::conn::Stream;
 use berth_cri::streaming::spdy::headers::Headers;
 use berth_cri::streaming::spdy::SpdyError;
 use berth_integration::cri::leftovers::processes_mentioning;
-use berth_integration::cri::{require_cri, CriClient, CriEnv, CriEnvOptions};
+use berth_integration::cri::{free_port, require_cri, CriClient, CriEnv, CriEnvOptions};
 use berth_proto::runtime::v1::{
     AttachRequest, ExecRequest, NamespaceMode, NamespaceOption, PortForwardRequest,
 };
@@ -484,11 +484,6 @@ async fn forward_get_until(cri: &mut CriClient, pod_id: &str, port: u16, body: &
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("local address").port()
 }
 
 async fn port_forward(reference: bool) {

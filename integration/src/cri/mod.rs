@@ -43,5 +43,5 @@ pub use env::{
 };
 pub use images::{BUSYBOX_IMAGE, PAUSE_IMAGE};
 pub use leftovers::HostState;
-pub use network::TestNetwork;
+pub use network::{free_port, TestNetwork};
 pub use reference::CriContainerd;

@@ -265,6 +265,13 @@ fn delete_link(name: &str) {
         .status();
 }
 
+/// A TCP port on the host's loopback that was free a moment ago (for a server in a
+/// host-network pod).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    l.local_addr().expect("local address").port()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
