@@ -2,70 +2,22 @@
 //! rootfs without escaping it, and a read-only temporary mount of the rootfs snapshot
 //! (containerd `mount.WithTempMount` with `tryReadonlyMounts`, `fs.RootPath`).
 
-use std::ffi::OsString;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use berth_mount::Mount;
 use nix::mount::MntFlags;
 
 use crate::error::{CriError, Result};
 
-/// Most symlinks followed while resolving one path (as Linux's `MAXSYMLINKS` order).
-const MAX_SYMLINKS: usize = 255;
-
 /// `path` (absolute or not, as seen inside the container) resolved under `root`: `..` never
 /// climbs above `root` and symlinks, absolute or relative, are followed as if `root` were
-/// `/`. Missing components are kept as they are.
+/// `/`. Missing components are kept as they are (the snapshot applier's
+/// [`berth_snapshotters::apply::resolve_in_root`]).
 pub fn resolve_in_root(root: &Path, path: &Path) -> Result<PathBuf> {
-    let mut pending: Vec<OsString> = components(path);
-    pending.reverse();
-    let mut resolved: Vec<OsString> = Vec::new();
-    let mut links = 0;
-    while let Some(part) = pending.pop() {
-        if part == ".." {
-            resolved.pop();
-            continue;
-        }
-        let candidate = join(root, &resolved).join(&part);
-        match std::fs::symlink_metadata(&candidate) {
-            Ok(meta) if meta.file_type().is_symlink() => {
-                links += 1;
-                if links > MAX_SYMLINKS {
-                    return Err(CriError::invalid(
-                        "path",
-                        format!("too many symlinks resolving {}", path.display()),
-                    ));
-                }
-                let target = std::fs::read_link(&candidate)
-                    .map_err(|e| CriError::io("reading link", &candidate, e))?;
-                if target.is_absolute() {
-                    resolved.clear();
-                }
-                let mut more = components(&target);
-                more.reverse();
-                pending.extend(more);
-            }
-            _ => resolved.push(part),
-        }
-    }
-    Ok(join(root, &resolved))
-}
-
-/// The normal and `..` components of `path`.
-fn components(path: &Path) -> Vec<OsString> {
-    path.components()
-        .filter_map(|c| match c {
-            Component::Normal(n) => Some(n.to_os_string()),
-            Component::ParentDir => Some(OsString::from("..")),
-            _ => None,
-        })
-        .collect()
-}
-
-fn join(root: &Path, parts: &[OsString]) -> PathBuf {
-    let mut p = root.to_path_buf();
-    p.extend(parts);
-    p
+    berth_snapshotters::apply::resolve_in_root(root, path).map_err(|e| {
+        let inside = path.strip_prefix("/").unwrap_or(path);
+        CriError::io("resolving", root.join(inside), e)
+    })
 }
 
 /// The rootfs mounts made read-only: an overlay's upper directory becomes its top lower
