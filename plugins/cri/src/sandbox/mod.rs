@@ -162,16 +162,16 @@ pub(crate) async fn remove_records(cri: &Cri, id: &str) -> Result<()> {
     .await
 }
 
-/// Unmounts the pod's /dev/shm (containerd `cleanupSandboxFiles`); idempotent.
-pub(crate) fn unmount_shm(root: &Path, id: &str) {
+/// Unmounts everything on the pod's /dev/shm (containerd `cleanupSandboxFiles`); idempotent.
+pub(crate) fn unmount_shm(root: &Path, id: &str) -> Result<()> {
     let shm = crate::store::sandbox::sandbox_dir(root, id).join("shm");
-    // Unmount until nothing is mounted there (a mount may have been stacked by a retry).
-    while nix::mount::umount2(&shm, nix::mount::MntFlags::MNT_DETACH).is_ok() {}
+    berth_mount::unmount_all(&shm, nix::mount::MntFlags::MNT_DETACH)
+        .map_err(|e| CriError::io("unmount sandbox shm", &shm, std::io::Error::other(e)))
 }
 
 /// Unmounts the pod's /dev/shm and removes `<root>/sandboxes/<id>`; idempotent.
 pub(crate) fn remove_files(root: &Path, id: &str) -> Result<()> {
-    unmount_shm(root, id);
+    unmount_shm(root, id)?;
     let dir = crate::store::sandbox::sandbox_dir(root, id);
     match std::fs::remove_dir_all(&dir) {
         Ok(()) => Ok(()),

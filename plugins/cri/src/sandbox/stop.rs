@@ -53,11 +53,7 @@ pub(crate) async fn stop(cri: &Cri, sandbox: &Sandbox) -> Result<()> {
     }
     {
         let (root, id) = (cri.root.clone(), id.clone());
-        blocking(move || {
-            super::unmount_shm(&root, &id);
-            Ok(())
-        })
-        .await?;
+        blocking(move || super::unmount_shm(&root, &id)).await?;
     }
     super::kill_pause(cri, &id).await?;
     super::delete_task(cri, &id).await?;
