@@ -3,8 +3,6 @@
 //! them: zero and empty fields leave the old value) and, while the task runs, to the shim's
 //! Update as OCI `LinuxResources`. If the shim refuses, the old spec is put back.
 
-use std::path::Path;
-
 use berth_core::metadata::AnyValue;
 use berth_errdefs::{Classify, ErrorKind};
 use berth_proto::runtime::v1::{
@@ -17,12 +15,6 @@ use super::{blocking, task_of, RESOURCES_TYPE_URL, SPEC_TYPE_URL};
 use crate::error::{CriError, Result};
 use crate::service::{Cri, K8S_NAMESPACE};
 use crate::store::container::StatusResources;
-
-/// Whether memory+swap limits can be set (cgroup v1 with swap accounting); on v2 the swap
-/// limit is left to the kubelet's request.
-fn swap_controller_available() -> bool {
-    Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists()
-}
 
 fn object<'a>(v: &'a mut Value, key: &str) -> &'a mut Value {
     if !v.get(key).is_some_and(Value::is_object) {
@@ -95,7 +87,11 @@ pub async fn update_container_resources(
     let mut spec: Value =
         serde_json::from_slice(&old.as_ref().map(|s| s.value.clone()).unwrap_or_default())
             .map_err(|e| CriError::Internal(format!("decode spec of container {id}: {e}")))?;
-    apply_resources(&mut spec, &linux, swap_controller_available());
+    apply_resources(
+        &mut spec,
+        &linux,
+        crate::spec::resources::swap_controller_available(),
+    );
     let resources = spec["linux"]["resources"].clone();
     let new_resources = StatusResources::from_spec(&spec);
     record.spec = Some(AnyValue {

@@ -60,8 +60,9 @@ pub fn restrict_to(preferred: i32, floor: i32) -> i32 {
     preferred.max(floor)
 }
 
-/// Whether a swap limit can be set next to the memory limit.
-fn swap_controller_available() -> bool {
+/// Whether a swap limit can be set next to the memory limit (cgroup v1 `memory.memsw.*`, v2
+/// `memory.swap.max`); create and UpdateContainerResources ask the same question.
+pub(crate) fn swap_controller_available() -> bool {
     if super::namespaces::cgroup_v2() {
         let Ok(text) = std::fs::read_to_string("/proc/self/cgroup") else {
             return false;
