@@ -330,15 +330,16 @@ async fn hosts_are_tried_in_order_and_name_the_original_registry(reference: bool
     }
     let env = env(reference).await;
     let mut cri = env.client().await;
-    // quay.io: a dead first endpoint, then the local registry; `server` is the local registry
-    // too, so nothing falls back to the internet.
+    // quay.io: a dead first endpoint, then the local registry, and a dead `server`: the pull
+    // succeeds only through the second `[host]` (so the hosts are used, past a dead one), and
+    // nothing falls back to the internet.
     let registry = env.registry().host();
     let dir = env.hosts_dir().join("quay.io");
     std::fs::create_dir_all(&dir).expect("create hosts dir");
     std::fs::write(
         dir.join("hosts.toml"),
         format!(
-            "server = \"http://{registry}\"\n\n\
+            "server = \"http://127.0.0.1:2\"\n\n\
              [host.\"http://127.0.0.1:1\"]\n  capabilities = [\"pull\", \"resolve\"]\n\n\
              [host.\"http://{registry}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
         ),
