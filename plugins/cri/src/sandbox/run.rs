@@ -243,7 +243,10 @@ fn write_files(
         config.hostname.clone()
     };
     write_file(&files.hostname, format!("{hostname}\n").as_bytes())?;
-    let hosts = std::fs::read(HOST_HOSTS).unwrap_or_default();
+    // As containerd's `copyFile`: a host file that cannot be read fails the pod instead of
+    // giving it an empty one.
+    let read_host = |path: &str| std::fs::read(path).map_err(|e| CriError::io("read", path, e));
+    let hosts = read_host(HOST_HOSTS)?;
     write_file(&files.hosts, &hosts)?;
     let resolv = match config
         .dns_config
@@ -254,7 +257,7 @@ fn write_files(
         None => String::new(),
     };
     let resolv = if resolv.is_empty() {
-        std::fs::read(HOST_RESOLV_CONF).unwrap_or_default()
+        read_host(HOST_RESOLV_CONF)?
     } else {
         resolv.into_bytes()
     };
