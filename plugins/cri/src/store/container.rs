@@ -320,10 +320,7 @@ pub struct Container {
     stdin: Mutex<Option<std::fs::File>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // The guarded values are plain data, consistent after a panic elsewhere.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+use super::lock;
 
 impl Container {
     /// A container whose status lives in `dir` (`<cri root>/containers/<id>`).
@@ -449,28 +446,7 @@ impl ContainerStore {
     /// The container with id `id`, or the only one whose id starts with `id`; NotFound
     /// otherwise.
     pub fn get(&self, id: &str) -> Result<Arc<Container>> {
-        let inner = self.lock();
-        if id.is_empty() {
-            return Err(CriError::invalid("container_id", "empty"));
-        }
-        if let Some(c) = inner.containers.get(id) {
-            return Ok(c.clone());
-        }
-        let mut matches = inner
-            .containers
-            .range(id.to_owned()..)
-            .take_while(|(k, _)| k.starts_with(id));
-        match (matches.next(), matches.next()) {
-            (Some((_, c)), None) => Ok(c.clone()),
-            (Some(_), Some(_)) => Err(CriError::invalid(
-                "container_id",
-                format!("{id:?} is a prefix of more than one container"),
-            )),
-            _ => Err(CriError::NotFound {
-                what: "container",
-                id: id.to_owned(),
-            }),
-        }
+        super::by_id_or_prefix(&self.lock().containers, id, "container_id", "container").cloned()
     }
 
     /// Every container, by id.

@@ -156,8 +156,7 @@ struct Inner {
 
 impl SandboxStore {
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        // A panic while holding the lock leaves plain maps, still consistent.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        super::lock(&self.inner)
     }
 
     /// The sandbox with id `id`, or the only one whose id starts with `id`; NotFound otherwise.
@@ -230,23 +229,7 @@ fn not_found(id: &str) -> CriError {
 }
 
 fn resolve<'a>(sandboxes: &'a BTreeMap<String, Sandbox>, id: &str) -> Result<&'a Sandbox> {
-    if id.is_empty() {
-        return Err(CriError::invalid("pod_sandbox_id", "empty"));
-    }
-    if let Some(s) = sandboxes.get(id) {
-        return Ok(s);
-    }
-    let mut matches = sandboxes
-        .range(id.to_owned()..)
-        .take_while(|(k, _)| k.starts_with(id));
-    match (matches.next(), matches.next()) {
-        (Some((_, s)), None) => Ok(s),
-        (Some(_), Some(_)) => Err(CriError::invalid(
-            "pod_sandbox_id",
-            format!("{id:?} is a prefix of more than one sandbox"),
-        )),
-        _ => Err(not_found(id)),
-    }
+    super::by_id_or_prefix(sandboxes, id, "pod_sandbox_id", "sandbox")
 }
 
 /// The sandbox name containerd gives a pod: `<name>_<namespace>_<uid>_<attempt>`.
