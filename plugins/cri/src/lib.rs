@@ -14,6 +14,7 @@ pub mod image;
 pub mod logs;
 pub mod netns;
 pub mod plugin;
+pub mod rootfs;
 pub mod runtime_info;
 pub mod sandbox;
 pub mod server;

@@ -193,27 +193,9 @@ async fn create(
             .collect();
         made.lease = Some(lease.clone());
         blocking(move || {
-            // The lease keeps the new snapshot from the collector until the record holds it.
-            let expire = chrono::Utc::now() + chrono::Duration::hours(1);
-            meta.create_lease(
-                K8S_NAMESPACE,
-                &lease,
-                BTreeMap::from([(label::GC_EXPIRE.to_owned(), expire.to_rfc3339())]),
+            crate::rootfs::prepare_under_lease(
+                &meta, &snapshots, &sn, &key, &parent, labels, &lease,
             )
-            .map_err(|e| CriError::metadata(format!("create lease {lease}"), e))?;
-            snapshots
-                .prepare(
-                    K8S_NAMESPACE,
-                    &sn,
-                    &key,
-                    Some(&parent),
-                    labels,
-                    Some(&lease),
-                )
-                .map_err(|source| CriError::Snapshot {
-                    op: format!("prepare rootfs snapshot {key} on {parent}"),
-                    source,
-                })
         })
         .await?
     };

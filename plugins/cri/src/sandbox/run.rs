@@ -14,7 +14,6 @@ use berth_proto::runtime::v1::{
     PodSandboxConfig, Protocol, RunPodSandboxRequest, RunPodSandboxResponse,
 };
 use berth_runtime::{CreateOpts, TaskIo};
-use berth_wellknown::label;
 use prost::Message;
 
 use super::{blocking, host_ipc, host_network};
@@ -361,34 +360,21 @@ async fn create_records(
     let parent = image.chain_id.clone();
     blocking(move || {
         let id = record.id.clone();
-        // A lease keeps the new snapshot from the collector until the record holds it (as
-        // containerd's NewContainer does); it expires on its own should berthd die meanwhile.
         let lease = format!("cri-sandbox-{id}");
-        let expire = chrono::Utc::now() + chrono::Duration::hours(1);
-        meta.create_lease(
-            K8S_NAMESPACE,
+        let made = crate::rootfs::prepare_under_lease(
+            &meta,
+            &snapshots,
+            &record.snapshotter,
+            &id,
+            &parent,
+            BTreeMap::new(),
             &lease,
-            BTreeMap::from([(label::GC_EXPIRE.to_owned(), expire.to_rfc3339())]),
         )
-        .map_err(|e| CriError::metadata(format!("create lease {lease}"), e))?;
-        let made = snapshots
-            .prepare(
-                K8S_NAMESPACE,
-                &record.snapshotter,
-                &id,
-                Some(&parent),
-                BTreeMap::new(),
-                Some(&lease),
-            )
-            .map_err(|source| CriError::Snapshot {
-                op: format!("prepare sandbox {id} rootfs"),
-                source,
-            })
-            .and_then(|mounts| {
-                meta.create_container(K8S_NAMESPACE, record)
-                    .map_err(|e| CriError::metadata(format!("create sandbox {id} record"), e))?;
-                Ok(mounts)
-            });
+        .and_then(|mounts| {
+            meta.create_container(K8S_NAMESPACE, record)
+                .map_err(|e| CriError::metadata(format!("create sandbox {id} record"), e))?;
+            Ok(mounts)
+        });
         if let Err(e) = meta.delete_lease(K8S_NAMESPACE, &lease) {
             tracing::warn!(lease = %lease, error = %e, "delete the sandbox creation lease");
         }
