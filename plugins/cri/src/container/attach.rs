@@ -13,12 +13,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use berth_proto::runtime::v1::ContainerState;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
 use tokio::sync::mpsc;
 
-use super::{state_name, task_of};
 use crate::error::{CriError, Result};
 use crate::logs::Stream;
 use crate::service::Cri;
@@ -201,18 +199,8 @@ pub(crate) async fn forward_resizes(
 /// Attach.
 #[tracing::instrument(skip_all, fields(id = %container_id))]
 pub async fn attach(cri: &Cri, container_id: &str, streams: StdioStreams) -> Result<()> {
-    let container = cri.store.containers.get(container_id)?;
-    let state = container.status().state();
-    if state != ContainerState::ContainerRunning {
-        return Err(CriError::FailedPrecondition(format!(
-            "container is in {} state",
-            state_name(state)
-        )));
-    }
+    let (container, task) = super::running_task(cri, container_id)?;
     let id = container.id().to_owned();
-    let task = task_of(cri, &container).ok_or_else(|| {
-        CriError::FailedPrecondition(format!("container {id} has no running task"))
-    })?;
     let logger = container.logger().ok_or_else(|| {
         CriError::FailedPrecondition(format!("container {id} has no output to attach to"))
     })?;

@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_errdefs::{Classify, ErrorKind};
-use berth_proto::runtime::v1::ContainerState;
 use berth_runtime::Task;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
@@ -23,7 +22,7 @@ use tokio::task::JoinHandle;
 
 use super::attach::{forward_resizes, AbortOnDrop};
 use super::io::FifoSet;
-use super::{blocking, delete_exec, exec_process, new_id, state_name, task_of};
+use super::{blocking, delete_exec, exec_process, new_id};
 use crate::error::{CriError, Result};
 use crate::logs::open_fifo_reader;
 use crate::service::Cri;
@@ -177,18 +176,8 @@ pub async fn exec(
     if cmd.is_empty() {
         return Err(CriError::invalid("cmd", "empty"));
     }
-    let container = cri.store.containers.get(container_id)?;
-    let state = container.status().state();
-    if state != ContainerState::ContainerRunning {
-        return Err(CriError::FailedPrecondition(format!(
-            "container is in {} state",
-            state_name(state)
-        )));
-    }
+    let (container, task) = super::running_task(cri, container_id)?;
     let id = container.id().to_owned();
-    let task = task_of(cri, &container).ok_or_else(|| {
-        CriError::FailedPrecondition(format!("container {id} has no running task"))
-    })?;
     let StdioStreams {
         stdin,
         stdout,

@@ -8,13 +8,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use berth_errdefs::{Classify, ErrorKind};
-use berth_proto::runtime::v1::{ContainerState, ExecSyncRequest, ExecSyncResponse};
+use berth_proto::runtime::v1::{ExecSyncRequest, ExecSyncResponse};
 use berth_runtime::Task;
 use tokio::io::AsyncReadExt;
 use tokio::task::JoinHandle;
 
 use super::io::FifoSet;
-use super::{blocking, delete_exec, exec_process, new_id, state_name, task_of};
+use super::{blocking, delete_exec, exec_process, new_id};
 use crate::error::{CriError, Result};
 use crate::logs::open_fifo_reader;
 use crate::service::Cri;
@@ -62,18 +62,8 @@ pub async fn exec_sync(cri: &Cri, req: ExecSyncRequest) -> Result<ExecSyncRespon
     if req.cmd.is_empty() {
         return Err(CriError::invalid("cmd", "empty"));
     }
-    let container = cri.store.containers.get(&req.container_id)?;
-    let state = container.status().state();
-    if state != ContainerState::ContainerRunning {
-        return Err(CriError::FailedPrecondition(format!(
-            "container is in {} state",
-            state_name(state)
-        )));
-    }
+    let (container, task) = super::running_task(cri, &req.container_id)?;
     let id = container.id().to_owned();
-    let task = task_of(cri, &container).ok_or_else(|| {
-        CriError::FailedPrecondition(format!("container {id} has no running task"))
-    })?;
     let record = super::record(cri, &id).await?;
     let process = exec_process(
         &record.spec.map(|s| s.value).unwrap_or_default(),

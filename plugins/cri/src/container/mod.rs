@@ -114,6 +114,23 @@ pub fn task_of(cri: &Cri, container: &Container) -> Option<Arc<berth_runtime::Ta
     cri.tasks.get(K8S_NAMESPACE, container.id()).ok()
 }
 
+/// The container `id` names (id or unique prefix) and its task, when it is running; what ExecSync,
+/// Exec and Attach need. FailedPrecondition names the state otherwise.
+pub fn running_task(cri: &Cri, id: &str) -> Result<(Arc<Container>, Arc<berth_runtime::Task>)> {
+    let container = cri.store.containers.get(id)?;
+    let state = container.status().state();
+    if state != ContainerState::ContainerRunning {
+        return Err(CriError::FailedPrecondition(format!(
+            "container is in {} state",
+            state_name(state)
+        )));
+    }
+    let task = task_of(cri, &container).ok_or_else(|| {
+        CriError::FailedPrecondition(format!("container {} has no running task", container.id()))
+    })?;
+    Ok((container, task))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
