@@ -161,11 +161,7 @@ async fn two_containers_run_exec_log_report_stats_and_leave_nothing(reference: b
     let env = env(reference).await;
     let before = env.host_state();
     let mut cri = env.client().await;
-    cri.pull_image(BUSYBOX_IMAGE)
-        .await
-        .expect("PullImage busybox");
-    let pod = env.pod_config("two");
-    let pod_id = cri.run_pod(&pod).await.expect("RunPodSandbox");
+    let (pod, pod_id) = env.busybox_pod(&mut cri, "two").await;
 
     let logger = env.busybox_container(
         "logger",
@@ -424,11 +420,7 @@ async fn exec_sync_timeout_kills_the_process(reference: bool) {
     }
     let env = env(reference).await;
     let mut cri = env.client().await;
-    cri.pull_image(BUSYBOX_IMAGE)
-        .await
-        .expect("PullImage busybox");
-    let pod = env.pod_config("exec");
-    let pod_id = cri.run_pod(&pod).await.expect("RunPodSandbox");
+    let (pod, pod_id) = env.busybox_pod(&mut cri, "exec").await;
     let config = env.busybox_container("sleeper", &["sleep", "3600"]);
     let id = cri
         .run_container(&pod_id, &config, &pod)
@@ -502,11 +494,7 @@ async fn stop_sends_sigterm_then_sigkill_after_the_timeout(reference: bool) {
     }
     let env = env(reference).await;
     let mut cri = env.client().await;
-    cri.pull_image(BUSYBOX_IMAGE)
-        .await
-        .expect("PullImage busybox");
-    let pod = env.pod_config("stop");
-    let pod_id = cri.run_pod(&pod).await.expect("RunPodSandbox");
+    let (pod, pod_id) = env.busybox_pod(&mut cri, "stop").await;
     let stubborn = env.busybox_container(
         "stubborn",
         &["sh", "-c", "trap '' TERM; while true; do sleep 0.2; done"],
@@ -579,11 +567,7 @@ async fn oom_killed_container_reports_oomkilled(reference: bool) {
     }
     let env = env(reference).await;
     let mut cri = env.client().await;
-    cri.pull_image(BUSYBOX_IMAGE)
-        .await
-        .expect("PullImage busybox");
-    let pod = env.pod_config("oom");
-    let pod_id = cri.run_pod(&pod).await.expect("RunPodSandbox");
+    let (pod, pod_id) = env.busybox_pod(&mut cri, "oom").await;
     let mut config = env.busybox_container(
         "hog",
         &[
@@ -767,11 +751,7 @@ async fn cri_kill9_berthd_keeps_containers_running_and_their_logs_complete() {
     let mut env = CriEnv::start().await;
     let before = env.host_state();
     let mut cri = env.client().await;
-    cri.pull_image(BUSYBOX_IMAGE)
-        .await
-        .expect("PullImage busybox");
-    let pod = env.pod_config("crash");
-    let pod_id = cri.run_pod(&pod).await.expect("RunPodSandbox");
+    let (pod, pod_id) = env.busybox_pod(&mut cri, "crash").await;
     let counter = env.busybox_container(
         "counter",
         &[
@@ -871,11 +851,7 @@ async fn cri_container_whose_task_vanished_while_berthd_was_down_is_exited_unkno
     }
     let mut env = CriEnv::start().await;
     let mut cri = env.client().await;
-    cri.pull_image(BUSYBOX_IMAGE)
-        .await
-        .expect("PullImage busybox");
-    let pod = env.pod_config("vanish");
-    let pod_id = cri.run_pod(&pod).await.expect("RunPodSandbox");
+    let (pod, pod_id) = env.busybox_pod(&mut cri, "vanish").await;
     let config = env.busybox_container("sleeper", &["sleep", "3600"]);
     let id = cri
         .run_container(&pod_id, &config, &pod)

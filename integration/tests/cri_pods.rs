@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use berth_integration::cri::{
-    require_cri, CriClient, CriEnv, CriEnvOptions, HostState, BUSYBOX_IMAGE,
+    free_port, require_cri, CriClient, CriEnv, CriEnvOptions, HostState, BUSYBOX_IMAGE,
 };
 use berth_integration::image::BUSYBOX;
 use berth_integration::run_with_timeout;
@@ -64,11 +64,6 @@ fn ping_from(pid: u32, ip: &str) -> berth_integration::CmdOutput {
 }
 
 /// A free TCP port on the host.
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    l.local_addr().expect("local address").port()
-}
-
 /// `busybox httpd` serving `dir` on port 80 inside the network namespace of `pid`; killed on
 /// drop.
 struct PodHttpd(Child);
