@@ -6,6 +6,7 @@
 //! `image::*`, `runtime_info`); `store` keeps the CRI's records; `spec` builds OCI specs;
 //! `netns` and `cni` give pods their network; `logs` writes CRI log files.
 
+pub mod blocking;
 pub mod cni;
 pub mod config;
 pub mod container;

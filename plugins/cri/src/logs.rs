@@ -193,7 +193,7 @@ impl ContainerLogger {
             Some(p) => {
                 let p = p.clone();
                 Some(Arc::new(
-                    crate::container::blocking(move || open_log_file(&p)).await?,
+                    crate::blocking::blocking(move || open_log_file(&p)).await?,
                 ))
             }
             None => None,
@@ -279,7 +279,7 @@ impl ContainerLogger {
             return Ok(());
         };
         let mut file = self.0.file.lock().await;
-        let new = crate::container::blocking(move || open_log_file(&path)).await?;
+        let new = crate::blocking::blocking(move || open_log_file(&path)).await?;
         *file = Some(Arc::new(new));
         Ok(())
     }

@@ -69,7 +69,7 @@ pub async fn update_runtime_config(
     }
     let cni = crate::cni::for_config(cri, "");
     let conf_dir = cni.conf_dir.clone();
-    crate::container::blocking(move || {
+    crate::blocking::blocking(move || {
         if cni.status().is_ok() {
             tracing::info!(
                 template,
@@ -88,7 +88,7 @@ pub async fn update_runtime_config(
 #[tracing::instrument(skip_all)]
 pub async fn status(cri: &Cri, req: StatusRequest) -> Result<StatusResponse> {
     let cni = crate::cni::for_config(cri, "");
-    let network = crate::container::blocking(move || Ok(cni.status())).await?;
+    let network = crate::blocking::blocking(move || Ok(cni.status())).await?;
     let network_condition = match &network {
         Ok(()) => RuntimeCondition {
             r#type: NETWORK_READY.to_owned(),

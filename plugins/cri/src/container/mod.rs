@@ -37,16 +37,7 @@ pub const PROCESS_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-s
 pub const RESOURCES_TYPE_URL: &str =
     "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources";
 
-/// Runs blocking work (files, fsync, metadata transactions) on the blocking pool.
-pub async fn blocking<T, F>(f: F) -> Result<T>
-where
-    F: FnOnce() -> Result<T> + Send + 'static,
-    T: Send + 'static,
-{
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|e| Err(CriError::Internal(format!("blocking task failed: {e}"))))
-}
+pub use crate::blocking::blocking;
 
 /// A new object id: 64 hex digits, as containerd's `util.GenerateID`.
 pub fn new_id() -> String {

@@ -11,7 +11,7 @@ use berth_proto::runtime::v1::{
     FilesystemIdentifier, FilesystemUsage, ImageFsInfoRequest, ImageFsInfoResponse, UInt64Value,
 };
 
-use crate::container::blocking;
+use crate::blocking::blocking;
 use crate::error::{CriError, Result};
 use crate::service::Cri;
 

@@ -18,7 +18,7 @@ use berth_transfer::{ContentStore as _, Cx, Descriptor, Platform, TransferError}
 use oci_spec::image::ImageConfiguration;
 
 use super::reference::{id_prefix, is_image_id, sort_references, Named};
-use crate::container::blocking;
+use crate::blocking::blocking;
 use crate::error::{CriError, Result};
 use crate::service::{Cri, K8S_NAMESPACE};
 

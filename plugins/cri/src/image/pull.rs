@@ -16,7 +16,7 @@ use berth_transfer::{
 
 use super::lookup::local_image;
 use super::reference::Named;
-use crate::container::blocking;
+use crate::blocking::blocking;
 use crate::error::{CriError, Result};
 use crate::service::{Cri, K8S_NAMESPACE};
 

@@ -6,7 +6,7 @@ use berth_errdefs::{Classify as _, ErrorKind};
 use berth_proto::runtime::v1::{RemoveImageRequest, RemoveImageResponse};
 
 use super::lookup::{all_images, find};
-use crate::container::blocking;
+use crate::blocking::blocking;
 use crate::error::{CriError, Result};
 use crate::service::{Cri, K8S_NAMESPACE};
 

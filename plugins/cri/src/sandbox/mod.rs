@@ -27,7 +27,7 @@ use crate::store::sandbox::SandboxState;
 /// How long a killed pause process may take to be reported gone.
 const KILL_WAIT: Duration = Duration::from_secs(10);
 
-pub(crate) use crate::container::blocking;
+pub(crate) use crate::blocking::blocking;
 
 /// Boxes a future as `dyn Send`: the runtime manager's futures, awaited inside the RPC's
 /// future, otherwise trip the compiler's check that the whole is `Send` for every lifetime

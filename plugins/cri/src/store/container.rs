@@ -371,7 +371,7 @@ impl Container {
         T: Send + 'static,
     {
         let me = self.clone();
-        crate::container::blocking(move || me.update_sync(f)).await
+        crate::blocking::blocking(move || me.update_sync(f)).await
     }
 
     /// Changes the in-memory-only fields (`starting`, `removing`); nothing changes if `f` fails.
