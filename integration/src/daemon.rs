@@ -79,6 +79,8 @@ pub struct Daemon {
     config: PathBuf,
     log: PathBuf,
     extra_args: Vec<String>,
+    /// Variables set in the daemon's environment from the next spawn on.
+    env: Vec<(String, String)>,
     child: Option<Child>,
     /// Set once a panic message has included the log, so drop does not print it again.
     log_shown: Cell<bool>,
@@ -134,6 +136,7 @@ impl Daemon {
             config,
             log,
             extra_args: extra_args.iter().map(|s| (*s).to_owned()).collect(),
+            env: Vec::new(),
             child: None,
             log_shown: Cell::new(false),
         }
@@ -159,6 +162,7 @@ impl Daemon {
             .arg(&self.address)
             .args(&self.extra_args)
             .env("PATH", path_with_binary_dir())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err);
@@ -221,6 +225,15 @@ impl Daemon {
             }
             Ok(None) => None,
             Err(e) => panic!("cannot wait for berthd: {e}"),
+        }
+    }
+
+    /// Sets `key` to `value` (`None`: unsets it) in the environment of every later start or
+    /// [`Daemon::restart`]; the running daemon is not affected.
+    pub fn set_env(&mut self, key: &str, value: Option<&str>) {
+        self.env.retain(|(k, _)| k != key);
+        if let Some(v) = value {
+            self.env.push((key.to_owned(), v.to_owned()));
         }
     }
 
