@@ -487,6 +487,16 @@ async fn write_blob(
             ..Default::default()
         },
     ];
+    send_writes(daemon, lease, messages).await
+}
+
+/// Sends `messages` as one Content.Write stream in namespace [`NS`] under `lease` if given, and
+/// collects the replies.
+async fn send_writes(
+    daemon: &Daemon,
+    lease: Option<&str>,
+    messages: Vec<WriteContentRequest>,
+) -> Result<Vec<WriteContentResponse>, Status> {
     let mut request = namespaced(NS, tokio_stream::iter(messages));
     if let Some(id) = lease {
         let value: MetadataValue<_> = id.parse().expect("lease id is a header value");
@@ -754,4 +764,101 @@ async fn bad_input_is_invalid_argument() {
         .await
         .expect_err("Images.Create with size 0 succeeded");
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+}
+
+/// Opens an ingest with Content.Write (STAT, then WRITE of `data`) under `lease` if given and
+/// goes away without committing, as a client that failed mid-upload does.
+async fn abandon_upload(daemon: &Daemon, lease: Option<&str>, r#ref: &str, data: &[u8]) {
+    let messages = vec![
+        WriteContentRequest {
+            action: WriteAction::Stat as i32,
+            r#ref: r#ref.to_owned(),
+            total: i64::try_from(data.len() * 2).expect("size fits i64"),
+            ..Default::default()
+        },
+        WriteContentRequest {
+            action: WriteAction::Write as i32,
+            data: data.to_vec(),
+            ..Default::default()
+        },
+    ];
+    send_writes(daemon, lease, messages)
+        .await
+        .expect("Content.Write takes the partial upload");
+}
+
+/// Bytes in the content store's ingest directory under `root`.
+fn ingest_bytes(root: &Path) -> u64 {
+    let dir = root.join("io.containerd.content.v1.content/ingest");
+    let mut total = 0;
+    for entry in fs::read_dir(&dir).unwrap_or_else(|e| panic!("list {}: {e}", dir.display())) {
+        let path = entry.expect("ingest entry").path();
+        if let Ok(data) = fs::metadata(path.join("data")) {
+            total += data.len();
+        }
+    }
+    total
+}
+
+/// Waits up to `limit` for `ctr content active` to list nothing and the ingest directory to hold
+/// no data; returns how long that took.
+#[track_caller]
+fn wait_for_no_ingests(daemon: &Daemon, limit: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let active = active_ingests(daemon.address());
+        let bytes = ingest_bytes(daemon.root());
+        if active.is_empty() && bytes == 0 {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < limit,
+            "after {limit:?} ingests still hold {bytes} bytes: {active:?}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_upload_frees_its_space_soon_after_its_lease_goes() {
+    if !prerequisites() {
+        return;
+    }
+    let daemon = Daemon::start();
+    let out = ctr(&daemon, &["leases", "create"]);
+    let lease = out.ok().trim().to_owned();
+    let data = test_data(1 << 20, 3);
+    abandon_upload(&daemon, Some(&lease), "upload-1", &data).await;
+    // The lease holds the partial upload, however long nobody writes it.
+    thread::sleep(Duration::from_millis(1500));
+    let active = active_ingests(daemon.address());
+    assert!(active.contains_key("upload-1"), "{active:?}");
+    assert_eq!(ingest_bytes(daemon.root()), 1 << 20);
+    // The client's lease goes (`ctr` deletes its lease when an import fails): the bytes go
+    // within seconds, without any other deletion (containerd aborts the ingest at the
+    // collection the lease removal starts).
+    ctr(&daemon, &["leases", "rm", &lease]).ok();
+    let took = wait_for_no_ingests(&daemon, Duration::from_secs(5));
+    eprintln!("leased ingest gone {took:?} after its lease");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_unleased_upload_expires_after_ingest_expiry() {
+    if !prerequisites() {
+        return;
+    }
+    let daemon = Daemon::start_with(
+        Some("[plugins.\"io.containerd.gc.v1.scheduler\"]\ningest_expiry = \"2s\"\n"),
+        &[],
+    );
+    abandon_upload(&daemon, None, "upload-2", &test_data(1 << 20, 4)).await;
+    let active = active_ingests(daemon.address());
+    assert!(active.contains_key("upload-2"), "{active:?}");
+    // Nothing else happens on the daemon: the collector notices the ingest by itself and
+    // removes it once it has not been written for two seconds.
+    let took = wait_for_no_ingests(&daemon, Duration::from_secs(8));
+    assert!(
+        took >= Duration::from_millis(1500),
+        "removed too early: {took:?}"
+    );
 }

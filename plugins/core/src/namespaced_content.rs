@@ -223,11 +223,13 @@ impl NamespacedContent {
                 size,
                 started_at: SystemTime::now(),
             },
-            None => Inner::Data(Box::new(self.store.writer(
-                &backend_ref(ns, reference),
-                total,
-                None,
-            )?)),
+            None => {
+                let writer = self
+                    .store
+                    .writer(&backend_ref(ns, reference), total, None)?;
+                writer.set_leased(lease.is_some())?;
+                Inner::Data(Box::new(writer))
+            }
         };
         Ok(NamespacedWriter {
             content: self.clone(),

@@ -143,6 +143,9 @@ impl Classify for ContentError {
                 ErrorKind::FailedPrecondition
             }
             ContentError::CorruptIngest { .. } => ErrorKind::DataLoss,
+            ContentError::Io { source, .. } if berth_snapshotters::space::is_no_space(source) => {
+                ErrorKind::ResourceExhausted
+            }
             ContentError::Io { .. } => ErrorKind::Internal,
         }
     }

@@ -36,6 +36,10 @@ pub(crate) const UPDATED_AT: &str = "updatedat";
 pub(crate) const TOTAL: &str = "total";
 /// The announced digest file.
 pub(crate) const EXPECTED: &str = "expected";
+/// Present while the ingest was last opened under a lease: once no lease holds it any more,
+/// the collector removes it at once (containerd aborts an ingest when the lease it belonged to
+/// goes); without it the ingest expires after a time without writes.
+pub(crate) const LEASED: &str = "leased";
 /// Prefix of an ingest directory still being created.
 pub(crate) const TMP_DIR_PREFIX: &str = ".tmp-";
 /// Suffix of a small file being replaced.

@@ -226,6 +226,47 @@ impl ContentStore {
         ingest::read_status(&self.ingest_dir(reference), reference)
     }
 
+    /// When an ingest was last created or removed (the ingest directory's mtime), for a
+    /// collector that looks again only when that moved; `None` when it cannot be read.
+    pub fn ingests_changed_at(&self) -> Option<SystemTime> {
+        fs::metadata(&self.inner.ingest)
+            .and_then(|m| m.modified())
+            .ok()
+    }
+
+    /// Whether the ingest for `reference` was last opened under a lease
+    /// ([`Writer::set_leased`](crate::content::Writer::set_leased)).
+    pub fn ingest_was_leased(&self, reference: &str) -> bool {
+        self.ingest_dir(reference).join(ingest::LEASED).exists()
+    }
+
+    /// Removes the ingest for `reference` if no writer holds it and nobody wrote it for
+    /// `idle_for`; returns whether it went. A live writer is never cut (unlike [`abort`]).
+    ///
+    /// [`abort`]: ContentStore::abort
+    pub fn remove_idle_ingest(
+        &self,
+        reference: &str,
+        idle_for: Duration,
+    ) -> Result<bool, ContentError> {
+        let Ok(_lock) = self.inner.locks.try_lock(reference) else {
+            return Ok(false);
+        };
+        let dir = self.ingest_dir(reference);
+        let idle = match ingest::read_status(&dir, reference) {
+            Ok(st) => SystemTime::now()
+                .duration_since(st.updated_at)
+                .is_ok_and(|age| age >= idle_for),
+            Err(ContentError::IngestNotFound { .. }) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        if !idle {
+            return Ok(false);
+        }
+        fs::remove_dir_all(&dir).map_err(io_err("remove idle ingest", &dir))?;
+        Ok(true)
+    }
+
     /// Every ingest, sorted by ref. Ingests that vanish or are half-made while listing are
     /// skipped, as containerd's `ListStatuses` does.
     pub fn list_statuses(&self) -> Result<Vec<IngestStatus>, ContentError> {

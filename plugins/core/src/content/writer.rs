@@ -105,6 +105,30 @@ impl Writer {
         }
     }
 
+    /// Records whether the ingest is written under a lease (see
+    /// [`ContentStore::ingest_was_leased`]): a leased ingest is aborted by the collector as
+    /// soon as no lease holds it; an unleased one once it was not written for a while.
+    pub fn set_leased(&self, leased: bool) -> Result<(), ContentError> {
+        let marker = self.dir.join(ingest::LEASED);
+        if leased {
+            match fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&marker)
+            {
+                Ok(_) => Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+                Err(e) => Err(io_err("mark ingest leased", &marker)(e)),
+            }
+        } else {
+            match fs::remove_file(&marker) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(io_err("unmark leased ingest", &marker)(e)),
+            }
+        }
+    }
+
     /// Bytes written so far.
     pub fn offset(&self) -> u64 {
         self.offset

@@ -13,8 +13,16 @@ use crate::content::{ContentError, ContentStore};
 use crate::error::MetadataError;
 use crate::metadata::MetadataStore;
 
-/// Un-leased ingests not written for this long are removed (containerd's 24 h expiry).
-pub const INGEST_EXPIRY: Duration = Duration::from_secs(24 * 60 * 60);
+/// Ingests opened without a lease and not written for this long are removed. containerd keeps
+/// them a day; a partial upload on a full disk then holds its space that long, so Berth's
+/// default is seconds (`ingest_expiry` in the GC scheduler's config).
+pub const INGEST_EXPIRY: Duration = Duration::from_secs(30);
+
+/// How long an ingest whose lease went must sit unwritten before it is removed. containerd
+/// aborts it at the next collection; the second keeps the collection from racing a writer that
+/// resumes the ingest under a new lease while the leases are being read (a live writer is
+/// never cut in any case).
+pub const RELEASED_INGEST_IDLE: Duration = Duration::from_secs(1);
 
 /// How recently committed a blob must be for its bytes to survive a collection although no
 /// namespace records it yet: the content service commits the bytes, then writes the record,
@@ -37,8 +45,13 @@ pub struct GcReport {
     pub records_removed: usize,
     /// Leases removed because their `containerd.io/gc.expire` had passed.
     pub leases_expired: usize,
-    /// Ingests removed because nobody leased them and nobody wrote them for a day.
+    /// Ingests removed: their lease went, or they had none and nobody wrote them for
+    /// [`GcOptions::ingest_expiry`].
     pub ingests_expired: usize,
+    /// When the soonest ingest that stayed only because it was written recently becomes
+    /// removable, from the collection's start: the scheduler collects again then, so that a
+    /// partial upload does not wait for an unrelated deletion.
+    pub next_ingest_check: Option<Duration>,
     /// Snapshots the snapshotters' sweepers removed.
     pub snapshots_removed: usize,
     /// How long the collection took.
@@ -48,8 +61,10 @@ pub struct GcReport {
 /// How a collection runs.
 #[derive(Debug, Clone)]
 pub struct GcOptions {
-    /// Un-leased ingests not written for this long are removed.
+    /// Ingests opened without a lease and not written for this long are removed.
     pub ingest_expiry: Duration,
+    /// Ingests whose lease went and not written for this long are removed.
+    pub released_ingest_idle: Duration,
     /// Blobs committed less than this long before the collection started keep their bytes.
     pub blob_grace: Duration,
     /// Snapshotters whose snapshots are marked and swept too.
@@ -60,6 +75,7 @@ impl Default for GcOptions {
     fn default() -> Self {
         GcOptions {
             ingest_expiry: INGEST_EXPIRY,
+            released_ingest_idle: RELEASED_INGEST_IDLE,
             blob_grace: BLOB_GRACE,
             snapshot_sweepers: Vec::new(),
         }
@@ -155,18 +171,22 @@ pub fn collect_with(
         }
     }
 
-    // Ingests: leased ones and recent ones stay, and so does the blob they are expected to
-    // become (containerd's ingest node references its expected digest).
-    let is_old = |updated_at: SystemTime| {
-        now.duration_since(updated_at)
-            .is_ok_and(|age| age >= options.ingest_expiry)
-    };
+    // Ingests: leased ones and recently written ones stay, and so does the blob they are
+    // expected to become (containerd's ingest node references its expected digest).
     let mut expiring_ingests = Vec::new();
     let mut expected_digests = HashSet::new();
     for status in store.list_statuses().map_err(content("list ingests"))? {
-        if !leased_ingests.contains(&status.reference) && is_old(status.updated_at) {
-            expiring_ingests.push(status.reference);
-            continue;
+        if !leased_ingests.contains(&status.reference) {
+            let limit = idle_limit(store, &status.reference, options);
+            let age = now
+                .duration_since(status.updated_at)
+                .unwrap_or(Duration::ZERO);
+            if age >= limit {
+                expiring_ingests.push((status.reference, limit));
+                continue;
+            }
+            let wait = limit - age;
+            report.next_ingest_check = Some(report.next_ingest_check.map_or(wait, |w| w.min(wait)));
         }
         if let Some(expected) = status.expected {
             let digest = expected.to_string();
@@ -253,19 +273,18 @@ pub fn collect_with(
         }
     }
 
-    // Expire ingests, unless written to since they were listed.
-    for reference in expiring_ingests {
-        match store.status(&reference) {
-            Ok(status) if is_old(status.updated_at) => {}
-            _ => continue,
-        }
-        match store.abort(&reference) {
-            Ok(()) => {
-                tracing::debug!(reference = %reference, "removed expired ingest");
-                report.ingests_expired += 1;
-            }
-            Err(ContentError::IngestNotFound { .. }) => {}
-            Err(e) => return Err(content("remove expired ingest")(e)),
+    // Expire ingests, unless a writer holds them or wrote them since they were listed; a
+    // writer that lets go of a released ingest later is seen by the next check.
+    for (reference, limit) in expiring_ingests {
+        if store
+            .remove_idle_ingest(&reference, limit)
+            .map_err(content("remove expired ingest"))?
+        {
+            tracing::debug!(reference = %reference, "removed expired ingest");
+            report.ingests_expired += 1;
+        } else if store.status(&reference).is_ok() {
+            report.next_ingest_check =
+                Some(report.next_ingest_check.map_or(limit, |w| w.min(limit)));
         }
     }
 
@@ -280,6 +299,16 @@ pub fn collect_with(
         "garbage collected"
     );
     Ok(report)
+}
+
+/// How long an ingest no lease holds may sit unwritten before it goes: briefly when it was
+/// opened under a lease that has gone since, [`GcOptions::ingest_expiry`] when it never had one.
+fn idle_limit(store: &ContentStore, reference: &str, options: &GcOptions) -> Duration {
+    if store.ingest_was_leased(reference) {
+        options.released_ingest_idle
+    } else {
+        options.ingest_expiry
+    }
 }
 
 #[cfg(test)]
@@ -600,6 +629,90 @@ mod tests {
             .map(|s| s.reference)
             .collect();
         assert_eq!(left, ["default/leased"]);
+    }
+
+    /// Starts an ingest in `default` with some bytes, marked as written under a lease or not,
+    /// and lets go of it.
+    fn partial_ingest(f: &Fixture, reference: &str, leased: bool) {
+        let mut w = f
+            .content
+            .writer(&ingest_ref("default", reference), 0, None)
+            .unwrap();
+        w.set_leased(leased).unwrap();
+        w.write_at(0, b"partial").unwrap();
+    }
+
+    #[test]
+    fn an_ingest_goes_soon_after_its_lease_goes() {
+        let f = fixture();
+        f.meta
+            .create_lease("default", "l", BTreeMap::new())
+            .unwrap();
+        f.meta
+            .add_lease_resource("default", "l", &LeaseResource::ingest("upload"))
+            .unwrap();
+        partial_ingest(&f, "upload", true);
+        // Held by its lease: it stays whatever its age, and nothing needs a second look.
+        let no_wait = GcOptions {
+            released_ingest_idle: Duration::ZERO,
+            ..now_options()
+        };
+        let report = collect_with(&f.meta, &f.content, &no_wait).unwrap();
+        assert_eq!(report.ingests_expired, 0);
+        assert_eq!(report.next_ingest_check, None);
+
+        f.meta.delete_lease("default", "l").unwrap();
+        // Just written: the collection keeps it a moment and says when to look again, well
+        // before the unleased expiry.
+        let report = collect_with(&f.meta, &f.content, &now_options()).unwrap();
+        assert_eq!(report.ingests_expired, 0);
+        let wait = report
+            .next_ingest_check
+            .expect("a second look is scheduled");
+        assert!(wait <= RELEASED_INGEST_IDLE, "{wait:?}");
+        // Idle long enough: gone.
+        let report = collect_with(&f.meta, &f.content, &no_wait).unwrap();
+        assert_eq!(report.ingests_expired, 1);
+        assert!(f.content.list_statuses().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_young_unleased_ingest_says_when_it_expires() {
+        let f = fixture();
+        partial_ingest(&f, "no-lease", false);
+        let report = collect_with(&f.meta, &f.content, &now_options()).unwrap();
+        assert_eq!(report.ingests_expired, 0);
+        let wait = report
+            .next_ingest_check
+            .expect("a second look is scheduled");
+        assert!(
+            wait > INGEST_EXPIRY - Duration::from_secs(5) && wait <= INGEST_EXPIRY,
+            "{wait:?}"
+        );
+        assert_eq!(f.content.list_statuses().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_live_writer_is_never_cut() {
+        let f = fixture();
+        let mut w = f
+            .content
+            .writer(&ingest_ref("default", "busy"), 0, None)
+            .unwrap();
+        w.set_leased(true).unwrap();
+        w.write_at(0, b"partial").unwrap();
+        let options = GcOptions {
+            released_ingest_idle: Duration::ZERO,
+            ingest_expiry: Duration::ZERO,
+            ..now_options()
+        };
+        let report = collect_with(&f.meta, &f.content, &options).unwrap();
+        assert_eq!(report.ingests_expired, 0);
+        assert!(report.next_ingest_check.is_some());
+        // Once the writer lets go, the next look removes it.
+        drop(w);
+        let report = collect_with(&f.meta, &f.content, &options).unwrap();
+        assert_eq!(report.ingests_expired, 1);
     }
 
     #[test]

@@ -34,6 +34,10 @@ pub struct Config {
     pub schedule_delay: String,
     /// Delay before the first collection after start, a Go duration.
     pub startup_delay: String,
+    /// How long an ingest opened without a lease may sit unwritten before it is removed, a Go
+    /// duration (Berth's key; containerd keeps such ingests 24 h). An ingest whose lease went
+    /// is removed at once, as in containerd.
+    pub ingest_expiry: String,
 }
 
 impl Default for Config {
@@ -44,6 +48,7 @@ impl Default for Config {
             mutation_threshold: 100,
             schedule_delay: "0s".into(),
             startup_delay: "100ms".into(),
+            ingest_expiry: "30s".into(),
         }
     }
 }
@@ -83,6 +88,11 @@ pub fn registration() -> Registration {
                 uri: ctx.uri().to_owned(),
                 message,
             })?;
+            let ingest_expiry =
+                parse_duration(&config.ingest_expiry).map_err(|e| PluginError::Config {
+                    uri: ctx.uri().to_owned(),
+                    message: format!("ingest_expiry: {e}"),
+                })?;
             let meta: Arc<MetadataStore> = ctx.get_single(types::METADATA)?;
             let content: Arc<ContentStore> = ctx.get_single(types::CONTENT)?;
             let meta_for_sweepers = meta.clone();
@@ -116,6 +126,7 @@ pub fn registration() -> Registration {
                         crate::namespaced_snapshots::loaded_snapshotters(ctx),
                     )
                     .sweepers(),
+                    ingest_expiry,
                     ..GcOptions::default()
                 },
                 &runtime,
@@ -187,6 +198,7 @@ mod tests {
             mutation_threshold: -1,
             schedule_delay: "1.5s".into(),
             startup_delay: "-1s".into(),
+            ..Config::default()
         };
         let s = c.settings().unwrap();
         assert_eq!(s.pause_threshold, 0.5);
@@ -245,6 +257,14 @@ mod tests {
             panic!("a bad duration must fail the plugin");
         };
         assert!(message.contains("startup_delay"), "{message}");
+        let config = daemon_config(
+            dir.path(),
+            "[plugins.\"io.containerd.gc.v1.scheduler\"]\ningest_expiry = \"soon\"\n",
+        );
+        let PluginStatus::Error { message, .. } = gc_status(&load(&config)) else {
+            panic!("a bad ingest expiry must fail the plugin");
+        };
+        assert!(message.contains("ingest_expiry"), "{message}");
     }
 
     #[test]

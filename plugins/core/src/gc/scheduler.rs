@@ -21,6 +21,9 @@ const INITIAL_INTERVAL: Duration = Duration::from_secs(1);
 /// take milliseconds; ours can take microseconds, which would make an idle daemon spin.
 const MIN_INTERVAL: Duration = Duration::from_millis(100);
 
+/// Added to an ingest's wait so that the collection that follows finds it past its limit.
+const INGEST_SLACK: Duration = Duration::from_millis(50);
+
 /// How the scheduler decides to collect; [`super::plugin::Config`] parsed and clamped as
 /// containerd clamps it.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,6 +73,10 @@ struct Shared {
     triggered: AtomicBool,
     /// The deletion count the last collection accounted for.
     seen_deletions: AtomicU64,
+    /// The ingest directory's mtime the last collection saw: an ingest created or removed
+    /// since then (an upload abandoned without a lease, say) needs a look even without a
+    /// deletion.
+    seen_ingests: std::sync::Mutex<Option<std::time::SystemTime>>,
     runs: Mutex<RunStats>,
 }
 
@@ -81,10 +88,23 @@ impl Shared {
             .saturating_sub(self.seen_deletions.load(Ordering::Relaxed))
     }
 
+    /// Whether an ingest came or went since the last collection looked.
+    fn ingests_moved(&self) -> bool {
+        let seen = *self
+            .seen_ingests
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.content.ingests_changed_at() != seen
+    }
+
     /// Runs one collection on the blocking pool, after any running one.
     async fn collect(self: &Arc<Self>) -> Result<GcReport, GcError> {
         let mut stats = self.runs.lock().await;
         let before = self.meta.deletion_count();
+        *self
+            .seen_ingests
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = self.content.ingests_changed_at();
         let shared = Arc::clone(self);
         let result = tokio::task::spawn_blocking(move || {
             collect_with(&shared.meta, &shared.content, &shared.options)
@@ -120,9 +140,14 @@ impl Shared {
         let mut interval = INITIAL_INTERVAL;
         let mut next = (!s.startup_delay.is_zero()).then(|| Instant::now() + s.startup_delay);
         let mut collected = false;
+        // When an ingest kept for being recently written becomes removable.
+        let mut ingest_due: Option<Instant> = None;
         loop {
             // Nothing tells the loop about deletions, so it also looks every `interval`.
-            let wake_at = next.unwrap_or_else(|| Instant::now() + interval);
+            let mut wake_at = next.unwrap_or_else(|| Instant::now() + interval);
+            if let Some(due) = ingest_due {
+                wake_at = wake_at.min(due);
+            }
             tokio::select! {
                 () = tokio::time::sleep_until(wake_at) => {}
                 () = self.wake.notified() => {}
@@ -131,7 +156,9 @@ impl Shared {
             let due = next.is_some_and(|n| now >= n);
             let pending = self.pending();
             let triggered = self.triggered.swap(false, Ordering::Relaxed);
+            let ingests = ingest_due.is_some_and(|d| now >= d) || self.ingests_moved();
             let start = triggered
+                || ingests
                 || (due && (!collected || pending > 0))
                 || (s.deletion_threshold > 0 && pending >= s.deletion_threshold)
                 || (next.is_none() && pending > 0);
@@ -148,6 +175,9 @@ impl Shared {
             match self.collect().await {
                 Ok(report) => {
                     tracing::debug!(duration = ?report.duration, "scheduled collection done");
+                    ingest_due = report.next_ingest_check.map(|wait| {
+                        Instant::now() + wait.saturating_sub(report.duration) + INGEST_SLACK
+                    });
                     interval = self.interval().await;
                     next = Some(Instant::now() + interval);
                 }
@@ -176,6 +206,8 @@ impl GcScheduler {
         runtime: &tokio::runtime::Handle,
     ) -> GcScheduler {
         let seen = meta.deletion_count();
+        // Ingests left from before the start are the startup collection's business.
+        let seen_ingests = std::sync::Mutex::new(content.ingests_changed_at());
         let shared = Arc::new(Shared {
             meta,
             content,
@@ -184,6 +216,7 @@ impl GcScheduler {
             wake: Notify::new(),
             triggered: AtomicBool::new(false),
             seen_deletions: AtomicU64::new(seen),
+            seen_ingests,
             runs: Mutex::new(RunStats::default()),
         });
         let task = runtime.spawn(Arc::clone(&shared).run());
@@ -252,11 +285,15 @@ mod tests {
 
     impl Fixture {
         fn start(&self, startup_delay: Duration) -> GcScheduler {
+            self.start_with(startup_delay, GcOptions::default())
+        }
+
+        fn start_with(&self, startup_delay: Duration, options: GcOptions) -> GcScheduler {
             GcScheduler::start(
                 self.meta.clone(),
                 self.content.clone(),
                 settings(startup_delay),
-                GcOptions::default(),
+                options,
                 &tokio::runtime::Handle::current(),
             )
         }
@@ -302,6 +339,68 @@ mod tests {
         f.orphan();
         gc.trigger();
         f.wait_until_collected().await;
+    }
+
+    #[tokio::test]
+    async fn an_ingest_whose_lease_went_is_collected_without_another_deletion() {
+        let f = fixture();
+        // Longer than the loop's first interval, so that the collection the deletion starts
+        // always finds the ingest too fresh.
+        let _gc = f.start_with(
+            Duration::ZERO,
+            GcOptions {
+                released_ingest_idle: Duration::from_secs(2),
+                ..GcOptions::default()
+            },
+        );
+        f.meta
+            .create_lease("default", "l", BTreeMap::new())
+            .unwrap();
+        f.meta
+            .add_lease_resource(
+                "default",
+                "l",
+                &crate::metadata::LeaseResource::ingest("upload"),
+            )
+            .unwrap();
+        let mut w = f.content.writer("default/upload", 0, None).unwrap();
+        w.set_leased(true).unwrap();
+        w.write_at(0, b"partial").unwrap();
+        drop(w);
+        // The lease goes right after the last write: the collection it starts finds the ingest
+        // too fresh, and the loop looks again by itself once it is idle long enough.
+        f.meta.delete_lease("default", "l").unwrap();
+        let gone = async {
+            while !f.content.list_statuses().unwrap().is_empty() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), gone)
+            .await
+            .expect("the released ingest goes within 5 s");
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_unleased_ingest_expires_without_a_deletion() {
+        let f = fixture();
+        let _gc = f.start_with(
+            Duration::ZERO,
+            GcOptions {
+                ingest_expiry: Duration::from_millis(500),
+                ..GcOptions::default()
+            },
+        );
+        let mut w = f.content.writer("default/no-lease", 0, None).unwrap();
+        w.write_at(0, b"partial").unwrap();
+        drop(w);
+        let gone = async {
+            while !f.content.list_statuses().unwrap().is_empty() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), gone)
+            .await
+            .expect("the abandoned ingest goes within 5 s");
     }
 
     #[tokio::test]
