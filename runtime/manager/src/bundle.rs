@@ -7,8 +7,9 @@
 //!     rootfs/          the shim mounts the snapshot here
 //!     work -> <root>/io.containerd.runtime.v2.task/<ns>/<id>
 //!     log              FIFO the shim writes its log to; the daemon reads it
-//!     address          written by the shim's start action
-//!     shim-binary-path written by the daemon; read on restart
+//!     shim-binary-path written (synced) by the daemon before the shim starts; read on restart
+//!     address          written by the shim's start action (by the daemon if it did not)
+//!     shim.pid         the daemonised shim's pid, written by its start action
 //! ```
 //!
 //! Namespace and id are validated before any path is built. Everything here is synchronous
@@ -174,7 +175,9 @@ impl Bundle {
             .unwrap_or(true)
     }
 
-    /// Writes a small file in the bundle (mode 0600), replacing it.
+    /// Writes a small file in the bundle (mode 0600), replacing it durably: the data is
+    /// synced before the rename and the bundle directory after it, so that a restart after a
+    /// crash (even of the host) finds either the whole file or none.
     pub fn write_file(&self, name: &str, data: &[u8]) -> Result<(), RuntimeError> {
         let p = self.path.join(name);
         let tmp = self.path.join(format!(".{name}.tmp"));
@@ -184,8 +187,12 @@ impl Bundle {
             .truncate(true)
             .mode(0o600)
             .open(&tmp)
-            .and_then(|mut f| io::Write::write_all(&mut f, data))
+            .and_then(|mut f| {
+                io::Write::write_all(&mut f, data)?;
+                f.sync_all()
+            })
             .and_then(|()| std::fs::rename(&tmp, &p))
+            .and_then(|()| std::fs::File::open(&self.path)?.sync_all())
             .map_err(bundle_io("write", &p))
     }
 

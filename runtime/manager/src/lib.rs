@@ -12,6 +12,7 @@ pub mod error;
 pub mod events;
 pub mod legacy;
 pub mod manager;
+pub mod orphan;
 pub mod plugin;
 pub mod shim;
 pub mod task;
@@ -28,3 +29,16 @@ pub use task::{Task, TaskIo};
 
 /// The plugin id of the runtime v2 task manager (`io.containerd.runtime.v2.task`).
 pub const PLUGIN_ID: &str = "task";
+
+/// The debug abort points of the task manager ([`berth_abortpoint`]): inert unless berthd
+/// runs with `BERTH_DEBUG_ABORT_AT` naming one.
+pub mod abort_points {
+    pub use berth_abortpoint::ENV;
+
+    /// Task create: the shim was started (its binary and address are in the bundle), its
+    /// task is not created yet.
+    pub const CREATE_SHIM_STARTED: &str = "runtime.create.shim-started";
+    /// Task delete: the shim deleted the task, it is not shut down and its bundle is still
+    /// there.
+    pub const DELETE_SHIM_DELETED: &str = "runtime.delete.shim-deleted";
+}

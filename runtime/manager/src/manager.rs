@@ -22,6 +22,7 @@ use crate::events::{publish_dead_shim, EventSink};
 use crate::legacy;
 use crate::shim::{is_executable, parse_address, spawn_log_pump, Exit, ShimBinary};
 use crate::task::{Task, TaskIo};
+use crate::{abort_points, orphan};
 
 /// How often a task's connection is checked for a dead shim.
 const MONITOR_INTERVAL: Duration = Duration::from_millis(200);
@@ -261,6 +262,15 @@ impl TaskManager {
         );
         let (n, i) = (ns.clone(), id.clone());
         let bundle = blocking(move || Bundle::create(&state, &root, &n, &i, &spec)).await?;
+        // Recorded (synced) before the shim starts: a restart after a crash at any later point
+        // finds the binary whose `delete` action cleans up after the shim (issue 16).
+        let (b, bin) = (bundle.clone(), binary.display().to_string());
+        if let Err(e) =
+            blocking(move || b.write_file(bundle::SHIM_BINARY_FILE, bin.as_bytes())).await
+        {
+            delete_bundle(&bundle).await;
+            return Err(e);
+        }
         let pump = match spawn_log_pump(&bundle) {
             Ok(p) => p,
             Err(e) => {
@@ -278,7 +288,8 @@ impl TaskManager {
             }
         };
         tracing::debug!(namespace = %ns, id = %id, address = %address, "shim started");
-        let task = match self.connect_new(&bundle, &binary, &address).await {
+        berth_abortpoint::hit(abort_points::CREATE_SHIM_STARTED);
+        let task = match self.connect_new(&bundle, &address).await {
             Ok(client) => Arc::new(Task::new(bundle.clone(), shim.clone(), client, Some(pump))),
             Err(e) => {
                 pump.abort();
@@ -317,20 +328,11 @@ impl TaskManager {
         Ok(task)
     }
 
-    async fn connect_new(
-        &self,
-        bundle: &Bundle,
-        binary: &Path,
-        address: &str,
-    ) -> Result<Client, RuntimeError> {
-        // Recorded for restarts; the runc shim writes `address` itself, other shims may not.
-        let (b, bin, addr) = (
-            bundle.clone(),
-            binary.display().to_string(),
-            address.to_owned(),
-        );
+    async fn connect_new(&self, bundle: &Bundle, address: &str) -> Result<Client, RuntimeError> {
+        // Recorded for restarts; the runc shims write `address` before they daemonise, other
+        // shims may not.
+        let (b, addr) = (bundle.clone(), address.to_owned());
         blocking(move || {
-            b.write_file(bundle::SHIM_BINARY_FILE, bin.as_bytes())?;
             if b.read_file(bundle::ADDRESS_FILE)?.is_none() {
                 b.write_file(bundle::ADDRESS_FILE, addr.as_bytes())?;
             }
@@ -401,7 +403,20 @@ impl TaskManager {
                     );
                 }
                 task.stop_log_pump();
+                let b = task.bundle.clone();
+                let address = blocking(move || b.read_file(bundle::ADDRESS_FILE))
+                    .await
+                    .ok()
+                    .flatten();
                 delete_bundle(&task.bundle).await;
+                // A killed shim could not remove its socket.
+                if let Some(address) = address {
+                    let _ = blocking(move || {
+                        orphan::remove_stale_socket(&address);
+                        Ok(())
+                    })
+                    .await;
+                }
             })
             .await;
     }
@@ -412,6 +427,7 @@ impl TaskManager {
         let task = self.get(ns, id)?;
         let result = match task.shim_delete("").await {
             Ok(resp) => {
+                berth_abortpoint::hit(abort_points::DELETE_SHIM_DELETED);
                 // The shim published its own exit and delete events: none from us.
                 self.unlist(&task);
                 Ok(Exit {
@@ -489,9 +505,9 @@ impl TaskManager {
             }
         };
         let Some(binary) = binary.map(PathBuf::from).filter(|p| is_executable(p)) else {
-            // Without a shim binary there is nothing to reconnect to or to clean up with.
+            // shim-binary-path is synced before a shim starts, so without it no shim ran for
+            // this bundle (or its binary is gone and nothing can clean up with it).
             tracing::warn!(namespace = %ns, id = %id, "bundle has no usable shim-binary-path; removing it");
-            publish_dead_shim(self.events.as_ref(), ns, id, None);
             delete_bundle(&bundle).await;
             return;
         };
@@ -501,19 +517,73 @@ impl TaskManager {
             .reconnect(&bundle, &shim, address.as_deref(), pump)
             .await
         {
-            Ok(task) => {
+            Ok(task) if task.pid() != 0 => {
                 tracing::info!(namespace = %ns, id = %id, pid = task.pid(), "task reconnected");
                 self.lock()
                     .insert((ns.to_owned(), id.to_owned()), task.clone());
                 self.spawn_monitor(task);
             }
+            Ok(task) => {
+                // A shim without a process: its task was never created, or was deleted before
+                // the daemon could shut the shim down. Nothing to keep and, as containerd's
+                // cleanupAfterDeadShim for a task it does not list, nothing to publish.
+                tracing::warn!(namespace = %ns, id = %id, "shim has no task; shutting it down");
+                self.dispose(&bundle, &shim, address, Some(&task)).await;
+            }
             Err(e) => {
                 tracing::warn!(namespace = %ns, id = %id, error = %e, "shim did not answer; cleaning up");
-                let exit = self.run_delete_action(&shim).await;
-                publish_dead_shim(self.events.as_ref(), ns, id, exit.as_ref());
-                delete_bundle(&bundle).await;
+                let exit = self.dispose(&bundle, &shim, address, None).await;
+                // The delete action reads the init pid runc wrote at create: none means no
+                // task was ever created, so there is no exit to report.
+                if exit.as_ref().is_none_or(|e| e.pid != 0) {
+                    publish_dead_shim(self.events.as_ref(), ns, id, exit.as_ref());
+                }
             }
         }
+    }
+
+    /// Gets rid of a shim found at load that the daemon does not keep: a connected one is
+    /// asked to shut down (it exits once it serves no task); one that did not answer is killed
+    /// through its recorded `shim.pid`. Then the shim's `delete` action (runc state, rootfs
+    /// mount), the bundle and, once nobody listens on it, the socket go. Returns the delete
+    /// action's answer.
+    async fn dispose(
+        &self,
+        bundle: &Bundle,
+        shim: &ShimBinary,
+        address: Option<String>,
+        task: Option<&Arc<Task>>,
+    ) -> Option<Exit> {
+        match task {
+            Some(task) => {
+                if let Err(e) = task.shutdown().await {
+                    tracing::warn!(namespace = %bundle.namespace, id = %bundle.id, error = %e, "shut down shim");
+                }
+                let deadline = tokio::time::Instant::now() + shim.timeouts.shutdown;
+                while !task.is_closed() && tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                task.stop_log_pump();
+            }
+            None => {
+                let b = bundle.clone();
+                let _ = blocking(move || {
+                    orphan::kill_shim(&b, orphan::recorded_pid(&b));
+                    Ok(())
+                })
+                .await;
+            }
+        }
+        let exit = self.run_delete_action(shim).await;
+        delete_bundle(bundle).await;
+        if let Some(address) = address {
+            let _ = blocking(move || {
+                orphan::remove_stale_socket(&address);
+                Ok(())
+            })
+            .await;
+        }
+        exit
     }
 
     async fn reconnect(

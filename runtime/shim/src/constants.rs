@@ -86,6 +86,9 @@ pub mod bundle {
     pub const ROOTFS: &str = "rootfs";
     /// Shim address written by `start`.
     pub const ADDRESS: &str = "address";
+    /// Pid of the daemonised shim, written by `start` (containerd's runc shim writes it too);
+    /// a restarted daemon kills a shim that does not answer through it.
+    pub const SHIM_PID: &str = "shim.pid";
     /// FIFO the daemon reads shim logs from.
     pub const LOG_FIFO: &str = "log";
     /// runc's JSON log.

@@ -214,12 +214,20 @@ impl Runc {
                 .trim()
                 .to_owned();
             if text.is_empty() {
-                format!("exit status {status}")
+                self.exit_message(status)
             } else {
                 text
             }
         });
         Err(RuncError::Failed { status, message })
+    }
+
+    /// What a failed run says when runc logged nothing.
+    fn exit_message(&self, status: u32) -> String {
+        format!(
+            "{} did not terminate successfully: exit status {status}",
+            self.binary
+        )
     }
 
     /// Runs runc with the container's stdio (create, exec): runc's own errors go to its log.
@@ -248,9 +256,11 @@ impl Runc {
         if status == 0 {
             return Ok(());
         }
+        // runc's output went to the container's stdio: without a logged error, say which
+        // binary failed (go-runc's wording), so the error names it.
         let message = self
             .last_logged_error(log_from)
-            .unwrap_or_else(|| format!("exit status {status}"));
+            .unwrap_or_else(|| self.exit_message(status));
         Err(RuncError::Failed { status, message })
     }
 

@@ -61,6 +61,23 @@ fn bind(path: &Path) -> Result<Option<UnixListener>, StartError> {
     Ok(Some(listener))
 }
 
+/// Writes `data` to `path` through a temporary file: synced, renamed over `path`, and the
+/// directory synced, so a crash leaves the whole file or none.
+fn write_synced(path: &Path, data: &[u8]) -> Result<(), StartError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::File::create(&tmp)
+        .and_then(|mut f| {
+            std::io::Write::write_all(&mut f, data)?;
+            f.sync_all()
+        })
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .and_then(|()| std::fs::File::open(dir)?.sync_all())
+        .map_err(io_err("write", path))
+}
+
 /// Puts the shim into the `shim_cgroup` of the runtime options (best effort).
 fn join_shim_cgroup(pid: u32, cgroup: &str) {
     let root = Path::new(crate::cgroup::CGROUP_ROOT);
@@ -97,7 +114,7 @@ pub fn run(args: &Args, out: &mut impl std::io::Write) -> Result<(), StartError>
     let address_file = cwd.join(bundle::ADDRESS);
 
     let Some(listener) = bind(&path)? else {
-        std::fs::write(&address_file, &address).map_err(io_err("write", &address_file))?;
+        write_synced(&address_file, address.as_bytes())?;
         out.write_all(address.as_bytes())
             .map_err(io_err("write", "stdout"))?;
         return Ok(());
@@ -106,9 +123,9 @@ pub fn run(args: &Args, out: &mut impl std::io::Write) -> Result<(), StartError>
         let _ = std::fs::remove_file(&path);
         e
     };
-    std::fs::write(&address_file, &address)
-        .map_err(io_err("write", &address_file))
-        .map_err(cleanup)?;
+    // Written (and synced) before the shim exists, so that a daemon killed from here on finds
+    // the shim it started.
+    write_synced(&address_file, address.as_bytes()).map_err(cleanup)?;
 
     let exe = std::env::current_exe().map_err(io_err("resolve", "/proc/self/exe"))?;
     let mut cmd = Command::new(&exe);
@@ -149,6 +166,11 @@ pub fn run(args: &Args, out: &mut impl std::io::Write) -> Result<(), StartError>
     // The shim is not our child for long: we exit right away and it is reparented.
     let child = cmd.spawn().map_err(io_err("exec", &exe)).map_err(cleanup)?;
     drop(listener);
+    let pid_file = cwd.join(bundle::SHIM_PID);
+    if let Err(e) = write_synced(&pid_file, child.id().to_string().as_bytes()) {
+        // Without the pid file a daemon can still shut the shim down through its socket.
+        tracing::warn!(error = %e, "record shim pid");
+    }
 
     let mut input = Vec::new();
     let _ = std::io::stdin().read_to_end(&mut input);
