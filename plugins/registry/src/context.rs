@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 
 use crate::config::Config;
-use crate::inventory::{Inventory, Platform};
+use crate::inventory::{Inventory, Platform, PluginInfo, PluginStatus};
 use crate::registration::{Instance, PluginError};
 
 /// Platforms, exports and capabilities a plugin reports to introspection.
@@ -108,10 +108,7 @@ impl<'a> InitContext<'a> {
             .loaded
             .iter()
             .find(|p| p.plugin_type == plugin_type)
-            .ok_or_else(|| PluginError::Dependency {
-                uri: self.uri.clone(),
-                wanted: plugin_type.to_owned(),
-            })?;
+            .ok_or_else(|| self.missing(plugin_type, |p| p.plugin_type == plugin_type))?;
         downcast(found)
     }
 
@@ -125,11 +122,39 @@ impl<'a> InitContext<'a> {
             .loaded
             .iter()
             .find(|p| p.plugin_type == plugin_type && p.id == id)
-            .ok_or_else(|| PluginError::Dependency {
-                uri: self.uri.clone(),
-                wanted: format!("{plugin_type}.{id}"),
+            .ok_or_else(|| {
+                self.missing(&format!("{plugin_type}.{id}"), |p| {
+                    p.plugin_type == plugin_type && p.id == id
+                })
             })?;
         downcast(found)
+    }
+
+    /// Why no loaded plugin matches `wanted`: the error of the first matching plugin that
+    /// failed (not skipped), so that this plugin's record names the cause and is retried with
+    /// it; otherwise a plain missing dependency.
+    fn missing(&self, wanted: &str, matches: impl Fn(&PluginInfo) -> bool) -> PluginError {
+        let failed = self
+            .inventory
+            .snapshot()
+            .into_iter()
+            .find_map(|p| match &p.status {
+                PluginStatus::Error { message, .. } if matches(&p) && !p.status.is_skip() => {
+                    Some((format!("{}.{}", p.plugin_type, p.id), message.clone()))
+                }
+                _ => None,
+            });
+        match failed {
+            Some((dependency, reason)) => PluginError::DependencyFailed {
+                uri: self.uri.clone(),
+                dependency,
+                reason,
+            },
+            None => PluginError::Dependency {
+                uri: self.uri.clone(),
+                wanted: wanted.to_owned(),
+            },
+        }
     }
 
     /// Every loaded plugin of a type as `(id, instance)`, in load order.

@@ -60,6 +60,21 @@ pub enum PluginStatus {
     },
 }
 
+impl PluginStatus {
+    /// True for a skip: the plugin cannot work on this host and is not retried.
+    pub fn is_skip(&self) -> bool {
+        match self {
+            PluginStatus::Ok => false,
+            PluginStatus::Error { kind, message } => {
+                *kind == ErrorKind::NotImplemented && message.ends_with(SKIP_SUFFIX)
+            }
+        }
+    }
+}
+
+/// What a skip's message ends with (containerd's `ErrSkipPlugin` text, which ctr looks for).
+const SKIP_SUFFIX: &str = "skip plugin";
+
 /// One plugin as introspection reports it.
 #[derive(Debug, Clone)]
 pub struct PluginInfo {
@@ -90,6 +105,32 @@ impl Inventory {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .push(info);
+    }
+
+    /// Replaces the record of the same type and id (a plugin initialised again), keeping its
+    /// place in load order; adds it when there is none.
+    pub fn set(&self, info: PluginInfo) {
+        let mut records = self
+            .0
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match records
+            .iter_mut()
+            .find(|p| p.plugin_type == info.plugin_type && p.id == info.id)
+        {
+            Some(record) => *record = info,
+            None => records.push(info),
+        }
+    }
+
+    /// The record of one plugin.
+    pub fn get(&self, plugin_type: &str, id: &str) -> Option<PluginInfo> {
+        self.0
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+            .find(|p| p.plugin_type == plugin_type && p.id == id)
+            .cloned()
     }
 
     /// A copy of all records, in load order.

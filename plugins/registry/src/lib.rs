@@ -18,4 +18,4 @@ pub use errdefs::{Classify, ErrorKind};
 pub use identifiers::IdentifierError;
 pub use inventory::{Inventory, Platform, PluginInfo, PluginStatus};
 pub use registration::{Instance, PluginError, Registration};
-pub use registry::{Plugins, Registry, RegistryError};
+pub use registry::{Backoff, Plugins, Registry, RegistryError, Started};

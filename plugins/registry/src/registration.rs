@@ -15,8 +15,9 @@ use crate::errdefs::{Classify, ErrorKind};
 /// A loaded plugin's instance, shared with the plugins that require it.
 pub type Instance = Arc<dyn Any + Send + Sync>;
 
-/// A plugin's init function.
-pub type InitFn = Box<dyn FnOnce(&mut InitContext<'_>) -> Result<Instance, PluginError> + Send>;
+/// A plugin's init function. It may run more than once: a plugin that failed is initialised
+/// again until it loads (see [`crate::Plugins::retry_failed`]).
+pub type InitFn = Box<dyn Fn(&mut InitContext<'_>) -> Result<Instance, PluginError> + Send>;
 
 /// Produces a plugin's default config section for `berthd config default`.
 pub type DefaultConfigFn = fn() -> toml::Value;
@@ -42,6 +43,16 @@ pub enum PluginError {
         uri: String,
         /// The type or URI it asked for.
         wanted: String,
+    },
+    /// A plugin this one needs failed to load; its own error says why. Retried with it.
+    #[error("plugin {dependency} needed by {uri} did not load: {reason}")]
+    DependencyFailed {
+        /// The plugin asking.
+        uri: String,
+        /// The URI of the plugin that failed.
+        dependency: String,
+        /// That plugin's error, as introspection lists it.
+        reason: String,
     },
     /// A loaded plugin is not of the Rust type the caller expected (a wiring bug).
     #[error("plugin {wanted} is not a {expected}")]
@@ -95,6 +106,21 @@ impl PluginError {
     pub fn is_skip(&self) -> bool {
         matches!(self, PluginError::Skip(_))
     }
+
+    /// True when initialising the plugin again may succeed: its own error came from the host
+    /// (a directory, a database, a plugin it needs that failed the same way). A skip, a bad
+    /// config section, a missing or mistyped dependency stay as they are until a restart.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            PluginError::DependencyFailed { .. }
+            | PluginError::CreateDir { .. }
+            | PluginError::Init { .. } => true,
+            PluginError::Skip(_)
+            | PluginError::Config { .. }
+            | PluginError::Dependency { .. }
+            | PluginError::WrongType { .. } => false,
+        }
+    }
 }
 
 impl Classify for PluginError {
@@ -103,6 +129,7 @@ impl Classify for PluginError {
             PluginError::Skip(_) => ErrorKind::NotImplemented,
             PluginError::Config { .. } => ErrorKind::InvalidArgument,
             PluginError::Dependency { .. } => ErrorKind::NotFound,
+            PluginError::DependencyFailed { .. } => ErrorKind::Unavailable,
             PluginError::WrongType { .. }
             | PluginError::CreateDir { .. }
             | PluginError::Init { .. } => ErrorKind::Internal,
@@ -120,6 +147,10 @@ pub struct Registration {
     pub requires: Vec<&'static str>,
     /// The default config section, if the plugin has a config.
     pub default_config: Option<DefaultConfigFn>,
+    /// The gRPC services it serves once loaded, fully qualified (e.g.
+    /// `containerd.services.images.v1.Images`), so that a call to one of them while the plugin
+    /// is not loaded can be told why.
+    pub serves: Vec<&'static str>,
     /// The init function.
     pub init: InitFn,
 }
@@ -130,6 +161,7 @@ impl fmt::Debug for Registration {
             .field("type", &self.plugin_type)
             .field("id", &self.id)
             .field("requires", &self.requires)
+            .field("serves", &self.serves)
             .finish_non_exhaustive()
     }
 }
@@ -144,6 +176,7 @@ impl Registration {
             id: id.into(),
             requires: Vec::new(),
             default_config: None,
+            serves: Vec::new(),
         }
     }
 
@@ -160,12 +193,19 @@ pub struct RegistrationBuilder {
     id: String,
     requires: Vec<&'static str>,
     default_config: Option<DefaultConfigFn>,
+    serves: Vec<&'static str>,
 }
 
 impl RegistrationBuilder {
     /// Types that must load first.
     pub fn requires(mut self, types: &[&'static str]) -> Self {
         self.requires.extend_from_slice(types);
+        self
+    }
+
+    /// The gRPC services (fully qualified names) the plugin serves once loaded.
+    pub fn serves(mut self, services: &[&'static str]) -> Self {
+        self.serves.extend_from_slice(services);
         self
     }
 
@@ -176,16 +216,18 @@ impl RegistrationBuilder {
         self
     }
 
-    /// Sets the init function and finishes the registration.
+    /// Sets the init function and finishes the registration. The function may be called again
+    /// after it failed, so it must leave nothing behind that a second call would trip on.
     pub fn init<F>(self, init: F) -> Registration
     where
-        F: FnOnce(&mut InitContext<'_>) -> Result<Instance, PluginError> + Send + 'static,
+        F: Fn(&mut InitContext<'_>) -> Result<Instance, PluginError> + Send + 'static,
     {
         Registration {
             plugin_type: self.plugin_type,
             id: self.id,
             requires: self.requires,
             default_config: self.default_config,
+            serves: self.serves,
             init: Box::new(init),
         }
     }

@@ -2,13 +2,14 @@
 //! server `New`).
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use crate::config::Config;
 use crate::context::{InitContext, LoadedPlugin};
 use crate::errdefs::Classify;
 use crate::inventory::{Inventory, PluginInfo, PluginStatus};
-use crate::registration::{Instance, Registration};
+use crate::registration::{Instance, PluginError, Registration};
 use crate::types;
 
 /// Why the registry could not load the daemon.
@@ -42,17 +43,40 @@ pub struct Registry {
     registrations: Vec<Registration>,
 }
 
-/// The outcome of loading: instances of the plugins that loaded, and every plugin's record.
+/// The outcome of loading: instances of the plugins that loaded, every plugin's record, and
+/// the plugins that failed in a way a later attempt may mend, kept to be initialised again.
+/// Clones share all of it.
 #[derive(Debug, Clone)]
 pub struct Plugins {
-    loaded: Vec<LoadedPlugin>,
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    config: Config,
     inventory: Inventory,
+    loaded: RwLock<Vec<LoadedPlugin>>,
+    /// Retryable failures, in load order; the lock also keeps two retries from overlapping.
+    failed: Mutex<Vec<Registration>>,
+    /// `(gRPC service, plugin URI)` of every registration that was not disabled.
+    services: Vec<(&'static str, String)>,
+}
+
+/// A plugin that loaded when it was initialised again.
+#[derive(Debug, Clone)]
+pub struct Started {
+    /// Its type.
+    pub plugin_type: &'static str,
+    /// Its id.
+    pub id: String,
+    /// Its instance.
+    pub instance: Instance,
 }
 
 impl Plugins {
     /// Every loaded plugin of a type as `(id, instance)`, in load order.
     pub fn get_all(&self, plugin_type: &str) -> Vec<(String, Instance)> {
-        self.loaded
+        read(&self.shared.loaded)
             .iter()
             .filter(|p| p.plugin_type == plugin_type)
             .map(|p| (p.id.clone(), p.instance.clone()))
@@ -61,7 +85,165 @@ impl Plugins {
 
     /// All plugin records.
     pub fn inventory(&self) -> &Inventory {
-        &self.inventory
+        &self.shared.inventory
+    }
+
+    /// Every gRPC service a plugin that was not disabled declared, as `(service, plugin URI)`:
+    /// those of plugins that did not load included.
+    pub fn services(&self) -> &[(&'static str, String)] {
+        &self.shared.services
+    }
+
+    /// How many plugins failed in a way that a later attempt may mend.
+    pub fn failed(&self) -> usize {
+        lock(&self.shared.failed).len()
+    }
+
+    /// Initialises again, in load order, every plugin that failed in a way a later attempt may
+    /// mend: a plugin whose requirement comes up earlier in the pass finds it. Returns those
+    /// that loaded; their records say `ok`, and the others' records carry their latest error.
+    /// Blocking (plugin init does I/O); one pass at a time.
+    pub fn retry_failed(&self) -> Vec<Started> {
+        let mut failed = lock(&self.shared.failed);
+        let mut started = Vec::new();
+        let mut still_failed = Vec::with_capacity(failed.len());
+        for reg in failed.drain(..) {
+            let loaded = read(&self.shared.loaded).clone();
+            let before = self
+                .shared
+                .inventory
+                .get(reg.plugin_type, &reg.id)
+                .map(|p| p.status);
+            let outcome = init_one(&reg, &self.shared.config, &loaded, &self.shared.inventory);
+            match outcome {
+                Ok(instance) => {
+                    tracing::info!(id = %reg.id, r#type = reg.plugin_type, "plugin loaded on retry");
+                    write(&self.shared.loaded).push(LoadedPlugin {
+                        plugin_type: reg.plugin_type,
+                        id: reg.id.clone(),
+                        instance: Arc::clone(&instance),
+                    });
+                    started.push(Started {
+                        plugin_type: reg.plugin_type,
+                        id: reg.id.clone(),
+                        instance,
+                    });
+                }
+                Err(err) => {
+                    let now = self
+                        .shared
+                        .inventory
+                        .get(reg.plugin_type, &reg.id)
+                        .map(|p| p.status);
+                    // Said once per error: the same failure every 30 s is noise.
+                    if now != before {
+                        tracing::warn!(id = %reg.id, r#type = reg.plugin_type, error = %err.display_chain(), "plugin failed again");
+                    } else {
+                        tracing::debug!(id = %reg.id, r#type = reg.plugin_type, "plugin still failing");
+                    }
+                    if worth_retrying(&err, &still_failed) {
+                        still_failed.push(reg);
+                    }
+                }
+            }
+        }
+        *failed = still_failed;
+        started
+    }
+}
+
+/// True when `err` may go away on its own: a host error, or a requirement that failed and is
+/// itself among `pending` (the retryable failures before this plugin in load order).
+fn worth_retrying(err: &PluginError, pending: &[Registration]) -> bool {
+    match err {
+        PluginError::DependencyFailed { dependency, .. } => {
+            pending.iter().any(|r| r.uri() == *dependency)
+        }
+        err => err.is_retryable(),
+    }
+}
+
+/// Initialises one plugin against the plugins loaded so far and sets its record.
+fn init_one(
+    reg: &Registration,
+    config: &Config,
+    loaded: &[LoadedPlugin],
+    inventory: &Inventory,
+) -> Result<Instance, PluginError> {
+    let uri = reg.uri();
+    let mut ctx = InitContext {
+        root: config.root.join(&uri),
+        state: config.state.join(&uri),
+        uri,
+        config,
+        section: config.plugins.get(&reg.uri()),
+        loaded,
+        inventory: inventory.clone(),
+        meta: Default::default(),
+    };
+    let result = (reg.init)(&mut ctx);
+    let meta = std::mem::take(&mut ctx.meta);
+    let status = match &result {
+        Ok(_) => PluginStatus::Ok,
+        Err(err) => PluginStatus::Error {
+            kind: err.kind(),
+            message: err.display_chain(),
+        },
+    };
+    inventory.set(PluginInfo {
+        plugin_type: reg.plugin_type.to_owned(),
+        id: reg.id.clone(),
+        requires: reg.requires.iter().map(|s| (*s).to_owned()).collect(),
+        platforms: meta.platforms,
+        exports: meta.exports,
+        capabilities: meta.capabilities,
+        status,
+    });
+    result
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn lock<T>(lock: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The wait before each retry of failed plugins: `initial`, doubling up to `max`, back to
+/// `initial` after a retry that brought a plugin up (the host changed; more may follow).
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    initial: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    /// Waits of `initial`, `2 × initial`, ... up to `max`.
+    pub fn new(initial: Duration, max: Duration) -> Backoff {
+        Backoff {
+            initial,
+            max,
+            next: initial.min(max),
+        }
+    }
+
+    /// The wait before the next attempt; each call doubles the following one, up to `max`.
+    pub fn next_delay(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = self.next.saturating_mul(2).min(self.max);
+        delay
+    }
+
+    /// Starts again from `initial`.
+    pub fn reset(&mut self) {
+        self.next = self.initial.min(self.max);
     }
 }
 
@@ -141,11 +323,14 @@ impl Registry {
 
     /// Initialises every plugin that is not disabled, in dependency order. A plugin that fails
     /// or skips is recorded and the rest go on; only a failed `required_plugins` entry stops
-    /// the load.
+    /// the load. Failures that a later attempt may mend are kept for
+    /// [`Plugins::retry_failed`].
     pub fn load(self, config: &Config) -> Result<Plugins, RegistryError> {
         let order = self.order()?;
         let inventory = Inventory::default();
         let mut loaded: Vec<LoadedPlugin> = Vec::new();
+        let mut failed = Vec::new();
+        let mut services = Vec::new();
         let disabled: HashSet<&str> = config.disabled_plugins.iter().map(|s| s.as_str()).collect();
         let mut slots: Vec<Option<Registration>> =
             self.registrations.into_iter().map(Some).collect();
@@ -156,28 +341,14 @@ impl Registry {
                 tracing::info!(plugin = %uri, "plugin disabled");
                 continue;
             }
-            let mut ctx = InitContext {
-                root: config.root.join(&uri),
-                state: config.state.join(&uri),
-                uri: uri.clone(),
-                config,
-                section: config.plugins.get(&uri),
-                loaded: &loaded,
-                inventory: inventory.clone(),
-                meta: Default::default(),
-            };
+            services.extend(reg.serves.iter().map(|name| (*name, uri.clone())));
             tracing::info!(id = %reg.id, r#type = reg.plugin_type, "loading plugin");
-            let result = (reg.init)(&mut ctx);
-            let meta = std::mem::take(&mut ctx.meta);
-            let status = match result {
-                Ok(instance) => {
-                    loaded.push(LoadedPlugin {
-                        plugin_type: reg.plugin_type,
-                        id: reg.id.clone(),
-                        instance: Arc::clone(&instance),
-                    });
-                    PluginStatus::Ok
-                }
+            match init_one(&reg, config, &loaded, &inventory) {
+                Ok(instance) => loaded.push(LoadedPlugin {
+                    plugin_type: reg.plugin_type,
+                    id: reg.id.clone(),
+                    instance,
+                }),
                 Err(err) => {
                     let message = err.display_chain();
                     if err.is_skip() {
@@ -185,24 +356,22 @@ impl Registry {
                     } else {
                         tracing::warn!(id = %reg.id, r#type = reg.plugin_type, error = %message, "failed to load plugin");
                     }
-                    PluginStatus::Error {
-                        kind: err.kind(),
-                        message,
+                    if worth_retrying(&err, &failed) {
+                        failed.push(reg);
                     }
                 }
-            };
-            inventory.push(PluginInfo {
-                plugin_type: reg.plugin_type.to_owned(),
-                id: reg.id,
-                requires: reg.requires.iter().map(|s| (*s).to_owned()).collect(),
-                platforms: meta.platforms,
-                exports: meta.exports,
-                capabilities: meta.capabilities,
-                status,
-            });
+            }
         }
         check_required(config, &inventory)?;
-        Ok(Plugins { loaded, inventory })
+        Ok(Plugins {
+            shared: Arc::new(Shared {
+                config: config.clone(),
+                inventory,
+                loaded: RwLock::new(loaded),
+                failed: Mutex::new(failed),
+                services,
+            }),
+        })
     }
 }
 
@@ -259,7 +428,7 @@ mod tests {
         let log = log.clone();
         let uri = format!("{t}.{id}");
         Registration::new(t, id).requires(requires).init(move |_| {
-            log.lock().unwrap().push(uri);
+            log.lock().unwrap().push(uri.clone());
             Ok(Arc::new(()))
         })
     }
@@ -441,5 +610,201 @@ mod tests {
             ))
             .unwrap();
         assert!(plugins.inventory().snapshot().is_empty());
+    }
+
+    /// A host error that goes away when `broken` is cleared.
+    #[derive(Debug, thiserror::Error)]
+    #[error("metadata database: no space left on device")]
+    struct DiskFull;
+
+    #[test]
+    fn failed_plugins_are_retried_with_their_dependents_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let broken = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let attempt = |uri: &str| {
+            let log = log.clone();
+            let uri = uri.to_owned();
+            move || log.lock().unwrap().push(uri.clone())
+        };
+        let mut r = Registry::new();
+        // Registered dependents first: the order must come from the requirements.
+        let note = attempt("grpc.svc");
+        r.register(
+            Registration::new(types::GRPC, "svc")
+                .requires(&[types::METADATA])
+                .serves(&["test.v1.Svc"])
+                .init(move |ctx| {
+                    note();
+                    let m: Arc<u32> = ctx.get_single(types::METADATA)?;
+                    Ok(Arc::new(*m + 1))
+                }),
+        )
+        .unwrap();
+        let note = attempt("metadata.m");
+        r.register(
+            Registration::new(types::METADATA, "m")
+                .requires(&[types::CONTENT])
+                .init(move |ctx| {
+                    note();
+                    let c: Arc<u32> = ctx.get_single(types::CONTENT)?;
+                    Ok(Arc::new(*c + 1))
+                }),
+        )
+        .unwrap();
+        let note = attempt("content.store");
+        let flag = broken.clone();
+        r.register(Registration::new(types::CONTENT, "store").init(move |_| {
+            note();
+            if flag.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(PluginError::init(DiskFull));
+            }
+            Ok(Arc::new(1_u32))
+        }))
+        .unwrap();
+        let note = attempt("snapshotter.skipper");
+        r.register(
+            Registration::new(types::SNAPSHOTTER, "skipper").init(move |_| {
+                note();
+                Err(PluginError::Skip("not on btrfs".into()))
+            }),
+        )
+        .unwrap();
+        let note = attempt("grpc.cfg");
+        r.register(
+            Registration::new(types::GRPC, "cfg")
+                .config::<Cfg>()
+                .serves(&["test.v1.Cfg"])
+                .init(move |ctx| {
+                    note();
+                    let c: Cfg = ctx.config()?;
+                    Ok(Arc::new(c.size))
+                }),
+        )
+        .unwrap();
+        let note = attempt("internal.after-cfg");
+        r.register(
+            Registration::new(types::INTERNAL, "after-cfg")
+                .requires(&[types::GRPC])
+                .init(move |ctx| {
+                    note();
+                    let _: Arc<u32> = ctx.get_by_id(types::GRPC, "cfg")?;
+                    Ok(Arc::new(()))
+                }),
+        )
+        .unwrap();
+        r.register(
+            Registration::new(types::GRPC, "gone")
+                .serves(&["test.v1.Gone"])
+                .init(|_| Ok(Arc::new(()))),
+        )
+        .unwrap();
+        let plugins = r
+            .load(&config(
+                dir.path(),
+                "disabled_plugins = [\"io.containerd.grpc.v1.gone\"]\n\
+                 [plugins.\"io.containerd.grpc.v1.cfg\"]\nbogus = 1\n",
+            ))
+            .unwrap();
+        let status = |id: &str| {
+            plugins
+                .inventory()
+                .snapshot()
+                .into_iter()
+                .find(|p| p.id == id)
+                .unwrap()
+                .status
+        };
+        // The dependents name the plugin that failed and its own error.
+        match status("svc") {
+            PluginStatus::Error { kind, message } => {
+                assert_eq!(kind, crate::ErrorKind::Unavailable);
+                assert!(
+                    message.ends_with("metadata database: no space left on device"),
+                    "{message}"
+                );
+                assert!(
+                    message.contains("io.containerd.content.v1.store"),
+                    "{message}"
+                );
+            }
+            s => panic!("{s:?}"),
+        }
+        // Only host errors and what they brought down are kept for retry: not the skip, not
+        // the bad config section, not what needs the bad config section.
+        assert_eq!(plugins.failed(), 3);
+        assert!(!plugins
+            .inventory()
+            .get(types::GRPC, "cfg")
+            .unwrap()
+            .status
+            .is_skip());
+        assert!(status("skipper").is_skip());
+        assert_eq!(
+            plugins.services(),
+            [
+                ("test.v1.Svc", "io.containerd.grpc.v1.svc".to_owned()),
+                ("test.v1.Cfg", "io.containerd.grpc.v1.cfg".to_owned()),
+            ]
+        );
+        log.lock().unwrap().clear();
+
+        // Still broken: everything is tried again, in dependency order, and nothing starts.
+        assert!(plugins.retry_failed().is_empty());
+        assert_eq!(
+            *log.lock().unwrap(),
+            ["content.store", "metadata.m", "grpc.svc"]
+        );
+        assert_eq!(plugins.failed(), 3);
+        log.lock().unwrap().clear();
+
+        // Mended: the pass brings up the store, then what needs it, each finding the one
+        // before.
+        broken.store(false, std::sync::atomic::Ordering::SeqCst);
+        let started: Vec<String> = plugins
+            .retry_failed()
+            .into_iter()
+            .map(|p| format!("{}.{}", p.plugin_type, p.id))
+            .collect();
+        assert_eq!(
+            started,
+            [
+                "io.containerd.content.v1.store",
+                "io.containerd.metadata.v1.m",
+                "io.containerd.grpc.v1.svc",
+            ]
+        );
+        assert_eq!(
+            *log.lock().unwrap(),
+            ["content.store", "metadata.m", "grpc.svc"]
+        );
+        for id in ["store", "m", "svc"] {
+            assert_eq!(status(id), PluginStatus::Ok, "{id}");
+        }
+        let svc = plugins.get_all(types::GRPC);
+        assert_eq!(svc.len(), 1);
+        assert_eq!(*svc[0].1.clone().downcast::<u32>().unwrap(), 3);
+        // Records keep their load-order places.
+        let order: Vec<String> = plugins
+            .inventory()
+            .snapshot()
+            .into_iter()
+            .map(|p| p.id)
+            .collect();
+        assert_eq!(order, ["store", "m", "svc", "skipper", "cfg", "after-cfg"]);
+        assert_eq!(plugins.failed(), 0);
+        log.lock().unwrap().clear();
+        assert!(plugins.retry_failed().is_empty());
+        assert!(log.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_its_bound_and_resets() {
+        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+        let waits: Vec<u64> = (0..7).map(|_| b.next_delay().as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30]);
+        b.reset();
+        assert_eq!(b.next_delay(), Duration::from_secs(1));
+        assert_eq!(b.next_delay(), Duration::from_secs(2));
     }
 }

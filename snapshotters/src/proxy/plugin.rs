@@ -29,7 +29,7 @@ pub fn register_from_config(registry: &mut Registry, config: &Config) -> Result<
             other => {
                 let other = other.to_owned();
                 Registration::new(types::INTERNAL, format!("proxy.{name}"))
-                    .init(move |_| Err(PluginError::init(UnsupportedProxyType(other))))
+                    .init(move |_| Err(PluginError::init(UnsupportedProxyType(other.clone()))))
             }
         };
         registry.register(reg)?;
