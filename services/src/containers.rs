@@ -10,7 +10,9 @@ use berth_core::{Container as StoredContainer, MetadataStore};
 use berth_proto::containerd::events::{
     container_create, ContainerCreate, ContainerDelete, ContainerUpdate,
 };
-use berth_proto::containerd::services::containers::v1::containers_server::Containers;
+use berth_proto::containerd::services::containers::v1::containers_server::{
+    Containers, SERVICE_NAME,
+};
 use berth_proto::containerd::services::containers::v1::{
     container, Container, CreateContainerRequest, CreateContainerResponse, DeleteContainerRequest,
     GetContainerRequest, GetContainerResponse, ListContainerMessage, ListContainersRequest,
@@ -301,6 +303,7 @@ impl Containers for ContainersService {
 /// The `io.containerd.grpc.v1.containers` plugin.
 pub fn registration() -> Registration {
     Registration::new(types::GRPC, "containers")
+        .serves(&[SERVICE_NAME])
         .requires(&[types::METADATA, types::EVENT, types::RUNTIME_V2])
         .init(|ctx| {
             let store: Arc<MetadataStore> = ctx.get_single(types::METADATA)?;

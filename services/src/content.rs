@@ -13,7 +13,9 @@ use berth_core::metadata::plugin::content_view;
 use berth_core::namespaced_content::{NamespacedContent, NamespacedWriter};
 use berth_core::BlobRecord;
 use berth_proto::containerd::events::ContentDelete;
-use berth_proto::containerd::services::content::v1::content_server::{Content, ContentServer};
+use berth_proto::containerd::services::content::v1::content_server::{
+    Content, ContentServer, SERVICE_NAME,
+};
 use berth_proto::containerd::services::content::v1::{
     AbortRequest, DeleteContentRequest, Info, InfoRequest, InfoResponse, ListContentRequest,
     ListContentResponse, ListStatusesRequest, ListStatusesResponse, ReadContentRequest,
@@ -478,6 +480,7 @@ fn write_step(
 /// The `io.containerd.grpc.v1.content` plugin.
 pub fn registration() -> Registration {
     Registration::new(types::GRPC, "content")
+        .serves(&[SERVICE_NAME])
         .requires(&[types::METADATA, types::CONTENT, types::EVENT, types::GC])
         .init(|ctx| {
             let content = content_view(ctx)?;

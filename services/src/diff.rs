@@ -12,7 +12,7 @@ use std::sync::Arc;
 use berth_core::layer_content::layer_differ;
 use berth_core::metadata::plugin::content_view;
 use berth_core::namespaced_content::NamespacedContent;
-use berth_proto::containerd::services::diff::v1::diff_server::{Diff, DiffServer};
+use berth_proto::containerd::services::diff::v1::diff_server::{Diff, DiffServer, SERVICE_NAME};
 use berth_proto::containerd::services::diff::v1::{
     ApplyRequest, ApplyResponse, DiffRequest, DiffResponse,
 };
@@ -159,6 +159,7 @@ impl Diff for DiffService {
 /// The `io.containerd.grpc.v1.diff` plugin.
 pub fn registration() -> Registration {
     Registration::new(types::GRPC, "diff")
+        .serves(&[SERVICE_NAME])
         .requires(&[types::METADATA, types::CONTENT, types::SNAPSHOTTER])
         .init(|ctx| {
             let content = content_view(ctx)?;

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use berth_core::events::{forwarded_timestamp, Envelope, Exchange, Subscription};
-use berth_proto::containerd::services::events::v1::events_server::{Events, EventsServer};
+use berth_proto::containerd::services::events::v1::events_server::{
+    Events, EventsServer, SERVICE_NAME,
+};
 use berth_proto::containerd::services::events::v1::{
     Envelope as ProtoEnvelope, ForwardRequest, PublishRequest, SubscribeRequest,
 };
@@ -156,6 +158,7 @@ pub fn publish_committed<E: berth_core::events::Event>(exchange: &Exchange, ns: 
 /// The `io.containerd.grpc.v1.events` plugin, over the `exchange` event plugin.
 pub fn registration() -> Registration {
     Registration::new(types::GRPC, "events")
+        .serves(&[SERVICE_NAME])
         .requires(&[types::EVENT])
         .init(|ctx| {
             let exchange: Arc<Exchange> =

@@ -1,12 +1,12 @@
-//! The instance every `io.containerd.grpc.v1` plugin returns: a way to add its tonic service to
-//! the daemon's router, so the daemon serves whatever loaded without knowing the types.
+//! The instance every `io.containerd.grpc.v1` plugin returns: its tonic services, boxed and
+//! named, for the daemon's routing table ([`crate::router`]), so the daemon serves whatever
+//! loaded without knowing the types.
 //!
 //! Every service goes on the router with containerd's message limits and behind the
 //! [`Edge`](crate::edge::Edge), so that what the transport refuses reads the same for all.
 
 use std::convert::Infallible;
 use std::fmt;
-use std::sync::Mutex;
 
 use berth_proto::containerd::services::containers::v1::containers_server::ContainersServer;
 use berth_proto::containerd::services::content::v1::content_server::ContentServer;
@@ -23,8 +23,8 @@ use berth_proto::runtime::v1::image_service_server::ImageServiceServer;
 use berth_proto::runtime::v1::runtime_service_server::RuntimeServiceServer;
 use tonic::body::Body;
 use tonic::server::NamedService;
-use tonic::service::Routes;
 use tonic_health::pb::health_server::HealthServer;
+use tower::util::BoxCloneSyncService;
 
 use crate::edge::Edge;
 
@@ -69,7 +69,8 @@ generated_message_limits!(
     VersionServer,
 );
 
-type AddFn = Box<dyn FnOnce(Routes) -> Routes + Send>;
+/// One gRPC service behind the [`Edge`], boxed so that the daemon's routing table holds any.
+pub type BoxedService = BoxCloneSyncService<http::Request<Body>, http::Response<Body>, Infallible>;
 
 /// A generated tonic server that can go on the daemon's router.
 pub trait Servable:
@@ -94,16 +95,15 @@ impl<S> Servable for S where
 {
 }
 
-/// A gRPC service ready to be served.
+/// The gRPC services one plugin serves, ready to go in the daemon's routing table.
 pub struct GrpcService {
-    name: &'static str,
-    add: Mutex<Option<AddFn>>,
+    services: Vec<(&'static str, BoxedService)>,
 }
 
 impl fmt::Debug for GrpcService {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GrpcService")
-            .field("name", &self.name)
+            .field("names", &self.names().collect::<Vec<_>>())
             .finish()
     }
 }
@@ -117,60 +117,42 @@ impl GrpcService {
         S::Future: Send + 'static,
     {
         GrpcService {
-            name: S::NAME,
-            add: Mutex::new(Some(Self::adder(server))),
+            services: vec![Self::boxed(server)],
         }
     }
 
     /// This service and `server` besides, for a plugin that serves two (the CRI's runtime and
     /// image services).
-    pub fn and<S>(self, server: S) -> Self
+    pub fn and<S>(mut self, server: S) -> Self
     where
         S: Servable,
         S::Future: Send + 'static,
     {
-        let first = self
-            .add
-            .into_inner()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let second = Self::adder(server);
-        let both: AddFn = Box::new(move |routes: Routes| {
-            let routes = match first {
-                Some(first) => first(routes),
-                None => routes,
-            };
-            second(routes)
-        });
-        GrpcService {
-            name: self.name,
-            add: Mutex::new(Some(both)),
-        }
+        self.services.push(Self::boxed(server));
+        self
     }
 
-    fn adder<S>(server: S) -> AddFn
+    fn boxed<S>(server: S) -> (&'static str, BoxedService)
     where
         S: Servable,
         S::Future: Send + 'static,
     {
         let server = Edge::new(server.with_message_limits(MAX_MESSAGE_SIZE));
-        Box::new(move |routes: Routes| routes.add_service(server))
+        (S::NAME, BoxCloneSyncService::new(server))
     }
 
-    /// The fully qualified gRPC service name.
+    /// The fully qualified name of the first service.
     pub fn name(&self) -> &'static str {
-        self.name
+        self.services.first().map_or("", |(name, _)| name)
     }
 
-    /// Adds the service to `routes`; a second call adds nothing.
-    pub fn add_to(&self, routes: Routes) -> Routes {
-        let add = self
-            .add
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
-        match add {
-            Some(add) => add(routes),
-            None => routes,
-        }
+    /// The fully qualified names of every service, in the order they were given.
+    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.services.iter().map(|(name, _)| *name)
+    }
+
+    /// Every service with its fully qualified name, to be routed to.
+    pub fn services(&self) -> impl Iterator<Item = (&'static str, BoxedService)> + '_ {
+        self.services.iter().map(|(name, svc)| (*name, svc.clone()))
     }
 }

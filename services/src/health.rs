@@ -16,6 +16,7 @@ pub struct Config {}
 /// The `io.containerd.grpc.v1.healthcheck` plugin.
 pub fn registration() -> Registration {
     Registration::new(types::GRPC, "healthcheck")
+        .serves(&[tonic_health::pb::health_server::SERVICE_NAME])
         .config::<Config>()
         .init(|ctx| {
             let _config: Config = ctx.config()?;

@@ -6,7 +6,9 @@ use std::time::SystemTime;
 use berth_core::events::Exchange;
 use berth_core::gc::GcScheduler;
 use berth_core::{Image as StoredImage, MetadataStore};
-use berth_proto::containerd::services::images::v1::images_server::{Images, ImagesServer};
+use berth_proto::containerd::services::images::v1::images_server::{
+    Images, ImagesServer, SERVICE_NAME,
+};
 use berth_proto::containerd::services::images::v1::{
     CreateImageRequest, CreateImageResponse, DeleteImageRequest, GetImageRequest, GetImageResponse,
     Image, ImageCreate, ImageDelete, ImageUpdate, ListImagesRequest, ListImagesResponse,
@@ -181,6 +183,7 @@ impl Images for ImagesService {
 /// The `io.containerd.grpc.v1.images` plugin.
 pub fn registration() -> Registration {
     Registration::new(types::GRPC, "images")
+        .serves(&[SERVICE_NAME])
         .requires(&[types::METADATA, types::EVENT, types::GC])
         .init(|ctx| {
             let store: Arc<MetadataStore> = ctx.get_single(types::METADATA)?;

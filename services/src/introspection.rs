@@ -8,7 +8,7 @@ use std::sync::Arc;
 use berth_errdefs::grpc;
 use berth_filters::Adaptor;
 use berth_proto::containerd::services::introspection::v1::introspection_server::{
-    Introspection, IntrospectionServer,
+    Introspection, IntrospectionServer, SERVICE_NAME,
 };
 use berth_proto::containerd::services::introspection::v1::{
     Plugin, PluginsRequest, PluginsResponse, ServerResponse,
@@ -116,15 +116,17 @@ pub fn load_or_create_uuid(dir: &Path) -> Result<String, std::io::Error> {
 
 /// The `io.containerd.grpc.v1.introspection` plugin.
 pub fn registration() -> Registration {
-    Registration::new(types::GRPC, "introspection").init(|ctx| {
-        let dir = ctx.create_root()?;
-        let uuid = load_or_create_uuid(&dir).map_err(PluginError::init)?;
-        let svc = IntrospectionService {
-            inventory: ctx.inventory(),
-            uuid,
-        };
-        Ok(Arc::new(GrpcService::new(IntrospectionServer::new(svc))))
-    })
+    Registration::new(types::GRPC, "introspection")
+        .serves(&[SERVICE_NAME])
+        .init(|ctx| {
+            let dir = ctx.create_root()?;
+            let uuid = load_or_create_uuid(&dir).map_err(PluginError::init)?;
+            let svc = IntrospectionService {
+                inventory: ctx.inventory(),
+                uuid,
+            };
+            Ok(Arc::new(GrpcService::new(IntrospectionServer::new(svc))))
+        })
 }
 
 #[cfg(test)]

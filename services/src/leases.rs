@@ -7,7 +7,9 @@ use std::sync::Arc;
 use berth_core::gc::GcScheduler;
 use berth_core::metadata::{Lease as StoredLease, LeaseResource};
 use berth_core::{MetadataError, MetadataStore};
-use berth_proto::containerd::services::leases::v1::leases_server::{Leases, LeasesServer};
+use berth_proto::containerd::services::leases::v1::leases_server::{
+    Leases, LeasesServer, SERVICE_NAME,
+};
 use berth_proto::containerd::services::leases::v1::{
     AddResourceRequest, CreateRequest, CreateResponse, DeleteRequest, DeleteResourceRequest, Lease,
     ListRequest, ListResourcesRequest, ListResourcesResponse, ListResponse, Resource,
@@ -166,6 +168,7 @@ impl Leases for LeasesService {
 /// disabled, `sync` deletes just skip the collection.
 pub fn registration() -> Registration {
     Registration::new(types::GRPC, "leases")
+        .serves(&[SERVICE_NAME])
         .requires(&[types::METADATA, types::GC])
         .init(|ctx| {
             let store: Arc<MetadataStore> = ctx.get_single(types::METADATA)?;

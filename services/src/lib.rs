@@ -17,6 +17,7 @@ pub mod introspection;
 pub mod leases;
 pub mod namespace;
 pub mod namespaces;
+pub mod router;
 pub mod snapshots;
 pub mod status;
 pub mod tasks;

@@ -8,7 +8,7 @@ use berth_core::events::Exchange;
 use berth_core::{MetadataStore, Namespace as StoredNamespace};
 use berth_proto::containerd::events::{NamespaceCreate, NamespaceDelete, NamespaceUpdate};
 use berth_proto::containerd::services::namespaces::v1::namespaces_server::{
-    Namespaces, NamespacesServer,
+    Namespaces, NamespacesServer, SERVICE_NAME,
 };
 use berth_proto::containerd::services::namespaces::v1::{
     CreateNamespaceRequest, CreateNamespaceResponse, DeleteNamespaceRequest, GetNamespaceRequest,
@@ -161,6 +161,7 @@ fn event_namespace<T>(req: &Request<T>) -> Option<String> {
 /// The `io.containerd.grpc.v1.namespaces` plugin.
 pub fn registration() -> Registration {
     Registration::new(types::GRPC, "namespaces")
+        .serves(&[SERVICE_NAME])
         .requires(&[types::METADATA, types::EVENT])
         .init(|ctx| {
             let store: Arc<MetadataStore> = ctx.get_single(types::METADATA)?;

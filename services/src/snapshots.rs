@@ -11,7 +11,7 @@ use berth_core::metadata::SnapshotRecord;
 use berth_core::namespaced_snapshots::{NamespacedSnapshotError, NamespacedSnapshots};
 use berth_proto::containerd::events::{SnapshotCommit, SnapshotPrepare, SnapshotRemove};
 use berth_proto::containerd::services::snapshots::v1::snapshots_server::{
-    Snapshots, SnapshotsServer,
+    Snapshots, SnapshotsServer, SERVICE_NAME,
 };
 use berth_proto::containerd::services::snapshots::v1::{
     CleanupRequest, CommitSnapshotRequest, Info, Kind as ProtoKind, ListSnapshotsRequest,
@@ -284,6 +284,7 @@ impl Snapshots for SnapshotsService {
 /// The `io.containerd.grpc.v1.snapshots` plugin.
 pub fn registration() -> Registration {
     Registration::new(types::GRPC, "snapshots")
+        .serves(&[SERVICE_NAME])
         .requires(&[types::METADATA, types::SNAPSHOTTER, types::EVENT])
         .init(|ctx| {
             let events: Arc<Exchange> = ctx.get_single(types::EVENT)?;

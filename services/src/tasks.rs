@@ -13,7 +13,9 @@ use std::time::SystemTime;
 use berth_core::metadata::plugin::snapshot_view;
 use berth_core::namespaced_snapshots::NamespacedSnapshots;
 use berth_core::MetadataStore;
-use berth_proto::containerd::services::tasks::v1::tasks_server::{Tasks, TasksServer};
+use berth_proto::containerd::services::tasks::v1::tasks_server::{
+    Tasks, TasksServer, SERVICE_NAME,
+};
 use berth_proto::containerd::services::tasks::v1::{
     CheckpointTaskRequest, CheckpointTaskResponse, CloseIoRequest, CreateTaskRequest,
     CreateTaskResponse, DeleteProcessRequest, DeleteResponse, DeleteTaskRequest,
@@ -446,6 +448,7 @@ impl Tasks for TasksService {
 /// The `io.containerd.grpc.v1.tasks` plugin.
 pub fn registration() -> Registration {
     Registration::new(types::GRPC, "tasks")
+        .serves(&[SERVICE_NAME])
         .requires(&[
             types::METADATA,
             types::SNAPSHOTTER,

@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use berth_proto::containerd::services::version::v1::version_server::{Version, VersionServer};
+use berth_proto::containerd::services::version::v1::version_server::{
+    Version, VersionServer, SERVICE_NAME,
+};
 use berth_proto::containerd::services::version::v1::VersionResponse;
 use berth_registry::{types, Registration};
 use tonic::{Request, Response, Status};
@@ -35,9 +37,11 @@ impl Version for VersionService {
 
 /// The `io.containerd.grpc.v1.version` plugin.
 pub fn registration() -> Registration {
-    Registration::new(types::GRPC, "version").init(|_| {
-        Ok(Arc::new(GrpcService::new(VersionServer::new(
-            VersionService,
-        ))))
-    })
+    Registration::new(types::GRPC, "version")
+        .serves(&[SERVICE_NAME])
+        .init(|_| {
+            Ok(Arc::new(GrpcService::new(VersionServer::new(
+                VersionService,
+            ))))
+        })
 }

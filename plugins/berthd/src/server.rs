@@ -1,5 +1,5 @@
 //! The daemon's life: take the root lock, load the plugins, bind the socket, serve every gRPC
-//! plugin until SIGTERM or SIGINT, then shut down cleanly.
+//! plugin until SIGTERM or SIGINT (retrying those that failed to load), then shut down cleanly.
 
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -9,17 +9,22 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use berth_core::events::Exchange;
 use berth_core::metadata::MetadataStore;
-use berth_registry::{types, Config, Plugins, Registry};
+use berth_registry::{types, Backoff, Config, Instance, Plugins, Registry};
+use berth_services::router::ServiceTable;
 use berth_services::ttrpc_events::serve_ttrpc_events;
 use berth_services::GrpcService;
 use nix::fcntl::{Flock, FlockArg};
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 use tokio_stream::StreamExt;
-use tonic::service::Routes;
 
 use crate::authority::AuthorityFix;
 
+/// The wait before the first retry of the plugins that failed to load; it doubles after each
+/// failed retry, up to [`RETRY_LONGEST_WAIT`].
+const RETRY_FIRST_WAIT: Duration = Duration::from_secs(1);
+/// The longest wait between two retries of the plugins that failed to load.
+const RETRY_LONGEST_WAIT: Duration = Duration::from_secs(30);
 /// Name of the lock file under the root.
 const LOCK_FILE: &str = "berthd.lock";
 /// How long calls already answering may take to finish once a termination signal came, before
@@ -128,15 +133,14 @@ async fn serve(
             .await
             .context("plugin loading panicked")??
     };
-    let mut routes = Routes::default();
+    // Every call is routed at call time, so that services whose plugin loads on a retry are
+    // served from then on, and those whose plugin failed say why.
+    let table = ServiceTable::new(plugins.inventory().clone());
+    for (service, plugin) in plugins.services() {
+        table.declare(service, plugin);
+    }
     for (id, instance) in plugins.get_all(types::GRPC) {
-        match instance.downcast::<GrpcService>() {
-            Ok(svc) => {
-                tracing::debug!(id = %id, service = svc.name(), "serving");
-                routes = svc.add_to(routes);
-            }
-            Err(_) => tracing::warn!(id = %id, "grpc plugin did not return a service"),
-        }
+        install(&table, &id, instance);
     }
     let address: PathBuf = config.grpc.address.clone();
     let listener = bind(&address, config.grpc.uid, config.grpc.gid)?;
@@ -144,6 +148,8 @@ async fn serve(
     let ttrpc_address = config.ttrpc_address();
     let ttrpc_listener = bind(&ttrpc_address, config.grpc.uid, config.grpc.gid)?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let retry = (plugins.failed() > 0)
+        .then(|| tokio::spawn(retry_failed_plugins(plugins.clone(), table.clone())));
     let ttrpc = match plugins
         .get_all(types::EVENT)
         .into_iter()
@@ -175,7 +181,7 @@ async fn serve(
     let incoming = UnixListenerStream::new(listener).map(|conn| conn.map(AuthorityFix::new));
     let server = tonic::transport::Server::builder()
         .trace_fn(|req| tracing::info_span!("rpc", method = %req.uri().path()))
-        .add_routes(routes)
+        .add_routes(table.routes())
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = signalled_rx.await;
         });
@@ -198,6 +204,10 @@ async fn serve(
         }
     };
     let _ = stop_tx.send(true);
+    if let Some(retry) = retry {
+        // A pass already on the blocking pool finishes there; its result is not served.
+        retry.abort();
+    }
     if let Some(ttrpc) = ttrpc {
         match tokio::time::timeout(CALL_GRACE, ttrpc).await {
             Ok(Ok(Err(e))) => tracing::warn!(error = %e, "ttrpc server"),
@@ -211,6 +221,46 @@ async fn serve(
         }
     }
     Ok((result.context("serve gRPC"), plugins))
+}
+
+/// Serves the services of a gRPC plugin that loaded.
+fn install(table: &ServiceTable, id: &str, instance: Instance) {
+    match instance.downcast::<GrpcService>() {
+        Ok(svc) => table.install(&svc),
+        Err(_) => tracing::warn!(id = %id, "grpc plugin did not return a service"),
+    }
+}
+
+/// Initialises the plugins that failed to load again, with back-off, until all have loaded, and
+/// serves the gRPC services of those that come up: freeing the disk space whose lack failed the
+/// metadata store is enough for the daemon to recover. Each pass runs on the blocking pool
+/// (plugin init does blocking I/O).
+async fn retry_failed_plugins(plugins: Plugins, table: ServiceTable) {
+    let mut backoff = Backoff::new(RETRY_FIRST_WAIT, RETRY_LONGEST_WAIT);
+    let mut waiting = plugins.failed();
+    while waiting > 0 {
+        let wait = backoff.next_delay();
+        tracing::debug!(plugins = waiting, wait = ?wait, "retrying failed plugins after a wait");
+        tokio::time::sleep(wait).await;
+        let pass = plugins.clone();
+        let started = match tokio::task::spawn_blocking(move || pass.retry_failed()).await {
+            Ok(started) => started,
+            Err(e) => {
+                tracing::error!(error = %e, "retrying failed plugins panicked; no more retries");
+                return;
+            }
+        };
+        if !started.is_empty() {
+            backoff.reset();
+        }
+        for plugin in started {
+            if plugin.plugin_type == types::GRPC {
+                install(&table, &plugin.id, plugin.instance);
+            }
+        }
+        waiting = plugins.failed();
+    }
+    tracing::info!("every failed plugin has loaded");
 }
 
 /// Makes the metadata durable before exit. Every mutating call already flushed before it

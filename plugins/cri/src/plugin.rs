@@ -25,6 +25,10 @@ pub const PLUGIN_ID: &str = "cri";
 /// The CRI plugin's registration.
 pub fn registration() -> Registration {
     Registration::new(types::GRPC, PLUGIN_ID)
+        .serves(&[
+            berth_proto::runtime::v1::runtime_service_server::SERVICE_NAME,
+            berth_proto::runtime::v1::image_service_server::SERVICE_NAME,
+        ])
         .requires(&[
             types::METADATA,
             types::SNAPSHOTTER,
