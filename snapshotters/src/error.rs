@@ -82,6 +82,9 @@ pub enum SnapshotError {
         #[source]
         source: sled::Error,
     },
+    /// A write refused before the database was touched: the filesystem is full.
+    #[error(transparent)]
+    NoSpace(#[from] crate::space::NoSpace),
     /// A stored record did not decode.
     #[error("snapshot metadata record {key:?} is corrupt: {source}: data loss")]
     Corrupt {
@@ -198,6 +201,17 @@ impl Classify for SnapshotError {
             SnapshotError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                 ErrorKind::NotFound
             }
+            SnapshotError::NoSpace(_) => ErrorKind::ResourceExhausted,
+            SnapshotError::Db { source, .. } if crate::space::sled_no_space(source) => {
+                ErrorKind::ResourceExhausted
+            }
+            SnapshotError::Io { source, .. } if crate::space::is_no_space(source) => {
+                ErrorKind::ResourceExhausted
+            }
+            SnapshotError::Sys {
+                source: nix::Error::ENOSPC | nix::Error::EDQUOT,
+                ..
+            } => ErrorKind::ResourceExhausted,
             SnapshotError::Db { .. } | SnapshotError::Io { .. } | SnapshotError::Sys { .. } => {
                 ErrorKind::Internal
             }

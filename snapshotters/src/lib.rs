@@ -5,6 +5,7 @@
 //!   type of `berth-mount`, `plugins/base/mount`) and the synchronous [`Snapshotter`] trait; async
 //!   callers use `spawn_blocking`.
 //! - [`storage`]: the metastore the local drivers share (containerd `snapshots/storage`).
+//! - [`space`]: the reserve that lets a database open and delete on a full disk.
 //! - [`overlay`], [`native`], [`btrfs`]: the drivers; each `mod.rs` knows nothing of the
 //!   registry, each `plugin.rs` holds its `Config` and `registration()`.
 //! - [`proxy`]: an external snapshotter over the Snapshots gRPC API, and the adapter serving
@@ -36,6 +37,7 @@ pub mod native;
 pub mod overlay;
 pub mod proxy;
 pub mod snapshotter;
+pub mod space;
 pub mod storage;
 pub mod testsuite;
 

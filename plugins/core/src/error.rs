@@ -90,6 +90,9 @@ pub enum MetadataError {
     /// A lease resource type other than `content`, `ingests` and `snapshots/<snapshotter>`.
     #[error("resource type {0} not supported yet")]
     UnsupportedResourceType(String),
+    /// A write refused before the database was touched: the filesystem is full.
+    #[error("metadata database {0}")]
+    NoSpace(#[from] berth_snapshotters::space::NoSpace),
     /// The database failed.
     #[error("metadata database {op}: {source}")]
     Storage {
@@ -135,6 +138,12 @@ impl Classify for MetadataError {
                 ErrorKind::InvalidArgument
             }
             MetadataError::UnsupportedResourceType(_) => ErrorKind::NotImplemented,
+            MetadataError::NoSpace(_) => ErrorKind::ResourceExhausted,
+            MetadataError::Storage { source, .. }
+                if berth_snapshotters::space::sled_no_space(source) =>
+            {
+                ErrorKind::ResourceExhausted
+            }
             MetadataError::Storage { .. } => ErrorKind::Unavailable,
             MetadataError::Corrupt { .. } => ErrorKind::DataLoss,
         }

@@ -83,6 +83,13 @@ impl Classify for ApplyError {
             ApplyError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound => {
                 ErrorKind::NotFound
             }
+            // The target's filesystem filled up (a write error surfaces through the tar reader
+            // as a read error).
+            ApplyError::Read(e) | ApplyError::Io { source: e, .. } | ApplyError::Write(e)
+                if crate::space::is_no_space(e) =>
+            {
+                ErrorKind::ResourceExhausted
+            }
             ApplyError::Read(_) | ApplyError::Io { .. } | ApplyError::Write(_) => {
                 ErrorKind::Internal
             }

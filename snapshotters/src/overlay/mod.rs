@@ -282,6 +282,8 @@ pub fn supported(root: &Path) -> Result<(), SnapshotError> {
             ),
         });
     }
+    // The check makes directories: on a full disk, the metastore's reserve gives them room.
+    crate::space::Reserve::new(&root.join("metadata.db")).make_room();
     let td = fsutil::temp_dir_in(root, "multiple-lowerdir-check")?;
     let result = probe_overlay(&td);
     if let Err(e) = fsutil::remove_tree(&td) {

@@ -15,11 +15,16 @@
 //! while active. Where bolt keeps a `parents` bucket of `(parent id, child id)` keys, each
 //! record here lists its children's ids (sled transactions cannot scan a prefix). Every
 //! mutation is one transaction followed by a flush.
+//!
+//! A full disk: the store keeps a [`Reserve`] next to the database, released to open it and
+//! to remove snapshots when the filesystem is nearly full, and refuses other writes before
+//! sled sees them ([`crate::space`]).
 
 mod record;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use berth_registry::identifiers::validate_label;
@@ -30,6 +35,7 @@ use sled::transaction::{
 
 use crate::error::SnapshotError;
 use crate::snapshotter::{Info, Kind, Usage};
+use crate::space::Reserve;
 use record::Record;
 
 /// What a driver needs to build mounts: the snapshot's id, kind and its parents' ids, nearest
@@ -49,6 +55,14 @@ pub struct Snapshot {
 pub struct MetaStore {
     db: sled::Db,
     tree: sled::Tree,
+    reserve: Arc<Reserve>,
+}
+
+/// Whether a mutation only removes (and may use the reserve) or adds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    Add,
+    Remove,
 }
 
 type TxResult<T> = ConflictableTransactionResult<T, SnapshotError>;
@@ -102,24 +116,41 @@ fn require_name(what: &'static str, name: &str) -> Result<(), SnapshotError> {
 
 impl MetaStore {
     /// Opens (or creates) the database at `path`, e.g. `<root>/metadata.db`.
+    /// On a nearly full filesystem the reserve is released first, since sled writes as it
+    /// opens.
     pub fn open(path: &Path) -> Result<MetaStore, SnapshotError> {
+        let reserve = Arc::new(Reserve::new(path));
+        reserve.make_room();
         let db = sled::open(path).map_err(|e| SnapshotError::db("open", e))?;
         let tree = db
             .open_tree("snapshots")
             .map_err(|e| SnapshotError::db("open tree", e))?;
-        Ok(MetaStore { db, tree })
+        reserve.replenish();
+        Ok(MetaStore { db, tree, reserve })
+    }
+
+    /// Makes room for `change` or refuses it before sled is touched.
+    fn admit(&self, change: Change) -> Result<(), SnapshotError> {
+        match change {
+            Change::Add => self.reserve.admit_write()?,
+            Change::Remove => self.reserve.make_room(),
+        }
+        Ok(())
     }
 
     fn transact<T>(
         &self,
         op: &'static str,
+        change: Change,
         f: impl Fn(&TransactionalTree) -> TxResult<T>,
     ) -> Result<T, SnapshotError> {
+        self.admit(change)?;
         let out = self.tree.transaction(f).map_err(|e| match e {
             TransactionError::Abort(e) => e,
             TransactionError::Storage(e) => SnapshotError::db(op, e),
         })?;
         self.db.flush().map_err(|e| SnapshotError::db("flush", e))?;
+        self.reserve.replenish();
         Ok(out)
     }
 
@@ -136,6 +167,7 @@ impl MetaStore {
 
     /// Reserves a fresh snapshot id (never 0, never reused).
     pub fn next_id(&self) -> Result<u64, SnapshotError> {
+        self.admit(Change::Add)?;
         let id = self
             .db
             .generate_id()
@@ -159,7 +191,7 @@ impl MetaStore {
         require_name("key", key)?;
         validate_labels(&labels)?;
         let parent = parent.filter(|p| !p.is_empty());
-        self.transact("create snapshot", |tx| {
+        self.transact("create snapshot", Change::Add, |tx| {
             let mut parent_ids = Vec::new();
             if let Some(parent_name) = parent {
                 let Some(mut p) = tx_get(tx, parent_name)? else {
@@ -270,7 +302,7 @@ impl MetaStore {
                 });
             }
         }
-        self.transact("update snapshot", |tx| {
+        self.transact("update snapshot", Change::Add, |tx| {
             let Some(mut record) = tx_get(tx, &info.name)? else {
                 return abort(SnapshotError::NotFound {
                     key: info.name.clone(),
@@ -311,7 +343,7 @@ impl MetaStore {
     ) -> Result<String, SnapshotError> {
         require_name("name", name)?;
         validate_labels(&labels)?;
-        self.transact("commit snapshot", |tx| {
+        self.transact("commit snapshot", Change::Add, |tx| {
             if tx_get(tx, name)?.is_some() {
                 return abort(SnapshotError::AlreadyExists {
                     key: name.to_owned(),
@@ -341,7 +373,7 @@ impl MetaStore {
 
     /// Removes a snapshot without children; returns its id and kind.
     pub fn remove(&self, key: &str) -> Result<(String, Kind), SnapshotError> {
-        self.transact("remove snapshot", |tx| {
+        self.transact("remove snapshot", Change::Remove, |tx| {
             let Some(record) = tx_get(tx, key)? else {
                 return abort(SnapshotError::NotFound {
                     key: key.to_owned(),

@@ -11,6 +11,7 @@ const INVALID_ARGUMENT: i32 = 3;
 const DEADLINE_EXCEEDED: i32 = 4;
 const NOT_FOUND: i32 = 5;
 const ALREADY_EXISTS: i32 = 6;
+const RESOURCE_EXHAUSTED: i32 = 8;
 const FAILED_PRECONDITION: i32 = 9;
 const OUT_OF_RANGE: i32 = 11;
 const UNIMPLEMENTED: i32 = 12;
@@ -29,6 +30,7 @@ pub fn to_grpc(kind: ErrorKind) -> i32 {
         ErrorKind::Unavailable => UNAVAILABLE,
         ErrorKind::NotImplemented => UNIMPLEMENTED,
         ErrorKind::OutOfRange => OUT_OF_RANGE,
+        ErrorKind::ResourceExhausted => RESOURCE_EXHAUSTED,
         ErrorKind::DataLoss => DATA_LOSS,
         ErrorKind::Canceled => CANCELLED,
         ErrorKind::DeadlineExceeded => DEADLINE_EXCEEDED,
@@ -38,7 +40,7 @@ pub fn to_grpc(kind: ErrorKind) -> i32 {
 
 /// The class a client gives a status of code `code` (containerd `ToNative`). FailedPrecondition
 /// comes back as FailedPrecondition (the wire does not tell a conflict apart); codes without a
-/// class of their own (Unknown, Internal, ResourceExhausted, ...) are Internal.
+/// class of their own (Unknown, Internal, PermissionDenied, ...) are Internal.
 pub fn to_native(code: i32) -> ErrorKind {
     match code {
         INVALID_ARGUMENT => ErrorKind::InvalidArgument,
@@ -48,6 +50,7 @@ pub fn to_native(code: i32) -> ErrorKind {
         UNAVAILABLE => ErrorKind::Unavailable,
         UNIMPLEMENTED => ErrorKind::NotImplemented,
         OUT_OF_RANGE => ErrorKind::OutOfRange,
+        RESOURCE_EXHAUSTED => ErrorKind::ResourceExhausted,
         DATA_LOSS => ErrorKind::DataLoss,
         CANCELLED => ErrorKind::Canceled,
         DEADLINE_EXCEEDED => ErrorKind::DeadlineExceeded,
@@ -59,7 +62,7 @@ pub fn to_native(code: i32) -> ErrorKind {
 mod tests {
     use super::*;
 
-    const ALL: [ErrorKind; 12] = [
+    const ALL: [ErrorKind; 13] = [
         ErrorKind::InvalidArgument,
         ErrorKind::NotFound,
         ErrorKind::AlreadyExists,
@@ -68,6 +71,7 @@ mod tests {
         ErrorKind::Unavailable,
         ErrorKind::NotImplemented,
         ErrorKind::OutOfRange,
+        ErrorKind::ResourceExhausted,
         ErrorKind::DataLoss,
         ErrorKind::Canceled,
         ErrorKind::DeadlineExceeded,
@@ -91,7 +95,8 @@ mod tests {
         assert_eq!(to_grpc(ErrorKind::Internal), 2);
         assert_eq!(to_grpc(ErrorKind::NotFound), 5);
         assert_eq!(to_native(13), ErrorKind::Internal);
-        assert_eq!(to_native(8), ErrorKind::Internal);
+        assert_eq!(to_native(7), ErrorKind::Internal);
+        assert_eq!(to_native(8), ErrorKind::ResourceExhausted);
         assert_eq!(to_native(0), ErrorKind::Internal);
     }
 }

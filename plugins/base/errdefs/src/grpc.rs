@@ -32,7 +32,14 @@ mod tests {
             ErrorKind::DeadlineExceeded
         );
         assert_eq!(to_native(Code::Internal), ErrorKind::Internal);
-        assert_eq!(to_native(Code::ResourceExhausted), ErrorKind::Internal);
+        assert_eq!(
+            to_grpc(ErrorKind::ResourceExhausted),
+            Code::ResourceExhausted
+        );
+        assert_eq!(
+            to_native(Code::ResourceExhausted),
+            ErrorKind::ResourceExhausted
+        );
         assert_eq!(to_native(Code::PermissionDenied), ErrorKind::Internal);
     }
 }

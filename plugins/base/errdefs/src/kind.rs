@@ -22,6 +22,8 @@ pub enum ErrorKind {
     NotImplemented,
     /// A position or size is out of range.
     OutOfRange,
+    /// The host ran out of something the operation needs (disk space, quota).
+    ResourceExhausted,
     /// Stored data is corrupt or was lost.
     DataLoss,
     /// The caller went away.
@@ -44,6 +46,7 @@ impl ErrorKind {
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::NotImplemented => "not implemented",
             ErrorKind::OutOfRange => "out of range",
+            ErrorKind::ResourceExhausted => "resource exhausted",
             ErrorKind::DataLoss => "data loss",
             ErrorKind::Canceled => "context canceled",
             ErrorKind::DeadlineExceeded => "context deadline exceeded",

@@ -107,6 +107,7 @@ impl MetadataStore {
         size: u64,
         labels: BTreeMap<String, String>,
     ) -> Result<BlobRecord, MetadataError> {
+        self.admit_add()?;
         validate_namespace(ns)?;
         check_digest(digest)?;
         check_labels(&labels)?;
@@ -139,6 +140,7 @@ impl MetadataStore {
         labels: BTreeMap<String, String>,
         paths: &[String],
     ) -> Result<BlobRecord, MetadataError> {
+        self.admit_add()?;
         validate_namespace(ns)?;
         check_digest(digest)?;
         check_labels(&labels)?;
@@ -173,6 +175,7 @@ impl MetadataStore {
     /// Removes a namespace's record of a blob; NotFound if absent. The bytes go when no
     /// namespace holds them any more (garbage collection).
     pub fn delete_blob(&self, ns: &str, digest: &str) -> Result<(), MetadataError> {
+        self.make_room();
         validate_namespace(ns)?;
         check_digest(digest)?;
         let k = key(&[ns, digest]);

@@ -158,6 +158,7 @@ impl MetadataStore {
 
     /// Creates a container; AlreadyExists if the id is taken.
     pub fn create_container(&self, ns: &str, mut c: Container) -> Result<Container, MetadataError> {
+        self.admit_add()?;
         validate_namespace(ns)?;
         check(&c)?;
         let now = SystemTime::now();
@@ -186,6 +187,7 @@ impl MetadataStore {
         c: Container,
         paths: &[String],
     ) -> Result<Container, MetadataError> {
+        self.admit_add()?;
         validate_namespace(ns)?;
         validate(&c.id)?;
         let k = key(&[ns, &c.id]);
@@ -256,6 +258,7 @@ impl MetadataStore {
 
     /// Deletes a container; NotFound if absent.
     pub fn delete_container(&self, ns: &str, id: &str) -> Result<(), MetadataError> {
+        self.make_room();
         validate_namespace(ns)?;
         let k = key(&[ns, id]);
         finish(

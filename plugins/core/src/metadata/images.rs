@@ -138,6 +138,7 @@ impl MetadataStore {
 
     /// Creates an image; AlreadyExists if the name is taken. Timestamps are set here.
     pub fn create_image(&self, ns: &str, mut image: Image) -> Result<Image, MetadataError> {
+        self.admit_add()?;
         validate_namespace(ns)?;
         validate(&image)?;
         let now = SystemTime::now();
@@ -163,6 +164,7 @@ impl MetadataStore {
         image: Image,
         paths: &[String],
     ) -> Result<Image, MetadataError> {
+        self.admit_add()?;
         validate_namespace(ns)?;
         if image.name.is_empty() {
             return Err(MetadataError::InvalidImage {
@@ -218,6 +220,7 @@ impl MetadataStore {
 
     /// Deletes an image; NotFound if absent. The garbage collector reclaims what it held.
     pub fn delete_image(&self, ns: &str, name: &str) -> Result<(), MetadataError> {
+        self.make_room();
         validate_namespace(ns)?;
         let k = key(&[ns, name]);
         finish((&self.namespaces, &self.images).transaction(|(nst, imt)| {

@@ -224,6 +224,7 @@ impl MetadataStore {
         id: &str,
         labels: BTreeMap<String, String>,
     ) -> Result<Lease, MetadataError> {
+        self.admit_add()?;
         validate_namespace(ns)?;
         check_labels(&labels)?;
         let id = if id.is_empty() {
@@ -257,6 +258,7 @@ impl MetadataStore {
 
     /// Deletes a lease; NotFound if absent. What it held becomes collectable.
     pub fn delete_lease(&self, ns: &str, id: &str) -> Result<(), MetadataError> {
+        self.make_room();
         validate_namespace(ns)?;
         let k = key(&[ns, id]);
         finish(self.leases.transaction(|lt| {
@@ -292,6 +294,7 @@ impl MetadataStore {
         lease: &str,
         resource: &LeaseResource,
     ) -> Result<(), MetadataError> {
+        self.admit_add()?;
         validate_namespace(ns)?;
         let k = key(&[ns, lease]);
         finish(self.leases.transaction(|lt| {
@@ -316,6 +319,7 @@ impl MetadataStore {
         lease: &str,
         resource: &LeaseResource,
     ) -> Result<(), MetadataError> {
+        self.make_room();
         validate_namespace(ns)?;
         let k = key(&[ns, lease]);
         finish(self.leases.transaction(|lt| {

@@ -1,5 +1,10 @@
 //! The metadata store: one sled database holding every namespaced record (see the key schema in
 //! the crate docs).
+//!
+//! On a full disk it still opens, serves reads and deletes: a reserve file next to the database
+//! is released before opening or deleting when the filesystem is nearly full, and writes that
+//! add records are refused (ResourceExhausted, naming the database) before sled sees them, since
+//! sled fails every call after one of its writes met ENOSPC ([`berth_snapshotters::space`]).
 
 mod blobs;
 mod containers;
@@ -13,6 +18,8 @@ mod tx;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use berth_snapshotters::space::Reserve;
 
 use crate::error::{storage, MetadataError};
 
@@ -59,6 +66,8 @@ pub struct MetadataStore {
     leases: sled::Tree,
     snapshots: sled::Tree,
     containers: sled::Tree,
+    /// Room to open and delete on a full disk.
+    reserve: Arc<Reserve>,
     /// Bumped by every deletion; the garbage collector runs when it moved.
     deletions: Arc<AtomicU64>,
     /// Bumped after every committed change to a container record, so that readers can keep
@@ -80,12 +89,16 @@ pub struct MetadataStore {
 impl MetadataStore {
     /// Opens (or creates) the database in `dir`.
     pub fn open(dir: &Path) -> Result<MetadataStore, MetadataError> {
+        let path = dir.join("meta.db");
+        let reserve = Arc::new(Reserve::new(&path));
+        reserve.make_room();
         let db = sled::Config::new()
-            .path(dir.join("meta.db"))
+            .path(&path)
             .mode(sled::Mode::HighThroughput)
             .open()
             .map_err(storage("open"))?;
         let tree = |name: &str| db.open_tree(name).map_err(storage("open"));
+        reserve.replenish();
         Ok(MetadataStore {
             namespaces: tree(trees::NAMESPACES)?,
             images: tree(trees::IMAGES)?,
@@ -94,6 +107,7 @@ impl MetadataStore {
             snapshots: tree(trees::SNAPSHOTS)?,
             containers: tree(trees::CONTAINERS)?,
             db,
+            reserve: reserve.clone(),
             deletions: Arc::new(AtomicU64::new(0)),
             container_changes: Arc::new(AtomicU64::new(0)),
             content_lock: Arc::new(RwLock::new(())),
@@ -112,7 +126,20 @@ impl MetadataStore {
     /// the daemon as it stops.
     pub fn flush(&self) -> Result<(), MetadataError> {
         self.db.flush().map_err(storage("flush"))?;
+        self.reserve.replenish();
         Ok(())
+    }
+
+    /// Called first by every change that adds or rewrites records: refused, before sled is
+    /// touched, when the filesystem is nearly full.
+    pub(crate) fn admit_add(&self) -> Result<(), MetadataError> {
+        Ok(self.reserve.admit_write()?)
+    }
+
+    /// Called first by every change that only removes records: gives the reserve back if the
+    /// filesystem is nearly full, so that the removal has room.
+    pub(crate) fn make_room(&self) {
+        self.reserve.make_room();
     }
 
     /// How many deletions happened since start; the GC compares it with its last run.

@@ -51,6 +51,7 @@ impl MetadataStore {
         name: &str,
         labels: BTreeMap<String, String>,
     ) -> Result<Namespace, MetadataError> {
+        self.admit_add()?;
         validate_namespace(name)?;
         check_labels(&labels)?;
         finish(self.namespaces.transaction(|tree| {
@@ -124,6 +125,7 @@ impl MetadataStore {
         labels: BTreeMap<String, String>,
         paths: &[String],
     ) -> Result<Namespace, MetadataError> {
+        self.admit_add()?;
         validate_namespace(name)?;
         check_labels(&labels)?;
         let mut keys = Vec::with_capacity(paths.len());
@@ -161,6 +163,7 @@ impl MetadataStore {
 
     /// Deletes an empty namespace; FailedPrecondition naming what is left otherwise.
     pub fn delete_namespace(&self, name: &str) -> Result<(), MetadataError> {
+        self.make_room();
         validate_namespace(name)?;
         finish(self.namespaces.transaction(|tree| {
             let Some(record) = read(tree, name)? else {

@@ -88,6 +88,7 @@ fn prefix(ns: &str, snapshotter: &str) -> Vec<u8> {
 impl MetadataStore {
     /// A fresh number for backend keys.
     pub fn next_snapshot_seq(&self) -> Result<u64, MetadataError> {
+        self.admit_add()?;
         self.db
             .generate_id()
             .map_err(storage("generate snapshot id"))
@@ -144,6 +145,7 @@ impl MetadataStore {
 
     /// Stores a new record; AlreadyExists if the key is taken.
     pub fn insert_snapshot(&self, ns: &str, rec: &SnapshotRecord) -> Result<(), MetadataError> {
+        self.admit_add()?;
         validate_namespace(ns)?;
         check_labels(&rec.labels)?;
         let k = key(&[ns, &rec.snapshotter, &rec.key]);
@@ -167,6 +169,7 @@ impl MetadataStore {
         key_: &str,
         committed: &SnapshotRecord,
     ) -> Result<(), MetadataError> {
+        self.admit_add()?;
         validate_namespace(ns)?;
         check_labels(&committed.labels)?;
         let old = key(&[ns, &committed.snapshotter, key_]);
@@ -189,6 +192,7 @@ impl MetadataStore {
         ns: &str,
         rec: &SnapshotRecord,
     ) -> Result<(), MetadataError> {
+        self.admit_add()?;
         validate_namespace(ns)?;
         check_labels(&rec.labels)?;
         let k = key(&[ns, &rec.snapshotter, &rec.key]);
@@ -208,6 +212,7 @@ impl MetadataStore {
         snapshotter: &str,
         key_: &str,
     ) -> Result<SnapshotRecord, MetadataError> {
+        self.make_room();
         validate_namespace(ns)?;
         for rec in self.list_snapshots(ns, snapshotter)? {
             if rec.parent.as_deref() == Some(key_) {
