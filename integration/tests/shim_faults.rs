@@ -5,7 +5,8 @@
 //!   task delete (reached deterministically through berthd's debug abort points,
 //!   `BERTH_DEBUG_ABORT_AT`, see `plugins/base/abortpoint`);
 //! - the shim `kill -9`'d under a running task; the container's init killed from outside;
-//! - runc missing or failing; a read-only task state dir.
+//! - runc missing (a `--runc-binary` that does not exist, no runc on the daemon's PATH) or
+//!   failing (a script that exits 1); a read-only task state dir.
 //!
 //! After each, the daemon serves and nothing is left: no shim process, bundle, work dir, rootfs
 //! mount, shim socket, runc state or cgroup of the test's containers. Needs root, runc and
@@ -22,7 +23,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use berth_integration::image::build_busybox_image;
-use berth_integration::{channel_at, namespaced, Row, CTR_BIN};
+use berth_integration::{berthd_bin, channel_at, namespaced, Row, CTR_BIN};
 use berth_integration::{ctr_at, parse_table, require_binary, require_root, CmdOutput, Daemon};
 use berth_proto::containerd::services::tasks::v1::tasks_client::TasksClient;
 use berth_proto::containerd::services::tasks::v1::WaitRequest;
@@ -606,6 +607,33 @@ fn a_missing_or_failing_runc_fails_task_create_and_leaves_nothing() {
         case.ctr(&["containers", "rm", &id]).ok();
         case.assert_no_leftovers(&[&id]);
     }
+
+    // No runc on the daemon's PATH (the shims inherit it): the default binary name fails.
+    let bin_dir = berthd_bin()
+        .parent()
+        .expect("berthd has a directory")
+        .display()
+        .to_string();
+    // Only berthd's own directory (Debian links /usr/bin/runc to /usr/sbin/runc).
+    let path = bin_dir;
+    assert!(
+        !std::env::split_paths(&path).any(|d| d.join("runc").exists()),
+        "runc found on {path}"
+    );
+    case.daemon.set_env("PATH", Some(&path));
+    case.daemon.restart();
+    let id = case.id("nopath");
+    let err = case
+        .ctr(&["run", "-d", IMAGE, &id, "true"])
+        .fails()
+        .to_owned();
+    assert!(
+        err.contains("exec runc: No such file or directory"),
+        "{err}"
+    );
+    assert!(case.task(&id).is_none(), "no task");
+    case.ctr(&["containers", "rm", &id]).ok();
+    case.assert_no_leftovers(&[&id]);
     case.assert_serving();
 }
 
