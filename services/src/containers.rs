@@ -304,6 +304,7 @@ impl Containers for ContainersService {
 pub fn registration() -> Registration {
     Registration::new(types::GRPC, "containers")
         .serves(&[SERVICE_NAME])
+        .reloadable()
         .requires(&[types::METADATA, types::EVENT, types::RUNTIME_V2])
         .init(|ctx| {
             let store: Arc<MetadataStore> = ctx.get_single(types::METADATA)?;

@@ -481,6 +481,7 @@ fn write_step(
 pub fn registration() -> Registration {
     Registration::new(types::GRPC, "content")
         .serves(&[SERVICE_NAME])
+        .reloadable()
         .requires(&[types::METADATA, types::CONTENT, types::EVENT, types::GC])
         .init(|ctx| {
             let content = content_view(ctx)?;

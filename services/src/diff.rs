@@ -160,6 +160,7 @@ impl Diff for DiffService {
 pub fn registration() -> Registration {
     Registration::new(types::GRPC, "diff")
         .serves(&[SERVICE_NAME])
+        .reloadable()
         .requires(&[types::METADATA, types::CONTENT, types::SNAPSHOTTER])
         .init(|ctx| {
             let content = content_view(ctx)?;

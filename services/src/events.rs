@@ -159,6 +159,7 @@ pub fn publish_committed<E: berth_core::events::Event>(exchange: &Exchange, ns: 
 pub fn registration() -> Registration {
     Registration::new(types::GRPC, "events")
         .serves(&[SERVICE_NAME])
+        .reloadable()
         .requires(&[types::EVENT])
         .init(|ctx| {
             let exchange: Arc<Exchange> =

@@ -184,6 +184,7 @@ impl Images for ImagesService {
 pub fn registration() -> Registration {
     Registration::new(types::GRPC, "images")
         .serves(&[SERVICE_NAME])
+        .reloadable()
         .requires(&[types::METADATA, types::EVENT, types::GC])
         .init(|ctx| {
             let store: Arc<MetadataStore> = ctx.get_single(types::METADATA)?;

@@ -169,6 +169,7 @@ impl Leases for LeasesService {
 pub fn registration() -> Registration {
     Registration::new(types::GRPC, "leases")
         .serves(&[SERVICE_NAME])
+        .reloadable()
         .requires(&[types::METADATA, types::GC])
         .init(|ctx| {
             let store: Arc<MetadataStore> = ctx.get_single(types::METADATA)?;

@@ -162,6 +162,7 @@ fn event_namespace<T>(req: &Request<T>) -> Option<String> {
 pub fn registration() -> Registration {
     Registration::new(types::GRPC, "namespaces")
         .serves(&[SERVICE_NAME])
+        .reloadable()
         .requires(&[types::METADATA, types::EVENT])
         .init(|ctx| {
             let store: Arc<MetadataStore> = ctx.get_single(types::METADATA)?;

@@ -285,6 +285,7 @@ impl Snapshots for SnapshotsService {
 pub fn registration() -> Registration {
     Registration::new(types::GRPC, "snapshots")
         .serves(&[SERVICE_NAME])
+        .reloadable()
         .requires(&[types::METADATA, types::SNAPSHOTTER, types::EVENT])
         .init(|ctx| {
             let events: Arc<Exchange> = ctx.get_single(types::EVENT)?;

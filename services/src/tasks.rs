@@ -449,6 +449,7 @@ impl Tasks for TasksService {
 pub fn registration() -> Registration {
     Registration::new(types::GRPC, "tasks")
         .serves(&[SERVICE_NAME])
+        .reloadable()
         .requires(&[
             types::METADATA,
             types::SNAPSHOTTER,

@@ -151,6 +151,9 @@ pub struct Registration {
     /// `containerd.services.images.v1.Images`), so that a call to one of them while the plugin
     /// is not loaded can be told why.
     pub serves: Vec<&'static str>,
+    /// Whether it is initialised anew, its new instance taking the old one's place, when a
+    /// plugin it requires loads after it (on a retry): see [`RegistrationBuilder::reloadable`].
+    pub reloadable: bool,
     /// The init function.
     pub init: InitFn,
 }
@@ -162,6 +165,7 @@ impl fmt::Debug for Registration {
             .field("id", &self.id)
             .field("requires", &self.requires)
             .field("serves", &self.serves)
+            .field("reloadable", &self.reloadable)
             .finish_non_exhaustive()
     }
 }
@@ -177,6 +181,7 @@ impl Registration {
             requires: Vec::new(),
             default_config: None,
             serves: Vec::new(),
+            reloadable: false,
         }
     }
 
@@ -194,6 +199,7 @@ pub struct RegistrationBuilder {
     requires: Vec<&'static str>,
     default_config: Option<DefaultConfigFn>,
     serves: Vec<&'static str>,
+    reloadable: bool,
 }
 
 impl RegistrationBuilder {
@@ -206,6 +212,15 @@ impl RegistrationBuilder {
     /// The gRPC services (fully qualified names) the plugin serves once loaded.
     pub fn serves(mut self, services: &[&'static str]) -> Self {
         self.serves.extend_from_slice(services);
+        self
+    }
+
+    /// Marks a plugin whose instance owns nothing a second instance would contend for (a thin
+    /// service over other plugins): when a plugin it requires loads on a retry, after it, it
+    /// is initialised anew so that it uses that plugin, and the new instance replaces the old.
+    /// Plugins owning a database, a port or processes stay as they loaded until a restart.
+    pub fn reloadable(mut self) -> Self {
+        self.reloadable = true;
         self
     }
 
@@ -228,6 +243,7 @@ impl RegistrationBuilder {
             requires: self.requires,
             default_config: self.default_config,
             serves: self.serves,
+            reloadable: self.reloadable,
             init: Box::new(init),
         }
     }

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::context::{InitContext, LoadedPlugin};
+use crate::context::{InitContext, LoadedPlugin, PluginMeta};
 use crate::errdefs::Classify;
 use crate::inventory::{Inventory, PluginInfo, PluginStatus};
 use crate::registration::{Instance, PluginError, Registration};
@@ -44,8 +44,8 @@ pub struct Registry {
 }
 
 /// The outcome of loading: instances of the plugins that loaded, every plugin's record, and
-/// the plugins that failed in a way a later attempt may mend, kept to be initialised again.
-/// Clones share all of it.
+/// the registrations kept for [`Plugins::retry_failed`]: the plugins that failed in a way a
+/// later attempt may mend, and the reloadable ones that loaded. Clones share all of it.
 #[derive(Debug, Clone)]
 pub struct Plugins {
     shared: Arc<Shared>,
@@ -56,20 +56,28 @@ struct Shared {
     config: Config,
     inventory: Inventory,
     loaded: RwLock<Vec<LoadedPlugin>>,
-    /// Retryable failures, in load order; the lock also keeps two retries from overlapping.
-    failed: Mutex<Vec<Registration>>,
+    /// In load order; the lock also keeps two retries from overlapping.
+    kept: Mutex<Vec<Kept>>,
     /// `(gRPC service, plugin URI)` of every registration that was not disabled.
     services: Vec<(&'static str, String)>,
 }
 
-/// A plugin that loaded when it was initialised again.
+/// A registration kept after loading.
+#[derive(Debug)]
+struct Kept {
+    reg: Registration,
+    /// False while it has a retryable failure; true for a reloadable plugin that loaded.
+    loaded: bool,
+}
+
+/// A plugin that loaded, or loaded anew, on a retry.
 #[derive(Debug, Clone)]
 pub struct Started {
     /// Its type.
     pub plugin_type: &'static str,
     /// Its id.
     pub id: String,
-    /// Its instance.
+    /// Its instance, replacing any earlier one.
     pub instance: Instance,
 }
 
@@ -96,26 +104,39 @@ impl Plugins {
 
     /// How many plugins failed in a way that a later attempt may mend.
     pub fn failed(&self) -> usize {
-        lock(&self.shared.failed).len()
+        lock(&self.shared.kept).iter().filter(|k| !k.loaded).count()
     }
 
     /// Initialises again, in load order, every plugin that failed in a way a later attempt may
-    /// mend: a plugin whose requirement comes up earlier in the pass finds it. Returns those
-    /// that loaded; their records say `ok`, and the others' records carry their latest error.
-    /// Blocking (plugin init does I/O); one pass at a time.
+    /// mend: a plugin whose requirement comes up earlier in the pass finds it. A reloadable
+    /// plugin that loaded while a requirement of its had failed is initialised anew once that
+    /// requirement comes up, so that it uses it. Returns the plugins that loaded (anew): their
+    /// records say `ok`, the failed ones' records carry their latest error. Blocking (plugin
+    /// init does I/O); one pass at a time.
     pub fn retry_failed(&self) -> Vec<Started> {
-        let mut failed = lock(&self.shared.failed);
+        let mut kept = lock(&self.shared.kept);
         let mut started = Vec::new();
-        let mut still_failed = Vec::with_capacity(failed.len());
-        for reg in failed.drain(..) {
+        // Types of which a plugin came up in this pass.
+        let mut came_up: Vec<&'static str> = Vec::new();
+        let mut next: Vec<Kept> = Vec::with_capacity(kept.len());
+        for mut k in kept.drain(..) {
+            if k.loaded {
+                if needs_any(&k.reg, &came_up) {
+                    if let Some(instance) = self.reload(&k.reg) {
+                        came_up.push(k.reg.plugin_type);
+                        started.push(started_plugin(&k.reg, instance));
+                    }
+                }
+                next.push(k);
+                continue;
+            }
+            let reg = &k.reg;
+            let before = self.shared.inventory.get(reg.plugin_type, &reg.id);
             let loaded = read(&self.shared.loaded).clone();
-            let before = self
-                .shared
-                .inventory
-                .get(reg.plugin_type, &reg.id)
-                .map(|p| p.status);
-            let outcome = init_one(&reg, &self.shared.config, &loaded, &self.shared.inventory);
-            match outcome {
+            let (result, meta) =
+                init_one(reg, &self.shared.config, &loaded, &self.shared.inventory);
+            set_record(&self.shared.inventory, reg, meta, &result);
+            match result {
                 Ok(instance) => {
                     tracing::info!(id = %reg.id, r#type = reg.plugin_type, "plugin loaded on retry");
                     write(&self.shared.loaded).push(LoadedPlugin {
@@ -123,67 +144,118 @@ impl Plugins {
                         id: reg.id.clone(),
                         instance: Arc::clone(&instance),
                     });
-                    started.push(Started {
-                        plugin_type: reg.plugin_type,
-                        id: reg.id.clone(),
-                        instance,
-                    });
+                    came_up.push(reg.plugin_type);
+                    started.push(started_plugin(reg, instance));
+                    if reg.reloadable {
+                        k.loaded = true;
+                        next.push(k);
+                    }
                 }
                 Err(err) => {
-                    let now = self
-                        .shared
-                        .inventory
-                        .get(reg.plugin_type, &reg.id)
-                        .map(|p| p.status);
-                    // Said once per error: the same failure every 30 s is noise.
-                    if now != before {
+                    // Said again only when the class of error changed: the same failure every
+                    // 30 s is noise (and its text may differ by a temporary name).
+                    let kind = |p: Option<PluginInfo>| match p.map(|p| p.status) {
+                        Some(PluginStatus::Error { kind, .. }) => Some(kind),
+                        _ => None,
+                    };
+                    if kind(before) != Some(err.kind()) {
                         tracing::warn!(id = %reg.id, r#type = reg.plugin_type, error = %err.display_chain(), "plugin failed again");
                     } else {
-                        tracing::debug!(id = %reg.id, r#type = reg.plugin_type, "plugin still failing");
+                        tracing::debug!(id = %reg.id, r#type = reg.plugin_type, error = %err.display_chain(), "plugin still failing");
                     }
-                    if worth_retrying(&err, &still_failed) {
-                        still_failed.push(reg);
+                    if worth_retrying(&err, &next) {
+                        next.push(k);
                     }
                 }
             }
         }
-        *failed = still_failed;
+        *kept = next;
         started
+    }
+
+    /// Initialises a loaded reloadable plugin anew and puts the new instance in the old one's
+    /// place; on failure the old one stays, and so does its record.
+    fn reload(&self, reg: &Registration) -> Option<Instance> {
+        let loaded = read(&self.shared.loaded).clone();
+        let (result, meta) = init_one(reg, &self.shared.config, &loaded, &self.shared.inventory);
+        match result {
+            Ok(instance) => {
+                set_record(&self.shared.inventory, reg, meta, &Ok(()));
+                let mut loaded = write(&self.shared.loaded);
+                if let Some(p) = loaded
+                    .iter_mut()
+                    .find(|p| p.plugin_type == reg.plugin_type && p.id == reg.id)
+                {
+                    p.instance = Arc::clone(&instance);
+                }
+                tracing::info!(id = %reg.id, r#type = reg.plugin_type, "plugin loaded anew with a requirement that came up");
+                Some(instance)
+            }
+            Err(err) => {
+                tracing::warn!(id = %reg.id, r#type = reg.plugin_type, error = %err.display_chain(), "plugin could not load anew; the earlier instance stays");
+                None
+            }
+        }
     }
 }
 
+fn started_plugin(reg: &Registration, instance: Instance) -> Started {
+    Started {
+        plugin_type: reg.plugin_type,
+        id: reg.id.clone(),
+        instance,
+    }
+}
+
+/// True when `reg` requires a type in `types`.
+fn needs_any(reg: &Registration, types: &[&'static str]) -> bool {
+    if reg.requires.contains(&types::ALL) {
+        return types.iter().any(|t| *t != reg.plugin_type);
+    }
+    reg.requires.iter().any(|r| types.contains(r))
+}
+
 /// True when `err` may go away on its own: a host error, or a requirement that failed and is
-/// itself among `pending` (the retryable failures before this plugin in load order).
-fn worth_retrying(err: &PluginError, pending: &[Registration]) -> bool {
+/// itself still failing among `kept` (the registrations kept before this one in load order).
+fn worth_retrying(err: &PluginError, kept: &[Kept]) -> bool {
     match err {
         PluginError::DependencyFailed { dependency, .. } => {
-            pending.iter().any(|r| r.uri() == *dependency)
+            kept.iter().any(|k| !k.loaded && k.reg.uri() == *dependency)
         }
         err => err.is_retryable(),
     }
 }
 
-/// Initialises one plugin against the plugins loaded so far and sets its record.
+/// Initialises one plugin against the plugins loaded so far.
 fn init_one(
     reg: &Registration,
     config: &Config,
     loaded: &[LoadedPlugin],
     inventory: &Inventory,
-) -> Result<Instance, PluginError> {
+) -> (Result<Instance, PluginError>, PluginMeta) {
     let uri = reg.uri();
     let mut ctx = InitContext {
         root: config.root.join(&uri),
         state: config.state.join(&uri),
+        section: config.plugins.get(&uri),
         uri,
         config,
-        section: config.plugins.get(&reg.uri()),
         loaded,
         inventory: inventory.clone(),
         meta: Default::default(),
     };
     let result = (reg.init)(&mut ctx);
-    let meta = std::mem::take(&mut ctx.meta);
-    let status = match &result {
+    (result, ctx.meta)
+}
+
+/// Records how a plugin's init ended.
+fn set_record<T>(
+    inventory: &Inventory,
+    reg: &Registration,
+    meta: PluginMeta,
+    result: &Result<T, PluginError>,
+) {
+    let status = match result {
         Ok(_) => PluginStatus::Ok,
         Err(err) => PluginStatus::Error {
             kind: err.kind(),
@@ -199,7 +271,6 @@ fn init_one(
         capabilities: meta.capabilities,
         status,
     });
-    result
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -329,7 +400,7 @@ impl Registry {
         let order = self.order()?;
         let inventory = Inventory::default();
         let mut loaded: Vec<LoadedPlugin> = Vec::new();
-        let mut failed = Vec::new();
+        let mut kept: Vec<Kept> = Vec::new();
         let mut services = Vec::new();
         let disabled: HashSet<&str> = config.disabled_plugins.iter().map(|s| s.as_str()).collect();
         let mut slots: Vec<Option<Registration>> =
@@ -343,12 +414,19 @@ impl Registry {
             }
             services.extend(reg.serves.iter().map(|name| (*name, uri.clone())));
             tracing::info!(id = %reg.id, r#type = reg.plugin_type, "loading plugin");
-            match init_one(&reg, config, &loaded, &inventory) {
-                Ok(instance) => loaded.push(LoadedPlugin {
-                    plugin_type: reg.plugin_type,
-                    id: reg.id.clone(),
-                    instance,
-                }),
+            let (result, meta) = init_one(&reg, config, &loaded, &inventory);
+            set_record(&inventory, &reg, meta, &result);
+            match result {
+                Ok(instance) => {
+                    loaded.push(LoadedPlugin {
+                        plugin_type: reg.plugin_type,
+                        id: reg.id.clone(),
+                        instance,
+                    });
+                    if reg.reloadable {
+                        kept.push(Kept { reg, loaded: true });
+                    }
+                }
                 Err(err) => {
                     let message = err.display_chain();
                     if err.is_skip() {
@@ -356,8 +434,8 @@ impl Registry {
                     } else {
                         tracing::warn!(id = %reg.id, r#type = reg.plugin_type, error = %message, "failed to load plugin");
                     }
-                    if worth_retrying(&err, &failed) {
-                        failed.push(reg);
+                    if worth_retrying(&err, &kept) {
+                        kept.push(Kept { reg, loaded: false });
                     }
                 }
             }
@@ -368,7 +446,7 @@ impl Registry {
                 config: config.clone(),
                 inventory,
                 loaded: RwLock::new(loaded),
-                failed: Mutex::new(failed),
+                kept: Mutex::new(kept),
                 services,
             }),
         })
@@ -806,5 +884,73 @@ mod tests {
         b.reset();
         assert_eq!(b.next_delay(), Duration::from_secs(1));
         assert_eq!(b.next_delay(), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn reloadable_plugins_take_up_a_requirement_that_loads_late() {
+        let dir = tempfile::tempdir().unwrap();
+        let broken = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let inits = Arc::new(Mutex::new(Vec::new()));
+        let mut r = Registry::new();
+        let flag = broken.clone();
+        r.register(
+            Registration::new(types::SNAPSHOTTER, "late").init(move |_| {
+                if flag.load(std::sync::atomic::Ordering::SeqCst) {
+                    return Err(PluginError::init(DiskFull));
+                }
+                Ok(Arc::new(()))
+            }),
+        )
+        .unwrap();
+        r.register(Registration::new(types::SNAPSHOTTER, "early").init(|_| Ok(Arc::new(()))))
+            .unwrap();
+        // Two plugins that take whatever snapshotters are loaded, one reloadable.
+        for (id, reloadable) in [("view", true), ("fixed", false)] {
+            let inits = inits.clone();
+            let mut b = Registration::new(types::GRPC, id).requires(&[types::SNAPSHOTTER]);
+            if reloadable {
+                b = b.reloadable();
+            }
+            r.register(b.init(move |ctx| {
+                inits.lock().unwrap().push(id);
+                Ok(Arc::new(ctx.get_all(types::SNAPSHOTTER).len()))
+            }))
+            .unwrap();
+        }
+        let plugins = r.load(&config(dir.path(), "")).unwrap();
+        let seen = |id: &str| {
+            let all = plugins.get_all(types::GRPC);
+            let (_, i) = all.iter().find(|(i, _)| i == id).unwrap();
+            *i.clone().downcast::<usize>().unwrap()
+        };
+        assert_eq!((seen("view"), seen("fixed")), (1, 1));
+        assert_eq!(plugins.failed(), 1);
+        inits.lock().unwrap().clear();
+
+        // Nothing came up: nothing is initialised anew.
+        assert!(plugins.retry_failed().is_empty());
+        assert!(inits.lock().unwrap().is_empty());
+
+        broken.store(false, std::sync::atomic::Ordering::SeqCst);
+        let started: Vec<String> = plugins
+            .retry_failed()
+            .into_iter()
+            .map(|p| format!("{}.{}", p.plugin_type, p.id))
+            .collect();
+        assert_eq!(
+            started,
+            [
+                "io.containerd.snapshotter.v1.late",
+                "io.containerd.grpc.v1.view"
+            ]
+        );
+        assert_eq!(*inits.lock().unwrap(), ["view"]);
+        // The new instance replaced the old one; the other plugin kept what it had.
+        assert_eq!((seen("view"), seen("fixed")), (2, 1));
+        assert_eq!(plugins.get_all(types::GRPC).len(), 2);
+        assert_eq!(plugins.failed(), 0);
+        inits.lock().unwrap().clear();
+        assert!(plugins.retry_failed().is_empty());
+        assert!(inits.lock().unwrap().is_empty());
     }
 }

@@ -40,12 +40,14 @@ pub fn registration() -> Registration {
             } else {
                 PathBuf::from(&config.root_path)
             };
-            if let Err(e) = supported(&root) {
-                let reason = match e {
-                    SnapshotError::Unsupported { reason } => reason,
-                    other => other.to_string(),
-                };
-                return Err(PluginError::Skip(reason));
+            match supported(&root) {
+                Ok(()) => {}
+                Err(SnapshotError::Unsupported { reason }) => {
+                    return Err(PluginError::Skip(reason))
+                }
+                // The host failed the probe (no space to make its directories, say): no verdict
+                // on overlay, so a failure, which the daemon retries, not a skip.
+                Err(other) => return Err(PluginError::init(other)),
             }
             let options = OverlayOptions {
                 upperdir_label: config.upperdir_label,
