@@ -165,6 +165,59 @@ async fn a_failed_plugin_answers_unavailable_and_loads_once_its_cause_is_gone() 
 }
 
 #[test]
+fn services_that_loaded_without_a_snapshotter_use_it_once_it_loads() {
+    if !prerequisites() {
+        return;
+    }
+    // The overlay snapshotter (ctr's default) cannot make its directory; the metadata store and
+    // the services load without it, on the native snapshotter.
+    let mut daemon = Daemon::prepare(None, &[]);
+    let obstacle = daemon.root().join("io.containerd.snapshotter.v1.overlayfs");
+    std::fs::create_dir_all(daemon.root()).expect("create the daemon root");
+    std::fs::write(&obstacle, b"not a directory").expect("put a file where the plugin dir goes");
+    daemon.restart();
+    let rows = plugins_ls(&daemon);
+    assert_eq!(
+        status(&rows, "io.containerd.snapshotter.v1", "overlayfs"),
+        "error"
+    );
+    assert_eq!(status(&rows, "io.containerd.grpc.v1", "snapshots"), "ok");
+    let out = ctr(&daemon, &["snapshots", "ls"]);
+    assert!(
+        out.fails().contains("snapshotter not loaded: overlayfs"),
+        "the Snapshots service has no overlayfs yet:\n{out}"
+    );
+    ctr(&daemon, &["snapshots", "--snapshotter", "native", "ls"]).ok();
+
+    std::fs::remove_file(&obstacle).expect("remove the obstacle");
+    let removed = Instant::now();
+    loop {
+        let out = ctr(&daemon, &["snapshots", "prepare", "recovered", ""]);
+        if out.success() {
+            break;
+        }
+        assert!(
+            removed.elapsed() < RECOVERY_DEADLINE,
+            "the Snapshots service still has no overlayfs {RECOVERY_DEADLINE:?} after the \
+             obstacle went:\n{out}"
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    let out = ctr(&daemon, &["snapshots", "ls"]);
+    assert!(
+        out.ok().contains("recovered"),
+        "the overlay snapshot is listed:\n{out}"
+    );
+    let rows = plugins_ls(&daemon);
+    assert_eq!(
+        status(&rows, "io.containerd.snapshotter.v1", "overlayfs"),
+        "ok"
+    );
+    assert_eq!(status(&rows, "io.containerd.grpc.v1", "cri"), "ok");
+    ctr(&daemon, &["snapshots", "rm", "recovered"]).ok();
+}
+
+#[test]
 fn a_service_whose_plugin_is_disabled_stays_unimplemented() {
     if !prerequisites() {
         return;
