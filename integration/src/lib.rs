@@ -11,6 +11,7 @@ mod ctr;
 mod daemon;
 mod grpc;
 pub mod image;
+pub mod killpoints;
 pub mod layers;
 mod prereq;
 pub mod registry;
