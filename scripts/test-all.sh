@@ -10,3 +10,5 @@ cargo clippy --workspace --all-targets -- -D warnings
 # The integration tests start the berthd binary, so build it before testing.
 cargo build --workspace
 cargo test --workspace --no-fail-fast
+# Every fuzz target for a bounded time (40 s each, plus their build): scripts/fuzz.sh.
+scripts/fuzz.sh
