@@ -136,22 +136,22 @@ impl ServiceTable {
             .snapshot()
             .into_iter()
             .find(|p| format!("{}.{}", p.plugin_type, p.id) == plugin);
-        match record.map(|p| p.status) {
-            Some(status @ PluginStatus::Error { .. }) if status.is_skip() => {
-                let PluginStatus::Error { message, .. } = status else {
-                    unreachable!("matched an error")
-                };
-                RouteError::Skipped {
-                    plugin,
-                    reason: message,
-                }
-            }
-            Some(PluginStatus::Error { message, .. }) => RouteError::NotLoaded {
+        let Some(status) = record.map(|p| p.status) else {
+            // Not tried yet: the record comes with the plugin's first init.
+            return RouteError::Starting { plugin };
+        };
+        let skipped = status.is_skip();
+        match status {
+            // Loaded a moment ago, and its service not in place yet.
+            PluginStatus::Ok => RouteError::Starting { plugin },
+            PluginStatus::Error { message, .. } if skipped => RouteError::Skipped {
                 plugin,
                 reason: message,
             },
-            // Loaded a moment ago, not installed yet (or not yet tried at start).
-            Some(PluginStatus::Ok) | None => RouteError::Starting { plugin },
+            PluginStatus::Error { message, .. } => RouteError::NotLoaded {
+                plugin,
+                reason: message,
+            },
         }
     }
 
