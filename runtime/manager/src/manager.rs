@@ -283,6 +283,16 @@ impl TaskManager {
             Ok(a) => a,
             Err(e) => {
                 pump.abort();
+                // A start that failed or timed out may have daemonised its shim already.
+                let b = bundle.clone();
+                let _ = blocking(move || {
+                    orphan::kill_shim(&b, orphan::recorded_pid(&b));
+                    if let Some(address) = b.read_file(bundle::ADDRESS_FILE)? {
+                        orphan::remove_stale_socket(&address);
+                    }
+                    Ok(())
+                })
+                .await;
                 delete_bundle(&bundle).await;
                 return Err(e);
             }
@@ -742,6 +752,56 @@ mod tests {
         assert_eq!(err.to_string(), "task c1 not found");
         let err = m.delete("ns1", "c1").await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::NotFound);
+    }
+
+    // A script checks plumbing only (STYLE §5): its start daemonises a stand-in shim, records
+    // its pid and fails; the real shim's faults are in integration/tests/shim_faults.rs.
+    #[tokio::test]
+    async fn a_failed_start_takes_its_daemonised_shim_down() {
+        let d = tempfile::tempdir().unwrap();
+        let script = d.path().join("containerd-shim-fake-v1");
+        std::fs::write(
+            &script,
+            "#!/bin/sh\nsh -c 'sleep 30; true' -namespace ns2 -id c2 >/dev/null 2>&1 &\n\
+             echo $! > shim.pid\necho boom >&2\nexit 1\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let m = TaskManager::new(
+            ManagerConfig {
+                runtimes: BTreeMap::from([(
+                    "io.containerd.fake.v1".to_owned(),
+                    script.display().to_string(),
+                )]),
+                ..manager(d.path()).config.clone()
+            },
+            Arc::new(DiscardEvents),
+        )
+        .unwrap();
+        let opts = CreateOpts {
+            namespace: "ns2".into(),
+            id: "c2".into(),
+            spec: b"{}".to_vec(),
+            runtime: "io.containerd.fake.v1".into(),
+            ..Default::default()
+        };
+        let err = m.create(opts).await.unwrap_err();
+        assert!(err.to_string().contains("boom"), "{err}");
+        let bundle = d.path().join("state/ns2/c2");
+        assert!(!bundle.exists());
+        // The stand-in shim's pid was in the bundle: it must be gone.
+        let pids: Vec<u32> = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                    c.starts_with(b"sh\0-c\0sleep 30; true\0-namespace\0ns2\0-id\0c2")
+                })
+            })
+            .filter(|pid| orphan::is_alive(*pid))
+            .collect();
+        assert!(pids.is_empty(), "stand-in shim still running: {pids:?}");
     }
 
     #[test]
