@@ -202,6 +202,9 @@ impl NamespacedContent {
         let mut shared = None;
         if let Some(expected) = expected {
             let d: Digest = expected.parse()?;
+            // "Recorded, so hold it and answer AlreadyExists" must not straddle a collection's
+            // mark and sweep, or the client skips a blob the sweep then removes.
+            let _claim = self.meta.content_commit_guard();
             if self.meta.get_blob(ns, expected).is_ok() {
                 if let Some(lease) = lease {
                     self.meta

@@ -95,10 +95,12 @@ pub fn collect(meta: &MetadataStore, content: &ContentStore) -> Result<GcReport,
 /// nothing.
 ///
 /// containerd runs the mark and the metadata sweep under a database-wide write lock. sled has
-/// none, so the order here keeps concurrent writers safe instead: the blob records that may be
-/// removed are listed first, then the roots are read (leases before images, so a hold moving
-/// from a lease to an image is seen on one side), and every reference is followed from a
-/// fresh read. A blob recorded after the first listing is never a candidate.
+/// none; the content lock stands in for content (no commit and no claim of a recorded blob from
+/// the candidates' listing to the end of the record sweep), and for the rest the order keeps
+/// concurrent writers safe: the blob records that may be removed are listed first, then the
+/// roots are read (leases before images, so a hold moving from a lease to an image is seen on
+/// one side), and every reference is followed from a fresh read. A blob recorded after the
+/// first listing is never a candidate.
 pub fn collect_with(
     meta_store: &MetadataStore,
     store: &ContentStore,
@@ -111,6 +113,10 @@ pub fn collect_with(
     // Snapshots are created driver-first, record-second, and a record created after the
     // marking would look unreachable to the sweep: no Prepare/Commit runs during a collection.
     let _snapshots = meta_store.snapshot_sweep_guard();
+    // No content commit, and no claim of a recorded blob by a writer's lease, between reading
+    // the roots and sweeping the records (containerd holds its database lock across both): a
+    // claim made after the leases were read would not save its blob from the sweep.
+    let records_guard = meta_store.content_sweep_guard();
     let candidates = meta_store.all_blobs().map_err(meta("list blob records"))?;
     let mut marker = Marker::new(meta_store, &options.snapshot_sweepers);
 
@@ -224,6 +230,8 @@ pub fn collect_with(
             Err(e) => return Err(meta("remove expired lease")(e)),
         }
     }
+    // Snapshot removal can take long (whole trees); commits may go on meanwhile.
+    drop(records_guard);
     for sweeper in &options.snapshot_sweepers {
         report.snapshots_removed +=
             sweeper
@@ -713,6 +721,52 @@ mod tests {
         drop(w);
         let report = collect_with(&f.meta, &f.content, &options).unwrap();
         assert_eq!(report.ingests_expired, 1);
+    }
+
+    /// A writer that finds its blob recorded holds it with its lease and answers AlreadyExists;
+    /// a collection running meanwhile must not sweep that blob (the client never sends it).
+    #[test]
+    fn a_blob_claimed_during_a_collection_survives_it() {
+        use crate::namespaced_content::{NamespacedContent, NamespacedContentError};
+        let f = fixture();
+        let content =
+            NamespacedContent::new(Arc::new(f.meta.clone()), Arc::new(f.content.clone()), true);
+        for round in 0..60 {
+            // Recorded but unreferenced: garbage, until a writer claims it.
+            let digest = f.put(
+                "default",
+                format!("blob {round}").as_bytes(),
+                BTreeMap::new(),
+            );
+            let lease = format!("l{round}");
+            f.meta
+                .create_lease("default", &lease, BTreeMap::new())
+                .unwrap();
+            let claimed = std::thread::scope(|scope| {
+                let gc = scope.spawn(|| f.collect());
+                let claim = content.writer(
+                    "default",
+                    &format!("w{round}"),
+                    0,
+                    Some(&digest),
+                    Some(&lease),
+                );
+                gc.join().unwrap();
+                claim
+            });
+            match claimed {
+                Err(NamespacedContentError::Metadata(MetadataError::ContentExists(_))) => {
+                    assert!(
+                        f.has_record("default", &digest),
+                        "round {round}: record swept"
+                    );
+                    assert!(f.has_bytes(&digest), "round {round}: bytes swept");
+                }
+                // The collection came first: the writer must send the bytes.
+                Ok(_) => assert!(!f.has_record("default", &digest)),
+                Err(e) => panic!("round {round}: {e}"),
+            }
+        }
     }
 
     #[test]
