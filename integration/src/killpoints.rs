@@ -100,6 +100,8 @@ pub struct VariantImage {
     pub name: String,
     /// The OCI layout tar.
     pub archive: PathBuf,
+    /// `sha256:<hex>` of the archive's `index.json` (ctr's importer stores it as a blob too).
+    pub index_digest: String,
     /// `sha256:<hex>` of the manifest (the image's target after import).
     pub manifest_digest: String,
     /// `sha256:<hex>` of the config.
@@ -238,6 +240,7 @@ impl ImageFactory {
         VariantImage {
             name: name.to_owned(),
             archive,
+            index_digest: digest_of(&index),
             manifest_digest,
             config_digest,
             layer_digests: layers.iter().map(|(d, _)| d.clone()).collect(),
