@@ -14,6 +14,7 @@
 use std::thread;
 use std::time::{Duration, Instant};
 
+use berth_integration::image::build_busybox_image;
 use berth_integration::{
     channel, ctr, namespaced, parse_table, require_binary, require_root, Daemon, Row, CTR_BIN,
 };
@@ -215,6 +216,24 @@ fn services_that_loaded_without_a_snapshotter_use_it_once_it_loads() {
     );
     assert_eq!(status(&rows, "io.containerd.grpc.v1", "cri"), "ok");
     ctr(&daemon, &["snapshots", "rm", "recovered"]).ok();
+    // The collector sweeps the late snapshotter too: an image unpacked onto it leaves no
+    // snapshot behind once the image is removed.
+    let image = "docker.io/library/recovered:latest";
+    let img = build_busybox_image(daemon.dir(), image);
+    let archive = img.archive.to_string_lossy().into_owned();
+    ctr(&daemon, &["images", "import", &archive]).ok();
+    let out = ctr(&daemon, &["snapshots", "ls"]);
+    assert!(
+        out.ok().lines().count() > 1,
+        "the import unpacked onto overlayfs:\n{out}"
+    );
+    ctr(&daemon, &["images", "rm", "--sync", image]).ok();
+    let out = ctr(&daemon, &["snapshots", "ls"]);
+    assert_eq!(
+        out.ok().lines().count(),
+        1,
+        "overlay snapshots survived the collection that followed the image's removal:\n{out}"
+    );
 }
 
 #[test]

@@ -253,10 +253,15 @@ async fn retry_failed_plugins(plugins: Plugins, table: ServiceTable) {
         if !started.is_empty() {
             backoff.reset();
         }
+        let snapshotter_came_up = started.iter().any(|p| p.plugin_type == types::SNAPSHOTTER);
         for plugin in started {
             if plugin.plugin_type == types::GRPC {
                 install(&table, &plugin.id, plugin.instance);
             }
+        }
+        if snapshotter_came_up {
+            // The collector keeps the snapshotters it started with; it must sweep this one too.
+            berth_core::gc::plugin::use_loaded_snapshotters(&plugins);
         }
         waiting = plugins.failed();
     }

@@ -452,7 +452,14 @@ impl SnapshotSweeper for Sweeper {
 pub fn loaded_snapshotters(
     ctx: &berth_registry::InitContext<'_>,
 ) -> BTreeMap<String, Arc<dyn Snapshotter>> {
-    ctx.get_all(berth_registry::types::SNAPSHOTTER)
+    snapshotters_of(ctx.get_all(berth_registry::types::SNAPSHOTTER))
+}
+
+/// The snapshotters among loaded plugin instances, by id.
+pub fn snapshotters_of(
+    instances: Vec<(String, berth_registry::Instance)>,
+) -> BTreeMap<String, Arc<dyn Snapshotter>> {
+    instances
         .into_iter()
         .filter_map(|(id, instance)| {
             instance

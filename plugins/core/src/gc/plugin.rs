@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use berth_registry::{types, PluginError, Registration};
+use berth_registry::{types, PluginError, Plugins, Registration};
 use serde::{Deserialize, Serialize};
 
 use super::collect::GcOptions;
@@ -11,6 +11,7 @@ use super::scheduler::{GcScheduler, Settings};
 use super::time::{parse_duration, GoDuration, TimeError};
 use crate::content::ContentStore;
 use crate::metadata::MetadataStore;
+use crate::namespaced_snapshots::{loaded_snapshotters, snapshotters_of, NamespacedSnapshots};
 
 /// The plugin id.
 pub const ID: &str = "scheduler";
@@ -121,9 +122,9 @@ pub fn registration() -> Registration {
                 content,
                 settings,
                 GcOptions {
-                    snapshot_sweepers: crate::namespaced_snapshots::NamespacedSnapshots::new(
+                    snapshot_sweepers: NamespacedSnapshots::new(
                         meta_for_sweepers,
-                        crate::namespaced_snapshots::loaded_snapshotters(ctx),
+                        loaded_snapshotters(ctx),
                     )
                     .sweepers(),
                     ingest_expiry,
@@ -132,6 +133,26 @@ pub fn registration() -> Registration {
                 &runtime,
             )))
         })
+}
+
+/// Points every loaded GC scheduler at the snapshotters loaded now. berthd calls it after a
+/// retry brought up a snapshotter that had failed at start (on a full disk, say), so that the
+/// snapshots made on it are collected without a restart.
+pub fn use_loaded_snapshotters(plugins: &Plugins) {
+    let Some(meta) = plugins
+        .get_all(types::METADATA)
+        .into_iter()
+        .find_map(|(_, instance)| instance.downcast::<MetadataStore>().ok())
+    else {
+        return;
+    };
+    let snapshotters = snapshotters_of(plugins.get_all(types::SNAPSHOTTER));
+    let sweepers = NamespacedSnapshots::new(meta, snapshotters).sweepers();
+    for (_, instance) in plugins.get_all(types::GC) {
+        if let Ok(gc) = instance.downcast::<GcScheduler>() {
+            gc.set_snapshot_sweepers(sweepers.clone());
+        }
+    }
 }
 
 #[cfg(test)]

@@ -65,7 +65,8 @@ impl RunStats {
 struct Shared {
     meta: Arc<MetadataStore>,
     content: Arc<ContentStore>,
-    options: GcOptions,
+    /// Replaced when a snapshotter loads late (see [`GcScheduler::set_snapshot_sweepers`]).
+    options: std::sync::RwLock<GcOptions>,
     settings: Settings,
     /// Pokes the loop: `trigger()`, or a new reason to look at the deletion count.
     wake: Notify,
@@ -106,8 +107,13 @@ impl Shared {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = self.content.ingests_changed_at();
         let shared = Arc::clone(self);
+        let options = self
+            .options
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
         let result = tokio::task::spawn_blocking(move || {
-            collect_with(&shared.meta, &shared.content, &shared.options)
+            collect_with(&shared.meta, &shared.content, &options)
         })
         .await
         .unwrap_or_else(|e| Err(GcError::Task(e)));
@@ -211,7 +217,7 @@ impl GcScheduler {
         let shared = Arc::new(Shared {
             meta,
             content,
-            options,
+            options: std::sync::RwLock::new(options),
             settings,
             wake: Notify::new(),
             triggered: AtomicBool::new(false),
@@ -226,6 +232,16 @@ impl GcScheduler {
     /// The settings the scheduler runs with.
     pub fn settings(&self) -> &Settings {
         &self.shared.settings
+    }
+
+    /// Collections from now on mark and sweep through `sweepers`: a snapshotter that failed at
+    /// start and loaded on a retry has its snapshots collected too.
+    pub fn set_snapshot_sweepers(&self, sweepers: Vec<Arc<dyn super::mark::SnapshotSweeper>>) {
+        self.shared
+            .options
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .snapshot_sweepers = sweepers;
     }
 
     /// Asks for a collection soon (after `schedule_delay`) without waiting for it.
