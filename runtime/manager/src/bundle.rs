@@ -283,7 +283,8 @@ fn unmount_all(path: &Path) -> io::Result<()> {
     }
 }
 
-/// Renames `path` to `.<name>` next to it, then removes that.
+/// Renames `path` to `.<name>` next to it, then removes that. A `.<name>` left by an earlier
+/// delete that was killed midway goes first (a rename cannot replace a non-empty directory).
 fn atomic_delete(path: &Path) -> io::Result<()> {
     let Some(name) = path.file_name() else {
         return Ok(());
@@ -291,12 +292,49 @@ fn atomic_delete(path: &Path) -> io::Result<()> {
     let mut hidden = std::ffi::OsString::from(".");
     hidden.push(name);
     let hidden = path.with_file_name(hidden);
+    remove_interrupted(&hidden)?;
     match std::fs::rename(path, &hidden) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),
     }
     std::fs::remove_dir_all(&hidden)
+}
+
+/// Removes a `.<name>` directory a killed [`atomic_delete`] left, unmounting a rootfs still
+/// under it first; absent is fine.
+fn remove_interrupted(hidden: &Path) -> io::Result<()> {
+    if hidden.symlink_metadata().is_err() {
+        return Ok(());
+    }
+    unmount_all(&hidden.join(ROOTFS))?;
+    match std::fs::remove_dir_all(hidden) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Finishes the deletes a crash interrupted in `dir` (a namespace's bundle or work directory):
+/// every `.<id>` directory goes. Returns how many did.
+pub(crate) fn finish_interrupted_deletes(dir: &Path) -> io::Result<usize> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(id) = name.to_str().and_then(|n| n.strip_prefix('.')) else {
+            continue;
+        };
+        if identifiers::validate(id).is_err() || !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        remove_interrupted(&entry.path())?;
+        removed += 1;
+    }
+    Ok(removed)
 }
 
 #[cfg(test)]
@@ -306,6 +344,25 @@ mod tests {
     use berth_registry::{Classify, ErrorKind};
 
     use super::*;
+
+    #[test]
+    fn a_delete_finishes_over_one_a_crash_cut_short() {
+        let d = tempfile::tempdir().unwrap();
+        let (state, root) = (d.path().join("state"), d.path().join("root"));
+        // A first life of the bundle was renamed to `.c1` and then the daemon died.
+        let first = Bundle::create(&state, &root, "default", "c1", b"{}").unwrap();
+        std::fs::rename(&first.path, state.join("default/.c1")).unwrap();
+        std::fs::rename(&first.work, root.join("default/.c1")).unwrap();
+        // The id is used again; its delete must not trip over the leftover.
+        let again = Bundle::create(&state, &root, "default", "c1", b"{}").unwrap();
+        again.delete().unwrap();
+        let left: Vec<_> = std::fs::read_dir(state.join("default"))
+            .unwrap()
+            .chain(std::fs::read_dir(root.join("default")).unwrap())
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
 
     #[test]
     fn refuses_ids_that_are_not_identifiers() {

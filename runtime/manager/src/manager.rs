@@ -471,7 +471,19 @@ impl TaskManager {
                 continue;
             }
             let dir = self.config.state.join(&ns);
-            let ids = blocking(move || list_dirs(&dir)).await?;
+            let work = self.config.root.join(&ns);
+            let ids = blocking(move || {
+                // Deletes a crash cut short (`.<id>`) finish before anything else.
+                for d in [&dir, &work] {
+                    match bundle::finish_interrupted_deletes(d) {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(dir = %d.display(), removed = n, "finished interrupted bundle deletes"),
+                        Err(e) => tracing::warn!(dir = %d.display(), error = %e, "finish interrupted bundle deletes"),
+                    }
+                }
+                list_dirs(&dir)
+            })
+            .await?;
             for id in ids {
                 if identifiers::validate(&id).is_err() {
                     tracing::warn!(namespace = %ns, id = %id, "skipping bundle with an invalid id");
@@ -838,10 +850,16 @@ mod tests {
         std::fs::create_dir_all(state.join("ns1/empty")).unwrap();
         std::fs::create_dir_all(state.join("ns1/.hidden")).unwrap();
         std::fs::create_dir_all(root.join("ns1/orphan")).unwrap();
+        // Deletes killed between their rename and their removal.
+        std::fs::create_dir_all(state.join("ns1/.halfgone/rootfs")).unwrap();
+        std::fs::write(state.join("ns1/.halfgone/config.json"), b"{}").unwrap();
+        std::fs::create_dir_all(root.join("ns1/.halfgone")).unwrap();
         let m = manager(d.path());
         m.load().await.unwrap();
         assert!(m.list("ns1").is_empty());
         assert_eq!(list_dirs(&state.join("ns1")).unwrap(), Vec::<String>::new());
         assert!(list_dirs(&root.join("ns1")).unwrap().is_empty());
+        assert!(!state.join("ns1/.halfgone").exists());
+        assert!(!root.join("ns1/.halfgone").exists());
     }
 }
