@@ -1683,6 +1683,23 @@ fn kill9_at_random_points_loses_nothing_acknowledged_and_leaves_nothing() {
     }
     let report = suite.report(started.elapsed(), interrupted);
     eprintln!("{report}");
+    if !suite.known.is_empty() || !suite.failures.is_empty() {
+        // The daemon's own account of what went wrong, for the bug report.
+        let log = suite.daemon.log();
+        let warnings: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+            .filter(|l| !l.contains("containerd_shim_berth_v2::error: request failed"))
+            .collect();
+        let first = &warnings[..warnings.len().min(30)];
+        let last = &warnings[warnings.len().saturating_sub(30).max(first.len())..];
+        eprintln!(
+            "berthd warnings and errors ({} lines, first and last 30):\n{}\n...\n{}",
+            warnings.len(),
+            first.join("\n"),
+            last.join("\n")
+        );
+    }
     assert!(
         suite.failures.is_empty(),
         "{} invariant(s) failed (replay with {SEED_ENV}={seed}):\n{}\n{report}",
