@@ -62,6 +62,7 @@ use berth_proto::containerd::services::snapshots::v1::{
 };
 use berth_proto::containerd::services::tasks::v1::tasks_client::TasksClient;
 use berth_proto::containerd::services::tasks::v1::ListTasksRequest;
+use berth_proto::containerd::services::version::v1::version_client::VersionClient;
 use berth_proto::containerd::v1::types::Status as TaskStatus;
 use sha2::{Digest, Sha256};
 use tonic::transport::Channel;
@@ -109,11 +110,15 @@ const AWAITING_FIX: &[(&str, &[&[&str]])] = &[
         ],
     ),
     (
-        // Interrupted task starts and deletes on one container leave `<id>` and a hidden
-        // `.<id>` bundle directory (a rename-then-remove delete that did not finish) in the
-        // state dir, after the container is deleted and across restarts.
-        "half-deleted bundles left in the state dir",
-        &[&["bundles left", "\".kp"]],
+        // berthd started right after a kill -9 sometimes exits `root … is in use by another
+        // berthd (lock … is held)` while the old socket still accepts connections: something
+        // the killed daemon had forked still holds its lock and listener (seen once in ~3000
+        // kills, 02:30 UTC, seed 12345).
+        "restart refused: the killed daemon's root lock is still held",
+        &[&[
+            "berthd does not serve after a restart following kill -9",
+            "is in use by another berthd",
+        ]],
     ),
     (
         // `ctr images import`, nothing else in flight, fails `content sha256:…: not found` for
@@ -263,8 +268,33 @@ impl Api {
         }
     }
 
+    /// Version, with a deadline: a socket nobody serves any more must not hang the test.
+    fn version(&self) -> Result<(), tonic::Status> {
+        let mut c = VersionClient::new(self.ch.clone());
+        let answer = self.rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(5), c.version(tonic::Request::new(()))).await
+        });
+        match answer {
+            Ok(r) => r.map(|_| ()),
+            Err(_) => Err(tonic::Status::deadline_exceeded("Version took over 5 s")),
+        }
+    }
+
+    /// A new channel to the daemon's socket, connected lazily: a daemon that failed to
+    /// start must show as failed calls, not as a panic here.
     fn reconnect(&mut self, daemon: &Daemon) {
-        self.ch = self.rt.block_on(channel(daemon));
+        let path = daemon.address().to_owned();
+        let _guard = self.rt.enter();
+        self.ch = tonic::transport::Endpoint::try_from("http://[::]:50051")
+            .expect("the placeholder URI is valid")
+            .connect_with_connector_lazy(tower::service_fn(move |_| {
+                let path = path.clone();
+                async move {
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                        tokio::net::UnixStream::connect(path).await?,
+                    ))
+                }
+            }));
     }
 
     fn images(&self) -> Result<Vec<(String, String)>, tonic::Status> {
@@ -929,11 +959,48 @@ impl Suite {
         // daemon gone (`content.OpenWriter` retries while Unavailable) and would wait forever.
         // A client that completes against the new daemon is acknowledged.
         let start = Instant::now();
-        self.daemon.restart();
+        self.restart_after_kill();
         self.restart_time += start.elapsed();
         self.restarts += 1;
-        self.api.reconnect(&self.daemon);
         running.into_iter().map(|r| self.finish(r)).collect()
+    }
+
+    /// Starts berthd again after a kill and reconnects, until it serves (Version answers).
+    /// A daemon that exits at once because the root lock of the killed one is still held
+    /// (by a process the killed daemon was starting) is a failure of its own; it is started
+    /// again for up to 20 s so that the rest of the run still checks something.
+    fn restart_after_kill(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            self.daemon.restart();
+            self.api.reconnect(&self.daemon);
+            // The socket accepts before every service is up (calls answer Unavailable while
+            // plugins load): wait for Version while the daemon runs.
+            let serving_by = Instant::now() + Duration::from_secs(10);
+            let mut answer = self.api.version();
+            while answer.is_err() && self.daemon.is_running() && Instant::now() < serving_by {
+                thread::sleep(Duration::from_millis(20));
+                answer = self.api.version();
+            }
+            if answer.is_ok() && self.daemon.is_running() {
+                return;
+            }
+            let running = self.daemon.is_running();
+            let log = self.daemon.log();
+            let last = log.lines().last().unwrap_or("").to_owned();
+            self.fail(format!(
+                "berthd does not serve after a restart following kill -9 (running: {running}; \
+                 Version: {answer:?}; last log line: {last})"
+            ));
+            assert!(
+                Instant::now() < deadline,
+                "berthd not serving 20 s after kill -9: {last}"
+            );
+            if running {
+                self.daemon.kill9();
+            }
+            thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// Records statistics and durations, and applies acknowledged effects to `expect`.
@@ -1437,8 +1504,7 @@ impl Suite {
         self.check_empty("after deleting everything");
         // Nothing comes back, nothing is left by a crash and restart of an empty daemon.
         self.daemon.kill9();
-        self.daemon.restart();
-        self.api.reconnect(&self.daemon);
+        self.restart_after_kill();
         self.check_empty("after a final kill and restart");
         let (ok, out) = self.run_client(&ctr, &["namespaces", "rm", &self.ns.clone()]);
         if !ok {
