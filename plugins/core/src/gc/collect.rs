@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use super::error::{content, meta, GcError};
 use super::labels::{is_expired, is_flat, is_root};
 use super::mark::{Marker, Node, SnapshotSweeper};
-use crate::content::{ContentError, ContentStore};
+use crate::content::{ContentError, ContentStore, IngestStatus};
 use crate::error::MetadataError;
 use crate::metadata::MetadataStore;
 
@@ -183,16 +183,13 @@ pub fn collect_with(
     let mut expected_digests = HashSet::new();
     for status in store.list_statuses().map_err(content("list ingests"))? {
         if !leased_ingests.contains(&status.reference) {
-            let limit = idle_limit(store, &status.reference, options);
-            let age = now
-                .duration_since(status.updated_at)
-                .unwrap_or(Duration::ZERO);
-            if age >= limit {
-                expiring_ingests.push((status.reference, limit));
-                continue;
+            match ingest_fate(store, &status, options, now) {
+                IngestFate::Expire(limit) => {
+                    expiring_ingests.push((status.reference, limit));
+                    continue;
+                }
+                IngestFate::LookAgainIn(wait) => report.note_ingest_check(wait),
             }
-            let wait = limit - age;
-            report.next_ingest_check = Some(report.next_ingest_check.map_or(wait, |w| w.min(wait)));
         }
         if let Some(expected) = status.expected {
             let digest = expected.to_string();
@@ -281,20 +278,7 @@ pub fn collect_with(
         }
     }
 
-    // Expire ingests, unless a writer holds them or wrote them since they were listed; a
-    // writer that lets go of a released ingest later is seen by the next check.
-    for (reference, limit) in expiring_ingests {
-        if store
-            .remove_idle_ingest(&reference, limit)
-            .map_err(content("remove expired ingest"))?
-        {
-            tracing::debug!(reference = %reference, "removed expired ingest");
-            report.ingests_expired += 1;
-        } else if store.status(&reference).is_ok() {
-            report.next_ingest_check =
-                Some(report.next_ingest_check.map_or(limit, |w| w.min(limit)));
-        }
-    }
+    expire_ingests(store, expiring_ingests, &mut report)?;
 
     report.duration = started.elapsed();
     tracing::info!(
@@ -309,13 +293,107 @@ pub fn collect_with(
     Ok(report)
 }
 
+/// Removes the ingests no lease holds that sat unwritten past their limit, and nothing else (no
+/// marking, no record or blob sweep): what the scheduler runs when an ingest came, went or
+/// became removable, so that an abandoned upload's space comes back without the cost, or the
+/// side effects, of a whole collection.
+pub fn sweep_ingests(
+    meta_store: &MetadataStore,
+    store: &ContentStore,
+    options: &GcOptions,
+) -> Result<GcReport, GcError> {
+    let started = Instant::now();
+    let now = SystemTime::now();
+    let mut report = GcReport::default();
+    // Leases first: a writer adds its ingest to its lease before the ingest exists, so an
+    // ingest listed below whose lease was added after this read is fresh (or held by its
+    // writer) and stays.
+    let mut leased = HashSet::new();
+    for (ns, lease, resources) in meta_store.all_leases().map_err(meta("list leases"))? {
+        if is_expired(&lease.id, &lease.labels, now) {
+            continue;
+        }
+        leased.extend(
+            resources
+                .iter()
+                .filter(|r| r.is_ingest())
+                .map(|r| ingest_ref(&ns, &r.id)),
+        );
+    }
+    let mut expiring = Vec::new();
+    for status in store.list_statuses().map_err(content("list ingests"))? {
+        if leased.contains(&status.reference) {
+            continue;
+        }
+        match ingest_fate(store, &status, options, now) {
+            IngestFate::Expire(limit) => expiring.push((status.reference, limit)),
+            IngestFate::LookAgainIn(wait) => report.note_ingest_check(wait),
+        }
+    }
+    expire_ingests(store, expiring, &mut report)?;
+    report.duration = started.elapsed();
+    if report.ingests_expired > 0 {
+        tracing::info!(ingests_expired = report.ingests_expired, duration = ?report.duration, "ingests expired");
+    }
+    Ok(report)
+}
+
+/// What becomes of an ingest no lease holds.
+enum IngestFate {
+    /// Idle past this limit: remove it (unless a writer holds it).
+    Expire(Duration),
+    /// Written recently: it may go after this long.
+    LookAgainIn(Duration),
+}
+
 /// How long an ingest no lease holds may sit unwritten before it goes: briefly when it was
 /// opened under a lease that has gone since, [`GcOptions::ingest_expiry`] when it never had one.
-fn idle_limit(store: &ContentStore, reference: &str, options: &GcOptions) -> Duration {
-    if store.ingest_was_leased(reference) {
+fn ingest_fate(
+    store: &ContentStore,
+    status: &IngestStatus,
+    options: &GcOptions,
+    now: SystemTime,
+) -> IngestFate {
+    let limit = if store.ingest_was_leased(&status.reference) {
         options.released_ingest_idle
     } else {
         options.ingest_expiry
+    };
+    let age = now
+        .duration_since(status.updated_at)
+        .unwrap_or(Duration::ZERO);
+    if age >= limit {
+        IngestFate::Expire(limit)
+    } else {
+        IngestFate::LookAgainIn(limit - age)
+    }
+}
+
+/// Removes each `(ref, limit)` unless a writer holds it or wrote it since it was listed; one that
+/// stays is looked at again after `limit` (a writer that lets go of it is seen then).
+fn expire_ingests(
+    store: &ContentStore,
+    expiring: Vec<(String, Duration)>,
+    report: &mut GcReport,
+) -> Result<(), GcError> {
+    for (reference, limit) in expiring {
+        if store
+            .remove_idle_ingest(&reference, limit)
+            .map_err(content("remove expired ingest"))?
+        {
+            tracing::debug!(reference = %reference, "removed expired ingest");
+            report.ingests_expired += 1;
+        } else if store.status(&reference).is_ok() {
+            report.note_ingest_check(limit);
+        }
+    }
+    Ok(())
+}
+
+impl GcReport {
+    /// Keeps the soonest of the ingest checks asked for.
+    fn note_ingest_check(&mut self, wait: Duration) {
+        self.next_ingest_check = Some(self.next_ingest_check.map_or(wait, |w| w.min(wait)));
     }
 }
 
@@ -698,6 +776,37 @@ mod tests {
             "{wait:?}"
         );
         assert_eq!(f.content.list_statuses().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn sweeping_ingests_touches_nothing_else() {
+        let f = fixture();
+        // Garbage a collection would take, and an idle upload nobody leases.
+        let loose = f.put("default", b"loose", BTreeMap::new());
+        partial_ingest(&f, "idle", false);
+        f.meta
+            .create_lease("default", "l", BTreeMap::new())
+            .unwrap();
+        f.meta
+            .add_lease_resource("default", "l", &LeaseResource::ingest("held"))
+            .unwrap();
+        partial_ingest(&f, "held", true);
+        let options = GcOptions {
+            ingest_expiry: Duration::ZERO,
+            released_ingest_idle: Duration::ZERO,
+            ..now_options()
+        };
+        let report = sweep_ingests(&f.meta, &f.content, &options).unwrap();
+        assert_eq!((report.ingests_expired, report.records_removed), (1, 0));
+        assert!(f.has_record("default", &loose) && f.has_bytes(&loose));
+        let left: Vec<_> = f
+            .content
+            .list_statuses()
+            .unwrap()
+            .into_iter()
+            .map(|s| s.reference)
+            .collect();
+        assert_eq!(left, ["default/held"]);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use tokio::sync::{Mutex, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::collect::{collect_with, GcOptions, GcReport};
+use super::collect::{collect_with, sweep_ingests, GcOptions, GcReport};
 use super::error::GcError;
 use crate::content::ContentStore;
 use crate::metadata::MetadataStore;
@@ -98,20 +98,36 @@ impl Shared {
         self.content.ingests_changed_at() != seen
     }
 
-    /// Runs one collection on the blocking pool, after any running one.
-    async fn collect(self: &Arc<Self>) -> Result<GcReport, GcError> {
-        let mut stats = self.runs.lock().await;
-        let before = self.meta.deletion_count();
+    /// Notes the ingest directory as seen and returns the options to run with.
+    fn begin_run(&self) -> GcOptions {
         *self
             .seen_ingests
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = self.content.ingests_changed_at();
-        let shared = Arc::clone(self);
-        let options = self
-            .options
+        self.options
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone();
+            .clone()
+    }
+
+    /// Removes the expired ingests only ([`sweep_ingests`]) on the blocking pool, after any
+    /// running collection.
+    async fn sweep_ingests(self: &Arc<Self>) -> Result<GcReport, GcError> {
+        let _one_at_a_time = self.runs.lock().await;
+        let options = self.begin_run();
+        let shared = Arc::clone(self);
+        tokio::task::spawn_blocking(move || sweep_ingests(&shared.meta, &shared.content, &options))
+            .await
+            .unwrap_or_else(|e| Err(GcError::Task(e)))
+            .inspect_err(|e| tracing::error!(error = %e, "expiring ingests failed"))
+    }
+
+    /// Runs one collection on the blocking pool, after any running one.
+    async fn collect(self: &Arc<Self>) -> Result<GcReport, GcError> {
+        let mut stats = self.runs.lock().await;
+        let before = self.meta.deletion_count();
+        let options = self.begin_run();
+        let shared = Arc::clone(self);
         let result = tokio::task::spawn_blocking(move || {
             collect_with(&shared.meta, &shared.content, &options)
         })
@@ -162,13 +178,18 @@ impl Shared {
             let due = next.is_some_and(|n| now >= n);
             let pending = self.pending();
             let triggered = self.triggered.swap(false, Ordering::Relaxed);
-            let ingests = ingest_due.is_some_and(|d| now >= d) || self.ingests_moved();
             let start = triggered
-                || ingests
                 || (due && (!collected || pending > 0))
                 || (s.deletion_threshold > 0 && pending >= s.deletion_threshold)
                 || (next.is_none() && pending > 0);
             if !start {
+                // An ingest came, went or became removable: expire ingests, nothing else.
+                if ingest_due.is_some_and(|d| now >= d) || self.ingests_moved() {
+                    ingest_due = match self.sweep_ingests().await {
+                        Ok(report) => ingest_check_at(&report),
+                        Err(_) => Some(Instant::now() + INITIAL_INTERVAL),
+                    };
+                }
                 if due {
                     next = Some(now + interval);
                 }
@@ -181,9 +202,7 @@ impl Shared {
             match self.collect().await {
                 Ok(report) => {
                     tracing::debug!(duration = ?report.duration, "scheduled collection done");
-                    ingest_due = report.next_ingest_check.map(|wait| {
-                        Instant::now() + wait.saturating_sub(report.duration) + INGEST_SLACK
-                    });
+                    ingest_due = ingest_check_at(&report);
                     interval = self.interval().await;
                     next = Some(Instant::now() + interval);
                 }
@@ -192,6 +211,13 @@ impl Shared {
             }
         }
     }
+}
+
+/// When to look at the ingests again after a run that reported `next_ingest_check`.
+fn ingest_check_at(report: &GcReport) -> Option<Instant> {
+    report
+        .next_ingest_check
+        .map(|wait| Instant::now() + wait.saturating_sub(report.duration) + INGEST_SLACK)
 }
 
 /// The `io.containerd.gc.v1.scheduler` instance: a background loop that collects garbage,
