@@ -215,6 +215,14 @@ impl NamespacedContent {
             if self.shared {
                 if let Ok(info) = self.store.info(&d) {
                     if total == 0 || total == info.size {
+                        // The client will send no bytes: its lease holds these from now on,
+                        // or a sweep before its commit could take them (bytes nobody records
+                        // are garbage, e.g. left by an import killed between its commit and
+                        // its record).
+                        if let Some(lease) = lease {
+                            self.meta
+                                .add_lease_resource(ns, lease, &content_resource(expected))?;
+                        }
                         shared = Some((d, info.size));
                     }
                 }
@@ -365,6 +373,9 @@ impl NamespacedWriter {
                     }
                     .into());
                 }
+                // Without a lease nothing held the bytes since the writer opened: never record
+                // a blob whose bytes a sweep took meanwhile.
+                self.content.store.info(&digest)?;
                 (digest, have)
             }
         };

@@ -878,6 +878,45 @@ mod tests {
         }
     }
 
+    /// Bytes in the store that no namespace records (an import killed between its commit and
+    /// its record) are claimed by a writer that will send none: a collection before its commit
+    /// must leave them, and the commit must record a blob that can be read.
+    #[test]
+    fn orphan_bytes_claimed_by_a_leased_writer_survive_a_collection() {
+        use crate::namespaced_content::NamespacedContent;
+        let f = fixture();
+        let data = b"index.json of a killed import";
+        let digest = Digest::sha256_of(data);
+        let mut w = f.content.writer("default/killed", 0, None).unwrap();
+        w.write_at(0, data).unwrap();
+        w.commit(data.len() as u64, None).unwrap();
+        let content =
+            NamespacedContent::new(Arc::new(f.meta.clone()), Arc::new(f.content.clone()), true);
+        f.meta
+            .create_lease("default", "import", BTreeMap::new())
+            .unwrap();
+        let writer = content
+            .writer(
+                "default",
+                "tar-index.json",
+                data.len() as u64,
+                Some(&digest.to_string()),
+                Some("import"),
+            )
+            .unwrap();
+        assert_eq!(writer.status().offset, data.len() as u64, "nothing to send");
+        f.collect();
+        writer
+            .commit(
+                data.len() as u64,
+                Some(&digest.to_string()),
+                BTreeMap::new(),
+            )
+            .unwrap();
+        assert!(f.has_record("default", &digest.to_string()));
+        assert!(f.has_bytes(&digest.to_string()), "recorded without bytes");
+    }
+
     #[test]
     fn an_ingest_keeps_the_record_it_expects() {
         let f = fixture();
