@@ -95,21 +95,6 @@ const ORPHAN_GRACE: Duration = Duration::from_secs(10);
 /// as KNOWN BUG and do not fail the test; remove an entry once its fix is in.
 const AWAITING_FIX: &[(&str, &[&[&str]])] = &[
     (
-        // A kill -9 during `tasks delete` leaves a shim whose task is gone; every restart
-        // reconnects it with pid 0; the task is not listed but blocks `containers rm` and
-        // `tasks start`. A kill during task create/start leaves a shim without a task.
-        "orphan shim after a kill during task create or delete",
-        &[
-            &["without a listed task"],
-            &["DeleteContainer", "cannot delete running task"],
-            &[
-                "StartTask",
-                "failed before any kill: ctr: task ",
-                ": already exists",
-            ],
-        ],
-    ),
-    (
         // berthd started right after a kill -9 sometimes exits `root … is in use by another
         // berthd (lock … is held)` while the old socket still accepts connections: something
         // the killed daemon had forked still holds its lock and listener (seen once in ~3000
@@ -123,7 +108,9 @@ const AWAITING_FIX: &[(&str, &[&[&str]])] = &[
     (
         // `ctr images import`, nothing else in flight, fails `content sha256:…: not found` for
         // the index.json blob it has just written (its ref `tar-index.json` is shared by every
-        // import; an import killed earlier leaves that ingest behind).
+        // import; an import killed earlier leaves that ingest behind). Two causes were fixed
+        // (1f104ba, a claim racing a sweep; the commit after it, orphan bytes claimed without a
+        // hold); it still shows about once per run (seed 1796426982285577517, round 44).
         "an import loses its own index.json blob",
         &[&[
             "Import",

@@ -18,11 +18,11 @@ use crate::metadata::MetadataStore;
 /// default is seconds (`ingest_expiry` in the GC scheduler's config).
 pub const INGEST_EXPIRY: Duration = Duration::from_secs(30);
 
-/// How long an ingest whose lease went must sit unwritten before it is removed. containerd
-/// aborts it at the next collection; the second keeps the collection from racing a writer that
-/// resumes the ingest under a new lease while the leases are being read (a live writer is
-/// never cut in any case).
-pub const RELEASED_INGEST_IDLE: Duration = Duration::from_secs(1);
+/// How long an ingest whose lease went must sit unwritten before it is removed: none, as in
+/// containerd, which aborts it at the collection the lease's removal starts. A writer holding
+/// it keeps it (it is never cut), and one that resumes it under a new lease just as it goes
+/// starts it afresh; the option lets tests hold it a moment.
+pub const RELEASED_INGEST_IDLE: Duration = Duration::ZERO;
 
 /// How recently committed a blob must be for its bytes to survive a collection although no
 /// namespace records it yet: the content service commits the bytes, then writes the record,
@@ -748,16 +748,21 @@ mod tests {
         assert_eq!(report.next_ingest_check, None);
 
         f.meta.delete_lease("default", "l").unwrap();
-        // Just written: the collection keeps it a moment and says when to look again, well
+        // Held a moment (an option): the collection keeps it and says when to look again, well
         // before the unleased expiry.
-        let report = collect_with(&f.meta, &f.content, &now_options()).unwrap();
+        let hold_a_second = GcOptions {
+            released_ingest_idle: Duration::from_secs(1),
+            ..now_options()
+        };
+        let report = collect_with(&f.meta, &f.content, &hold_a_second).unwrap();
         assert_eq!(report.ingests_expired, 0);
         let wait = report
             .next_ingest_check
             .expect("a second look is scheduled");
-        assert!(wait <= RELEASED_INGEST_IDLE, "{wait:?}");
-        // Idle long enough: gone.
-        let report = collect_with(&f.meta, &f.content, &no_wait).unwrap();
+        assert!(wait <= Duration::from_secs(1), "{wait:?}");
+        // By default (containerd's behaviour): gone at the collection after the lease.
+        assert_eq!(RELEASED_INGEST_IDLE, Duration::ZERO);
+        let report = collect_with(&f.meta, &f.content, &now_options()).unwrap();
         assert_eq!(report.ingests_expired, 1);
         assert!(f.content.list_statuses().unwrap().is_empty());
     }
