@@ -421,6 +421,12 @@ fn berthd_killed_after_the_shim_started_leaves_no_shim_after_restart() {
     case.ctr(&["run", "-d", IMAGE, &id, "sleep", "1000"])
         .fails();
     case.wait_aborted(point);
+    // `start` returns once the shim's address is recorded, which can be just before the
+    // daemonised shim has finished its exec (and shows its arguments): give it a moment.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while case.shims().len() != 1 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
     assert_eq!(
         case.shims().len(),
         1,
