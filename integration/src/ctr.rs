@@ -114,3 +114,93 @@ io.containerd.snapshotter.v1    devmapper                linux/amd64    error
         assert_eq!(rows[1]["LABELS"], "x=y,z=w");
     }
 }
+
+/// How long [`BackgroundCtr`] waits for a line or for its exit.
+const BACKGROUND_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// A `ctr` process left running (an open stream: `events`, an attached `run`), its stdout and
+/// stderr lines arriving on a channel. Killed and reaped when dropped.
+#[derive(Debug)]
+pub struct BackgroundCtr {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl BackgroundCtr {
+    /// Starts `ctr --address <address> <args…>` (no `CONTAINERD_NAMESPACE` from the
+    /// environment).
+    pub fn spawn(address: &std::path::Path, args: &[&str]) -> BackgroundCtr {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(CTR_BIN)
+            .arg("--address")
+            .arg(address)
+            .args(args)
+            .env_remove("CONTAINERD_NAMESPACE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ctr");
+        let (tx, lines) = std::sync::mpsc::channel();
+        for stream in [
+            Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().expect("stderr")),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(stream)
+                    .lines()
+                    .map_while(Result::ok)
+                {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        BackgroundCtr { child, lines }
+    }
+
+    /// Waits for a line satisfying `want`; panics with what came otherwise.
+    #[track_caller]
+    pub fn wait_line(&self, what: &str, want: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + BACKGROUND_WAIT;
+        let mut seen = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) if want(&line) => return line,
+                Ok(line) => seen.push(line),
+                Err(_) => break,
+            }
+        }
+        panic!("no {what} within {BACKGROUND_WAIT:?}; got {seen:?}");
+    }
+
+    /// Waits for the process to exit; returns its exit code and the lines it printed that no
+    /// [`BackgroundCtr::wait_line`] took.
+    #[track_caller]
+    pub fn wait_exit(&mut self) -> (Option<i32>, String) {
+        let deadline = std::time::Instant::now() + BACKGROUND_WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("poll ctr") {
+                // The reader threads may still be passing on the last lines.
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                let text: Vec<String> = self.lines.try_iter().collect();
+                return (status.code(), text.join("\n"));
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "ctr still running after {BACKGROUND_WAIT:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for BackgroundCtr {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -15,15 +15,14 @@
 
 #![allow(clippy::tests_outside_test_module)]
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Mutex, MutexGuard};
+use std::process::Command;
+use std::sync::{Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use berth_integration::image::build_busybox_image;
-use berth_integration::{berthd_bin, channel_at, namespaced, Row, CTR_BIN};
+use berth_integration::{berthd_bin, channel_at, namespaced, BackgroundCtr, Row, CTR_BIN};
 use berth_integration::{ctr_at, parse_table, require_binary, require_root, CmdOutput, Daemon};
 use berth_proto::containerd::services::tasks::v1::tasks_client::TasksClient;
 use berth_proto::containerd::services::tasks::v1::WaitRequest;
@@ -327,81 +326,6 @@ fn wait_gone(pid: u32) {
     }
 }
 
-/// A `ctr` left running, its output lines arriving on a channel.
-struct Background {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Background {
-    fn spawn(case: &Case, args: &[&str]) -> Background {
-        let mut child = Command::new(CTR_BIN)
-            .arg("--address")
-            .arg(case.daemon.address())
-            .args(["-n", &case.ns])
-            .args(args)
-            .env_remove("CONTAINERD_NAMESPACE")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn ctr");
-        let (tx, lines) = mpsc::channel();
-        for stream in [
-            Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().expect("stderr")),
-        ] {
-            let tx = tx.clone();
-            thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        Background { child, lines }
-    }
-
-    /// Waits for a line satisfying `want`; panics with what came otherwise.
-    #[track_caller]
-    fn wait_line(&self, what: &str, want: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + WAIT;
-        let mut seen = Vec::new();
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(line) if want(&line) => return line,
-                Ok(line) => seen.push(line),
-                Err(_) => break,
-            }
-        }
-        panic!("no {what} within {WAIT:?}; got {seen:?}");
-    }
-
-    /// Waits for the process to exit; returns its exit code.
-    #[track_caller]
-    fn wait_exit(&mut self) -> Option<i32> {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("poll ctr") {
-                return status.code();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "ctr still running after {WAIT:?}"
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The event JSON of a `ctr events` line on `topic` (`<time> <ns> <topic> <json>`, the time
 /// having spaces of its own).
 fn event_on<'a>(line: &'a str, topic: &str) -> Option<&'a str> {
@@ -486,7 +410,7 @@ fn a_killed_shim_is_cleaned_up_and_its_exit_published() {
     let _serial = serial();
     let mut case = Case::start("c", None);
     let id = case.id("c");
-    let events = Background::spawn(&case, &["events"]);
+    let events = BackgroundCtr::spawn(case.daemon.address(), &["-n", &case.ns, "events"]);
     case.ctr(&["run", "-d", IMAGE, &id, "sleep", "1000"]).ok();
     let row = case.wait_status(&id, "RUNNING");
     let init: u32 = row["PID"].parse().expect("a pid");
@@ -525,10 +449,13 @@ fn an_init_killed_from_outside_exits_137() {
 
     // An attached `ctr run` waits for its task (Tasks.Wait) and exits with its status.
     let attached_id = case.id("attached");
-    let mut attached = Background::spawn(&case, &["run", IMAGE, &attached_id, "sleep", "1000"]);
+    let mut attached = BackgroundCtr::spawn(
+        case.daemon.address(),
+        &["-n", &case.ns, "run", IMAGE, &attached_id, "sleep", "1000"],
+    );
     let row = case.wait_status(&attached_id, "RUNNING");
     kill(pid_of(row["PID"].parse().expect("a pid")), Signal::SIGKILL).expect("kill init");
-    assert_eq!(attached.wait_exit(), Some(137));
+    assert_eq!(attached.wait_exit().0, Some(137));
     case.ctr(&["containers", "rm", &attached_id]).ok();
 
     // A detached one: Wait answers 137, `ctr tasks ls` says STOPPED, and `ctr tasks rm`

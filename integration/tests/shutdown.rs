@@ -6,100 +6,21 @@
 
 #![allow(clippy::tests_outside_test_module)]
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use berth_integration::containerd::Containerd;
 use berth_integration::image::build_busybox_image;
-use berth_integration::{ctr_at, parse_table, require_binary, require_root, Daemon, CTR_BIN};
+use berth_integration::{
+    ctr_at, parse_table, require_binary, require_root, BackgroundCtr, Daemon, CTR_BIN,
+};
 
 const IMAGE: &str = "docker.io/library/bb:latest";
 /// How long the daemon may take to exit after SIGTERM (the bound).
 const EXIT_BOUND: Duration = Duration::from_secs(1);
-/// How long to wait for output, a process exit or a status change.
-const WAIT: Duration = Duration::from_secs(20);
 /// A container that prints a numbered line five times a second, forever.
 const TICKER: &str = "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done";
-
-/// A `ctr` process left running (an open stream), its output lines arriving on a channel.
-struct Background {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Background {
-    fn spawn(address: &Path, args: &[&str]) -> Self {
-        let mut child = Command::new(CTR_BIN)
-            .arg("--address")
-            .arg(address)
-            .args(args)
-            .env_remove("CONTAINERD_NAMESPACE")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn ctr");
-        let (tx, lines) = mpsc::channel();
-        for stream in [
-            Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().expect("stderr")),
-        ] {
-            let tx = tx.clone();
-            thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        Background { child, lines }
-    }
-
-    /// Waits for a line satisfying `want`; panics with what came otherwise.
-    #[track_caller]
-    fn wait_line(&self, what: &str, want: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + WAIT;
-        let mut seen = Vec::new();
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(line) if want(&line) => return line,
-                Ok(line) => seen.push(line),
-                Err(_) => break,
-            }
-        }
-        panic!("no {what} within {WAIT:?}; got {seen:?}");
-    }
-
-    /// Waits for the process to exit; returns its exit code and every line it printed.
-    #[track_caller]
-    fn wait_exit(mut self) -> (Option<i32>, String) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("poll ctr") {
-                thread::sleep(Duration::from_millis(100));
-                let text: Vec<String> = self.lines.try_iter().collect();
-                return (status.code(), text.join("\n"));
-            }
-            assert!(
-                Instant::now() < deadline,
-                "ctr still running after {WAIT:?}"
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// The tick number of a `tick N` line.
 fn tick(line: &str) -> Option<u64> {
@@ -200,8 +121,8 @@ fn shutdown_case(mut server: Server) {
     server.ctr(&["run", "-d", IMAGE, &ticker, "sh", "-c", TICKER]);
     // Open calls: an event stream, and an attached `ctr run` waiting (Tasks.Wait) for a
     // container that never exits, printing its output.
-    let events = Background::spawn(&address, &["events"]);
-    let attached = Background::spawn(&address, &["run", IMAGE, &waiter, "sh", "-c", TICKER]);
+    let events = BackgroundCtr::spawn(&address, &["events"]);
+    let attached = BackgroundCtr::spawn(&address, &["run", IMAGE, &waiter, "sh", "-c", TICKER]);
     attached.wait_line("output of the attached run", |l| tick(l).is_some());
     let pids = (server.task_pid(&ticker), server.task_pid(&waiter));
 
@@ -210,7 +131,7 @@ fn shutdown_case(mut server: Server) {
         took < EXIT_BOUND,
         "the daemon took {took:?} to exit with streams and a Wait open"
     );
-    for (what, client) in [("ctr events", events), ("attached ctr run", attached)] {
+    for (what, mut client) in [("ctr events", events), ("attached ctr run", attached)] {
         let (code, output) = client.wait_exit();
         assert_eq!(code, Some(1), "{what}: {output}");
         assert!(
@@ -224,7 +145,7 @@ fn shutdown_case(mut server: Server) {
     assert_eq!(server.task_pid(&ticker), pids.0);
     assert_eq!(server.task_pid(&waiter), pids.1);
     // And their stdio is still connected: attach sees the ticker go on.
-    let attach = Background::spawn(&address, &["tasks", "attach", &ticker]);
+    let attach = BackgroundCtr::spawn(&address, &["tasks", "attach", &ticker]);
     let first = tick(&attach.wait_line("a tick after the restart", |l| tick(l).is_some()))
         .expect("a tick line");
     attach.wait_line("the next ticks, live", |l| {
