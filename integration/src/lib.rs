@@ -14,6 +14,7 @@ pub mod image;
 pub mod killpoints;
 pub mod layers;
 mod prereq;
+pub mod procs;
 pub mod registry;
 
 pub use command::{run_with_timeout, CmdOutput};

@@ -39,6 +39,7 @@ use std::time::{Duration, Instant};
 
 use berth_integration::image::build_busybox_image;
 use berth_integration::layers::{build_image_of_layers, digest_of, RawEntry};
+use berth_integration::procs::shim_processes;
 use berth_integration::{
     berthd_bin, channel, ctr, namespaced, require_binary, require_root, CmdOutput, Daemon, CTR_BIN,
 };
@@ -639,28 +640,11 @@ fn stop_imports(stop: &AtomicBool, lanes: Vec<ImportLane>) -> (usize, Vec<String
     (rounds, errors)
 }
 
-/// Pids and argument vectors of the shim processes whose command line names `address`.
+/// Pids and command lines of the shim processes whose command line names `address`.
 fn shims_of(address: &Path) -> Vec<(u32, String)> {
-    let address = address.to_string_lossy().into_owned();
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter_map(|e| {
-            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-            let raw = fs::read(e.path().join("cmdline")).ok()?;
-            let argv: Vec<String> = raw
-                .split(|b| *b == 0)
-                .filter(|a| !a.is_empty())
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect();
-            let is_shim = argv.first().is_some_and(|a0| {
-                let name = Path::new(a0).file_name().and_then(|n| n.to_str());
-                RUNTIMES.iter().any(|(_, shim)| name == Some(shim))
-            });
-            (is_shim && argv.iter().any(|a| a.contains(&address))).then(|| (pid, argv.join(" ")))
-        })
+    shim_processes(address)
+        .into_iter()
+        .map(|(pid, argv)| (pid, argv.join(" ")))
         .collect()
 }
 

@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use berth_integration::containerd::Containerd;
 use berth_integration::image::build_busybox_image;
+use berth_integration::procs;
 use berth_integration::{
     berthd_bin, client_at, parse_table, require_binary, require_root, run_with_timeout, CmdOutput,
     Daemon, Row, CTR_BIN, CTR_TIMEOUT,
@@ -161,30 +162,15 @@ impl Drop for Containers {
     }
 }
 
-/// Argument vectors of the running shim processes (`argv[0]` ending in `shim`) whose command
-/// line names `address` and, when given, `-id <id>`.
+/// Argument vectors of the running `shim` processes whose command line names `address` and,
+/// when given, `-id <id>`.
 fn shim_processes(shim: &str, address: &Path, id: Option<&str>) -> Vec<(u32, Vec<String>)> {
-    let address = address.to_string_lossy();
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter_map(|e| {
-            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-            // A process may exit while we look.
-            let raw = fs::read(e.path().join("cmdline")).ok()?;
-            let argv: Vec<String> = raw
-                .split(|b| *b == 0)
-                .filter(|a| !a.is_empty())
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect();
-            let is_shim = argv
-                .first()
-                .is_some_and(|a0| Path::new(a0).file_name().is_some_and(|n| n == shim));
-            let names_address = argv.iter().any(|a| a.contains(&*address));
-            let names_id = id.is_none_or(|id| argv.windows(2).any(|w| w[0] == "-id" && w[1] == id));
-            (is_shim && names_address && names_id).then_some((pid, argv))
+    procs::shim_processes(address)
+        .into_iter()
+        .filter(|(_, argv)| {
+            argv.first()
+                .is_some_and(|a0| Path::new(a0).file_name().is_some_and(|n| n == shim))
+                && id.is_none_or(|id| procs::arg_after(argv, "-id") == Some(id))
         })
         .collect()
 }

@@ -22,6 +22,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use berth_integration::image::build_busybox_image;
+use berth_integration::procs::{pid_alive, shim_processes};
 use berth_integration::{berthd_bin, channel_at, namespaced, BackgroundCtr, Row, CTR_BIN};
 use berth_integration::{ctr_at, parse_table, require_binary, require_root, CmdOutput, Daemon};
 use berth_proto::containerd::services::tasks::v1::tasks_client::TasksClient;
@@ -138,17 +139,8 @@ impl Case {
 
     /// Live shim processes serving this daemon (their `-address` is its socket).
     fn shims(&self) -> Vec<u32> {
-        let address = self.daemon.address().display().to_string();
-        processes()
+        shim_processes(self.daemon.address())
             .into_iter()
-            .filter(|(_, args)| {
-                args.first()
-                    .and_then(|a| Path::new(a).file_name())
-                    .is_some_and(|n| n.to_string_lossy().starts_with("containerd-shim"))
-                    && args
-                        .windows(2)
-                        .any(|w| w[0] == "-address" && w[1] == address)
-            })
             .map(|(pid, _)| pid)
             .collect()
     }
@@ -263,38 +255,6 @@ fn entries(dir: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Every process that is not a zombie, with its arguments.
-fn processes() -> Vec<(u32, Vec<String>)> {
-    let mut out = Vec::new();
-    for name in entries(Path::new("/proc")) {
-        let Ok(pid) = name.parse::<u32>() else {
-            continue;
-        };
-        if !alive(pid) {
-            continue;
-        }
-        let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let args = raw
-            .split(|b| *b == 0)
-            .filter(|a| !a.is_empty())
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        out.push((pid, args));
-    }
-    out
-}
-
-/// True while `pid` exists and is not a zombie.
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|s| s != "Z" && s != "X")
-    })
-}
-
 /// Mount points of this process's mount namespace (`/proc/self/mountinfo`, field 5).
 fn mount_points() -> Vec<PathBuf> {
     std::fs::read_to_string("/proc/self/mountinfo")
@@ -320,7 +280,7 @@ fn cgroup_dirs(ns: &str, id: &str) -> Vec<PathBuf> {
 #[track_caller]
 fn wait_gone(pid: u32) {
     let deadline = Instant::now() + WAIT;
-    while alive(pid) {
+    while pid_alive(pid) {
         assert!(Instant::now() < deadline, "process {pid} still alive");
         thread::sleep(Duration::from_millis(20));
     }
