@@ -34,6 +34,8 @@ pub(crate) struct Inner {
     pub(crate) blobs: PathBuf,
     pub(crate) ingest: PathBuf,
     pub(crate) locks: Arc<RefLocks>,
+    /// Bumped whenever an ingest is created or removed (see [`ContentStore::ingest_generation`]).
+    pub(crate) ingest_changes: std::sync::atomic::AtomicU64,
 }
 
 /// The content store rooted at one directory (`<root>/io.containerd.content.v1.content`).
@@ -74,6 +76,7 @@ impl ContentStore {
                 blobs,
                 ingest: ingest_root,
                 locks: Arc::default(),
+                ingest_changes: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
@@ -226,12 +229,19 @@ impl ContentStore {
         ingest::read_status(&self.ingest_dir(reference), reference)
     }
 
-    /// When an ingest was last created or removed (the ingest directory's mtime), for a
-    /// collector that looks again only when that moved; `None` when it cannot be read.
-    pub fn ingests_changed_at(&self) -> Option<SystemTime> {
-        fs::metadata(&self.inner.ingest)
-            .and_then(|m| m.modified())
-            .ok()
+    /// Moves whenever an ingest is created or removed in this process, so that a collector can
+    /// look again only when it moved, without touching the filesystem.
+    pub fn ingest_generation(&self) -> u64 {
+        self.inner
+            .ingest_changes
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Called after an ingest directory was published or removed.
+    pub(crate) fn note_ingest_change(&self) {
+        self.inner
+            .ingest_changes
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
     }
 
     /// Whether the ingest for `reference` was last opened under a lease
@@ -264,6 +274,7 @@ impl ContentStore {
             return Ok(false);
         }
         fs::remove_dir_all(&dir).map_err(io_err("remove idle ingest", &dir))?;
+        self.note_ingest_change();
         Ok(true)
     }
 
@@ -293,7 +304,10 @@ impl ContentStore {
     pub fn abort(&self, reference: &str) -> Result<(), ContentError> {
         let dir = self.ingest_dir(reference);
         match fs::remove_dir_all(&dir) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.note_ingest_change();
+                Ok(())
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Err(ContentError::IngestNotFound {
                 reference: reference.to_owned(),
             }),
@@ -327,6 +341,7 @@ impl ContentStore {
                 _ => continue,
             }
             fs::remove_dir_all(&dir).map_err(io_err("remove expired ingest", &dir))?;
+            self.note_ingest_change();
             tracing::info!(reference = %st.reference, "expired ingest removed");
             expired.push(st.reference);
         }

@@ -322,8 +322,10 @@ impl Writer {
     /// Removes the ingest directory once its data is a blob or redundant.
     fn finish(&mut self) {
         self.finished = true;
-        if let Err(e) = fs::remove_dir_all(&self.dir) {
-            if e.kind() != io::ErrorKind::NotFound {
+        match fs::remove_dir_all(&self.dir) {
+            Ok(()) => self.store.note_ingest_change(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
                 tracing::warn!(reference = %self.reference, path = %self.dir.display(), error = %e, "cannot remove ingest directory");
             }
         }
@@ -479,6 +481,7 @@ fn create(
         .map_err(io_err("create ingest data", &data))?;
     // The handle stays valid across the rename of its directory.
     fs::rename(&tmp, dir).map_err(io_err("publish ingest", dir))?;
+    store.note_ingest_change();
 
     let alg = expected
         .as_ref()

@@ -74,10 +74,10 @@ struct Shared {
     triggered: AtomicBool,
     /// The deletion count the last collection accounted for.
     seen_deletions: AtomicU64,
-    /// The ingest directory's mtime the last collection saw: an ingest created or removed
+    /// The content store's ingest generation the last run saw: an ingest created or removed
     /// since then (an upload abandoned without a lease, say) needs a look even without a
     /// deletion.
-    seen_ingests: std::sync::Mutex<Option<std::time::SystemTime>>,
+    seen_ingests: AtomicU64,
     runs: Mutex<RunStats>,
 }
 
@@ -89,21 +89,15 @@ impl Shared {
             .saturating_sub(self.seen_deletions.load(Ordering::Relaxed))
     }
 
-    /// Whether an ingest came or went since the last collection looked.
+    /// Whether an ingest came or went since the last run looked.
     fn ingests_moved(&self) -> bool {
-        let seen = *self
-            .seen_ingests
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        self.content.ingests_changed_at() != seen
+        self.content.ingest_generation() != self.seen_ingests.load(Ordering::Relaxed)
     }
 
-    /// Notes the ingest directory as seen and returns the options to run with.
+    /// Notes the ingests as seen and returns the options to run with.
     fn begin_run(&self) -> GcOptions {
-        *self
-            .seen_ingests
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = self.content.ingests_changed_at();
+        self.seen_ingests
+            .store(self.content.ingest_generation(), Ordering::Relaxed);
         self.options
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -239,7 +233,7 @@ impl GcScheduler {
     ) -> GcScheduler {
         let seen = meta.deletion_count();
         // Ingests left from before the start are the startup collection's business.
-        let seen_ingests = std::sync::Mutex::new(content.ingests_changed_at());
+        let seen_ingests = AtomicU64::new(content.ingest_generation());
         let shared = Arc::new(Shared {
             meta,
             content,
