@@ -140,6 +140,9 @@ pub enum SnapshotError {
         /// The remote's message.
         message: String,
     },
+    /// A device-mapper (or loop device) operation failed; classed by its errno.
+    #[error(transparent)]
+    DeviceMapper(#[from] crate::devmapper::dm::DmError),
     /// The host cannot run this snapshotter at this root.
     #[error("{reason}: failed precondition")]
     Unsupported {
@@ -197,6 +200,7 @@ impl Classify for SnapshotError {
             | SnapshotError::Unsupported { .. } => ErrorKind::FailedPrecondition,
             SnapshotError::Corrupt { .. } => ErrorKind::DataLoss,
             SnapshotError::Remote { kind, .. } => *kind,
+            SnapshotError::DeviceMapper(e) => e.kind(),
             SnapshotError::UnsupportedMount { .. } => ErrorKind::NotImplemented,
             SnapshotError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                 ErrorKind::NotFound

@@ -30,6 +30,7 @@
 pub mod apply;
 pub mod btrfs;
 mod common;
+pub mod devmapper;
 pub mod error;
 mod fsutil;
 pub mod mount;
