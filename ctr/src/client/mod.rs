@@ -10,6 +10,7 @@ pub mod mount;
 pub mod spec;
 pub mod tasks;
 pub mod unpack;
+pub mod volumes;
 
 use std::path::PathBuf;
 use std::time::Duration;

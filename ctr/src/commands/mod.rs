@@ -5,13 +5,16 @@ pub mod containers;
 pub mod content;
 pub mod events;
 pub mod images;
+pub mod inspect;
 pub mod leases;
 pub mod namespaces;
 pub mod plugins;
+pub mod ps;
 pub mod run;
 pub mod snapshots;
 pub mod tasks;
 pub mod version;
+pub mod volumes;
 
 use std::collections::HashMap;
 
@@ -54,6 +57,13 @@ pub enum Command {
     /// Manage tasks.
     #[command(subcommand, visible_aliases = ["t", "task"])]
     Tasks(tasks::Command),
+    /// Manage volumes (named directories containers mount).
+    #[command(subcommand, visible_alias = "volume")]
+    Volumes(volumes::Command),
+    /// List containers as Docker does (running ones; all with -a).
+    Ps(ps::Args),
+    /// Print containers as JSON: mounts, volumes, network, restart policy, log location.
+    Inspect(inspect::Args),
 }
 
 impl Command {
@@ -71,6 +81,9 @@ impl Command {
             Self::Events(args) => events::run(client, args).await,
             Self::Run(args) => run::run(client, *args).await,
             Self::Tasks(cmd) => cmd.run(client).await,
+            Self::Volumes(cmd) => cmd.run(client).await,
+            Self::Ps(args) => ps::run(client, args).await,
+            Self::Inspect(args) => inspect::run(client, args).await,
         }
     }
 }

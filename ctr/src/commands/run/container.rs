@@ -16,6 +16,7 @@ use berth_proto::containerd::types::Mount;
 use serde_json::{json, Value};
 use tonic::Code;
 
+use super::volumes::{Plan, RootSource, VolumeFlags};
 use crate::client::images as img;
 use crate::client::leases::TempLease;
 use crate::client::spec::{self, Accounts, ImageConfigDoc};
@@ -152,6 +153,9 @@ pub struct ContainerFlags {
     /// Maximum number of pids in the container (berth).
     #[arg(long)]
     pub pids_limit: Option<i64>,
+    /// Volumes (`-v`, `--volumes-from`; berth, as Docker).
+    #[command(flatten)]
+    pub volumes: VolumeFlags,
 }
 
 /// The image (or rootfs) and the container id from the positional arguments; with `--config`
@@ -227,7 +231,7 @@ fn runtime(flags: &ContainerFlags) -> Result<Runtime> {
 }
 
 /// `tryReadonlyMounts`: a single overlay mount without its upper layer, binds read-only.
-fn readonly_mounts(mut mounts: Vec<Mount>) -> Vec<Mount> {
+pub(super) fn readonly_mounts(mut mounts: Vec<Mount>) -> Vec<Mount> {
     if mounts.len() == 1 && mounts[0].r#type == "overlay" {
         let opts = &mounts[0].options;
         let upper = opts
@@ -464,6 +468,9 @@ pub async fn new_container(
     let runtime = runtime(flags)?;
 
     if let Some(path) = &flags.config {
+        if flags.volumes.any() {
+            bail!("--volume and --volumes-from cannot be used with --config");
+        }
         let text = std::fs::read(path).with_context(|| format!("cannot read spec {path}"))?;
         let mut spec: Value =
             serde_json::from_slice(&text).with_context(|| format!("cannot decode spec {path}"))?;
@@ -488,9 +495,8 @@ pub async fn new_container(
         spec::with_env(&mut spec, &spec::env_file_vars(&text));
     }
     spec::with_env(&mut spec, &flags.env);
-    for m in &flags.mounts {
-        spec::add_mount(&mut spec, spec::parse_mount_flag(m)?);
-    }
+    // `--mount`, `-v`, `--volumes-from`: checked now, made once the rootfs is there.
+    let mut volumes = Plan::new(client, &flags.volumes, &flags.mounts).await?;
 
     if flags.rootfs {
         let root: PathBuf = std::path::absolute(image_ref)
@@ -499,17 +505,29 @@ pub async fn new_container(
         let accounts = Accounts::read(&root);
         apply_flags(&mut spec, flags, args, &accounts)?;
         spec::with_annotations(&mut spec, &cmd_labels);
-        return create(
-            client,
-            Container {
-                id: id.to_owned(),
-                labels: cmd_labels,
-                runtime: Some(runtime),
-                spec: Some(spec::to_any(&spec)?),
-                ..Default::default()
-            },
-        )
+        let mut labels = cmd_labels;
+        let applied = volumes
+            .apply(client, &mut spec, &mut labels, Some(RootSource::Dir(root)))
+            .await?;
+        let made = async {
+            create(
+                client,
+                Container {
+                    id: id.to_owned(),
+                    labels,
+                    runtime: Some(runtime),
+                    spec: Some(spec::to_any(&spec)?),
+                    ..Default::default()
+                },
+            )
+            .await
+        }
         .await;
+        match &made {
+            Ok(_) => applied.done(),
+            Err(_) => applied.rollback(),
+        }
+        return made;
     }
 
     // Image: resolve, unpack if needed, then everything else under one lease.
@@ -517,7 +535,10 @@ pub async fn new_container(
     let snapshotter = client.snapshotter(flags.snapshotter.as_deref()).await?;
     let platform = platform_arg(flags.platform.as_deref())?;
     let rootfs = img::rootfs(client, &img::target(&image), &platform).await?;
-    let config: ImageConfigDoc = img::read_json(client, &rootfs.config).await?;
+    let raw_config: Value = img::read_json(client, &rootfs.config).await?;
+    let config: ImageConfigDoc =
+        serde_json::from_value(raw_config.clone()).context("cannot decode the image config")?;
+    volumes.add_image_volumes(&raw_config)?;
     let chain = rootfs.chain_id().context("image has no layers to run")?;
     if !snapshot_exists(client, &snapshotter, &chain).await? {
         unpack(client, &rootfs, &snapshotter).await?;
@@ -546,20 +567,36 @@ pub async fn new_container(
             spec::with_image_config(&mut spec, &config.config, &[], &accounts)?;
             apply_flags(&mut spec, flags, args, &accounts)?;
             spec::with_annotations(&mut spec, &cmd_labels);
-            create(
-                &leased,
-                Container {
-                    id: id.to_owned(),
-                    labels: from.labels.clone(),
-                    image: from.name.clone(),
-                    runtime: Some(runtime.clone()),
-                    spec: Some(spec::to_any(&spec)?),
-                    snapshotter: from.snapshotter.clone(),
-                    snapshot_key: id.to_owned(),
-                    ..Default::default()
-                },
-            )
-            .await
+            let mut labels = from.labels.clone();
+            let root = RootSource::Snapshot {
+                snapshotter: from.snapshotter.clone(),
+                key: id.to_owned(),
+            };
+            let applied = volumes
+                .apply(&leased, &mut spec, &mut labels, Some(root))
+                .await?;
+            let created = async {
+                create(
+                    &leased,
+                    Container {
+                        id: id.to_owned(),
+                        labels,
+                        image: from.name.clone(),
+                        runtime: Some(runtime.clone()),
+                        spec: Some(spec::to_any(&spec)?),
+                        snapshotter: from.snapshotter.clone(),
+                        snapshot_key: id.to_owned(),
+                        ..Default::default()
+                    },
+                )
+                .await
+            }
+            .await;
+            match &created {
+                Ok(_) => applied.done(),
+                Err(_) => applied.rollback(),
+            }
+            created
         }
         .await;
         if made.is_err() {

@@ -10,6 +10,7 @@
 //! is the container's.
 
 mod container;
+mod volumes;
 
 use anyhow::{bail, Result};
 
@@ -89,7 +90,7 @@ pub async fn run(client: &Client, args: Args) -> Result<()> {
     if args.rm && args.detach {
         bail!("flags --detach and --rm cannot be specified together");
     }
-    new_container(client, &args.container, image, &id, &args.args).await?;
+    let container = new_container(client, &args.container, image, &id, &args.args).await?;
     let result = start_task(
         client,
         &id,
@@ -101,7 +102,12 @@ pub async fn run(client: &Client, args: Args) -> Result<()> {
     )
     .await;
     if args.rm && !args.detach {
-        if let Err(err) = container::delete_with_snapshot(client, &id).await {
+        let deleted = match container::delete_with_snapshot(client, &id).await {
+            // Docker's `--rm` takes the container's anonymous volumes along.
+            Ok(()) => volumes::remove_anonymous(client, &container.labels).await,
+            Err(err) => Err(err),
+        };
+        if let Err(err) = deleted {
             match &result {
                 Ok(()) => return Err(err),
                 Err(_) => eprintln!("berth: {}", crate::error::render(&err)),
