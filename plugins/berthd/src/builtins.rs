@@ -16,5 +16,7 @@ pub fn register_all(registry: &mut Registry) -> Result<(), RegistryError> {
     registry.register(berth_runtime::plugin::registration())?;
     // After the runtime it drives.
     registry.register(berth_cri::registration())?;
+    // Restarts tasks through the runtime and the metadata store.
+    registry.register(berth_restart::plugin::registration())?;
     Ok(())
 }

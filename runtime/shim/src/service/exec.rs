@@ -36,6 +36,8 @@ impl Shim {
                 stdout: req.stdout.clone(),
                 stderr: req.stderr.clone(),
                 terminal: req.terminal,
+                process_id: req.exec_id.clone(),
+                namespace: self.namespace.clone(),
             };
             let mut p = Process::new(req.exec_id.clone(), Kind::Exec, stdio);
             p.spec = spec;

@@ -92,6 +92,8 @@ impl Shim {
             stdout: req.stdout.clone(),
             stderr: req.stderr.clone(),
             terminal: req.terminal,
+            process_id: req.id.clone(),
+            namespace: self.namespace.clone(),
         };
         let init_opts = InitOpts {
             no_pivot_root: opts.no_pivot_root,
