@@ -8,6 +8,7 @@ pub fn register_all(registry: &mut Registry) -> Result<(), RegistryError> {
     registry.register(berth_snapshotters::overlay::plugin::registration())?;
     registry.register(berth_snapshotters::native::plugin::registration())?;
     registry.register(berth_snapshotters::btrfs::plugin::registration())?;
+    registry.register(berth_snapshotters::devmapper::plugin::registration())?;
     registry.register(berth_core::metadata::plugin::registration())?;
     registry.register(berth_core::events::plugin::registration())?;
     registry.register(berth_core::gc::plugin::registration())?;

@@ -16,6 +16,12 @@
 //! record here lists its children's ids (sled transactions cannot scan a prefix). Every
 //! mutation is one transaction followed by a flush.
 //!
+//! A driver with records of its own that must change together with a snapshot's (devmapper's
+//! thin devices) keeps them in a second tree of the same database ([`MetaStore::open_tree`])
+//! and passes an [`Also`] to [`MetaStore::create_snapshot_and`], [`MetaStore::commit_active_and`]
+//! or [`MetaStore::remove_and`]: both trees change in one sled transaction. Changes of its own
+//! tree alone go through [`MetaStore::transact_tree`] (same reserve, same flush).
+//!
 //! A full disk: the store keeps a [`Reserve`] next to the database, released to open it and
 //! to remove snapshots when the filesystem is nearly full, and refuses other writes before
 //! sled sees them ([`crate::space`]).
@@ -32,6 +38,7 @@ use sled::transaction::{
     ConflictableTransactionError, ConflictableTransactionResult, TransactionError,
     TransactionalTree,
 };
+use sled::Transactional;
 
 use crate::error::SnapshotError;
 use crate::snapshotter::{Info, Kind, Usage};
@@ -60,15 +67,33 @@ pub struct MetaStore {
 
 /// Whether a mutation only removes (and may use the reserve) or adds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Change {
+pub enum Change {
+    /// Adds or updates records: refused on a nearly full disk.
     Add,
+    /// Only removes: may use the reserve.
     Remove,
 }
 
-type TxResult<T> = ConflictableTransactionResult<T, SnapshotError>;
+/// A driver's change to its own tree, run in the same transaction as a snapshot change: the
+/// tree (from [`MetaStore::open_tree`]) and a function of its transactional view and of what
+/// the snapshot change saw (`A`). An `Abort` from it aborts both.
+pub type Also<'a, A> = (
+    &'a sled::Tree,
+    &'a dyn Fn(&TransactionalTree, &A) -> TxResult<()>,
+);
+
+/// The result of a function run inside a metastore transaction.
+pub type TxResult<T> = ConflictableTransactionResult<T, SnapshotError>;
 
 fn abort<T>(err: SnapshotError) -> TxResult<T> {
     Err(ConflictableTransactionError::Abort(err))
+}
+
+fn tx_error(op: &'static str, e: TransactionError<SnapshotError>) -> SnapshotError {
+    match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => SnapshotError::db(op, e),
+    }
 }
 
 fn tx_get(tx: &TransactionalTree, key: &str) -> TxResult<Option<Record>> {
@@ -144,14 +169,75 @@ impl MetaStore {
         change: Change,
         f: impl Fn(&TransactionalTree) -> TxResult<T>,
     ) -> Result<T, SnapshotError> {
+        self.transact_on(op, change, &self.tree, f)
+    }
+
+    /// One transaction on `tree` (of this database), admitted and flushed like every change.
+    fn transact_on<T>(
+        &self,
+        op: &'static str,
+        change: Change,
+        tree: &sled::Tree,
+        f: impl Fn(&TransactionalTree) -> TxResult<T>,
+    ) -> Result<T, SnapshotError> {
         self.admit(change)?;
-        let out = self.tree.transaction(f).map_err(|e| match e {
-            TransactionError::Abort(e) => e,
-            TransactionError::Storage(e) => SnapshotError::db(op, e),
-        })?;
+        let out = tree.transaction(f).map_err(|e| tx_error(op, e))?;
+        self.flushed()?;
+        Ok(out)
+    }
+
+    /// A snapshot change `f` and, when given, a driver's change of its own tree in one
+    /// transaction; `also` sees what `f` returned.
+    fn transact_also<T>(
+        &self,
+        op: &'static str,
+        change: Change,
+        also: Option<Also<'_, T>>,
+        f: impl Fn(&TransactionalTree) -> TxResult<T>,
+    ) -> Result<T, SnapshotError> {
+        let Some((tree, also)) = also else {
+            return self.transact(op, change, f);
+        };
+        self.admit(change)?;
+        let out = (&self.tree, tree)
+            .transaction(|(snapshots, own)| {
+                let out = f(snapshots)?;
+                also(own, &out)?;
+                Ok(out)
+            })
+            .map_err(|e| tx_error(op, e))?;
+        self.flushed()?;
+        Ok(out)
+    }
+
+    fn flushed(&self) -> Result<(), SnapshotError> {
         self.db.flush().map_err(|e| SnapshotError::db("flush", e))?;
         self.reserve.replenish();
-        Ok(out)
+        Ok(())
+    }
+
+    /// A second tree of this database for a driver's own records (see the module docs); any
+    /// name but `snapshots`, the store's own.
+    pub fn open_tree(&self, name: &str) -> Result<sled::Tree, SnapshotError> {
+        assert_ne!(
+            name, "snapshots",
+            "a driver's tree must not be the store's own"
+        );
+        self.db
+            .open_tree(name)
+            .map_err(|e| SnapshotError::db("open tree", e))
+    }
+
+    /// A change of a driver's own tree alone (from [`MetaStore::open_tree`]): admitted (a
+    /// [`Change::Remove`] may use the reserve) and flushed before it returns.
+    pub fn transact_tree<T>(
+        &self,
+        op: &'static str,
+        change: Change,
+        tree: &sled::Tree,
+        f: impl Fn(&TransactionalTree) -> TxResult<T>,
+    ) -> Result<T, SnapshotError> {
+        self.transact_on(op, change, tree, f)
     }
 
     fn read(&self, key: &str) -> Result<Record, SnapshotError> {
@@ -185,13 +271,26 @@ impl MetaStore {
         parent: Option<&str>,
         labels: BTreeMap<String, String>,
     ) -> Result<Snapshot, SnapshotError> {
+        self.create_snapshot_and(id, kind, key, parent, labels, None)
+    }
+
+    /// [`MetaStore::create_snapshot`] and the driver's `also` in one transaction.
+    pub fn create_snapshot_and(
+        &self,
+        id: u64,
+        kind: Kind,
+        key: &str,
+        parent: Option<&str>,
+        labels: BTreeMap<String, String>,
+        also: Option<Also<'_, Snapshot>>,
+    ) -> Result<Snapshot, SnapshotError> {
         if kind == Kind::Committed {
             return Err(SnapshotError::InvalidKind { kind });
         }
         require_name("key", key)?;
         validate_labels(&labels)?;
         let parent = parent.filter(|p| !p.is_empty());
-        self.transact("create snapshot", Change::Add, |tx| {
+        self.transact_also("create snapshot", Change::Add, also, |tx| {
             let mut parent_ids = Vec::new();
             if let Some(parent_name) = parent {
                 let Some(mut p) = tx_get(tx, parent_name)? else {
@@ -341,9 +440,22 @@ impl MetaStore {
         usage: Usage,
         labels: BTreeMap<String, String>,
     ) -> Result<String, SnapshotError> {
+        self.commit_active_and(key, name, usage, labels, None)
+    }
+
+    /// [`MetaStore::commit_active`] and the driver's `also` (which sees the id) in one
+    /// transaction.
+    pub fn commit_active_and(
+        &self,
+        key: &str,
+        name: &str,
+        usage: Usage,
+        labels: BTreeMap<String, String>,
+        also: Option<Also<'_, String>>,
+    ) -> Result<String, SnapshotError> {
         require_name("name", name)?;
         validate_labels(&labels)?;
-        self.transact("commit snapshot", Change::Add, |tx| {
+        self.transact_also("commit snapshot", Change::Add, also, |tx| {
             if tx_get(tx, name)?.is_some() {
                 return abort(SnapshotError::AlreadyExists {
                     key: name.to_owned(),
@@ -373,7 +485,17 @@ impl MetaStore {
 
     /// Removes a snapshot without children; returns its id and kind.
     pub fn remove(&self, key: &str) -> Result<(String, Kind), SnapshotError> {
-        self.transact("remove snapshot", Change::Remove, |tx| {
+        self.remove_and(key, None)
+    }
+
+    /// [`MetaStore::remove`] and the driver's `also` (which sees the id and kind) in one
+    /// transaction.
+    pub fn remove_and(
+        &self,
+        key: &str,
+        also: Option<Also<'_, (String, Kind)>>,
+    ) -> Result<(String, Kind), SnapshotError> {
+        self.transact_also("remove snapshot", Change::Remove, also, |tx| {
             let Some(record) = tx_get(tx, key)? else {
                 return abort(SnapshotError::NotFound {
                     key: key.to_owned(),

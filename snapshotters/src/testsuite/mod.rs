@@ -222,27 +222,33 @@ pub fn run_check(name: &str, make: &MakeFn, setup: Option<&SetupFn>) {
 
 /// Generates one `#[test]` per suite check, named after the check, for the snapshotter that
 /// `$make` (a `fn(&Path) -> Arc<dyn Snapshotter>`) builds; `$setup` (a
-/// [`SetupFn`](crate::testsuite::SetupFn)-shaped fn) prepares each root first.
+/// [`SetupFn`](crate::testsuite::SetupFn)-shaped fn) prepares each root first. Attributes
+/// after them (`#[ignore = "why"]`) go on every generated test.
 #[macro_export]
 macro_rules! snapshotter_suite {
     ($make:expr) => {
         $crate::snapshotter_suite!(@tests $make, None);
     };
-    ($make:expr, $setup:expr) => {
-        $crate::snapshotter_suite!(@tests $make, Some(&$setup as &$crate::testsuite::SetupFn));
+    ($make:expr, $setup:expr $(, #[$attr:meta])*) => {
+        $crate::snapshotter_suite!(@tests $make, Some(&$setup as &$crate::testsuite::SetupFn)
+            $(, #[$attr])*);
     };
-    (@tests $make:expr, $setup:expr) => {
-        $crate::snapshotter_suite!(@each $make, $setup;
+    (@tests $make:expr, $setup:expr $(, #[$attr:meta])*) => {
+        $crate::snapshotter_suite!(@each $make, $setup; [$(#[$attr])*]
             basic, stat_active, stat_committed, transitivity, deleted_files_in_child,
             view_readonly, update, remove, walk, usage, layers_128, concurrent_prepare,
             crash_recovery, missing_parent, duplicate_key);
     };
-    (@each $make:expr, $setup:expr; $($check:ident),* $(,)?) => {
+    (@each $make:expr, $setup:expr; $attrs:tt $($check:ident),* $(,)?) => {
         $(
-            #[test]
-            fn $check() {
-                $crate::testsuite::run_check(stringify!($check), &$make, $setup);
-            }
+            $crate::snapshotter_suite!(@one $make, $setup; $attrs $check);
         )*
+    };
+    (@one $make:expr, $setup:expr; [$(#[$attr:meta])*] $check:ident) => {
+        #[test]
+        $(#[$attr])*
+        fn $check() {
+            $crate::testsuite::run_check(stringify!($check), &$make, $setup);
+        }
     };
 }
