@@ -257,3 +257,42 @@ fn a_service_whose_plugin_is_disabled_stays_unimplemented() {
         .iter()
         .all(|r| !(r["TYPE"] == "io.containerd.grpc.v1" && r["ID"] == "images")));
 }
+
+/// The devmapper snapshotter on this machine's kernel, which has no device-mapper: `ctr plugins
+/// ls` lists it as `skip`, and `-d` gives the reason, which says device-mapper is missing
+/// (checked before its config, so even a configured pool skips). On a kernel with
+/// device-mapper the unconfigured plugin fails as containerd's: `devmapper not configured`.
+#[test]
+fn devmapper_skips_with_the_reason_on_a_kernel_without_device_mapper() {
+    if !prerequisites() {
+        return;
+    }
+    let daemon = Daemon::start_with(
+        Some(
+            "[plugins.\"io.containerd.snapshotter.v1.devmapper\"]\n\
+             pool_name = \"berth-pool\"\nbase_image_size = \"1GB\"\n",
+        ),
+        &[],
+    );
+    let snapshotter = "io.containerd.snapshotter.v1";
+    let rows = plugins_ls(&daemon);
+    let detailed = ctr(&daemon, &["plugins", "ls", "-d", "id==devmapper"]);
+    let detailed = detailed.ok();
+    match berth_snapshotters::devmapper::dm::availability() {
+        Err(reason) => {
+            assert_eq!(status(&rows, snapshotter, "devmapper"), "skip");
+            assert!(reason.contains("device-mapper"), "{reason}");
+            assert!(
+                detailed.contains(&reason) && detailed.contains("device-mapper"),
+                "`ctr plugins ls -d` gives the kernel's reason {reason:?}:\n{detailed}"
+            );
+            // The other snapshotters are not affected.
+            assert_eq!(status(&rows, snapshotter, "native"), "ok");
+        }
+        Ok(()) => {
+            // A configured pool that does not exist: an error naming it, as containerd's.
+            assert_eq!(status(&rows, snapshotter, "devmapper"), "error");
+            assert!(detailed.contains("berth-pool"), "{detailed}");
+        }
+    }
+}

@@ -210,9 +210,10 @@ pub fn registration() -> Registration {
     Registration::new(types::SNAPSHOTTER, ID)
         .config::<Config>()
         .init(|ctx| {
+            // containerd lists its platform even when init fails.
+            ctx.meta.platforms.push(Platform::host());
             dm::availability().map_err(PluginError::Skip)?;
             let mut config: Config = ctx.config()?;
-            ctx.meta.platforms.push(Platform::host());
             let config_error = |message: String| PluginError::Config {
                 uri: ctx.uri().to_owned(),
                 message,
