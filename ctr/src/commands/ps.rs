@@ -1,11 +1,11 @@
-//! `berth ps [-a] [-q] [--no-trunc] [--format json]`: Docker's container table (CONTAINER ID,
+//! `berth ps [--all] [-q] [--no-trunc] [--format json]`: Docker's container table (CONTAINER ID,
 //! IMAGE, COMMAND, CREATED, STATUS, PORTS, NAMES, plus RESTARTS) from one Containers.List and one
 //! Tasks.List.
 //!
 //! STATUS is Docker's: `Up 5 seconds` (the uptime read from `/proc/<pid>/stat` of the task's
 //! process, berth running on the daemon's host; `Up` alone when it cannot be read), `Up … (Paused)`,
 //! `Exited (0) 3 minutes ago` for a stopped task, `Created` for a created task or none (a
-//! container whose task was deleted shows `Created`, as nerdctl shows it). Without `-a` only
+//! container whose task was deleted shows `Created`, as nerdctl shows it). Without `--all` only
 //! running and paused containers are listed, as Docker does. NAMES is the `nerdctl/name` label or
 //! the id; an id of 64 hex digits is shortened to 12 unless `--no-trunc`. PORTS reads the
 //! published ports the networking part records (`berth/ports` or `nerdctl/ports`: JSON of
@@ -47,8 +47,9 @@ pub enum Format {
 /// Flags of `ps`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Show all containers (default: running ones only).
-    #[arg(short, long)]
+    /// Show all containers (default: running ones only). Docker's `-a` is berth's global
+    /// `--address` (ctr's), so this flag has no short form.
+    #[arg(long)]
     pub all: bool,
     /// Only print container ids.
     #[arg(short, long)]
@@ -326,6 +327,15 @@ mod tests {
                 .to_owned(),
         )]);
         assert_eq!(ports(&labels), ["127.0.0.1:18080->80/tcp"]);
+    }
+
+    #[test]
+    fn flags_do_not_clash_with_the_globals() {
+        use clap::CommandFactory as _;
+        crate::cli::Cli::command().debug_assert();
+        let cli = <crate::cli::Cli as clap::Parser>::try_parse_from(["berth", "ps", "--all", "-q"])
+            .unwrap();
+        assert!(matches!(cli.command, crate::commands::Command::Ps(_)));
     }
 
     #[test]

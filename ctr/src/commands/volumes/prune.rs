@@ -1,4 +1,4 @@
-//! `berth volumes prune [-a]`: removes the volumes no container uses: anonymous ones, or every
+//! `berth volumes prune [--all]`: removes the volumes no container uses: anonymous ones, or every
 //! one with `--all` (Docker 23's rule).
 
 use anyhow::Result;
@@ -9,8 +9,9 @@ use crate::client::Client;
 /// Flags of `volumes prune`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Remove unused named volumes too, not only anonymous ones.
-    #[arg(short, long)]
+    /// Remove unused named volumes too, not only anonymous ones (no `-a`: that is the global
+    /// `--address`).
+    #[arg(long)]
     pub all: bool,
     /// Do not prompt (berth never prompts; accepted for Docker's scripts).
     #[arg(short, long)]
