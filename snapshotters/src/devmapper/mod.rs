@@ -556,6 +556,44 @@ impl DevmapperSnapshotter {
     }
 }
 
+/// What a devmapper snapshotter recorded under its root ([`dump`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Dump {
+    /// Every device record (base devices included: their `snapshot` is empty).
+    pub devices: Vec<DeviceInfo>,
+    /// Every snapshot: key or name, id (its device is `<pool>-snap-<id>`) and kind.
+    pub snapshots: Vec<DumpedSnapshot>,
+}
+
+/// One snapshot of a [`Dump`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DumpedSnapshot {
+    /// Key (active, view) or name (committed).
+    pub key: String,
+    /// The snapshot id.
+    pub id: String,
+    /// `active`, `view` or `committed`.
+    pub kind: String,
+}
+
+/// The records of the devmapper snapshotter whose root is `root`, read without touching the
+/// kernel (for the guest's consistency check and `berth-devmapper-dump`). The database is
+/// locked by a running berthd: call it while none runs on that root.
+pub fn dump(root: &Path) -> Result<Dump, SnapshotError> {
+    let ms = MetaStore::open(&root.join("metadata.db"))?;
+    let devices = DeviceStore::new(ms.open_tree(metadata::TREE)?).list()?;
+    let mut snapshots = Vec::new();
+    for info in ms.walk(&berth_filters::Filter::always())? {
+        let (id, _, _) = ms.get_info(&info.name)?;
+        snapshots.push(DumpedSnapshot {
+            key: info.name,
+            id,
+            kind: info.kind.as_str().to_owned(),
+        });
+    }
+    Ok(Dump { devices, snapshots })
+}
+
 /// The mount of a snapshot's device (containerd `buildMounts`): `/dev/mapper/<name>` of the
 /// device's filesystem type, `nouuid` for xfs, `ro` unless active.
 pub fn device_mount(device: &DeviceInfo, kind: Kind) -> Mount {

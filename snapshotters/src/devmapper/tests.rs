@@ -380,3 +380,55 @@ fn device_names_follow_containerd() {
     assert_eq!(device_mount(&xfs, Kind::View).options, ["nouuid", "ro"]);
     assert_eq!(device_mount(&xfs, Kind::Active).mount_type, "xfs");
 }
+
+/// The dump reads device and snapshot records back as written (host test, no kernel).
+#[test]
+fn dump_lists_device_and_snapshot_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let device = DeviceInfo {
+        device_id: 1,
+        size: 1 << 30,
+        name: "p-snap-1".into(),
+        parent_name: "p-base-ext4".into(),
+        state: DeviceState::Activated,
+        error: String::new(),
+        snapshot: "k".into(),
+        fs_type: FsType::Ext4,
+    };
+    {
+        let ms = MetaStore::open(&root.join("metadata.db")).unwrap();
+        let devices = DeviceStore::new(ms.open_tree(metadata::TREE).unwrap());
+        let id = ms.next_id().unwrap();
+        let add = |tx: &TransactionalTree, _: &Snapshot| metadata::tx_add(tx, &device);
+        ms.create_snapshot_and(
+            id,
+            Kind::View,
+            "k",
+            None,
+            BTreeMap::new(),
+            Some((devices.tree(), &add)),
+        )
+        .unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let dump = loop {
+        match dump(root) {
+            Ok(d) => break d,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => panic!("dump: {e}"),
+        }
+    };
+    assert_eq!(dump.devices, [device]);
+    assert_eq!(
+        dump.snapshots,
+        [DumpedSnapshot {
+            key: "k".into(),
+            id: "1".into(),
+            kind: "view".into()
+        }]
+    );
+    let json = serde_json::to_value(&dump).unwrap();
+    assert_eq!(json["devices"][0]["state"], "Activated");
+    assert_eq!(json["devices"][0]["fs_type"], "ext4");
+}
