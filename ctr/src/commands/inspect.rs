@@ -30,6 +30,8 @@ pub const NETWORKS_LABEL: &str = "nerdctl/networks";
 /// The restart monitor's labels (containerd `runtime/restart`).
 pub const RESTART_POLICY_LABEL: &str = "containerd.io/restart.policy";
 pub const RESTART_STATUS_LABEL: &str = "containerd.io/restart.status";
+/// The json-file log of `berth run --log-driver json-file`.
+pub const LOG_PATH_LABEL: &str = "berth/log-path";
 pub const LOG_URI_LABELS: [&str; 3] = [
     "containerd.io/restart.loguri",
     "containerd.io/restart.logpath",
@@ -86,14 +88,16 @@ pub fn inspect_json(
         .iter()
         .find_map(|k| c.labels.get(*k))
         .cloned();
-    let log_path = log_uri.as_deref().and_then(|u| {
-        if let Some(path) = u.strip_prefix("file://") {
-            Some(path.to_owned())
-        } else if u.starts_with('/') {
-            Some(u.to_owned())
-        } else {
-            None
-        }
+    let log_path = c.labels.get(LOG_PATH_LABEL).cloned().or_else(|| {
+        log_uri.as_deref().and_then(|u| {
+            if let Some(path) = u.strip_prefix("file://") {
+                Some(path.to_owned())
+            } else if u.starts_with('/') {
+                Some(u.to_owned())
+            } else {
+                None
+            }
+        })
     });
     let addresses = json_list(c.labels.get(ADDRESSES_LABEL));
     let created = c

@@ -523,7 +523,15 @@ async fn make(
         spec::add_mount(spec, m);
     }
     if !points.is_empty() {
-        labels.insert(MOUNTS_LABEL.to_owned(), serde_json::to_string(&points)?);
+        let record = serde_json::to_string(&points)?;
+        // containerd refuses a label whose key and value pass 4096 bytes.
+        if MOUNTS_LABEL.len() + record.len() > 4096 {
+            bail!(
+                "too many mounts ({}): their record does not fit in the container label {MOUNTS_LABEL} (4096 bytes)",
+                points.len()
+            );
+        }
+        labels.insert(MOUNTS_LABEL.to_owned(), record);
     }
     if !anonymous.is_empty() {
         labels.insert(
