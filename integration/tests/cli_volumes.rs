@@ -707,6 +707,30 @@ fn bad_names_and_paths_make_nothing() {
     assert!(entries.is_empty(), "{entries:?}");
     assert!(!daemon.root().join("berth/volumes/x").exists());
     assert!(!daemon.root().join("berth/x").exists());
+
+    // A container that cannot be created (its id is taken) leaves no volume or host directory.
+    berth(a, &["containers", "create", IMAGE, &c2, "true"]).ok();
+    let host = daemon.dir().join("never/made");
+    let taken = berth(
+        a,
+        &[
+            "run",
+            "--rm",
+            "-v",
+            "fresh:/f",
+            "-v",
+            "/anon",
+            "-v",
+            &format!("{}:/h", host.display()),
+            IMAGE,
+            &c2,
+            "true",
+        ],
+    );
+    fails_with(taken, "already exists");
+    assert!(volume_names(a).is_empty());
+    assert!(!daemon.dir().join("never").exists());
+    berth(a, &["containers", "rm", &c2]).ok();
 }
 
 #[test]
@@ -717,10 +741,10 @@ fn ps_and_inspect_summarise_containers() {
     let daemon = Daemon::start();
     let a = daemon.address();
     import(a, &build_busybox_image(daemon.dir(), IMAGE));
-    let [up, ex, created] = ["ps-up", "ps-ex", "ps-new"].map(uid);
+    let [up, ex, created, created2] = ["ps-up", "ps-ex", "ps-new", "ps-new2"].map(uid);
     let _cleanup = Cleanup {
         address: a,
-        ids: vec![up.clone(), ex.clone(), created.clone()],
+        ids: vec![up.clone(), ex.clone(), created.clone(), created2.clone()],
     };
     let host = daemon.dir().join("hostdir");
     fs::create_dir(&host).unwrap();
@@ -808,6 +832,38 @@ fn ps_and_inspect_summarise_containers() {
     assert_eq!(hb["Type"], "bind");
     assert_eq!(hb["Source"], host.to_str().unwrap());
     assert_eq!(hb["RW"], false);
+    // Volumes are per namespace.
+    assert_eq!(berth(a, &["-n", "other", "volumes", "ls", "-q"]).ok(), "");
+    assert_eq!(berth(a, &["volumes", "ls", "-q"]).ok(), "pv\n");
+    // ctr's own --mount form still works, and is recorded as a bind mount.
+    let ctr_mount = format!("type=bind,src={},dst=/c,options=rbind:ro", host.display());
+    berth(
+        a,
+        &[
+            "containers",
+            "create",
+            "--mount",
+            &ctr_mount,
+            IMAGE,
+            &created2,
+            "true",
+        ],
+    )
+    .ok();
+    let c2 = berth(a, &["inspect", &created2]).json();
+    assert_eq!(c2[0]["Mounts"][0]["Type"], "bind", "{c2}");
+    assert_eq!(c2[0]["Mounts"][0]["Destination"], "/c");
+    assert_eq!(c2[0]["Mounts"][0]["RW"], false);
+    let info = berth(a, &["containers", "info", &created2]).json();
+    let spec_mount = info["spec"]["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["destination"] == "/c")
+        .cloned()
+        .unwrap_or_else(|| panic!("no /c mount in {info}"));
+    assert_eq!(spec_mount["options"], json!(["rbind", "ro"]));
+
     let exited = berth(a, &["inspect", &ex]).json();
     assert_eq!(exited[0]["State"]["ExitCode"], 3);
     assert_eq!(exited[0]["State"]["Running"], false);
