@@ -312,7 +312,7 @@ impl VolumeStore {
         Ok((volume, true))
     }
 
-    /// Every volume, by name. The caller holds the lock.
+    /// Every volume, by name (finishing removals a crash cut short). The caller holds the lock.
     pub fn list(&self) -> Result<Vec<Volume>> {
         let mut out = Vec::new();
         let entries = fs::read_dir(&self.dir)
@@ -320,6 +320,11 @@ impl VolumeStore {
         for entry in entries {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(".removing-") {
+                // A removal cut short (see `remove`): finish it.
+                let _ = fs::remove_dir_all(entry.path());
+                continue;
+            }
             if validate_name(&name).is_err() {
                 continue;
             }
@@ -547,6 +552,9 @@ mod tests {
         assert_eq!(store.list().unwrap().len(), 1);
         store.remove("data").unwrap();
         assert!(store.list().unwrap().is_empty());
+        fs::create_dir_all(root.path().join("berth/volumes/ns/.removing-old/_data")).unwrap();
+        assert!(store.list().unwrap().is_empty());
+        assert!(!root.path().join("berth/volumes/ns/.removing-old").exists());
         assert!(store.create("../x", &BTreeMap::new()).is_err());
         assert!(!root.path().join("berth/volumes/x").exists());
     }
