@@ -640,3 +640,295 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::NotFound);
     }
 }
+
+/// The kernel path, for real: a pool on two loop devices and every call of [`dm`], [`Pool`]
+/// and the loop module. Needs root and a kernel with dm-thin-pool: run in the QEMU guest.
+#[cfg(test)]
+mod kernel_tests {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    use std::os::unix::fs::FileTypeExt;
+    use std::time::Instant;
+
+    use berth_registry::ErrorKind;
+
+    use super::*;
+    use crate::devmapper::loopdev;
+
+    const PREFIX: &str = "berthdmtest-";
+    const MIB: u64 = 1024 * 1024;
+
+    /// Removes every device this test made (thin devices first, then the pool) and detaches
+    /// the loop devices, also when an assertion fails midway.
+    struct Cleanup {
+        loops: Vec<PathBuf>,
+    }
+
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            if let Ok(control) = Control::open() {
+                let mut names: Vec<String> = control
+                    .list()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(n, _)| n)
+                    .filter(|n| n.starts_with(PREFIX))
+                    .collect();
+                // The pool last: its thin devices hold it open.
+                names.sort_by_key(|n| n.ends_with("pool"));
+                for name in names {
+                    let _ = control.remove(&name);
+                    let _ = dm::remove_node(&name);
+                }
+            }
+            for l in &self.loops {
+                let _ = loopdev::detach(l);
+            }
+        }
+    }
+
+    fn sparse_file(path: &Path, size: u64) {
+        File::create(path).unwrap().set_len(size).unwrap();
+    }
+
+    #[test]
+    #[ignore = "needs device-mapper: run in the QEMU guest (integration/tests/devmapper_guest.rs)"]
+    fn ioctl_round_trip_cost() {
+        dm::availability().unwrap();
+        let control = Control::open().unwrap();
+        let started = Instant::now();
+        for _ in 0..1000 {
+            control.version().unwrap();
+        }
+        // A figure for dm.rs's module doc, not an assertion.
+        println!(
+            "DM_VERSION ioctl round trip: {:.1} us",
+            started.elapsed().as_secs_f64() * 1e6 / 1000.0
+        );
+        assert_eq!(control.version().unwrap()[0], 4);
+        // The same in the same guest for `dmsetup version`, which does one DM_VERSION too.
+        if let Some(dmsetup) = [
+            "/usr/sbin/dmsetup",
+            "/sbin/dmsetup",
+            "/usr/local/sbin/dmsetup",
+        ]
+        .iter()
+        .find(|p| Path::new(p).exists())
+        {
+            let started = Instant::now();
+            for _ in 0..100 {
+                let out = std::process::Command::new(dmsetup)
+                    .arg("version")
+                    .output()
+                    .unwrap();
+                assert!(out.status.success(), "{out:?}");
+            }
+            println!(
+                "dmsetup version: {:.0} us",
+                started.elapsed().as_secs_f64() * 1e6 / 100.0
+            );
+        }
+    }
+
+    #[test]
+    #[ignore = "needs device-mapper: run in the QEMU guest (integration/tests/devmapper_guest.rs)"]
+    fn a_pool_on_loop_devices_goes_through_every_call() {
+        dm::availability().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (data_file, meta_file) = (dir.path().join("data"), dir.path().join("meta"));
+        sparse_file(&data_file, 256 * MIB);
+        sparse_file(&meta_file, 16 * MIB);
+        let mut cleanup = Cleanup { loops: Vec::new() };
+        let data = loopdev::attach(&data_file).unwrap();
+        cleanup.loops.push(data.path.clone());
+        let meta = loopdev::attach(&meta_file).unwrap();
+        cleanup.loops.push(meta.path.clone());
+        assert_eq!(loopdev::attach(&data_file).unwrap(), data);
+
+        let pool_name = format!("{PREFIX}pool");
+        let pool = Pool::create(&pool_name, &data.path, &meta.path, 128).unwrap();
+        let again = Pool::create(&pool_name, &data.path, &meta.path, 128).unwrap_err();
+        assert_eq!(again.kind(), ErrorKind::AlreadyExists, "{again}");
+        assert!(pool
+            .path()
+            .metadata()
+            .unwrap()
+            .file_type()
+            .is_block_device());
+        let reopened = Pool::open(&pool_name).unwrap();
+        assert_eq!(reopened.block_sectors(), 128);
+        drop(reopened);
+        let table = pool.control().table(&pool_name).unwrap();
+        assert_eq!(table.len(), 1);
+        assert_eq!(table[0].target_type, "thin-pool");
+        assert_eq!(table[0].length, 256 * MIB / SECTOR_SIZE);
+        assert!(
+            table[0].params.contains(" 128 32768 1 skip_block_zeroing"),
+            "{table:?}"
+        );
+        let status = pool.pool_status().unwrap();
+        assert_eq!(status.total_data_blocks, 256 * MIB / (128 * SECTOR_SIZE));
+        assert_eq!(status.used_data_blocks, 0);
+        assert!(
+            !status.read_only && !status.fail && !status.needs_check,
+            "{status:?}"
+        );
+        let missing = Pool::open(&format!("{PREFIX}nopool")).unwrap_err();
+        assert_eq!(missing.kind(), ErrorKind::NotFound, "{missing}");
+
+        // A thin device, written to.
+        pool.create_thin(1).unwrap();
+        let taken = pool.create_thin(1).unwrap_err();
+        assert!(taken.is_exists(), "{taken}");
+        assert_eq!(
+            crate::error::SnapshotError::from(taken).kind(),
+            ErrorKind::AlreadyExists
+        );
+        let thin1 = format!("{PREFIX}thin1");
+        let path1 = pool.activate_thin(&thin1, 1, 64 * MIB).unwrap();
+        assert_eq!(path1, dm::device_path(&thin1));
+        assert_eq!(device_size(&path1).unwrap(), 64 * MIB);
+        let info = pool.control().info(&thin1).unwrap().unwrap();
+        assert!(
+            info.active_table && !info.suspended && !info.inactive_table,
+            "{info:?}"
+        );
+        assert_eq!(info.open_count, 0);
+        let table = pool.control().table(&thin1).unwrap();
+        assert_eq!(
+            table[0].params,
+            format!(
+                "{}:{} 1",
+                pool_info(&pool).major(),
+                pool_info(&pool).minor()
+            )
+        );
+        assert!(pool
+            .control()
+            .list()
+            .unwrap()
+            .contains(&(thin1.clone(), info.dev)));
+        let pattern: Vec<u8> = (0..MIB as usize).map(|i| (i % 251) as u8).collect();
+        {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path1)
+                .unwrap();
+            f.write_all(&pattern).unwrap();
+            f.sync_all().unwrap();
+        }
+        let thin_status = pool.thin_status(&thin1).unwrap();
+        assert!(
+            thin_status.mapped_sectors >= MIB / SECTOR_SIZE,
+            "{thin_status:?}"
+        );
+        assert!(thin_status.highest_mapped_sector.is_some());
+        let used = pool.pool_status().unwrap().used_data_blocks;
+        assert!(used >= MIB / (128 * SECTOR_SIZE), "{used}");
+
+        // Same name, same id: taken as it is; another id: refused.
+        assert_eq!(pool.activate_thin(&thin1, 1, 64 * MIB).unwrap(), path1);
+        let other = pool.activate_thin(&thin1, 9, 64 * MIB).unwrap_err();
+        assert_eq!(other.kind(), ErrorKind::AlreadyExists, "{other}");
+
+        // A snapshot of the active origin: suspended around the message, resumed after.
+        pool.create_snap(2, 1, Some(&thin1)).unwrap();
+        assert!(!pool.control().info(&thin1).unwrap().unwrap().suspended);
+        let snap2 = format!("{PREFIX}snap2");
+        let path2 = pool.activate_thin(&snap2, 2, 64 * MIB).unwrap();
+        let mut read = vec![0u8; MIB as usize];
+        File::open(&path2).unwrap().read_exact(&mut read).unwrap();
+        assert!(read == pattern, "the snapshot reads its origin's data");
+        // A snapshot of an origin that does not exist fails, and names the message.
+        let bad = pool.create_snap(3, 77, None).unwrap_err();
+        assert!(bad.to_string().contains("create_snap 3 77"), "{bad}");
+
+        // Explicit suspend and resume.
+        pool.control().suspend(&thin1).unwrap();
+        assert!(pool.control().info(&thin1).unwrap().unwrap().suspended);
+        assert_eq!(pool.control().resume(&thin1).unwrap(), info.dev);
+        assert!(!pool.control().info(&thin1).unwrap().unwrap().suspended);
+
+        // Delete of an active device is busy (after containerd's retries): do not wait 10 s
+        // here; deactivate first, then delete twice.
+        assert!(pool.deactivate(&snap2).unwrap());
+        assert!(!path2.exists());
+        assert!(!pool.deactivate(&snap2).unwrap());
+        assert!(pool.delete(2).unwrap());
+        assert!(!pool.delete(2).unwrap(), "ENODATA: already gone");
+
+        // Discard frees the thin device's blocks in the pool.
+        discard(&path1).unwrap();
+        assert_eq!(pool.thin_status(&thin1).unwrap().mapped_sectors, 0);
+
+        // remove retries EBUSY while another holder closes the device.
+        let holder = File::open(&path1).unwrap();
+        assert_eq!(pool.control().info(&thin1).unwrap().unwrap().open_count, 1);
+        let closer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            drop(holder);
+        });
+        pool.control().remove(&thin1).unwrap();
+        closer.join().unwrap();
+        assert_eq!(pool.control().info(&thin1).unwrap(), None);
+        dm::remove_node(&thin1).unwrap();
+        assert!(pool.delete(1).unwrap());
+        assert_eq!(pool.pool_status().unwrap().used_data_blocks, 0);
+
+        // Deferred remove: marked while open, gone at the last close.
+        pool.create_thin(3).unwrap();
+        let thin3 = format!("{PREFIX}thin3");
+        let path3 = pool.activate_thin(&thin3, 3, 8 * MIB).unwrap();
+        let mut holder = File::open(&path3).unwrap();
+        holder.seek(SeekFrom::Start(0)).unwrap();
+        pool.control().remove_deferred(&thin3).unwrap();
+        assert!(
+            pool.control()
+                .info(&thin3)
+                .unwrap()
+                .unwrap()
+                .deferred_remove
+        );
+        drop(holder);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while pool.control().info(&thin3).unwrap().is_some() {
+            assert!(Instant::now() < deadline, "deferred remove did not happen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        dm::remove_node(&thin3).unwrap();
+        assert!(pool.delete(3).unwrap());
+
+        // Errors name the device and carry the errno.
+        assert_eq!(pool.control().info(&format!("{PREFIX}none")).unwrap(), None);
+        let e = pool.control().status(&format!("{PREFIX}none")).unwrap_err();
+        assert!(e.is_not_found(), "{e}");
+        assert!(e.to_string().contains("berthdmtest-none"), "{e}");
+
+        // A name list larger than the first buffer: DM_BUFFER_FULL_FLAG and a retry.
+        let long: Vec<String> = (0..200)
+            .map(|i| format!("{PREFIX}{i:03}-{}", "x".repeat(100)))
+            .collect();
+        for name in &long {
+            pool.control().create(name, "").unwrap();
+        }
+        let listed = pool.control().list().unwrap();
+        for name in &long {
+            assert!(listed.iter().any(|(n, _)| n == name), "{name} not listed");
+        }
+        for name in &long {
+            pool.control().remove(name).unwrap();
+        }
+
+        pool.remove_pool().unwrap();
+        let control = Control::open().unwrap();
+        assert_eq!(control.info(&pool_name).unwrap(), None);
+        assert!(!dm::device_path(&pool_name).exists());
+        for l in cleanup.loops.drain(..) {
+            loopdev::detach(&l).unwrap();
+        }
+        assert_eq!(loopdev::find(&data_file).unwrap(), None);
+    }
+
+    fn pool_info(pool: &Pool) -> dm::DevInfo {
+        pool.control().info(pool.name()).unwrap().unwrap()
+    }
+}
