@@ -12,7 +12,30 @@ packages=(
   apache2-utils   # htpasswd, for the registry's basic auth
   openssl         # a test CA and server certificate for the HTTPS registry
   containernetworking-plugins iptables iproute2 gcc libc6-dev # CRI tests: CNI plugins, iptables-save, ip, cc -static for the pause program
+  qemu-system-x86 thin-provisioning-tools dmsetup e2fsprogs # devmapper guest (integration/src/guest): QEMU, thin_ls/thin_dump, dmsetup, mkfs.ext4 copied into it
 )
+
+# The devmapper guest's kernel: Debian's linux-image-amd64 kernel package (the versioned
+# linux-image-<abi>-amd64 it depends on), downloaded and unpacked -- not installed -- into
+# /var/cache/berth-guest/root (boot/vmlinuz-*, lib/modules/<abi>/); integration/src/guest reads
+# it from there ($BERTH_GUEST_KERNEL_ROOT overrides). Skipped once a kernel is unpacked there.
+guest_cache=/var/cache/berth-guest
+if ! compgen -G "$guest_cache/root/boot/vmlinuz-*" >/dev/null; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-/ {print $2; exit}')
+  if [ -z "$kpkg" ]; then
+    $SUDO apt-get update -q
+    kpkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-/ {print $2; exit}')
+  fi
+  echo "downloading the guest kernel: $kpkg (unpacked into $guest_cache/root)"
+  $SUDO mkdir -p "$guest_cache"
+  (cd "$guest_cache" && $SUDO rm -f ./*.deb && $SUDO apt-get download -q "$kpkg")
+  $SUDO rm -rf "$guest_cache/root.tmp"
+  $SUDO dpkg-deb -x "$guest_cache"/"$kpkg"_*.deb "$guest_cache/root.tmp"
+  $SUDO mv "$guest_cache/root.tmp" "$guest_cache/root"
+  $SUDO rm -f "$guest_cache"/*.deb
+fi
 
 # Python gRPC for the stock grpcio client test (integration/clients/grpcio_client.py). grpcio
 # sends the socket path as :authority on unix sockets from 1.57 on, which is what the test needs.

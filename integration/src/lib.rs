@@ -10,6 +10,7 @@ pub mod cri;
 mod ctr;
 mod daemon;
 mod grpc;
+pub mod guest;
 pub mod image;
 pub mod killpoints;
 pub mod layers;
