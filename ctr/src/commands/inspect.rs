@@ -82,7 +82,7 @@ pub fn inspect_json(
     c: &Container,
     task: Option<&berth_proto::containerd::v1::types::Process>,
 ) -> Value {
-    let state = ps::task_state(task);
+    let state = ps::task_state(task, c.created_at.as_ref());
     let args = ps::command_args(c);
     let log_uri = LOG_URI_LABELS
         .iter()

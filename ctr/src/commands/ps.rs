@@ -93,8 +93,10 @@ fn process_start(pid: u32) -> Option<i64> {
     Some(btime + ticks / CLOCK_TICKS)
 }
 
-/// Docker's state and status text of a task (`None`: the container has no task).
-pub fn task_state(task: Option<&Process>) -> TaskState {
+/// Docker's state and status text of a task (`None`: the container has no task) of a container
+/// created at `created` (the task cannot be older: `/proc` times are whole seconds after a
+/// boot time that is one too).
+pub fn task_state(task: Option<&Process>, created: Option<&prost_types::Timestamp>) -> TaskState {
     let Some(p) = task else {
         return TaskState {
             state: "created",
@@ -106,7 +108,13 @@ pub fn task_state(task: Option<&Process>) -> TaskState {
         };
     };
     let now = timefmt::now().0;
-    let started = (p.pid != 0).then(|| process_start(p.pid)).flatten();
+    let started = (p.pid != 0)
+        .then(|| process_start(p.pid))
+        .flatten()
+        .map(|t| match created {
+            Some(c) if c.seconds > t => c.seconds,
+            _ => t,
+        });
     let up = match started {
         Some(t) => format!("Up {}", human_duration(now - t)),
         None => "Up".to_owned(),
@@ -248,7 +256,7 @@ pub async fn run(client: &Client, args: Args) -> Result<()> {
     ]);
     let mut out = String::new();
     for c in &containers {
-        let state = task_state(tasks.get(&c.id));
+        let state = task_state(tasks.get(&c.id), c.created_at.as_ref());
         if !args.all && !matches!(state.state, "running" | "paused") {
             continue;
         }
@@ -340,7 +348,7 @@ mod tests {
 
     #[test]
     fn states_read_like_docker() {
-        assert_eq!(task_state(None).status, "Created");
+        assert_eq!(task_state(None, None).status, "Created");
         let p = Process {
             status: Status::Stopped as i32,
             exit_status: 3,
@@ -350,7 +358,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        let s = task_state(Some(&p));
+        let s = task_state(Some(&p), None);
         assert_eq!(s.status, "Exited (3) 3 minutes ago");
         assert_eq!(s.state, "exited");
         let me = Process {
@@ -358,10 +366,15 @@ mod tests {
             pid: std::process::id(),
             ..Default::default()
         };
-        assert!(
-            task_state(Some(&me)).status.starts_with("Up "),
-            "{:?}",
-            task_state(Some(&me))
-        );
+        let up = task_state(Some(&me), None);
+        assert!(up.status.starts_with("Up "), "{up:?}");
+        // Never older than its container.
+        let now = timefmt::now().0;
+        let created = prost_types::Timestamp {
+            seconds: now + 3600,
+            nanos: 0,
+        };
+        let up = task_state(Some(&me), Some(&created));
+        assert_eq!(up.started_at, Some(timefmt::rfc3339(now + 3600)));
     }
 }
