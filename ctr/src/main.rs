@@ -14,6 +14,17 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // The shim runs `berth` as a logging binary (`run --log-driver`): no flags, no daemon.
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.len() == 3 && argv[1] == client::logdriver::MAGIC_ARG {
+        return match client::logdriver::run(&argv[2]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("berth logging: {err}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let cli = cli::Cli::parse();
     match cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,8 +5,11 @@
 pub mod content;
 pub mod images;
 pub mod io;
+pub mod jsonfile;
 pub mod leases;
+pub mod logdriver;
 pub mod mount;
+pub mod restart;
 pub mod spec;
 pub mod tasks;
 pub mod unpack;

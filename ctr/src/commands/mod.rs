@@ -7,6 +7,7 @@ pub mod events;
 pub mod images;
 pub mod inspect;
 pub mod leases;
+pub mod logs;
 pub mod namespaces;
 pub mod plugins;
 pub mod ps;
@@ -64,6 +65,8 @@ pub enum Command {
     Ps(ps::Args),
     /// Print containers as JSON: mounts, volumes, network, restart policy, log location.
     Inspect(inspect::Args),
+    /// Print a container's json-file log (`run --log-driver json-file`).
+    Logs(logs::Args),
 }
 
 impl Command {
@@ -83,6 +86,7 @@ impl Command {
             Self::Tasks(cmd) => cmd.run(client).await,
             Self::Volumes(cmd) => cmd.run(client).await,
             Self::Ps(args) => ps::run(client, args).await,
+            Self::Logs(args) => logs::run(client, args).await,
             Self::Inspect(args) => inspect::run(client, args).await,
         }
     }

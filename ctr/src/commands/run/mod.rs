@@ -10,6 +10,7 @@
 //! is the container's.
 
 mod container;
+mod restart;
 mod volumes;
 
 use anyhow::{bail, Result};
@@ -72,6 +73,8 @@ pub struct Args {
     #[command(flatten)]
     pub io: IoFlags,
     #[command(flatten)]
+    pub restart_log: restart::RestartLogFlags,
+    #[command(flatten)]
     pub container: ContainerFlags,
     /// Image reference (or, with --rootfs, a host directory; with --config, the container id).
     #[arg(value_name = "IMAGE|ROOTFS")]
@@ -84,13 +87,25 @@ pub struct Args {
 }
 
 /// Runs a container.
-pub async fn run(client: &Client, args: Args) -> Result<()> {
+pub async fn run(client: &Client, mut args: Args) -> Result<()> {
     let (image, id) = ref_and_id(&args.container, &args.image, args.id.as_deref())?;
-    let id = id.to_owned();
+    let (image, id) = (image.to_owned(), id.to_owned());
     if args.rm && args.detach {
         bail!("flags --detach and --rm cannot be specified together");
     }
-    let container = new_container(client, &args.container, image, &id, &args.args).await?;
+    // Restart and log flags: checked before anything is made.
+    let plan = restart::plan(
+        client,
+        &args.restart_log,
+        &args.io,
+        &id,
+        args.detach,
+        args.rm,
+        args.container.tty,
+    )
+    .await?;
+    plan.apply(&mut args.io, &mut args.container.labels);
+    let container = new_container(client, &args.container, &image, &id, &args.args).await?;
     let result = start_task(
         client,
         &id,
@@ -101,6 +116,9 @@ pub async fn run(client: &Client, args: Args) -> Result<()> {
         args.container.pid_file.as_deref(),
     )
     .await;
+    if plan.restart && result.is_ok() {
+        crate::client::restart::mark_started(client, &id).await?;
+    }
     if args.rm && !args.detach {
         let deleted = match container::delete_with_snapshot(client, &id).await {
             // Docker's `--rm` takes the container's anonymous volumes along.

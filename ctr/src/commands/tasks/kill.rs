@@ -1,10 +1,11 @@
 //! `berth tasks kill [-s SIGNAL] [--all | --exec-id E] CONTAINER`: Containers.Get (stop
 //! signal), Tasks.Get, Tasks.Kill. The default signal is the container's
-//! `io.containerd.image.config.stop-signal` label, else SIGTERM.
+//! `io.containerd.image.config.stop-signal` label, else SIGTERM. A container the restart monitor
+//! manages gets `containerd.io/restart.explicitly-stopped=true` before the signal.
 
 use anyhow::{bail, Result};
 
-use crate::client::{tasks, Client};
+use crate::client::{restart, tasks, Client};
 
 /// Flags of `tasks kill`.
 #[derive(Debug, clap::Args)]
@@ -36,5 +37,10 @@ pub async fn run(client: &Client, args: Args) -> Result<()> {
         (None, None) => tasks::parse_signal("SIGTERM")?,
     };
     tasks::get(client, &args.id, "").await?;
+    // A user's kill of a restart-managed container: `unless-stopped` leaves it stopped
+    // (nerdctl's `kill` marks it the same way). Signals to an exec process do not count.
+    if let Some(c) = c.as_ref().filter(|c| exec_id.is_empty() && restart::is_managed(c)) {
+        restart::mark_explicitly_stopped(client, &c.id).await?;
+    }
     tasks::kill(client, &args.id, &exec_id, signal, args.all).await
 }

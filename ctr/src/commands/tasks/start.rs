@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 
-use crate::client::{spec, tasks, Client};
+use crate::client::{restart, spec, tasks, Client};
 use crate::commands::run::{start_task, IoFlags};
 
 /// Flags of `tasks start`.
@@ -38,5 +38,10 @@ pub async fn run(client: &Client, args: Args) -> Result<()> {
         args.no_pivot,
         args.pid_file.as_deref(),
     )
-    .await
+    .await?;
+    // A user's start of a restart-managed container: keep it running again (nerdctl `start`).
+    if args.detach && restart::is_managed(&c) {
+        restart::mark_started(client, &args.id).await?;
+    }
+    Ok(())
 }
