@@ -604,8 +604,9 @@ impl Control {
         Ok(Control { file })
     }
 
-    /// One ioctl with `buf`, repeated with a doubled buffer while the kernel says it is full.
-    /// `fill` writes the request into a fresh buffer.
+    /// One ioctl with `buf`, repeated with a doubled buffer while the kernel says it is full
+    /// (not for a message, which is not repeated). `fill` writes the request into a fresh
+    /// buffer.
     fn call(
         &self,
         cmd: u8,
@@ -631,6 +632,15 @@ impl Control {
             Errno::result(rc).map_err(|errno| DmError::ioctl(op, name, errno))?;
             if buf.header().flags & DM_BUFFER_FULL_FLAG == 0 {
                 return Ok(buf);
+            }
+            // A message has been acted on by the time its answer overflows: sending it again
+            // would act twice. (Thin-pool messages answer nothing.)
+            if cmd == DM_TARGET_MSG_CMD {
+                return Err(DmError::parse(
+                    op,
+                    name,
+                    format!("the answer is larger than {size} bytes (the message was sent)"),
+                ));
             }
             if size >= MAX_BUFFER {
                 return Err(DmError::parse(
