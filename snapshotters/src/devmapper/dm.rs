@@ -12,7 +12,7 @@
 //!   starting it) took 0.22 s: about 2.2 ms each, before it has done any work. In the QEMU
 //!   guest the tests run in (TCG emulation), `ioctl_round_trip_cost` in `pool.rs`'s kernel
 //!   tests measured one `DM_VERSION` ioctl at 21 to 42 us and one `dmsetup version` (the same
-//!   ioctl plus starting the process) at 56 ms. A snapshot create is six device-mapper
+//!   ioctl plus starting the process) at 56 to 69 ms. A snapshot create is six device-mapper
 //!   operations (suspend, message, resume of the origin; create, load, resume of the
 //!   snapshot), and a prepare of an image with many layers does that per layer.
 //! - Errors are errnos from the kernel ([`DmError::Ioctl`]), classed once ([`DmError::kind`]):

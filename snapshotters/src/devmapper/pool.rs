@@ -646,7 +646,7 @@ mod tests {
 #[cfg(test)]
 mod kernel_tests {
     use std::io::{Read, Seek, SeekFrom, Write};
-    use std::os::unix::fs::FileTypeExt;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
     use std::time::Instant;
 
     use berth_registry::ErrorKind;
@@ -733,6 +733,14 @@ mod kernel_tests {
     #[ignore = "needs device-mapper: run in the QEMU guest (integration/tests/devmapper_guest.rs)"]
     fn a_pool_on_loop_devices_goes_through_every_call() {
         dm::availability().unwrap();
+        // A missing control node is made again from /proc/misc's minor.
+        let control_rdev = std::fs::metadata(dm::CONTROL_PATH).unwrap().rdev();
+        std::fs::remove_file(dm::CONTROL_PATH).unwrap();
+        Control::open().unwrap().version().unwrap();
+        assert_eq!(
+            std::fs::metadata(dm::CONTROL_PATH).unwrap().rdev(),
+            control_rdev
+        );
         let dir = tempfile::tempdir().unwrap();
         let (data_file, meta_file) = (dir.path().join("data"), dir.path().join("meta"));
         sparse_file(&data_file, 256 * MIB);
@@ -824,6 +832,18 @@ mod kernel_tests {
         assert!(thin_status.highest_mapped_sector.is_some());
         let used = pool.pool_status().unwrap().used_data_blocks;
         assert!(used >= MIB / (128 * SECTOR_SIZE), "{used}");
+
+        // A stale node of another number is replaced.
+        std::fs::remove_file(&path1).unwrap();
+        nix::sys::stat::mknod(
+            &path1,
+            nix::sys::stat::SFlag::S_IFBLK,
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+            nix::sys::stat::makedev(1, 3),
+        )
+        .unwrap();
+        assert_eq!(dm::ensure_node(&thin1, info.dev).unwrap(), path1);
+        assert_eq!(std::fs::metadata(&path1).unwrap().rdev(), info.dev);
 
         // Same name, same id: taken as it is; another id: refused.
         assert_eq!(pool.activate_thin(&thin1, 1, 64 * MIB).unwrap(), path1);
