@@ -563,13 +563,16 @@ impl Control {
                 }
                 std::fs::create_dir_all(MAPPER_DIR)
                     .map_err(|e| DmError::io("create", MAPPER_DIR, e))?;
-                mknod(
+                match mknod(
                     control,
                     SFlag::S_IFCHR,
                     Mode::from_bits_truncate(0o600),
                     makedev(MISC_MAJOR, minor),
-                )
-                .map_err(|e| DmError::io("mknod", control, e.into()))?;
+                ) {
+                    // Another opener made it meanwhile.
+                    Ok(()) | Err(Errno::EEXIST) => {}
+                    Err(e) => return Err(DmError::io("mknod", control, e.into())),
+                }
             }
             // Not loaded yet: opening an existing node may load dm-mod (its module alias).
             (None, Ok(_)) => {}
