@@ -119,8 +119,20 @@ impl fmt::Display for FsType {
     }
 }
 
+/// What a device held when it was last measured (the base once formatted, a snapshot at
+/// commit): its children's usage is what they hold beyond it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Measured {
+    /// Bytes the thin device maps (mapped sectors x 512, containerd's measure).
+    pub mapped_bytes: u64,
+    /// Bytes its filesystem uses (statvfs: blocks - free, x fragment size).
+    pub fs_bytes: u64,
+    /// Inodes its filesystem uses.
+    pub fs_inodes: u64,
+}
+
 /// One thin device's record (containerd `DeviceInfo`, plus the owning snapshot and the
-/// filesystem, which containerd keeps in a snapshot label).
+/// filesystem, which containerd keeps in a snapshot label, and the last measure).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceInfo {
     /// The 24-bit thin id in the pool.
@@ -139,6 +151,9 @@ pub struct DeviceInfo {
     pub snapshot: String,
     /// The filesystem it carries.
     pub fs_type: FsType,
+    /// What it held when last measured (zero until then).
+    #[serde(default)]
+    pub measured: Measured,
 }
 
 fn dev_key(name: &str) -> Vec<u8> {
@@ -349,6 +364,7 @@ mod tests {
             error: String::new(),
             snapshot: format!("key-{name}"),
             fs_type: FsType::Ext4,
+            measured: Measured::default(),
         }
     }
 

@@ -19,8 +19,11 @@
 //! Commit records the device's usage and deactivates it (deferred, as containerd); Remove
 //! deactivates (after `blkdiscard` with `discard_blocks`) and sends `delete`, or with
 //! `async_remove` only marks the device Removed for [`Snapshotter::cleanup`], as containerd.
-//! Usage is the thin device's mapped sectors (containerd) and the used inodes of its
-//! filesystem (statfs of a temporary mount), minus the parent's.
+//! Usage is what a layer holds beyond its parent (or the empty base): bytes, the larger of the
+//! thin device's mapped sectors beyond the parent's (containerd's measure, which misses blocks
+//! the parent had mapped and the layer rewrote) and its filesystem's used bytes beyond the
+//! parent's; inodes, its filesystem's used inodes beyond the parent's ([`usage_beyond`]). Both
+//! are read at commit (statfs through a temporary mount) and kept in the device record.
 //!
 //! # Metadata and crash safety
 //!
@@ -71,7 +74,7 @@ use crate::fsutil;
 use crate::mount::TempMount;
 use crate::snapshotter::{Info, Kind, Mount, Snapshotter, Usage};
 use crate::storage::{Change, MetaStore, Snapshot, TxResult};
-use metadata::{DeviceInfo, DeviceState, DeviceStore, FsType};
+use metadata::{DeviceInfo, DeviceState, DeviceStore, FsType, Measured};
 use pool::Pool;
 
 /// The hang (and abort) points of the devmapper snapshotter, for `BERTH_DEBUG_HANG_AT`.
@@ -262,6 +265,7 @@ impl DevmapperSnapshotter {
             error: String::new(),
             snapshot: String::new(),
             fs_type: fs,
+            measured: Measured::default(),
         };
         self.device_tx("add base device", Change::Add, |tx| {
             metadata::tx_add(tx, &base)
@@ -293,8 +297,15 @@ impl DevmapperSnapshotter {
             Err(e) => return Err(SnapshotError::io("remove", lost, e)),
         }
         m.close()?;
+        let measured = self.measure(base, Kind::Active)?;
         self.pool.deactivate(&base.name)?;
-        self.set_state(&base.name, DeviceState::Deactivated, "")
+        self.device_tx("set device state", Change::Add, |tx| {
+            metadata::tx_update(tx, &base.name, |i| {
+                i.state = DeviceState::Deactivated;
+                i.measured = measured;
+            })
+            .map(|_| ())
+        })
     }
 
     fn create(
@@ -325,6 +336,7 @@ impl DevmapperSnapshotter {
             error: String::new(),
             snapshot: key.to_owned(),
             fs_type: origin.fs_type,
+            measured: Measured::default(),
         };
         let add = |tx: &TransactionalTree, _: &Snapshot| metadata::tx_add(tx, &device);
         self.ms.create_snapshot_and(
@@ -381,19 +393,34 @@ impl DevmapperSnapshotter {
         }
     }
 
-    /// Bytes mapped by the thin device (containerd `GetUsage`) and inodes its filesystem uses
-    /// (read through a temporary mount; the device must be active).
-    fn measure(&self, device: &DeviceInfo, kind: Kind) -> Result<Usage, SnapshotError> {
+    /// What the active `device` holds: the bytes its thin device maps (containerd
+    /// `GetUsage`) and the bytes and inodes its filesystem uses (statvfs through a temporary
+    /// mount).
+    fn measure(&self, device: &DeviceInfo, kind: Kind) -> Result<Measured, SnapshotError> {
         let status = self.pool.thin_status(&device.name)?;
         let mount = device_mount(device, kind);
         let m = TempMount::new(std::slice::from_ref(&mount))?;
         let stat = nix::sys::statvfs::statvfs(m.path())
             .map_err(|e| SnapshotError::sys("statvfs", m.path(), e))?;
         m.close()?;
-        Ok(Usage {
-            size: (status.mapped_sectors * dm::SECTOR_SIZE) as i64,
-            inodes: stat.files().saturating_sub(stat.files_free()) as i64,
+        let used_blocks = stat.blocks().saturating_sub(stat.blocks_free());
+        Ok(Measured {
+            mapped_bytes: status.mapped_sectors * dm::SECTOR_SIZE,
+            fs_bytes: used_blocks * stat.fragment_size(),
+            fs_inodes: stat.files().saturating_sub(stat.files_free()),
         })
+    }
+
+    /// The usage of the active `device` now: what it holds beyond its origin (parent or base)
+    /// when that was measured.
+    fn layer_usage(&self, device: &DeviceInfo) -> Result<(Usage, Measured), SnapshotError> {
+        let now = self.measure(device, Kind::Active)?;
+        let origin = self
+            .devices
+            .get(&device.parent_name)?
+            .map(|d| d.measured)
+            .unwrap_or_default();
+        Ok((usage_beyond(now, origin), now))
     }
 
     /// Deactivates `name` once nothing holds it (containerd's deferred remove at commit).
@@ -553,6 +580,19 @@ impl DevmapperSnapshotter {
                 Ok(())
             }
         }
+    }
+}
+
+/// The usage of a layer that holds `now` on top of an origin that held `origin`: bytes, the
+/// larger of what the thin device maps beyond its origin (containerd's measure; whole pool
+/// blocks, blind to blocks the origin had mapped and the layer rewrote) and what its filesystem
+/// uses beyond its origin's; inodes, its filesystem's beyond its origin's.
+pub fn usage_beyond(now: Measured, origin: Measured) -> Usage {
+    let mapped = now.mapped_bytes.saturating_sub(origin.mapped_bytes);
+    let fs = now.fs_bytes.saturating_sub(origin.fs_bytes);
+    Usage {
+        size: i64::try_from(mapped.max(fs)).unwrap_or(i64::MAX),
+        inodes: i64::try_from(now.fs_inodes.saturating_sub(origin.fs_inodes)).unwrap_or(i64::MAX),
     }
 }
 
@@ -716,19 +756,15 @@ impl Snapshotter for DevmapperSnapshotter {
         self.ms.update_info(info, fieldpaths)
     }
 
+    /// An active snapshot's is measured now, a committed one's was stored at commit (a view's
+    /// is zero): what the layer holds beyond its parent (or the empty base), see
+    /// [`usage_beyond`].
     fn usage(&self, key: &str) -> Result<Usage, SnapshotError> {
         let (id, info, stored) = self.ms.get_info(key)?;
-        let mut usage = if info.kind == Kind::Active {
-            self.measure(&self.device_of(&id)?, Kind::Active)?
-        } else {
-            stored
-        };
-        if let Some(parent) = &info.parent {
-            let (_, _, parent_usage) = self.ms.get_info(parent)?;
-            usage.size = usage.size.saturating_sub(parent_usage.size).max(0);
-            usage.inodes = usage.inodes.saturating_sub(parent_usage.inodes).max(0);
+        if info.kind != Kind::Active {
+            return Ok(stored);
         }
-        Ok(usage)
+        Ok(self.layer_usage(&self.device_of(&id)?)?.0)
     }
 
     fn mounts(&self, key: &str) -> Result<Vec<Mount>, SnapshotError> {
@@ -763,12 +799,13 @@ impl Snapshotter for DevmapperSnapshotter {
         let _guard = self.lock();
         let id = self.ms.active_id(key)?;
         let device = self.device_of(&id)?;
-        let usage = self.measure(&device, Kind::Active)?;
+        let (usage, measured) = self.layer_usage(&device)?;
         let mark = |tx: &TransactionalTree, _: &String| {
             metadata::tx_update(tx, &device.name, |i| {
                 i.state = DeviceState::Deactivating;
                 name.clone_into(&mut i.snapshot);
                 i.error.clear();
+                i.measured = measured;
             })
             .map(|_| ())
         };

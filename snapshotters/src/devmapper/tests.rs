@@ -237,6 +237,7 @@ fn recovery_removes_half_made_devices() {
             error: String::new(),
             snapshot: key.to_owned(),
             fs_type: FsType::Ext4,
+            measured: Default::default(),
         };
         let add = |tx: &TransactionalTree, _: &Snapshot| metadata::tx_add(tx, &device);
         sn.ms
@@ -367,6 +368,7 @@ fn device_names_follow_containerd() {
         error: String::new(),
         snapshot: "k".into(),
         fs_type: FsType::Ext4,
+        measured: Default::default(),
     };
     let m = device_mount(&device, Kind::Active);
     assert_eq!(m.source, "/dev/mapper/berth-test-snapshot-suite-Ab1-snap-7");
@@ -395,6 +397,7 @@ fn dump_lists_device_and_snapshot_records() {
         error: String::new(),
         snapshot: "k".into(),
         fs_type: FsType::Ext4,
+        measured: Default::default(),
     };
     {
         let ms = MetaStore::open(&root.join("metadata.db")).unwrap();
@@ -431,4 +434,47 @@ fn dump_lists_device_and_snapshot_records() {
     let json = serde_json::to_value(&dump).unwrap();
     assert_eq!(json["devices"][0]["state"], "Activated");
     assert_eq!(json["devices"][0]["fs_type"], "ext4");
+}
+
+/// A layer's usage: the larger of the mapped and the filesystem growth over its origin.
+#[test]
+fn usage_is_what_a_layer_holds_beyond_its_origin() {
+    let origin = Measured {
+        mapped_bytes: 10 << 20,
+        fs_bytes: 8 << 20,
+        fs_inodes: 11,
+    };
+    // New blocks mapped: the thin device's growth counts.
+    let grew = Measured {
+        mapped_bytes: 12 << 20,
+        fs_bytes: (8 << 20) + 8192,
+        fs_inodes: 13,
+    };
+    assert_eq!(
+        usage_beyond(grew, origin),
+        Usage {
+            size: 2 << 20,
+            inodes: 2
+        }
+    );
+    // Only blocks the origin had mapped were rewritten: the filesystem's growth counts.
+    let rewrote = Measured {
+        mapped_bytes: 10 << 20,
+        fs_bytes: (8 << 20) + 8192,
+        fs_inodes: 12,
+    };
+    assert_eq!(
+        usage_beyond(rewrote, origin),
+        Usage {
+            size: 8192,
+            inodes: 1
+        }
+    );
+    // Files deleted: never negative.
+    let shrank = Measured {
+        mapped_bytes: 10 << 20,
+        fs_bytes: 1 << 20,
+        fs_inodes: 5,
+    };
+    assert_eq!(usage_beyond(shrank, origin), Usage::default());
 }
