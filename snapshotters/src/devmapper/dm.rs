@@ -839,13 +839,23 @@ fn dev_info(h: &DmIoctl) -> DevInfo {
     }
 }
 
-/// Makes `/dev/mapper/<name>` a block node of `dev` (replacing a node with another number)
-/// and returns its path. Without udev nobody else makes it.
+/// Makes `/dev/mapper/<name>` a block node of `dev` (replacing a node with another number;
+/// a symlink to the right node, as udev makes, stays) and returns its path. Without udev
+/// nobody else makes it.
 pub fn ensure_node(name: &str, dev: u64) -> Result<PathBuf, DmError> {
     check_name(name)?;
     let path = device_path(name);
+    // On a host with udev, its rules may have made the name a symlink to ../dm-N: following
+    // it is right when it leads to this device.
+    let right = |meta: &std::fs::Metadata| meta.file_type().is_block_device() && meta.rdev() == dev;
     match std::fs::symlink_metadata(&path) {
-        Ok(meta) if meta.file_type().is_block_device() && meta.rdev() == dev => return Ok(path),
+        Ok(meta) if right(&meta) => return Ok(path),
+        Ok(meta)
+            if meta.file_type().is_symlink()
+                && std::fs::metadata(&path).is_ok_and(|m| right(&m)) =>
+        {
+            return Ok(path)
+        }
         Ok(_) => std::fs::remove_file(&path).map_err(|e| DmError::io("remove stale", &path, e))?,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(DmError::io("stat", &path, e)),

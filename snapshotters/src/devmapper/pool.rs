@@ -844,6 +844,15 @@ mod kernel_tests {
         .unwrap();
         assert_eq!(dm::ensure_node(&thin1, info.dev).unwrap(), path1);
         assert_eq!(std::fs::metadata(&path1).unwrap().rdev(), info.dev);
+        // A symlink to the device's devtmpfs node (as udev makes) is kept.
+        let dm_n = format!("/dev/dm-{}", info.minor());
+        std::fs::remove_file(&path1).unwrap();
+        std::os::unix::fs::symlink(&dm_n, &path1).unwrap();
+        assert_eq!(dm::ensure_node(&thin1, info.dev).unwrap(), path1);
+        assert!(std::fs::symlink_metadata(&path1)
+            .unwrap()
+            .file_type()
+            .is_symlink());
 
         // Same name, same id: taken as it is; another id: refused.
         assert_eq!(pool.activate_thin(&thin1, 1, 64 * MIB).unwrap(), path1);
