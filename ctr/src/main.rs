@@ -25,6 +25,16 @@ fn main() -> ExitCode {
             }
         };
     }
+    // runc runs `berth internal oci-hook <event>` for `run --net`: no daemon connection.
+    if argv.get(1).map(String::as_str) == Some(commands::internal::ARG) {
+        return match commands::internal::main(&argv[2..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("berth oci-hook: {err:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let cli = cli::Cli::parse();
     match cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -157,7 +157,19 @@ pub async fn run(client: &Client, args: Args) -> Result<()> {
                 Err(err) if crate::error::code_of(&err) == Some(Code::NotFound) => None,
                 Err(err) => return Err(err),
             };
-            Ok(inspect_json(&c, task.as_ref()))
+            let mut v = inspect_json(&c, task.as_ref());
+            // `run --net`: the addresses are in the CNI record the OCI hook wrote.
+            let none = v["NetworkSettings"]["Addresses"]
+                .as_array()
+                .is_some_and(Vec::is_empty);
+            if none && c.labels.contains_key(NETWORKS_LABEL) {
+                let root = crate::client::volumes::daemon_root(client).await?;
+                let addrs =
+                    crate::commands::internal::recorded_addresses(&root, &client.namespace, id);
+                v["NetworkSettings"]["IPAddress"] = json!(addrs.first());
+                v["NetworkSettings"]["Addresses"] = json!(addrs);
+            }
+            Ok(v)
         }
         .await;
         match found {

@@ -6,9 +6,11 @@ pub mod content;
 pub mod events;
 pub mod images;
 pub mod inspect;
+pub mod internal;
 pub mod leases;
 pub mod logs;
 pub mod namespaces;
+pub mod network;
 pub mod plugins;
 pub mod ps;
 pub mod run;
@@ -67,6 +69,9 @@ pub enum Command {
     Inspect(inspect::Args),
     /// Print a container's json-file log (`run --log-driver json-file`).
     Logs(logs::Args),
+    /// Manage CNI networks (`run --net`).
+    #[command(subcommand, visible_alias = "networks")]
+    Network(network::Command),
 }
 
 impl Command {
@@ -88,6 +93,7 @@ impl Command {
             Self::Ps(args) => ps::run(client, args).await,
             Self::Logs(args) => logs::run(client, args).await,
             Self::Inspect(args) => inspect::run(client, args).await,
+            Self::Network(cmd) => cmd.run(client).await,
         }
     }
 }

@@ -96,6 +96,16 @@ pub enum CriError {
     Internal(String),
 }
 
+impl From<berth_cni::CniError> for CriError {
+    fn from(e: berth_cni::CniError) -> CriError {
+        match e {
+            berth_cni::CniError::Network(m) => CriError::Network(m),
+            berth_cni::CniError::Io { op, path, source } => CriError::Io { op, path, source },
+            berth_cni::CniError::Internal(m) => CriError::Internal(m),
+        }
+    }
+}
+
 impl CriError {
     /// An invalid request field.
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> CriError {

@@ -63,6 +63,9 @@ pub struct ContainerFlags {
     /// Use the host's network namespace.
     #[arg(long)]
     pub net_host: bool,
+    /// OCI hooks `run --net` adds (see `run/network.rs`).
+    #[arg(skip)]
+    pub oci_hooks: Option<Value>,
     /// Run a privileged container.
     #[arg(long)]
     pub privileged: bool,
@@ -361,6 +364,9 @@ fn apply_flags(
             ),
         );
         spec::with_env(spec, &[format!("HOSTNAME={hostname}")]);
+    }
+    if let Some(hooks) = &flags.oci_hooks {
+        spec["hooks"] = hooks.clone();
     }
     spec::with_annotations(spec, &annotation_args(&flags.annotations)?);
     if !flags.cap_add.is_empty() || !flags.cap_drop.is_empty() {

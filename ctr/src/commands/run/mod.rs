@@ -10,6 +10,7 @@
 //! is the container's.
 
 mod container;
+mod network;
 mod restart;
 mod volumes;
 
@@ -76,6 +77,8 @@ pub struct Args {
     pub restart_log: restart::RestartLogFlags,
     #[command(flatten)]
     pub container: ContainerFlags,
+    #[command(flatten)]
+    pub network: network::NetFlags,
     /// Image reference (or, with --rootfs, a host directory; with --config, the container id).
     #[arg(value_name = "IMAGE|ROOTFS")]
     pub image: String,
@@ -105,6 +108,11 @@ pub async fn run(client: &Client, mut args: Args) -> Result<()> {
     )
     .await?;
     plan.apply(&mut args.io, &mut args.container.labels);
+    // The network: checked (ports free) before anything is made; the hooks do the rest.
+    let net = network::plan(client, &args.network, &args.container, &image).await?;
+    args.container.labels.extend(net.labels);
+    args.container.oci_hooks = net.hooks;
+    args.container.net_host |= net.host;
     let container = new_container(client, &args.container, &image, &id, &args.args).await?;
     let result = start_task(
         client,

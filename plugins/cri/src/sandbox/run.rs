@@ -104,7 +104,7 @@ async fn run(
         blocking(move || crate::netns::create(&p)).await?;
         let pod = pod_network(id, &path, &config);
         let cni = crate::cni::for_config(cri, handler_name);
-        let setup = blocking(move || cni.setup(&pod)).await?;
+        let setup = blocking(move || Ok(cni.setup(&pod.target())?)).await?;
         let (ip, others) = crate::cni::result::select_pod_ips(&setup.ips, &cri.config.cni.ip_pref);
         (Some(path), ip, others)
     };

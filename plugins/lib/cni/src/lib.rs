@@ -1,6 +1,7 @@
-//! CNI: network configs from `conf_dir`, plugins from `bin_dir`, ADD and DEL per pod (the CNI
-//! spec's protocol as libcni drives it, with go-cni's loopback network and containerd's
-//! `CNI_ARGS`).
+//! CNI: network configs from `conf_dir`, plugins from `bin_dir`, ADD and DEL per pod or
+//! container (the CNI spec's protocol as libcni drives it, with go-cni's loopback network). One
+//! implementation for the CRI plugin (pods, containerd's `CNI_ARGS`) and for `berth run`
+//! (containers, through its OCI hooks).
 //!
 //! What a pod's ADD used (each network's list, interface, args, capability args) is written to
 //! `<cri state>/cni/<sandbox id>.json` before the first plugin runs, and each network's result
@@ -21,7 +22,42 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 pub use self::config::{load_networks, NetworkList};
-use crate::error::{CriError, Result};
+
+/// A CNI failure.
+#[derive(Debug, thiserror::Error)]
+pub enum CniError {
+    /// A CNI plugin failed, or a config is invalid or missing.
+    #[error("{0}")]
+    Network(String),
+    /// A file or system call failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// On what.
+        path: String,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Anything else.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl CniError {
+    /// An I/O failure on `path`.
+    pub fn io(op: &'static str, path: impl AsRef<Path>, source: std::io::Error) -> CniError {
+        CniError::Io {
+            op,
+            path: path.as_ref().display().to_string(),
+            source,
+        }
+    }
+}
+
+/// This crate's result.
+pub type Result<T> = std::result::Result<T, CniError>;
 
 /// How long one plugin may run before it is killed.
 const PLUGIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
@@ -45,35 +81,20 @@ pub struct PortMapping {
     pub host_ip: String,
 }
 
-/// What a pod's network is set up for.
+/// What a pod's or container's network is set up for.
 #[derive(Debug, Clone)]
-pub struct PodNetwork {
-    /// The sandbox id (`CNI_CONTAINERID`).
+pub struct Target {
+    /// The id (`CNI_CONTAINERID`).
     pub id: String,
-    /// The pinned netns (`CNI_NETNS`).
+    /// The network namespace (`CNI_NETNS`).
     pub netns: PathBuf,
-    /// The pod's Kubernetes namespace.
-    pub namespace: String,
-    /// The pod's name.
-    pub name: String,
-    /// The pod's uid.
-    pub uid: String,
-    /// Host ports.
+    /// `CNI_ARGS`, in order.
+    pub args: Vec<(String, String)>,
+    /// Host ports (the `portMappings` capability).
     pub port_mappings: Vec<PortMapping>,
 }
 
-impl PodNetwork {
-    /// containerd's `CNI_ARGS` for the pod (`toCNILabels`).
-    fn args(&self) -> Vec<(String, String)> {
-        vec![
-            ("IgnoreUnknown".into(), "1".into()),
-            ("K8S_POD_NAMESPACE".into(), self.namespace.clone()),
-            ("K8S_POD_NAME".into(), self.name.clone()),
-            ("K8S_POD_INFRA_CONTAINER_ID".into(), self.id.clone()),
-            ("K8S_POD_UID".into(), self.uid.clone()),
-        ]
-    }
-
+impl Target {
     fn capability_args(&self) -> Map<String, Value> {
         let mut caps = Map::new();
         if !self.port_mappings.is_empty() {
@@ -130,32 +151,11 @@ const RECORD_KIND: &str = "berthCniRecordV1";
 pub struct SetupResult {
     /// The addresses on the default interface, in the plugin's order.
     pub ips: Vec<IpAddr>,
+    /// The default network's result, as its last plugin printed it.
+    pub result: Option<Value>,
 }
 
 impl Cni {
-    /// From the CRI config's `[cni]` section (and a runtime handler's own conf dir and count,
-    /// when set) and the CRI state dir.
-    pub fn new(
-        config: &crate::config::CniConfig,
-        handler: Option<&crate::config::RuntimeHandler>,
-        state: &Path,
-    ) -> Cni {
-        let conf_dir = handler
-            .map(|h| h.cni_conf_dir.as_str())
-            .filter(|d| !d.is_empty())
-            .unwrap_or(&config.conf_dir);
-        let max = handler
-            .map(|h| h.cni_max_conf_num)
-            .filter(|n| *n > 0)
-            .unwrap_or(config.max_conf_num);
-        Cni {
-            bin_dir: PathBuf::from(&config.bin_dir),
-            conf_dir: PathBuf::from(conf_dir),
-            max_conf_num: max,
-            cache_dir: state.join("cni"),
-        }
-    }
-
     /// Whether a network config is there (the NetworkReady condition).
     pub fn status(&self) -> Result<()> {
         load_networks(&self.conf_dir, self.max_conf_num).map(|_| ())
@@ -187,9 +187,14 @@ impl Cni {
     /// ADD: the loopback network, then each configured network (the first on `eth0`, the
     /// others `eth1`...). On failure the networks already added stay recorded: the caller
     /// undoes them with [`Cni::teardown`].
-    pub fn setup(&self, pod: &PodNetwork) -> Result<SetupResult> {
+    pub fn setup(&self, pod: &Target) -> Result<SetupResult> {
         let networks = load_networks(&self.conf_dir, self.max_conf_num)?;
-        let args = pod.args();
+        self.setup_networks(pod, networks)
+    }
+
+    /// ADD as [`Cni::setup`] does, of the given network lists instead of those in `conf_dir`.
+    pub fn setup_networks(&self, pod: &Target, networks: Vec<NetworkList>) -> Result<SetupResult> {
+        let args = pod.args.clone();
         let caps = pod.capability_args();
         let mut lists = vec![(NetworkList::loopback(), "lo".to_owned())];
         for (i, list) in networks.into_iter().enumerate() {
@@ -223,6 +228,7 @@ impl Cni {
             let result = self.add_list(list, &invocation)?;
             if ifname == DEFAULT_IFNAME {
                 out.ips = result::pod_ips(&result, ifname);
+                out.result = Some(result.clone());
             }
             record.attachments[i].result = Some(result);
             self.write_record(&record)?;
@@ -238,10 +244,10 @@ impl Cni {
         let data = match std::fs::read(&path) {
             Ok(data) => data,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(CriError::io("read CNI record", &path, e)),
+            Err(e) => return Err(CniError::io("read CNI record", &path, e)),
         };
         let record: Record = serde_json::from_slice(&data).map_err(|e| {
-            CriError::Network(format!("CNI record {} is unreadable: {e}", path.display()))
+            CniError::Network(format!("CNI record {} is unreadable: {e}", path.display()))
         })?;
         let netns = netns.map(|p| p.display().to_string()).unwrap_or_default();
         for att in record.attachments.iter().rev() {
@@ -280,8 +286,20 @@ impl Cni {
         match std::fs::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(CriError::io("remove CNI record", &path, e)),
+            Err(e) => Err(CniError::io("remove CNI record", &path, e)),
         }
+    }
+
+    /// The default network's result recorded for `id` (`None`: no record, or ADD did not
+    /// finish).
+    pub fn recorded_result(&self, id: &str) -> Option<Value> {
+        let data = std::fs::read(self.record_path(id)).ok()?;
+        let record: Record = serde_json::from_slice(&data).ok()?;
+        record
+            .attachments
+            .into_iter()
+            .find(|a| a.ifname == DEFAULT_IFNAME)
+            .and_then(|a| a.result)
     }
 
     fn add_list(&self, list: &NetworkList, inv: &Invocation<'_>) -> Result<Value> {
@@ -290,7 +308,7 @@ impl Cni {
             let out = self.exec(list, plugin, prev.as_ref(), inv)?;
             if !out.is_empty() {
                 let result: Value = serde_json::from_slice(&out).map_err(|e| {
-                    CriError::Network(format!(
+                    CniError::Network(format!(
                         "plugin type={:?} (add) printed no result: {e}",
                         plugin_type(plugin)
                     ))
@@ -312,7 +330,7 @@ impl Cni {
         let kind = plugin_type(plugin);
         let op = inv.command.to_lowercase();
         let binary = self.find_plugin(kind).ok_or_else(|| {
-            CriError::Network(format!(
+            CniError::Network(format!(
                 "plugin type={kind:?} failed ({op}): failed to find plugin {kind:?} in path [{}]",
                 self.bin_dir.display()
             ))
@@ -342,7 +360,7 @@ impl Cni {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| CriError::io("run CNI plugin", &binary, e))?;
+            .map_err(|e| CniError::io("run CNI plugin", &binary, e))?;
         if let Some(mut input) = child.stdin.take() {
             // A plugin that exits without reading its config fails below with its own message.
             let _ = input.write_all(&stdin);
@@ -366,12 +384,12 @@ impl Cni {
         let output = child.wait_with_output();
         let _ = done.send(());
         if watchdog.join().unwrap_or(false) {
-            return Err(CriError::Network(format!(
+            return Err(CniError::Network(format!(
                 "plugin type={kind:?} name={:?} failed ({op}): killed after {PLUGIN_TIMEOUT:?}",
                 list.name
             )));
         }
-        let output = output.map_err(|e| CriError::io("wait for CNI plugin", &binary, e))?;
+        let output = output.map_err(|e| CniError::io("wait for CNI plugin", &binary, e))?;
         if output.status.success() {
             return Ok(output.stdout);
         }
@@ -383,7 +401,7 @@ impl Cni {
                 text
             }
         });
-        Err(CriError::Network(format!(
+        Err(CniError::Network(format!(
             "plugin type={kind:?} name={:?} failed ({op}): {why}",
             list.name
         )))
@@ -399,18 +417,18 @@ impl Cni {
 
     fn write_record(&self, record: &Record) -> Result<()> {
         std::fs::create_dir_all(&self.cache_dir)
-            .map_err(|e| CriError::io("create CNI record dir", &self.cache_dir, e))?;
+            .map_err(|e| CniError::io("create CNI record dir", &self.cache_dir, e))?;
         let path = self.record_path(&record.id);
         let tmp = self.cache_dir.join(format!(".{}.tmp", record.id));
         let data = serde_json::to_vec(record)
-            .map_err(|e| CriError::Internal(format!("encode CNI record: {e}")))?;
+            .map_err(|e| CniError::Internal(format!("encode CNI record: {e}")))?;
         let write = || -> std::io::Result<()> {
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(&data)?;
             f.sync_all()?;
             std::fs::rename(&tmp, &path)
         };
-        write().map_err(|e| CriError::io("write CNI record", &path, e))
+        write().map_err(|e| CniError::io("write CNI record", &path, e))
     }
 }
 
@@ -471,15 +489,6 @@ fn version_at_least(version: &str, min: (u64, u64, u64)) -> bool {
         parts.next().unwrap_or(0),
     );
     v >= min
-}
-
-/// Makes `[cni]` in the CRI config a [`Cni`] for the default runtime.
-pub fn for_config(cri: &crate::service::Cri, runtime_handler: &str) -> Cni {
-    Cni::new(
-        &cri.config.cni,
-        cri.config.runtime(runtime_handler),
-        &cri.state,
-    )
 }
 
 #[cfg(test)]
@@ -548,13 +557,17 @@ fi
         }
     }
 
-    fn pod() -> PodNetwork {
-        PodNetwork {
+    fn pod() -> Target {
+        Target {
             id: "abc".into(),
             netns: "/run/netns/x".into(),
-            namespace: "ns".into(),
-            name: "p".into(),
-            uid: "u1".into(),
+            args: vec![
+                ("IgnoreUnknown".into(), "1".into()),
+                ("K8S_POD_NAMESPACE".into(), "ns".into()),
+                ("K8S_POD_NAME".into(), "p".into()),
+                ("K8S_POD_INFRA_CONTAINER_ID".into(), "abc".into()),
+                ("K8S_POD_UID".into(), "u1".into()),
+            ],
             port_mappings: vec![PortMapping {
                 host_port: 8080,
                 container_port: 80,

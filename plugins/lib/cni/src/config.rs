@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use crate::error::{CriError, Result};
+use crate::{CniError, Result};
 
 /// The loopback network every pod with its own netns gets first, as go-cni's `WithLoNetwork`.
 pub const LOOPBACK_CONFLIST: &str =
@@ -100,8 +100,8 @@ fn string_field(doc: &Map<String, Value>, key: &str) -> Option<String> {
     }
 }
 
-fn invalid_config(path: &Path, reason: impl Into<String>) -> CriError {
-    CriError::Network(format!(
+fn invalid_config(path: &Path, reason: impl Into<String>) -> CniError {
+    CniError::Network(format!(
         "invalid CNI config {}: {}",
         path.display(),
         reason.into()
@@ -110,17 +110,17 @@ fn invalid_config(path: &Path, reason: impl Into<String>) -> CriError {
 
 /// The first `max` network lists of `dir` (`max` 0 means 1, as containerd's default), in file
 /// name order. An unreadable or invalid file fails, as go-cni does; no file at all is
-/// [`CriError::Network`] saying "cni config not initialized".
+/// [`CniError::Network`] saying "cni config not initialized".
 pub fn load_networks(dir: &Path, max: usize) -> Result<Vec<NetworkList>> {
     let max = max.max(1);
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(not_initialized(dir)),
-        Err(e) => return Err(CriError::io("read CNI conf dir", dir, e)),
+        Err(e) => return Err(CniError::io("read CNI conf dir", dir, e)),
     };
     let mut files: Vec<PathBuf> = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|e| CriError::io("read CNI conf dir", dir, e))?;
+        let entry = entry.map_err(|e| CniError::io("read CNI conf dir", dir, e))?;
         let path = entry.path();
         let wanted = matches!(
             path.extension().and_then(|e| e.to_str()),
@@ -133,7 +133,7 @@ pub fn load_networks(dir: &Path, max: usize) -> Result<Vec<NetworkList>> {
     files.sort();
     let mut lists = Vec::new();
     for path in files {
-        let data = std::fs::read(&path).map_err(|e| CriError::io("read CNI config", &path, e))?;
+        let data = std::fs::read(&path).map_err(|e| CniError::io("read CNI config", &path, e))?;
         let list = if path.extension().and_then(|e| e.to_str()) == Some("conflist") {
             NetworkList::from_conflist(&data, &path)?
         } else {
@@ -152,8 +152,8 @@ pub fn load_networks(dir: &Path, max: usize) -> Result<Vec<NetworkList>> {
 
 /// The error when `dir` holds no network config (the kubelet shows it as the NetworkReady
 /// reason).
-pub fn not_initialized(dir: &Path) -> CriError {
-    CriError::Network(format!(
+pub fn not_initialized(dir: &Path) -> CniError {
+    CniError::Network(format!(
         "cni config not initialized: no network config found in {}",
         dir.display()
     ))
