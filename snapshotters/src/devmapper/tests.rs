@@ -178,11 +178,25 @@ fn used_data_blocks(sn: &DevmapperSnapshotter) -> u64 {
 #[test]
 #[ignore = "needs device-mapper: run in the QEMU guest (integration/tests/devmapper_guest.rs)"]
 fn remove_frees_the_pools_data_blocks() {
+    remove_frees_blocks(false);
+}
+
+/// The same with `discard_blocks` (the device's blocks are discarded before it goes).
+#[test]
+#[ignore = "needs device-mapper: run in the QEMU guest (integration/tests/devmapper_guest.rs)"]
+fn remove_with_discard_blocks_frees_the_pools_data_blocks() {
+    remove_frees_blocks(true);
+}
+
+fn remove_frees_blocks(discard_blocks: bool) {
     let _serial = serial();
     let Some((_tmp, root, _guard)) = dm_root() else {
         return;
     };
-    let sn = open(options(&root));
+    let sn = open(Options {
+        discard_blocks,
+        ..options(&root)
+    });
     // The base device is made by the first prepare; measure after it.
     sn.prepare("warm-up", None, BTreeMap::new())
         .expect("prepare");
@@ -196,14 +210,16 @@ fn remove_frees_the_pools_data_blocks() {
         written >= before + (16 << 20) / (64 << 10),
         "16 MiB written: {before} -> {written} blocks"
     );
+    let (id, _, _) = sn.ms.get_info("k").unwrap();
+    let name = sn.device_name(&id);
     sn.remove("k").expect("remove");
     let after = used_data_blocks(&sn);
     assert_eq!(after, before, "blocks after remove (written: {written})");
-    assert!(sn
-        .devices()
-        .unwrap()
-        .iter()
-        .all(|d| !d.name.ends_with(&format!("-snap-{}", 2))));
+    assert!(sn.devices.get(&name).unwrap().is_none(), "{name} record");
+    assert!(
+        sn.pool.control().info(&name).unwrap().is_none(),
+        "{name} active"
+    );
 }
 
 /// Device records left in Creating by a crash, one whose thin device the pool made and one
