@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use berth_integration::berth_cli::berth;
 use berth_integration::image::build_busybox_image;
 use berth_integration::{require_binary, require_root, Daemon};
+use serde_json::Value;
 
 const IMAGE: &str = "docker.io/library/bb:latest";
 /// The bound for a killed `always` container to run again.
@@ -293,4 +294,43 @@ fn bad_restart_input_makes_nothing() {
     let err = berth(a, &["run", "--restart", "always", IMAGE, &id, "true"]).fails();
     assert!(err.contains("--detach"), "{err}");
     assert!(berth(a, &["containers", "ls", "-q"]).ok().is_empty());
+}
+
+/// The monitor's entry in `plugins ls --format json`.
+fn restart_plugin(a: &Path) -> Value {
+    let all = berth(a, &["plugins", "ls", "--format", "json"]).json();
+    all.as_array()
+        .and_then(|l| {
+            l.iter()
+                .find(|p| p["type"] == "io.containerd.internal.v1" && p["id"] == "restart")
+                .cloned()
+        })
+        .expect("the restart plugin is listed")
+}
+
+#[test]
+fn the_monitor_is_containerds_plugin_with_its_config() {
+    let Some(daemon) = start(Some(FAST_INTERVAL)) else {
+        return;
+    };
+    let p = restart_plugin(daemon.address());
+    assert_eq!(p["status"], "ok", "{p}");
+    assert_eq!(p["exports"]["Interval"], "200ms", "{p}");
+    assert_eq!(
+        p["capabilities"],
+        serde_json::json!(["no", "always", "on-failure", "unless-stopped"])
+    );
+    drop(daemon);
+    let bad = Daemon::start_with(
+        Some("[plugins.\"io.containerd.internal.v1.restart\"]\ninterval = \"soon\"\n"),
+        &[],
+    );
+    let p = restart_plugin(bad.address());
+    assert_eq!(p["status"], "error", "{p}");
+    assert!(
+        p["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("interval")),
+        "{p}"
+    );
 }

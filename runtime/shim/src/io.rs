@@ -101,7 +101,8 @@ fn parse_binary(rest: &str) -> OutputTarget {
         }
     }
     OutputTarget::Binary {
-        path: PathBuf::from(percent_decode(path)),
+        // In a path `+` is itself (Go's `u.Path`); only the query reads it as a space.
+        path: PathBuf::from(percent_decode(&path.replace('+', "%2B"))),
         args,
     }
 }
@@ -516,6 +517,13 @@ mod tests {
             parse_output("binary:///usr/bin/logger").unwrap(),
             OutputTarget::Binary {
                 path: "/usr/bin/logger".into(),
+                args: Vec::new(),
+            }
+        );
+        assert_eq!(
+            parse_output("binary:///opt/c++/log%20ger").unwrap(),
+            OutputTarget::Binary {
+                path: "/opt/c++/log ger".into(),
                 args: Vec::new(),
             }
         );
