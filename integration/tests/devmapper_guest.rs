@@ -126,7 +126,7 @@ fn build_setup() -> Option<Setup> {
         );
     let path = dir.join("initramfs.cpio");
     initramfs.write(&path);
-    println!("guest phase: initramfs built in {:.1?}", t.elapsed());
+    phase(format_args!("initramfs built in {:.1?}", t.elapsed()));
     Some(Setup {
         kernel,
         dir,
@@ -169,12 +169,19 @@ impl Setup {
     }
 }
 
+/// Prints a phase's time on stderr past libtest's capture (which takes only `print!` and
+/// `eprint!`), so that CI logs show where the guest minutes go.
+fn phase(what: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "guest phase: {what}");
+}
+
 /// Boots and prints the time it took.
 fn timed(run: GuestRun) -> GuestRun {
-    println!(
-        "guest phase: `{}` {:?} in {:.1?}",
+    phase(format_args!(
+        "`{}` {:?} in {:.1?}",
         run.name, run.outcome, run.elapsed
-    );
+    ));
     run
 }
 
