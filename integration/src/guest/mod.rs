@@ -351,7 +351,8 @@ pub fn accel(kernel: &Kernel) -> Accel {
             _ if kvm_available() && kvm_boots(kernel) => Accel::Kvm,
             _ => Accel::Tcg,
         };
-        eprintln!("guest: QEMU accelerator {chosen:?}");
+        // Past libtest's output capture: CI logs should say how the guest ran.
+        let _ = writeln!(std::io::stderr(), "guest: QEMU accelerator {chosen:?}");
         chosen
     })
 }
