@@ -2,12 +2,15 @@
 //! CNI network (nerdctl's `internal oci-hook`). The OCI state document arrives on stdin.
 //!
 //! * `createRuntime` (runc, in the host's namespaces, after the container's namespaces exist):
-//!   CNI ADD of the loopback network and the container's network into `/proc/<pid>/ns/net`, with
-//!   its port mappings. A failed ADD is undone (DEL) before the hook fails, so runc's create
+//!   the container's netns is pinned (bind-mounted on `<record dir>/netns/<namespace>-<id>`, so
+//!   that DEL still finds it after the process is gone: the bridge plugin removes its
+//!   masquerade rules only inside a netns), then CNI ADD of the loopback network and the
+//!   container's network into it, with its port mappings. A failed ADD is undone (DEL) before the hook fails, so runc's create
 //!   fails with nothing left.
 //! * `postStop` (runc, when the task is deleted, whoever deletes it: `berth`, or a berthd
 //!   cleaning up dead tasks after a crash): CNI DEL, replaying the record ADD wrote (releases the
-//!   IPAM lease and the port-mapping rules). A second DEL is a no-op.
+//!   IPAM lease, the masquerade and port-mapping rules), then the pin goes. A second DEL is a
+//!   no-op.
 //!
 //! What the hook needs is in the spec's annotations (runc passes them in the state): the
 //! networks (`nerdctl/networks`), the port mappings (`berth/ports`), the namespace
@@ -154,9 +157,11 @@ pub fn main(args: &[String]) -> Result<()> {
                 .iter()
                 .filter_map(port_mapping)
                 .collect();
+            let pin = pin_path(&args.record_dir, &full_id);
+            pin_netns(&PathBuf::from(format!("/proc/{pid}/ns/net")), &pin)?;
             let target = berth_cni::Target {
                 id: full_id.clone(),
-                netns: PathBuf::from(format!("/proc/{pid}/ns/net")),
+                netns: pin.clone(),
                 args: vec![("IgnoreUnknown".into(), "1".into())],
                 port_mappings: ports,
             };
@@ -165,6 +170,7 @@ pub fn main(args: &[String]) -> Result<()> {
                 if let Err(u) = undo {
                     eprintln!("berth oci-hook: undoing the failed CNI ADD: {u}");
                 }
+                unpin_netns(&pin);
                 return Err(anyhow::Error::new(e).context(format!(
                     "cannot attach container {id} to network(s) {}",
                     networks.join(", ")
@@ -172,13 +178,62 @@ pub fn main(args: &[String]) -> Result<()> {
             }
             Ok(())
         }
-        "postStop" => cni
-            .teardown(&full_id, None)
-            .with_context(|| format!("cannot detach container {id} from its network(s)")),
+        "postStop" => {
+            let pin = pin_path(&args.record_dir, &full_id);
+            let live = is_pinned(&pin).then_some(pin.as_path());
+            cni.teardown(&full_id, live)
+                .with_context(|| format!("cannot detach container {id} from its network(s)"))?;
+            unpin_netns(&pin);
+            Ok(())
+        }
         // nerdctl's hook takes these too; berth has nothing to do for them.
         "createContainer" | "startContainer" | "poststart" | "prestart" => Ok(()),
         other => bail!("unknown OCI hook event {other:?}"),
     }
+}
+
+fn pin_path(record_dir: &Path, full_id: &str) -> PathBuf {
+    record_dir.join("netns").join(full_id)
+}
+
+/// Bind-mounts the namespace file `ns` on `pin` (an empty file made for it).
+fn pin_netns(ns: &Path, pin: &Path) -> Result<()> {
+    if let Some(dir) = pin.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    std::fs::File::create(pin).with_context(|| format!("cannot create {}", pin.display()))?;
+    nix::mount::mount(
+        Some(ns),
+        pin,
+        None::<&str>,
+        nix::mount::MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| {
+        let _ = std::fs::remove_file(pin);
+        anyhow::anyhow!(
+            "cannot pin network namespace {} on {}: {e}",
+            ns.display(),
+            pin.display()
+        )
+    })
+}
+
+/// Whether `pin` is a mount (of an nsfs inode), not just the empty file.
+fn is_pinned(pin: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    match (std::fs::metadata(pin), pin.parent().map(std::fs::metadata)) {
+        (Ok(file), Some(Ok(dir))) => file.dev() != dir.dev(),
+        _ => false,
+    }
+}
+
+/// Unmounts and removes a pin (missing is fine).
+fn unpin_netns(pin: &Path) {
+    if is_pinned(pin) {
+        let _ = nix::mount::umount2(pin, nix::mount::MntFlags::MNT_DETACH);
+    }
+    let _ = std::fs::remove_file(pin);
 }
 
 /// A `nerdctl/ports` entry (`HostPort`, `ContainerPort`, `Protocol`, `HostIP`) as CNI's.
