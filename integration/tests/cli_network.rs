@@ -451,3 +451,47 @@ fn network_create_ls_rm() {
     let err = net.berth(&["network", "rm", &net.name]).fails();
     assert!(err.contains("not found"), "{err}");
 }
+
+#[test]
+fn address_is_released_when_the_shim_died_with_the_daemon() {
+    if !prerequisites() {
+        return;
+    }
+    let mut daemon = Daemon::start();
+    let a = daemon.address().to_owned();
+    let mut net = Net::create(&a, "bt-shim", "10.4.206.0/24");
+    import(&net, daemon.dir());
+    let id = uid("shimdead");
+    net.ids.push(id.clone());
+    net.berth(&["run", "-d", "--net", &net.name, IMAGE, &id, "sleep", "600"])
+        .ok();
+    assert_eq!(net.leases().len(), 1);
+    assert!(nat_rules(&id) > 0, "no NAT rules for {id}");
+    let shims = berth_integration::procs::shim_processes(&a);
+    assert!(!shims.is_empty(), "no shim for {}", a.display());
+
+    // berthd, the shim and the container all die; the next berthd cleans up the dead task
+    // (runc delete runs the poststop hook) with no berth command involved.
+    daemon.kill9();
+    for (pid, _) in &shims {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    let pid = std::fs::read_to_string(format!("/run/containerd/runc/default/{id}/state.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .and_then(|v| v["init_process_pid"].as_i64());
+    if let Some(pid) = pid {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    daemon.restart();
+    wait_until("berthd releases the address of the dead task", || {
+        net.leases().is_empty()
+    });
+    assert_eq!(nat_rules(&id), 0, "NAT rules left for {id}");
+}
