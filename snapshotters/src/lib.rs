@@ -1,13 +1,13 @@
 //! Berth's snapshotters: the `Snapshotter` trait, the shared snapshot metastore, the drivers
-//! (overlayfs, native, btrfs, proxy) and the layer applier.
+//! (overlayfs, native, btrfs, devmapper, proxy) and the layer applier.
 //!
 //! - [`snapshotter`]: domain types ([`Kind`], [`Info`], [`Usage`]; [`Mount`] is the one mount
 //!   type of `berth-mount`, `plugins/base/mount`) and the synchronous [`Snapshotter`] trait; async
 //!   callers use `spawn_blocking`.
 //! - [`storage`]: the metastore the local drivers share (containerd `snapshots/storage`).
 //! - [`space`]: the reserve that lets a database open and delete on a full disk.
-//! - [`overlay`], [`native`], [`btrfs`]: the drivers; each `mod.rs` knows nothing of the
-//!   registry, each `plugin.rs` holds its `Config` and `registration()`.
+//! - [`overlay`], [`native`], [`btrfs`], [`devmapper`]: the drivers; each `mod.rs` knows
+//!   nothing of the registry, each `plugin.rs` holds its `Config` and `registration()`.
 //! - [`proxy`]: an external snapshotter over the Snapshots gRPC API, and the adapter serving
 //!   any driver over it.
 //! - [`apply`]: layer apply and diff, and the [`LayerDiffer`](apply::LayerDiffer) the Diff

@@ -13,8 +13,8 @@
 //!
 //! Thin ids are 24-bit. As in containerd, the lowest freed id is handed out again before a new
 //! one, and the id of a device that could not be made or deleted is marked faulty and never
-//! reused. sled transactions cannot scan, so [`DeviceStore::candidate_id`] finds the id
-//! outside the transaction and [`tx_add`] checks it is still free inside it; the snapshotter
+//! reused. sled transactions cannot scan, so `DeviceStore::candidate_id` finds the id
+//! outside the transaction and `tx_add` checks it is still free inside it; the snapshotter
 //! serializes its changes, so the check only guards against a bug.
 
 use std::fmt;
