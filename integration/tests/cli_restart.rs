@@ -183,16 +183,19 @@ fn on_failure_2_stops_after_two_restarts() {
         label(a, &id, "containerd.io/restart.policy").as_deref(),
         Some("on-failure:2")
     );
-    until(
-        "two restarts, then stopped",
-        Instant::now(),
-        PATIENCE,
-        || {
-            let count = label(a, &id, "containerd.io/restart.count");
-            let status = task(a, &id).map(|(s, _)| s);
-            (count.as_deref() == Some("2") && status.as_deref() == Some("STOPPED")).then_some(())
-        },
-    );
+    let from = Instant::now();
+    loop {
+        let count = label(a, &id, "containerd.io/restart.count");
+        let status = task(a, &id).map(|(s, _)| s);
+        if count.as_deref() == Some("2") && status.as_deref() == Some("STOPPED") {
+            break;
+        }
+        assert!(
+            from.elapsed() < PATIENCE,
+            "not two restarts then stopped within {PATIENCE:?}: count {count:?}, task {status:?}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
     // Many reconciles later (200 ms interval) it is still stopped, restarted twice.
     thread::sleep(Duration::from_secs(2));
     assert_eq!(

@@ -71,8 +71,13 @@ pub enum MonitorError {
 /// What a container needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Change {
-    /// Start its task again, as the `count`-th restart, with stdout and stderr to `log_uri`.
-    Start { count: u64, log_uri: String },
+    /// Start its task again, as the `count`-th restart, with stdout and stderr to `log_uri`;
+    /// the old task ended with `exit`.
+    Start {
+        count: u64,
+        log_uri: String,
+        exit: u32,
+    },
     /// Kill and delete its task.
     Stop,
 }
@@ -87,6 +92,9 @@ struct Entry {
     streak: u32,
     /// When the monitor last started the container's task.
     last_start: Option<Instant>,
+    /// The exit status of a task the monitor deleted and has not yet replaced (a create that
+    /// failed): `on-failure` still knows it was a failure (containerd's known issue loses it).
+    last_exit: Option<u32>,
 }
 
 type Key = (String, String);
@@ -285,8 +293,16 @@ impl Monitor {
         }
         Ok(match desired.as_str() {
             "running" => {
-                // A task that is gone counts as exit status 0, as in containerd 1.7.
-                let exit = state.as_ref().map(|s| s.exit_status).unwrap_or(0);
+                // A task that is gone counts as exit status 0, as in containerd 1.7, unless
+                // the monitor itself deleted it.
+                let exit = match &state {
+                    Some(s) => s.exit_status,
+                    None => self
+                        .entries()
+                        .get(&(ns.to_owned(), id.to_owned()))
+                        .and_then(|e| e.last_exit)
+                        .unwrap_or(0),
+                };
                 if !Policy::should_restart(&container.labels, exit) {
                     return Ok(None);
                 }
@@ -298,6 +314,7 @@ impl Monitor {
                 Some(Change::Start {
                     count: count + 1,
                     log_uri: log_uri(&container.labels),
+                    exit,
                 })
             }
             "stopped" if state.is_some() => Some(Change::Stop),
@@ -334,10 +351,20 @@ impl Monitor {
                 }
             }
         };
-        let Change::Start { count, log_uri } = change else {
+        let Change::Start {
+            count,
+            log_uri,
+            exit,
+        } = change
+        else {
             return Ok(());
         };
-        self.start_task(ns, id, count, &log_uri).await
+        self.entries().entry(key.clone()).or_default().last_exit = Some(exit);
+        self.start_task(ns, id, count, &log_uri).await?;
+        if let Some(entry) = self.entries().get_mut(key) {
+            entry.last_exit = None;
+        }
+        Ok(())
     }
 
     /// containerd's `startChange.apply`: record the count, kill what is left, create the task
