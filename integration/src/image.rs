@@ -257,6 +257,28 @@ pub fn build_busybox_image(dir: &Path, name: &str) -> TestImage {
     blobs.insert(config_digest.clone(), config);
     blobs.insert(manifest_digest.clone(), manifest);
 
+    let archive = write_layout(dir, name, &index, &blobs);
+
+    TestImage {
+        name: name.to_owned(),
+        archive,
+        index_digest,
+        manifest_digest,
+        manifest_size,
+        config_digest,
+        layers,
+        blobs,
+    }
+}
+
+/// Writes an OCI layout tar `dir/<name with _ for non-alphanumerics>.tar` holding `index` and
+/// `blobs`; its path.
+fn write_layout(
+    dir: &Path,
+    name: &str,
+    index: &[u8],
+    blobs: &BTreeMap<String, Vec<u8>>,
+) -> PathBuf {
     let file_name: String = name
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
@@ -272,24 +294,56 @@ pub fn build_busybox_image(dir: &Path, name: &str) -> TestImage {
             .unwrap_or_else(|e| panic!("cannot write {path} to {}: {e}", archive.display()));
     };
     add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
-    add("index.json", &index);
-    for (digest, data) in &blobs {
+    add("index.json", index);
+    for (digest, data) in blobs {
         let hex = digest.strip_prefix("sha256:").expect("sha256 digests");
         add(&format!("blobs/sha256/{hex}"), data);
     }
     out.into_inner()
         .and_then(|mut f| f.flush())
         .unwrap_or_else(|e| panic!("cannot finish {}: {e}", archive.display()));
+    archive
+}
 
-    TestImage {
-        name: name.to_owned(),
-        archive,
-        index_digest,
-        manifest_digest,
-        manifest_size,
-        config_digest,
-        layers,
-        blobs,
+impl TestImage {
+    /// The same layers under image name `name` with the config changed by `edit` (e.g. to add
+    /// `ExposedPorts`), written as an OCI layout tar in `dir`; the archive's path.
+    pub fn with_config(
+        &self,
+        dir: &Path,
+        name: &str,
+        edit: impl FnOnce(&mut serde_json::Value),
+    ) -> PathBuf {
+        let mut config: serde_json::Value =
+            serde_json::from_slice(self.blob(&self.config_digest)).expect("config JSON");
+        edit(&mut config);
+        let config = serde_json::to_vec(&config).expect("encode config");
+        let config_digest = sha256_digest(&config);
+        let mut manifest: serde_json::Value =
+            serde_json::from_slice(self.blob(&self.manifest_digest)).expect("manifest JSON");
+        manifest["config"]["digest"] = config_digest.clone().into();
+        manifest["config"]["size"] = config.len().into();
+        let manifest = serde_json::to_vec(&manifest).expect("encode manifest");
+        let index = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": media_type::OCI_INDEX,
+            "manifests": [{
+                "mediaType": media_type::OCI_MANIFEST,
+                "digest": sha256_digest(&manifest),
+                "size": manifest.len(),
+                "annotations": {(annotation::IMAGE_NAME): name, (annotation::REF_NAME): tag_of(name)},
+                "platform": {"architecture": "amd64", "os": "linux"},
+            }],
+        }))
+        .expect("encode index");
+        let mut blobs: BTreeMap<String, Vec<u8>> = self
+            .layers
+            .iter()
+            .map(|l| (l.digest.clone(), self.blob(&l.digest).to_vec()))
+            .collect();
+        blobs.insert(config_digest, config);
+        blobs.insert(sha256_digest(&manifest), manifest);
+        write_layout(dir, name, &index, &blobs)
     }
 }
 

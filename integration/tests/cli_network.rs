@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use berth_integration::berth_cli::{berth_env, Run};
 use berth_integration::image::build_busybox_image;
 use berth_integration::{require_binary, require_root, Daemon};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 const IMAGE: &str = "docker.io/library/bb:latest";
 const CNI_BIN: &str = "/usr/lib/cni";
@@ -494,4 +494,39 @@ fn address_is_released_when_the_shim_died_with_the_daemon() {
         net.leases().is_empty()
     });
     assert_eq!(nat_rules(&id), 0, "NAT rules left for {id}");
+}
+
+#[test]
+fn publish_all_maps_exposed_ports_to_free_host_ports() {
+    if !prerequisites() {
+        return;
+    }
+    let daemon = Daemon::start();
+    let a = daemon.address();
+    let mut net = Net::create(a, "bt-pall", "10.4.207.0/24");
+    let image = "docker.io/library/bbexposed:latest";
+    let archive = build_busybox_image(daemon.dir(), IMAGE).with_config(daemon.dir(), image, |c| {
+        c["config"]["ExposedPorts"] = json!({"80/tcp": {}});
+    });
+    net.berth(&["images", "import", archive.to_str().expect("utf-8 path")])
+        .ok();
+    let id = uid("pall");
+    net.ids.push(id.clone());
+    net.berth(&[
+        "run", "-d", "--net", &net.name, "-P", image, &id, "sh", "-c", HTTPD,
+    ])
+    .ok();
+    let v = net.berth(&["inspect", &id]).json();
+    let port = v[0]["NetworkSettings"]["Ports"][0]
+        .as_str()
+        .unwrap_or_else(|| panic!("no published port: {v}"))
+        .to_owned();
+    let host_port = port
+        .strip_prefix("0.0.0.0:")
+        .and_then(|p| p.strip_suffix("->80/tcp"))
+        .and_then(|p| p.parse::<u16>().ok())
+        .unwrap_or_else(|| panic!("want 0.0.0.0:N->80/tcp, got {port}"));
+    assert!(host_port > 0);
+    let body = http_get(&format!("127.0.0.1:{host_port}"));
+    assert!(body.contains("hello-from-berth"), "{body}");
 }
