@@ -30,7 +30,7 @@ if ! compgen -G "$guest_cache/root/boot/vmlinuz-*" >/dev/null; then
   fi
   echo "downloading the guest kernel: $kpkg (unpacked into $guest_cache/root)"
   $SUDO mkdir -p "$guest_cache"
-  (cd "$guest_cache" && $SUDO rm -f ./*.deb && $SUDO apt-get download -q "$kpkg")
+  (cd "$guest_cache" && $SUDO rm -f ./*.deb && $SUDO apt-get download -q -o APT::Sandbox::User=root "$kpkg")
   $SUDO rm -rf "$guest_cache/root.tmp"
   $SUDO dpkg-deb -x "$guest_cache"/"$kpkg"_*.deb "$guest_cache/root.tmp"
   $SUDO mv "$guest_cache/root.tmp" "$guest_cache/root"
