@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use nix::mount::{umount2, MntFlags, MsFlags};
+use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
 
 use crate::error::{CriError, Result};
@@ -63,32 +63,11 @@ pub fn create(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Whether `path` is a pinned namespace (a mount of an nsfs inode), not just the empty file.
-pub fn is_pinned(path: &Path) -> bool {
-    // The pin is a bind mount of an nsfs file: its device differs from its directory's.
-    use std::os::unix::fs::MetadataExt;
-    let (Ok(file), Some(Ok(dir))) = (
-        std::fs::metadata(path),
-        path.parent().map(std::fs::metadata),
-    ) else {
-        return false;
-    };
-    file.dev() != dir.dev()
-}
+pub use berth_cni::netns::is_pinned;
 
 /// Unpins and removes `path`; a missing file or an unmounted one is fine (idempotent).
 pub fn remove(path: &Path) -> Result<()> {
-    if is_pinned(path) {
-        match umount2(path, MntFlags::MNT_DETACH) {
-            Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
-            Err(e) => return Err(CriError::io("unmount network namespace", path, e.into())),
-        }
-    }
-    match std::fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(CriError::io("remove network namespace pin", path, e)),
-    }
+    Ok(berth_cni::netns::unpin(path)?)
 }
 
 /// The ids of every pin under `<state>/netns` (for recovery).

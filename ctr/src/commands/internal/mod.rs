@@ -23,6 +23,7 @@ use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
+use berth_cni::netns::is_pinned;
 use serde_json::Value;
 
 use crate::commands::network::{self, NETWORKS_LABEL};
@@ -157,7 +158,16 @@ pub fn main(args: &[String]) -> Result<()> {
                 .iter()
                 .filter_map(port_mapping)
                 .collect();
+            // A record left by a task whose poststop never ran (runc killed, say): release what
+            // it holds before a new ADD takes another address.
             let pin = pin_path(&args.record_dir, &full_id);
+            if cni.has_record(&full_id) {
+                let live = is_pinned(&pin).then_some(pin.as_path());
+                if let Err(e) = cni.teardown(&full_id, live) {
+                    eprintln!("berth oci-hook: releasing a stale CNI record: {e}");
+                }
+            }
+            unpin_netns(&pin);
             pin_netns(&PathBuf::from(format!("/proc/{pid}/ns/net")), &pin)?;
             let target = berth_cni::Target {
                 id: full_id.clone(),
@@ -196,44 +206,15 @@ fn pin_path(record_dir: &Path, full_id: &str) -> PathBuf {
     record_dir.join("netns").join(full_id)
 }
 
-/// Bind-mounts the namespace file `ns` on `pin` (an empty file made for it).
 fn pin_netns(ns: &Path, pin: &Path) -> Result<()> {
-    if let Some(dir) = pin.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    std::fs::File::create(pin).with_context(|| format!("cannot create {}", pin.display()))?;
-    nix::mount::mount(
-        Some(ns),
-        pin,
-        None::<&str>,
-        nix::mount::MsFlags::MS_BIND,
-        None::<&str>,
-    )
-    .map_err(|e| {
-        let _ = std::fs::remove_file(pin);
-        anyhow::anyhow!(
-            "cannot pin network namespace {} on {}: {e}",
-            ns.display(),
-            pin.display()
-        )
-    })
+    Ok(berth_cni::netns::pin(ns, pin)?)
 }
 
-/// Whether `pin` is a mount (of an nsfs inode), not just the empty file.
-fn is_pinned(pin: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt as _;
-    match (std::fs::metadata(pin), pin.parent().map(std::fs::metadata)) {
-        (Ok(file), Some(Ok(dir))) => file.dev() != dir.dev(),
-        _ => false,
-    }
-}
-
-/// Unmounts and removes a pin (missing is fine).
+/// Unpins and removes a pin (failures are reported, not fatal: the DEL already ran).
 fn unpin_netns(pin: &Path) {
-    if is_pinned(pin) {
-        let _ = nix::mount::umount2(pin, nix::mount::MntFlags::MNT_DETACH);
+    if let Err(e) = berth_cni::netns::unpin(pin) {
+        eprintln!("berth oci-hook: {e}");
     }
-    let _ = std::fs::remove_file(pin);
 }
 
 /// A `nerdctl/ports` entry (`HostPort`, `ContainerPort`, `Protocol`, `HostIP`) as CNI's.

@@ -11,6 +11,7 @@
 //! callers run it on the blocking pool.
 
 pub mod config;
+pub mod netns;
 pub mod result;
 
 use std::io::Write;
