@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use berth_integration::berth_cli::berth_bin;
 use berth_integration::berthd_bin;
 use berth_integration::guest::{
-    create_disk, create_ext4_disk, require_guest, GuestRun, Initramfs, Kernel, Vm,
+    create_disk, create_ext4_disk, require_guest, GuestRun, Initramfs, Kernel, Outcome, Vm,
 };
 use berth_integration::image::{build_busybox_image, sha256_digest, TestImage, HELLO};
 use serde_json::Value;
@@ -543,6 +543,21 @@ fn check_consistent(run: &GuestRun) -> Value {
     dump
 }
 
+/// Boots `script` and kills QEMU (SIGKILL) once berthd reports reaching hang `point`; panics
+/// when it never does.
+#[track_caller]
+fn crash_at(vm: &Vm, name: &str, script: &str, point: &str) -> GuestRun {
+    let marker = format!("berth: hang point {point} reached");
+    let run = timed(vm.run_until(name, script, &marker, Duration::from_secs(300)));
+    assert_eq!(
+        run.outcome,
+        Outcome::KilledAtMarker,
+        "berthd never reached {point}\n{}",
+        run.report()
+    );
+    run
+}
+
 #[test]
 fn crash_in_create_and_remove_is_recovered() {
     let Some(s) = setup() else { return };
@@ -550,7 +565,6 @@ fn crash_in_create_and_remove_is_recovered() {
     let vm = s.vm("crash", &DISKS, &[2]);
     let chain = s.top_chain_id();
     let prelude = berthd_prelude();
-    let hang = |point: &str| format!("berth: hang point {point} reached");
 
     // Boot 1: import, then a prepare that hangs after create_snap was sent; QEMU is killed there.
     let create_point = "devmapper.create.sent";
@@ -567,18 +581,7 @@ echo "prepare returned"
 sleep 600
 "#
     );
-    let run = timed(vm.run_until(
-        "crash-in-create",
-        &script,
-        &hang(create_point),
-        Duration::from_secs(300),
-    ));
-    assert_eq!(
-        run.outcome,
-        berth_integration::guest::Outcome::KilledAtMarker,
-        "berthd never reached {create_point}\n{}",
-        run.report()
-    );
+    crash_at(&vm, "crash-in-create", &script, create_point);
 
     // Boot 2: berthd recovers; check, then a remove that hangs after `delete` was sent.
     let remove_point = "devmapper.remove.deleted";
@@ -595,18 +598,7 @@ echo "rm returned"
 sleep 600
 "#
     );
-    let run = timed(vm.run_until(
-        "crash-in-remove",
-        &script,
-        &hang(remove_point),
-        Duration::from_secs(300),
-    ));
-    assert_eq!(
-        run.outcome,
-        berth_integration::guest::Outcome::KilledAtMarker,
-        "berthd never reached {remove_point}\n{}",
-        run.report()
-    );
+    let run = crash_at(&vm, "crash-in-remove", &script, remove_point);
     check_consistent(&run);
     let listed = run
         .lines_with("LS-AFTER-CREATE-CRASH ")
