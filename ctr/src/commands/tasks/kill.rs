@@ -39,7 +39,10 @@ pub async fn run(client: &Client, args: Args) -> Result<()> {
     tasks::get(client, &args.id, "").await?;
     // A user's kill of a restart-managed container: `unless-stopped` leaves it stopped
     // (nerdctl's `kill` marks it the same way). Signals to an exec process do not count.
-    if let Some(c) = c.as_ref().filter(|c| exec_id.is_empty() && restart::is_managed(c)) {
+    if let Some(c) = c
+        .as_ref()
+        .filter(|c| exec_id.is_empty() && restart::is_managed(c))
+    {
         restart::mark_explicitly_stopped(client, &c.id).await?;
     }
     tasks::kill(client, &args.id, &exec_id, signal, args.all).await
