@@ -323,7 +323,12 @@ mod tests {
     fn entry(i: usize) -> Entry {
         Entry {
             log: format!("line {i}\n"),
-            stream: if i % 2 == 0 { "stdout" } else { "stderr" }.into(),
+            stream: if i.is_multiple_of(2) {
+                "stdout"
+            } else {
+                "stderr"
+            }
+            .into(),
             time: format_time(1_700_000_000 + i as i64, 5),
         }
     }
