@@ -12,7 +12,7 @@ packages=(
   apache2-utils   # htpasswd, for the registry's basic auth
   openssl         # a test CA and server certificate for the HTTPS registry
   containernetworking-plugins iptables iproute2 gcc libc6-dev # CRI tests: CNI plugins, iptables-save, ip, cc -static for the pause program
-  qemu-system-x86 thin-provisioning-tools dmsetup e2fsprogs # devmapper guest (integration/src/guest): QEMU, thin_ls/thin_dump, dmsetup, mkfs.ext4 copied into it
+  qemu-system-x86 thin-provisioning-tools dmsetup e2fsprogs xfsprogs # devmapper guest (integration/src/guest): QEMU, thin_ls/thin_dump, dmsetup, mkfs.ext4 and mkfs.xfs copied into it
 )
 
 # The devmapper guest's kernel: Debian's linux-image-amd64 kernel package (the versioned

@@ -47,11 +47,12 @@ pub const DEVMAPPER_MODULES: &[&str] = &[
     "dm_mod",
     "dm_thin_pool",
     "ext4",
+    "xfs",
     "overlay",
 ];
 
 /// Host tools a device-mapper guest carries besides busybox: `dmsetup`, the thin-provisioning
-/// tools (`pdata_tools` and its links) and `mkfs.ext4` (e2fsprogs).
+/// tools (`pdata_tools` and its links), `mkfs.ext4` (e2fsprogs) and `mkfs.xfs` (xfsprogs).
 pub const DEVMAPPER_TOOLS: &[&str] = &[
     "dmsetup",
     "thin_ls",
@@ -60,6 +61,7 @@ pub const DEVMAPPER_TOOLS: &[&str] = &[
     "thin_repair",
     "mkfs.ext4",
     "mke2fs",
+    "mkfs.xfs",
     "blkid",
 ];
 

@@ -522,3 +522,59 @@ fn records_whose_device_is_gone_are_fixed_at_start() {
     let names: Vec<_> = sn.walk(&berth_filters::Filter::always()).unwrap();
     assert_eq!(names.len(), 1, "{names:?}");
 }
+
+/// `fs_type = "xfs"`: the base is made by `mkfs.xfs`, snapshots mount as xfs with `nouuid`
+/// (every snapshot carries its origin's uuid) and views `ro`; data written in a layer is seen
+/// by its children and a view cannot be written.
+#[test]
+#[ignore = "needs device-mapper: run in the QEMU guest (integration/tests/devmapper_guest.rs)"]
+fn xfs_layers_keep_their_data_and_views_are_read_only() {
+    let _serial = serial();
+    let Some((_tmp, root, _guard)) = dm_root() else {
+        return;
+    };
+    if !berth_testutil::on_path("mkfs.xfs") {
+        berth_testutil::skip("mkfs.xfs (xfsprogs) is not installed");
+        return;
+    }
+    let sn = open(Options {
+        fs_type: FsType::Xfs,
+        // mkfs.xfs 5.19 and later refuse a filesystem under 300 MB.
+        base_image_size: 512 << 20,
+        ..options(&root)
+    });
+    let mounts = sn.prepare("a", None, BTreeMap::new()).expect("prepare a");
+    assert_eq!(mounts.len(), 1);
+    assert_eq!(mounts[0].mount_type, "xfs");
+    assert_eq!(mounts[0].options, ["nouuid"]);
+    write_through(&mounts, &[("first", b"layer one".to_vec())]);
+    sn.commit("c1", "a", BTreeMap::new()).expect("commit a");
+    let mounts = sn
+        .prepare("b", Some("c1"), BTreeMap::new())
+        .expect("prepare b");
+    assert_eq!(read_through(&mounts, "first"), b"layer one");
+    write_through(&mounts, &[("second", b"layer two".to_vec())]);
+    sn.commit("c2", "b", BTreeMap::new()).expect("commit b");
+
+    let view = sn.view("v", Some("c2"), BTreeMap::new()).expect("view");
+    assert_eq!(view[0].mount_type, "xfs");
+    assert_eq!(view[0].options, ["nouuid", "ro"]);
+    let m = TempMount::new(&view).expect("mount view");
+    assert_eq!(std::fs::read(m.path().join("first")).unwrap(), b"layer one");
+    assert_eq!(
+        std::fs::read(m.path().join("second")).unwrap(),
+        b"layer two"
+    );
+    let err = std::fs::write(m.path().join("third"), b"x").expect_err("a view is read-only");
+    assert_eq!(err.raw_os_error(), Some(nix::libc::EROFS), "{err}");
+    m.close().expect("unmount view");
+
+    for key in ["v", "c2", "c1"] {
+        sn.remove(key)
+            .unwrap_or_else(|e| panic!("remove {key}: {e}"));
+    }
+    assert!(sn
+        .walk(&berth_filters::Filter::always())
+        .unwrap()
+        .is_empty());
+}
