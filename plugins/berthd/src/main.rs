@@ -4,6 +4,7 @@ mod authority;
 mod builtins;
 mod cli;
 mod logging;
+mod notify;
 mod server;
 
 use std::process::ExitCode;

@@ -186,12 +186,15 @@ async fn serve(
             let _ = signalled_rx.await;
         });
     tokio::pin!(server);
+    // Both sockets listen (connections queue until the server is first polled, just below).
+    crate::notify::ready();
     // tonic's shutdown is graceful: it stops accepting and waits for every open call, which an
     // Events.Subscribe or a Tasks.Wait of a container that never exits would make forever. So
     // the signal stops accepting, and after a short grace the calls still open are cut.
     let result = tokio::select! {
         result = &mut server => result,
         () = shutdown => {
+            crate::notify::stopping();
             let _ = signalled_tx.send(());
             let _ = stop_tx.send(true);
             match tokio::time::timeout(CALL_GRACE, &mut server).await {
