@@ -5,6 +5,7 @@ mod builtins;
 mod cli;
 mod logging;
 mod notify;
+mod remote;
 mod server;
 
 use std::process::ExitCode;
@@ -12,6 +13,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    notify::init();
     let cli = cli::Cli::parse();
     match cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -15,7 +15,6 @@ use berth_services::ttrpc_events::serve_ttrpc_events;
 use berth_services::GrpcService;
 use nix::fcntl::{Flock, FlockArg};
 use tokio::net::UnixListener;
-use tokio_stream::wrappers::UnixListenerStream;
 use tokio_stream::StreamExt;
 
 use crate::authority::AuthorityFix;
@@ -143,6 +142,7 @@ async fn serve(
         install(&table, &id, instance);
     }
     let address: PathBuf = config.grpc.address.clone();
+    let remote = crate::remote::Remote::listen(&config.grpc).await?;
     let listener = bind(&address, config.grpc.uid, config.grpc.gid)?;
     // Shims forward their events to the ttrpc socket.
     let ttrpc_address = config.ttrpc_address();
@@ -178,7 +178,8 @@ async fn serve(
     });
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
     // Every connection goes through the authority fix (see `authority`).
-    let incoming = UnixListenerStream::new(listener).map(|conn| conn.map(AuthorityFix::new));
+    let incoming =
+        crate::remote::incoming(listener, remote).map(|conn| conn.map(AuthorityFix::new));
     let server = tonic::transport::Server::builder()
         .trace_fn(|req| tracing::info_span!("rpc", method = %req.uri().path()))
         .add_routes(table.routes())

@@ -191,6 +191,15 @@ pub struct GrpcConfig {
     pub uid: u32,
     /// Owner gid of the socket.
     pub gid: u32,
+    /// A TCP `host:port` serving the same API as the socket; empty means none (containerd's
+    /// `tcp_address`).
+    pub tcp_address: String,
+    /// PEM CA bundle: when set, TCP clients must present a certificate it signed.
+    pub tcp_tls_ca: String,
+    /// PEM server certificate chain: with `tcp_tls_key`, the TCP listener speaks TLS.
+    pub tcp_tls_cert: String,
+    /// PEM private key of `tcp_tls_cert`.
+    pub tcp_tls_key: String,
 }
 
 impl Default for GrpcConfig {
@@ -199,6 +208,10 @@ impl Default for GrpcConfig {
             address: DEFAULT_ADDRESS.into(),
             uid: 0,
             gid: 0,
+            tcp_address: String::new(),
+            tcp_tls_ca: String::new(),
+            tcp_tls_cert: String::new(),
+            tcp_tls_key: String::new(),
         }
     }
 }
