@@ -10,10 +10,15 @@ use std::process::Command;
 use std::thread;
 use std::time::Duration;
 
-use berth_integration::{berthd_bin, ctr_at, require_binary, require_root, Daemon, CTR_BIN};
+use berth_integration::image::build_busybox_image;
+use berth_integration::{
+    berthd_bin, ctr, ctr_at, parse_table, require_binary, require_root, Daemon, CTR_BIN,
+};
 
 /// How long the test waits for one notification before failing.
 const NOTIFY_WAIT: Duration = Duration::from_secs(30);
+/// The image the container check runs.
+const IMAGE: &str = "docker.io/library/bb-notify:latest";
 
 /// The unit as shipped.
 fn unit_path() -> PathBuf {
@@ -113,6 +118,16 @@ fn unit_verifies_without_warnings_and_has_containerds_settings() {
     );
 }
 
+/// Removes the test's container (task and all) if the test ends early, while the daemon runs.
+struct Cleanup(PathBuf, String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        ctr_at(&self.0, &["tasks", "delete", "-f", &self.1]);
+        ctr_at(&self.0, &["containers", "delete", &self.1]);
+    }
+}
+
 /// Receives one notification datagram, failing after [`NOTIFY_WAIT`].
 fn receive(socket: &UnixDatagram, daemon: &Daemon, what: &str) -> String {
     let mut buf = [0u8; 4096];
@@ -171,6 +186,47 @@ fn notifies_ready_once_serving_and_stopping_on_sigterm() {
         stdout.contains("Server:") && stdout.contains("Version:"),
         "ctr version right after READY=1 shows no server version:\n{stdout}"
     );
+
+    // Containers start as without systemd: the shim (and so runc, whose `start` would wait for
+    // the container's own READY=1) does not inherit NOTIFY_SOCKET.
+    let img = build_busybox_image(daemon.dir(), IMAGE);
+    ctr(
+        &daemon,
+        &["images", "import", img.archive.to_str().unwrap()],
+    )
+    .ok();
+    let id = format!("sd-notify-{}", std::process::id());
+    let _cleanup = Cleanup(daemon.address().to_path_buf(), id.clone());
+    ctr(&daemon, &["run", "-d", IMAGE, &id, "sleep", "600"]).ok();
+    let (_, tasks) = parse_table(ctr(&daemon, &["tasks", "ls"]).ok());
+    let task = tasks
+        .iter()
+        .find(|r| r.get("TASK") == Some(&id))
+        .unwrap_or_else(|| panic!("task {id} not listed: {tasks:?}"));
+    assert_eq!(
+        task.get("STATUS").map(String::as_str),
+        Some("RUNNING"),
+        "{tasks:?}"
+    );
+    let pid: u32 = task.get("PID").unwrap().parse().unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let shim: u32 = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let environ = std::fs::read(format!("/proc/{shim}/environ")).unwrap();
+    let environ = String::from_utf8_lossy(&environ);
+    assert!(
+        environ.contains("TTRPC_ADDRESS=") && !environ.contains("NOTIFY_SOCKET"),
+        "the shim (pid {shim}) environment: {environ}"
+    );
+    ctr(&daemon, &["tasks", "delete", "-f", &id]).ok();
+    ctr(&daemon, &["containers", "delete", &id]).ok();
 
     let status = daemon.stop();
     assert!(status.success(), "berthd exited with {status} on SIGTERM");

@@ -7,12 +7,30 @@
 //! current-thread runtime is never held up by a slow or absent receiver, and abstract socket
 //! names (`@...`) are handled as systemd gives them.
 
+use std::ffi::OsString;
 use std::io;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
+use std::sync::OnceLock;
 
 /// Environment variable naming the notification socket.
 const NOTIFY_SOCKET: &str = "NOTIFY_SOCKET";
+
+/// The socket taken from the environment by [`init`].
+static SOCKET: OnceLock<Option<OsString>> = OnceLock::new();
+
+/// Takes `NOTIFY_SOCKET` out of the environment, keeping it for [`ready`] and [`stopping`]. The
+/// shims and runc inherit berthd's environment, and runc given a `NOTIFY_SOCKET` proxies it into
+/// the container and makes `runc start` wait for the container's own READY=1 (go-runc drops the
+/// variable for containerd the same way). Call first thing in `main`, while only one thread
+/// runs.
+pub fn init() {
+    let socket = std::env::var_os(NOTIFY_SOCKET);
+    if socket.is_some() {
+        std::env::remove_var(NOTIFY_SOCKET);
+    }
+    let _ = SOCKET.set(socket);
+}
 
 /// Tells systemd the daemon is ready to serve.
 pub fn ready() {
@@ -27,7 +45,7 @@ pub fn stopping() {
 /// Sends `state` when `NOTIFY_SOCKET` is set; a failure is logged, never fatal (the daemon
 /// serves the same either way).
 fn send(state: &str) {
-    let Some(target) = std::env::var_os(NOTIFY_SOCKET) else {
+    let Some(Some(target)) = SOCKET.get() else {
         return;
     };
     let target = target.to_string_lossy().into_owned();
