@@ -13,6 +13,7 @@ packages=(
   openssl         # a test CA and server certificate for the HTTPS registry
   containernetworking-plugins iptables iproute2 gcc libc6-dev # CRI tests: CNI plugins, iptables-save, ip, cc -static for the pause program
   qemu-system-x86 thin-provisioning-tools dmsetup e2fsprogs xfsprogs # devmapper guest (integration/src/guest): QEMU, thin_ls/thin_dump, dmsetup, mkfs.ext4 and mkfs.xfs copied into it
+  systemd         # systemd-analyze, which verifies berthd.service (integration/tests/systemd_unit.rs)
 )
 
 # The devmapper guest's kernel: Debian's linux-image-amd64 kernel package (the versioned
