@@ -1,5 +1,6 @@
 //! Global options (`--address`, `--namespace`, `--timeout`, ...) and the top-level dispatch.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
@@ -24,9 +25,19 @@ pub struct Cli {
 /// Options shared by every command, as ctr's global flags.
 #[derive(Debug, Clone, Args)]
 pub struct GlobalOpts {
-    /// Address of the daemon's gRPC socket.
-    #[arg(short = 'a', long, global = true, env = "CONTAINERD_ADDRESS", default_value = DEFAULT_ADDRESS)]
-    pub address: String,
+    /// Address of the daemon: its unix socket (`unix://` accepted) or `tcp://host:port`
+    /// [env: BERTH_ADDRESS, else CONTAINERD_ADDRESS] [default: /run/berth/berthd.sock].
+    #[arg(short = 'a', long = "address", global = true, env = "BERTH_ADDRESS")]
+    pub address_flag: Option<String>,
+    /// CA certificate (PEM) that berthd's TCP certificate must chain to.
+    #[arg(long, global = true, env = "BERTH_TLS_CACERT")]
+    pub tlscacert: Option<PathBuf>,
+    /// Client certificate (PEM) presented to berthd over TCP; needs --tlskey.
+    #[arg(long, global = true, env = "BERTH_TLS_CERT")]
+    pub tlscert: Option<PathBuf>,
+    /// Private key (PEM) of --tlscert.
+    #[arg(long, global = true, env = "BERTH_TLS_KEY")]
+    pub tlskey: Option<PathBuf>,
     /// Namespace to use with commands.
     #[arg(
         short = 'n',
@@ -45,6 +56,18 @@ pub struct GlobalOpts {
     /// Print debug details (gRPC codes) with errors.
     #[arg(long, global = true)]
     pub debug: bool,
+}
+
+impl GlobalOpts {
+    /// The daemon's address: `--address` or `BERTH_ADDRESS`, else `CONTAINERD_ADDRESS`, else
+    /// the default socket.
+    pub fn address(&self) -> String {
+        self.address_flag
+            .clone()
+            .or_else(|| std::env::var("CONTAINERD_ADDRESS").ok())
+            .filter(|a| !a.is_empty())
+            .unwrap_or_else(|| DEFAULT_ADDRESS.to_owned())
+    }
 }
 
 /// Builds the runtime, connects and runs the command under the global timeout.

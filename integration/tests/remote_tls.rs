@@ -16,9 +16,12 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use berth_integration::berth_cli::{berth, berth_env};
 use berth_integration::{namespaced, require_binary, require_root, spawn_raw, Daemon};
 use berth_proto::containerd::services::containers::v1::containers_client::ContainersClient;
-use berth_proto::containerd::services::containers::v1::ListContainersRequest;
+use berth_proto::containerd::services::containers::v1::{
+    container, Container, CreateContainerRequest, ListContainersRequest,
+};
 use berth_proto::containerd::services::version::v1::version_client::VersionClient;
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::pem::PemObject;
@@ -441,4 +444,85 @@ fn bad_tls_config_is_refused_at_start() {
         err.contains(&not_pem),
         "CA file without a certificate: {err}"
     );
+}
+
+/// `berth --address tcp://… --tlscacert --tlscert --tlskey containers ls` lists a container made
+/// over the unix socket; the same with the `BERTH_TLS_*` environment; without a client
+/// certificate the command fails and berthd logs why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn berth_lists_containers_over_tcp() {
+    if !prerequisites() {
+        return;
+    }
+    let certs = Certs::make();
+    let port = free_port();
+    let daemon = Daemon::start_with(Some(&certs.grpc_section(port)), &[]);
+    let chan = berth_integration::channel(&daemon).await;
+    ContainersClient::new(chan)
+        .create(namespaced(
+            "default",
+            CreateContainerRequest {
+                container: Some(Container {
+                    id: "over-tcp".into(),
+                    runtime: Some(container::Runtime {
+                        name: "io.containerd.runc.v2".into(),
+                        options: None,
+                    }),
+                    spec: Some(prost_types::Any {
+                        type_url: "types.containerd.io/opencontainers/runtime-spec/1/Spec".into(),
+                        value: b"{}".to_vec(),
+                    }),
+                    ..Default::default()
+                }),
+            },
+        ))
+        .await
+        .expect("create a container over the unix socket");
+
+    let address = format!("tcp://127.0.0.1:{port}");
+    let (ca, cert, key) = (
+        certs.path_str("ca.pem"),
+        certs.path_str("client.pem"),
+        certs.path_str("client.key"),
+    );
+    let out = tokio::task::spawn_blocking({
+        let (address, ca, cert, key) = (address.clone(), ca.clone(), cert.clone(), key.clone());
+        move || {
+            let args = ["--tlscacert", &ca, "--tlscert", &cert, "--tlskey", &key];
+            berth(
+                Path::new(&address),
+                &[&args[..], &["containers", "ls"]].concat(),
+            )
+            .ok()
+        }
+    })
+    .await
+    .expect("berth");
+    assert!(
+        out.lines().any(|l| l.starts_with("over-tcp ")),
+        "berth containers ls over TCP:\n{out}"
+    );
+
+    let before = refusals(&daemon);
+    let (out, refused) = tokio::task::spawn_blocking(move || {
+        let env = [
+            ("BERTH_TLS_CACERT", Some(ca.as_str())),
+            ("BERTH_TLS_CERT", Some(cert.as_str())),
+            ("BERTH_TLS_KEY", Some(key.as_str())),
+        ];
+        let out = berth_env(Path::new(&address), &["containers", "ls"], b"", &env).ok();
+        let refused = berth_env(Path::new(&address), &["containers", "ls"], b"", &env[..1]).fails();
+        (out, refused)
+    })
+    .await
+    .expect("berth");
+    assert!(
+        out.lines().any(|l| l.starts_with("over-tcp ")),
+        "berth containers ls over TCP with BERTH_TLS_*:\n{out}"
+    );
+    assert!(
+        refused.contains("cannot list containers"),
+        "berth without a client certificate: {refused}"
+    );
+    expect_refusal_logged(&daemon, "no certificates", before);
 }

@@ -9,6 +9,7 @@ pub mod jsonfile;
 pub mod leases;
 pub mod logdriver;
 pub mod mount;
+mod remote;
 pub mod restart;
 pub mod spec;
 pub mod tasks;
@@ -44,6 +45,11 @@ const MAX_MESSAGE: usize = 16 << 20;
 /// Snapshotter used when neither the flag nor the namespace label names one.
 pub const DEFAULT_SNAPSHOTTER: &str = "overlayfs";
 
+/// A connection being made.
+type Connecting<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Channel, tonic::transport::Error>> + Send + 'a>,
+>;
+
 /// A connected client: channel plus the namespace (and optional lease) every request carries.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -65,21 +71,36 @@ macro_rules! service {
 }
 
 impl Client {
-    /// Connects to the unix socket at `opts.address` (a `unix://` prefix is accepted).
+    /// Connects to the daemon at `opts.address()`: a unix socket (a `unix://` prefix is
+    /// accepted) or `tcp://host:port`, over TLS when `--tlscacert` (and for client
+    /// authentication `--tlscert` and `--tlskey`) are given.
     pub async fn connect(opts: &GlobalOpts) -> Result<Self> {
-        let address = opts.address.clone();
-        let path = PathBuf::from(address.strip_prefix("unix://").unwrap_or(&address));
+        let address = opts.address();
         let endpoint = Endpoint::try_from("http://[::]:50051")?
             .connect_timeout(opts.connect_timeout)
             .tcp_nodelay(true);
-        let connect_path = path.clone();
-        let connecting = endpoint.connect_with_connector(tower::service_fn(move |_| {
-            let path = connect_path.clone();
-            async move {
-                let stream = tokio::net::UnixStream::connect(path).await?;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+        let connecting = match address.strip_prefix("tcp://") {
+            Some(host_port) => {
+                let tls = remote::tls_connector(opts)?;
+                let host_port = host_port.to_owned();
+                Box::pin(endpoint.connect_with_connector(tower::service_fn(move |_| {
+                    remote::connect(host_port.clone(), tls.clone())
+                }))) as Connecting<'_>
             }
-        }));
+            None => {
+                if opts.tlscacert.is_some() || opts.tlscert.is_some() || opts.tlskey.is_some() {
+                    anyhow::bail!("--tlscacert, --tlscert and --tlskey need a tcp:// --address");
+                }
+                let path = PathBuf::from(address.strip_prefix("unix://").unwrap_or(&address));
+                Box::pin(endpoint.connect_with_connector(tower::service_fn(move |_| {
+                    let path = path.clone();
+                    async move {
+                        let stream = tokio::net::UnixStream::connect(path).await?;
+                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+                    }
+                })))
+            }
+        };
         let limit = opts.connect_timeout.max(Duration::from_millis(100));
         let channel = match tokio::time::timeout(limit, connecting).await {
             Ok(Ok(channel)) => channel,
