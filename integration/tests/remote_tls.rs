@@ -526,3 +526,32 @@ async fn berth_lists_containers_over_tcp() {
     );
     expect_refusal_logged(&daemon, "no certificates", before);
 }
+
+/// `tcp_address` without a certificate serves plain TCP, as containerd does; `berth` reaches it
+/// with `BERTH_ADDRESS`.
+#[test]
+fn plain_tcp_without_certificates() {
+    if !require_root() {
+        return;
+    }
+    let port = free_port();
+    let daemon = Daemon::start_with(
+        Some(&format!("[grpc]\n  tcp_address = \"127.0.0.1:{port}\"\n")),
+        &[],
+    );
+    let address = format!("tcp://127.0.0.1:{port}");
+    let mut cmd = std::process::Command::new(berth_integration::berth_cli::berth_bin());
+    let out = cmd
+        .args(["namespaces", "ls"])
+        .env("BERTH_ADDRESS", &address)
+        .env_remove("CONTAINERD_ADDRESS")
+        .output()
+        .expect("run berth");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.starts_with("NAME"),
+        "berth namespaces ls at {address}: {stdout}{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        daemon.log()
+    );
+}
