@@ -555,3 +555,36 @@ fn plain_tcp_without_certificates() {
         daemon.log()
     );
 }
+
+/// The unix sockets stay local-only beside a TCP listener: mode 0660, owner `[grpc] uid`,
+/// group `[grpc] gid` (containerd's `sys.GetLocalListener` and chown), for the gRPC socket and
+/// its ttrpc neighbour.
+#[test]
+fn unix_socket_mode_and_group_follow_the_config() {
+    use std::os::unix::fs::MetadataExt;
+    if !require_root() {
+        return;
+    }
+    let port = free_port();
+    let daemon = Daemon::start_with(
+        Some(&format!(
+            "[grpc]\n  tcp_address = \"127.0.0.1:{port}\"\n  uid = 0\n  gid = 4321\n"
+        )),
+        &[],
+    );
+    let grpc = daemon.address().to_path_buf();
+    let ttrpc = PathBuf::from(format!("{}.ttrpc", grpc.display()));
+    for socket in [&grpc, &ttrpc] {
+        let meta = fs::metadata(socket)
+            .unwrap_or_else(|e| panic!("stat {}: {e}\n{}", socket.display(), daemon.log()));
+        assert_eq!(
+            meta.mode() & 0o777,
+            0o660,
+            "mode of {}: {:o}",
+            socket.display(),
+            meta.mode()
+        );
+        assert_eq!(meta.uid(), 0, "owner of {}", socket.display());
+        assert_eq!(meta.gid(), 4321, "group of {}", socket.display());
+    }
+}
