@@ -29,14 +29,17 @@ pub struct GlobalOpts {
     /// [env: BERTH_ADDRESS, else CONTAINERD_ADDRESS] [default: /run/berth/berthd.sock].
     #[arg(short = 'a', long = "address", global = true, env = "BERTH_ADDRESS")]
     pub address_flag: Option<String>,
+    // The three TLS flags are Docker's global ones and, unlike the others, go before the verb
+    // only: `images pull/push` and `content fetch` have ctr's own `--tlscacert`, `--tlscert` and
+    // `--tlskey` for the registry, which a global flag of the same name would take over.
     /// CA certificate (PEM) that berthd's TCP certificate must chain to.
-    #[arg(long, global = true, env = "BERTH_TLS_CACERT")]
+    #[arg(long, env = "BERTH_TLS_CACERT")]
     pub tlscacert: Option<PathBuf>,
     /// Client certificate (PEM) presented to berthd over TCP; needs --tlskey.
-    #[arg(long, global = true, env = "BERTH_TLS_CERT")]
+    #[arg(long, env = "BERTH_TLS_CERT")]
     pub tlscert: Option<PathBuf>,
     /// Private key (PEM) of --tlscert.
-    #[arg(long, global = true, env = "BERTH_TLS_KEY")]
+    #[arg(long, env = "BERTH_TLS_KEY")]
     pub tlskey: Option<PathBuf>,
     /// Namespace to use with commands.
     #[arg(
@@ -150,5 +153,28 @@ mod tests {
     fn cli_parses_globals_after_the_verb() {
         let cli = Cli::try_parse_from(["berth", "images", "ls", "-n", "ns1", "-q"]).unwrap();
         assert_eq!(cli.global.namespace, "ns1");
+    }
+
+    /// `--tlscacert` after `images pull` is the registry's (ctr's flag), before the verb it is
+    /// berthd's.
+    #[test]
+    fn tls_flags_before_the_verb_are_berthds_after_it_the_registrys() {
+        let cli = Cli::try_parse_from([
+            "berth",
+            "--tlscacert",
+            "/daemon-ca.pem",
+            "images",
+            "pull",
+            "--tlscacert",
+            "/registry-ca.pem",
+            "r.example/img:1",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.global.tlscacert.as_deref(),
+            Some(std::path::Path::new("/daemon-ca.pem"))
+        );
+        let rendered = format!("{:?}", cli.command);
+        assert!(rendered.contains("/registry-ca.pem"), "{rendered}");
     }
 }
