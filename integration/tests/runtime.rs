@@ -670,7 +670,10 @@ fn oom_case(t: &Target) {
         &id,
         "sh",
         "-c",
-        "x=a; while true; do x=$x$x; done",
+        // The pause lets the shim watch the cgroup first: containerd 1.6's shim registers its OOM
+        // eventfd only after `runc start` returns, and a hog killed within those milliseconds
+        // gives no /tasks/oom on the reference (1 run in 4 here).
+        "sleep 0.5; x=a; while true; do x=$x$x; done",
     ]);
     assert!(
         !out.timed_out && out.status.code().is_some_and(|c| c != 0),
