@@ -8,11 +8,15 @@
 //! with many containers running. docs/PERFORMANCE.md explains the figures.
 
 mod api;
+mod crun;
 mod fixtures;
 mod lifecycle;
 mod memory;
+mod pods;
 mod procfs;
+mod pull;
 mod report;
+mod scale;
 mod servers;
 mod stats;
 mod unpack;
@@ -57,14 +61,41 @@ pub struct Options {
 }
 
 /// Names of the sections, for `--only`.
-pub const SECTIONS: [&str; 6] = [
+pub const SECTIONS: [&str; 10] = [
     "memory",
     "unpack",
     "lifecycle",
     "concurrent",
     "api",
     "shims",
+    "crun",
+    "pull",
+    "pods",
+    "scale",
 ];
+
+/// What every newer section (crun, pull, pods, scale) gets: each sizes itself from `quick` and
+/// `runs`, and may start daemons of its own under `scratch`.
+// Until every newer section reads each field.
+#[allow(dead_code)]
+pub(crate) struct SectionCx<'a> {
+    /// CI mode: tiny sizes.
+    pub quick: bool,
+    /// Alternating runs per timed measurement.
+    pub runs: usize,
+    /// Binaries under test.
+    pub bins: &'a Bins,
+    /// The two shared daemons, Berth first, with the busybox image imported in `namespace`.
+    pub servers: &'a [Server; 2],
+    /// The namespace holding the busybox image.
+    pub namespace: &'a str,
+    /// The busybox image's name.
+    pub image: &'a str,
+    /// The busybox image's OCI archive.
+    pub image_archive: &'a Path,
+    /// A directory of this run's scratch space for the section's own files.
+    pub scratch: PathBuf,
+}
 
 impl Options {
     /// Whether the section `name` (one of [`SECTIONS`]) runs.
@@ -329,6 +360,36 @@ fn measure_all(
     section(options, "shims", &mut report, "shim memory", |report| {
         memory::measure(report, &servers, namespace, IMAGE, plan.memory_containers)
     });
+    let cx = |name: &str| -> Result<SectionCx<'_>> {
+        let dir = scratch.join(name);
+        fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        Ok(SectionCx {
+            quick: options.quick,
+            runs: plan.runs,
+            bins: &bins,
+            servers: &servers,
+            namespace,
+            image: IMAGE,
+            image_archive: &busybox.archive,
+            scratch: dir,
+        })
+    };
+    section(options, "crun", &mut report, "crun lifecycles", |report| {
+        crun::measure(report, &cx("crun")?)
+    });
+    section(options, "pull", &mut report, "registry pulls", |report| {
+        pull::measure(report, &cx("pull")?)
+    });
+    section(options, "pods", &mut report, "CRI pods", |report| {
+        pods::measure(report, &cx("pods")?)
+    });
+    section(
+        options,
+        "scale",
+        &mut report,
+        "scale and restart",
+        |report| scale::measure(report, &cx("scale")?),
+    );
     report
         .context
         .insert("loadavg_at_end".into(), json!(loadavg()));

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::LazyLock;
 
 use serde_json::{json, Value};
 
@@ -63,7 +64,7 @@ pub struct MetricDef {
     pub ratio: bool,
 }
 
-const fn def(
+pub const fn def(
     id: &'static str,
     title: &'static str,
     unit: &'static str,
@@ -78,9 +79,21 @@ const fn def(
     }
 }
 
-/// Every metric the benchmark reports, in table order. `--quick` fails unless each has numbers
-/// (or an explicit "n/a" reason).
-pub const METRICS: &[MetricDef] = &[
+/// Every metric the benchmark reports, in table order: the core sections' rows, then each newer
+/// section's own catalogue. `--quick` fails unless each has numbers (or an explicit "n/a" reason).
+pub static METRICS: LazyLock<Vec<MetricDef>> = LazyLock::new(|| {
+    [
+        CORE_METRICS,
+        super::crun::METRICS,
+        super::pull::METRICS,
+        super::pods::METRICS,
+        super::scale::METRICS,
+    ]
+    .concat()
+});
+
+/// The rows of the original sections (memory, unpack, lifecycle, concurrent, api, shims).
+const CORE_METRICS: &[MetricDef] = &[
     def(
         "lifecycle_ctr_ms",
         "lifecycle: ctr run --rm IMG id true",
@@ -303,7 +316,7 @@ impl Report {
             Some(s) if s.n > 1 => format!("{} [{}-{}]", num(s.median), num(s.min), num(s.max)),
             Some(s) => num(s.median),
         };
-        for m in METRICS {
+        for m in METRICS.iter() {
             let f = self.figures.get(m.id).cloned().unwrap_or_default();
             let berth = match (&f.not_applicable, f.berth) {
                 (Some(reason), None) => format!("n/a ({reason})"),
@@ -412,7 +425,7 @@ mod tests {
     fn missing_until_both_sides_or_na() {
         let mut r = Report::default();
         assert_eq!(r.missing().len(), METRICS.len());
-        for m in METRICS {
+        for m in METRICS.iter() {
             r.set(m.id, Summary::one(2.0), Summary::one(4.0));
         }
         assert!(r.missing().is_empty());

@@ -1,0 +1,16 @@
+//! CRI pods: RunPodSandbox + CreateContainer + StartContainer latency and 20 pods at once, Berth's CRI against containerd's (issue 20, part 4).
+//!
+//! Not measured yet: the section has no rows until its measurement lands.
+
+use anyhow::Result;
+
+use super::report::{MetricDef, Report};
+use super::SectionCx;
+
+/// This section's rows, in table order.
+pub const METRICS: &[MetricDef] = &[];
+
+/// Runs the section's measurements into `report`.
+pub(crate) fn measure(_report: &mut Report, _cx: &SectionCx<'_>) -> Result<()> {
+    Ok(())
+}
