@@ -125,3 +125,37 @@ pub fn berth_env(address: &Path, args: &[&str], stdin: &[u8], env: &[(&str, Opti
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
+
+/// Kills and removes containers when dropped (declare it before the daemon, so it drops first):
+/// a failing assertion then leaves no task running. Each container's restart label is cleared
+/// first, so a restart monitor lets it go.
+#[derive(Debug)]
+pub struct RemoveContainers<'a> {
+    /// The daemon's socket.
+    pub address: &'a Path,
+    /// The containers to remove.
+    pub ids: Vec<String>,
+}
+
+impl Drop for RemoveContainers<'_> {
+    fn drop(&mut self) {
+        for id in &self.ids {
+            let a = self.address;
+            berth(
+                a,
+                &["containers", "label", id, "containerd.io/restart.status="],
+            );
+            berth(a, &["tasks", "kill", "-s", "KILL", "--all", id]);
+            berth(a, &["tasks", "delete", "-f", id]);
+            berth(a, &["containers", "rm", id]);
+        }
+    }
+}
+
+/// `berth images import` of `archive` (with `extra` flags before it), which must succeed.
+pub fn import_archive(address: &Path, archive: &Path, extra: &[&str]) {
+    let mut args = vec!["images", "import"];
+    args.extend_from_slice(extra);
+    args.push(archive.to_str().expect("utf-8 path"));
+    berth(address, &args).ok();
+}

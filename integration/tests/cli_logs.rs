@@ -15,7 +15,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use berth_integration::berth_cli::{berth, berth_cmd};
+use berth_integration::berth_cli::{berth, berth_cmd, import_archive, RemoveContainers};
 use berth_integration::image::build_busybox_image;
 use berth_integration::{require_binary, require_root, Daemon};
 use serde_json::Value;
@@ -29,34 +29,13 @@ fn uid(base: &str) -> String {
     format!("lg-{base}-{}", std::process::id())
 }
 
-/// Kills and removes the containers when dropped.
-struct Remove<'a>(&'a Path, Vec<String>);
-
-impl Drop for Remove<'_> {
-    fn drop(&mut self) {
-        for id in &self.1 {
-            berth(self.0, &["tasks", "kill", "-s", "KILL", "--all", id]);
-            berth(self.0, &["tasks", "delete", "-f", id]);
-            berth(self.0, &["containers", "rm", id]);
-        }
-    }
-}
-
 fn start() -> Option<Daemon> {
     if !require_root() || !require_binary("runc") {
         return None;
     }
     let daemon = Daemon::start();
     let img = build_busybox_image(daemon.dir(), IMAGE);
-    berth(
-        daemon.address(),
-        &[
-            "images",
-            "import",
-            img.archive.to_str().expect("utf-8 path"),
-        ],
-    )
-    .ok();
+    import_archive(daemon.address(), &img.archive, &[]);
     Some(daemon)
 }
 
@@ -106,7 +85,10 @@ fn json_file_tail_rotation_and_streams() {
     };
     let a = daemon.address();
     let id = uid("json");
-    let _remove = Remove(a, vec![id.clone()]);
+    let _remove = RemoveContainers {
+        address: a,
+        ids: vec![id.clone()],
+    };
     let script =
         "i=0; while [ $i -lt 200 ]; do echo line $i; i=$((i+1)); done; sleep 1; echo oops >&2";
     berth(
@@ -266,7 +248,10 @@ fn follow_and_logs_across_a_daemon_restart() {
     };
     let a = daemon.address().to_owned();
     let id = uid("follow");
-    let _remove = Remove(&a, vec![id.clone()]);
+    let _remove = RemoveContainers {
+        address: &a,
+        ids: vec![id.clone()],
+    };
     let script = "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done";
     berth(
         &a,
@@ -321,7 +306,10 @@ fn file_and_binary_log_uris_get_the_output() {
     };
     let a = daemon.address();
     let [f, b] = ["file", "binary"].map(uid);
-    let _remove = Remove(a, vec![f.clone(), b.clone()]);
+    let _remove = RemoveContainers {
+        address: a,
+        ids: vec![f.clone(), b.clone()],
+    };
 
     let out = daemon.dir().join("logs/out.log");
     let uri = format!("file://{}", out.display());
@@ -426,7 +414,10 @@ fn bad_log_input_makes_nothing() {
     assert!(!daemon.root().join("berth/containers").exists());
     // No log to read is a clear error too.
     berth(a, &["run", "-d", IMAGE, &id, "true"]).ok();
-    let _remove = Remove(a, vec![id.clone()]);
+    let _remove = RemoveContainers {
+        address: a,
+        ids: vec![id.clone()],
+    };
     let err = berth(a, &["logs", &id]).fails();
     assert!(err.contains("--log-driver json-file"), "{err}");
 }

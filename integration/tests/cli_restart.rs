@@ -11,7 +11,7 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use berth_integration::berth_cli::berth;
+use berth_integration::berth_cli::{berth, import_archive, RemoveContainers};
 use berth_integration::image::build_busybox_image;
 use berth_integration::{require_binary, require_root, Daemon};
 use serde_json::Value;
@@ -28,24 +28,6 @@ const FAST_INTERVAL: &str =
 /// Container ids unique to this test process (runc's state is host-global).
 fn uid(base: &str) -> String {
     format!("rs-{base}-{}", std::process::id())
-}
-
-/// Kills the containers' tasks and removes them when dropped, restart labels first so the
-/// monitor lets them go.
-struct Remove<'a>(&'a Path, Vec<String>);
-
-impl Drop for Remove<'_> {
-    fn drop(&mut self) {
-        for id in &self.1 {
-            berth(
-                self.0,
-                &["containers", "label", id, "containerd.io/restart.status="],
-            );
-            berth(self.0, &["tasks", "kill", "-s", "KILL", "--all", id]);
-            berth(self.0, &["tasks", "delete", "-f", id]);
-            berth(self.0, &["containers", "rm", id]);
-        }
-    }
 }
 
 /// `(status, pid)` of task `id`, if listed.
@@ -109,15 +91,7 @@ fn start(config: Option<&str>) -> Option<Daemon> {
     }
     let daemon = Daemon::start_with(config, &[]);
     let img = build_busybox_image(daemon.dir(), IMAGE);
-    berth(
-        daemon.address(),
-        &[
-            "images",
-            "import",
-            img.archive.to_str().expect("utf-8 path"),
-        ],
-    )
-    .ok();
+    import_archive(daemon.address(), &img.archive, &[]);
     Some(daemon)
 }
 
@@ -128,7 +102,10 @@ fn always_runs_again_after_sigkill_and_across_a_daemon_restart() {
     };
     let a = daemon.address().to_owned();
     let id = uid("always");
-    let _remove = Remove(&a, vec![id.clone()]);
+    let _remove = RemoveContainers {
+        address: &a,
+        ids: vec![id.clone()],
+    };
     run_detached(&a, &id, "always", &["sleep", "1000"]);
     assert_eq!(
         label(&a, &id, "containerd.io/restart.policy").as_deref(),
@@ -177,7 +154,10 @@ fn on_failure_2_stops_after_two_restarts() {
     };
     let a = daemon.address();
     let id = uid("onfail");
-    let _remove = Remove(a, vec![id.clone()]);
+    let _remove = RemoveContainers {
+        address: a,
+        ids: vec![id.clone()],
+    };
     run_detached(a, &id, "on-failure:2", &["sh", "-c", "sleep 0.3; exit 3"]);
     assert_eq!(
         label(a, &id, "containerd.io/restart.policy").as_deref(),
@@ -214,7 +194,10 @@ fn on_failure_2_stops_after_two_restarts() {
 
     // A clean exit is not a failure: never restarted.
     let ok = uid("onfail-ok");
-    let _remove_ok = Remove(a, vec![ok.clone()]);
+    let _remove_ok = RemoveContainers {
+        address: a,
+        ids: vec![ok.clone()],
+    };
     run_detached(a, &ok, "on-failure", &["true"]);
     until("the clean exit", Instant::now(), PATIENCE, || {
         (task(a, &ok)?.0 == "STOPPED").then_some(())
@@ -231,7 +214,10 @@ fn unless_stopped_stays_stopped_after_a_user_kill() {
     };
     let a = daemon.address();
     let id = uid("unless");
-    let _remove = Remove(a, vec![id.clone()]);
+    let _remove = RemoveContainers {
+        address: a,
+        ids: vec![id.clone()],
+    };
     run_detached(a, &id, "unless-stopped", &["sleep", "1000"]);
     assert_eq!(
         label(a, &id, "containerd.io/restart.explicitly-stopped").as_deref(),

@@ -12,7 +12,7 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use berth_integration::berth_cli::berth;
+use berth_integration::berth_cli::{berth, import_archive, RemoveContainers};
 use berth_integration::containerd::Containerd;
 use berth_integration::image::{build_busybox_image, BUSYBOX};
 use berth_integration::{require_binary, require_root, Daemon};
@@ -23,23 +23,6 @@ const IMAGE: &str = "docker.io/library/bb:latest";
 /// daemons of concurrent tests must not reuse ids.
 fn uid(base: &str) -> String {
     format!("{base}-{}", std::process::id())
-}
-
-/// Kills and removes the containers when dropped (before the daemon), so a failing test
-/// leaves no task running.
-struct Cleanup<'a> {
-    address: &'a Path,
-    ids: Vec<String>,
-}
-
-impl Drop for Cleanup<'_> {
-    fn drop(&mut self) {
-        for id in &self.ids {
-            berth(self.address, &["tasks", "kill", "-s", "KILL", "--all", id]);
-            berth(self.address, &["tasks", "delete", "-f", id]);
-            berth(self.address, &["containers", "rm", id]);
-        }
-    }
 }
 
 /// Status of task `id` in `tasks ls --format json`, if listed.
@@ -70,11 +53,7 @@ fn wait_status(a: &Path, id: &str, status: &str) {
 }
 
 fn import(a: &Path, dir: &Path, extra: &[&str]) {
-    let img = build_busybox_image(dir, IMAGE);
-    let mut args = vec!["images", "import"];
-    args.extend_from_slice(extra);
-    args.push(img.archive.to_str().expect("utf-8 path"));
-    berth(a, &args).ok();
+    import_archive(a, &build_busybox_image(dir, IMAGE).archive, extra);
 }
 
 /// A host directory holding busybox and a few applets, for `--rootfs`.
@@ -103,7 +82,7 @@ fn run_rm_prints_output_and_passes_exit_codes() {
         "rr-t1", "rr-t2", "rr-t3", "rr-t4", "rr-t5", "rr-t6", "rr-r1",
     ]
     .map(uid);
-    let _cleanup = Cleanup {
+    let _cleanup = RemoveContainers {
         address: a,
         ids: vec![t1.clone(), t2.clone(), t3.clone(), t4.clone(), r1.clone()],
     };
@@ -201,7 +180,7 @@ fn detached_task_lifecycle() {
     let a = daemon.address();
     import(a, daemon.dir(), &[]);
     let [t3, t4] = ["dl-t3", "dl-t4"].map(uid);
-    let _cleanup = Cleanup {
+    let _cleanup = RemoveContainers {
         address: a,
         ids: vec![t3.clone(), t4.clone()],
     };
@@ -312,7 +291,7 @@ fn containers_create_then_tasks_start() {
     let a = daemon.address();
     import(a, daemon.dir(), &[]);
     let [c1, c2] = ["cc-c1", "cc-c2"].map(uid);
-    let _cleanup = Cleanup {
+    let _cleanup = RemoveContainers {
         address: a,
         ids: vec![c1.clone(), c2.clone()],
     };
@@ -364,7 +343,7 @@ fn run_against_real_containerd() {
     let a = ctd.address();
     import(a, ctd.dir(), &["--snapshotter", "native"]);
     let [x1, x2, x3] = ["ctd-x1", "ctd-x2", "ctd-x3"].map(uid);
-    let _cleanup = Cleanup {
+    let _cleanup = RemoveContainers {
         address: a,
         ids: vec![x1.clone(), x2.clone(), x3.clone()],
     };

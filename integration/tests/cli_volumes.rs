@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use berth_integration::berth_cli::{berth, Run};
+use berth_integration::berth_cli::{berth, import_archive, RemoveContainers, Run};
 use berth_integration::image::{build_busybox_image, read_archive, sha256_digest, TestImage};
 use berth_integration::{require_binary, require_root, Daemon};
 use berth_wellknown::{annotation, media_type};
@@ -25,32 +25,8 @@ fn uid(base: &str) -> String {
     format!("{base}-{}", std::process::id())
 }
 
-/// Kills and removes the containers when dropped (before the daemon).
-struct Cleanup<'a> {
-    address: &'a Path,
-    ids: Vec<String>,
-}
-
-impl Drop for Cleanup<'_> {
-    fn drop(&mut self) {
-        for id in &self.ids {
-            berth(self.address, &["tasks", "kill", "-s", "KILL", "--all", id]);
-            berth(self.address, &["tasks", "delete", "-f", id]);
-            berth(self.address, &["containers", "rm", id]);
-        }
-    }
-}
-
 fn import(a: &Path, img: &TestImage) {
-    berth(
-        a,
-        &[
-            "images",
-            "import",
-            img.archive.to_str().expect("utf-8 path"),
-        ],
-    )
-    .ok();
+    import_archive(a, &img.archive, &[]);
 }
 
 /// The daemon's volume directory of namespace `default`.
@@ -208,7 +184,7 @@ fn named_volume_is_shared_outlives_containers_and_is_refused_while_used() {
     let a = daemon.address();
     import(a, &build_busybox_image(daemon.dir(), IMAGE));
     let [w, r, ro, holder, m] = ["nv-w", "nv-r", "nv-ro", "nv-hold", "nv-m"].map(uid);
-    let _cleanup = Cleanup {
+    let _cleanup = RemoveContainers {
         address: a,
         ids: vec![w.clone(), r.clone(), ro.clone(), holder.clone(), m.clone()],
     };
@@ -341,7 +317,7 @@ fn volumes_from_backup_round_trips_a_tar() {
         "vf-data", "vf-fill", "vf-bk", "vf-data2", "vf-rs", "vf-chk", "vf-ro",
     ]
     .map(uid);
-    let _cleanup = Cleanup {
+    let _cleanup = RemoveContainers {
         address: a,
         ids: vec![
             data.clone(),
@@ -503,7 +479,7 @@ fn new_volumes_get_the_image_content_and_image_volumes_are_anonymous() {
     let archive = image_with_volumes(daemon.dir(), vimage, &["/data"]);
     berth(a, &["images", "import", archive.to_str().unwrap()]).ok();
     let [cu, cu2, an, anrm, own] = ["cu-1", "cu-2", "cu-an", "cu-anrm", "cu-own"].map(uid);
-    let _cleanup = Cleanup {
+    let _cleanup = RemoveContainers {
         address: a,
         ids: vec![
             cu.clone(),
@@ -624,7 +600,7 @@ fn bad_names_and_paths_make_nothing() {
     let archive = image_with_volumes(daemon.dir(), bad_image, &["/data/../../etc"]);
     berth(a, &["images", "import", archive.to_str().unwrap()]).ok();
     let [c1, c2, c3] = ["bn-1", "bn-2", "bn-3"].map(uid);
-    let _cleanup = Cleanup {
+    let _cleanup = RemoveContainers {
         address: a,
         ids: vec![c1.clone(), c2.clone(), c3.clone()],
     };
@@ -742,7 +718,7 @@ fn ps_and_inspect_summarise_containers() {
     let a = daemon.address();
     import(a, &build_busybox_image(daemon.dir(), IMAGE));
     let [up, ex, created, created2] = ["ps-up", "ps-ex", "ps-new", "ps-new2"].map(uid);
-    let _cleanup = Cleanup {
+    let _cleanup = RemoveContainers {
         address: a,
         ids: vec![up.clone(), ex.clone(), created.clone(), created2.clone()],
     };
