@@ -1,6 +1,6 @@
 //! What the shim reads from and leaves in the bundle: the spec's grouping annotation, the
 //! runtime options saved for the `delete` action (containerd `runtime/v2/runc/util.go`
-//! `WriteOptions`, `WriteRuntime`).
+//! `WriteOptions`, `WriteRuntime`). The spec's hooks and namespaces are read in `own`.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -91,39 +91,6 @@ pub fn group_id(spec_json: &[u8]) -> Option<String> {
         .find_map(|label| annotations.get(*label).filter(|v| !v.is_empty()).cloned())
 }
 
-/// Whether the other processes of the container must be killed when its init exits
-/// (containerd `ShouldKillAllOnExit`): yes unless the spec gives the container a PID namespace
-/// of its own (a `pid` namespace without a path). When init is not the container's pid 1, the
-/// kernel does not kill the rest, so the shim must. An unreadable spec means yes, as there.
-pub fn kill_all_on_exit(spec_json: Option<&[u8]>) -> bool {
-    #[derive(serde::Deserialize)]
-    struct Spec {
-        #[serde(default)]
-        linux: Option<Linux>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Linux {
-        #[serde(default)]
-        namespaces: Vec<Namespace>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Namespace {
-        #[serde(rename = "type")]
-        kind: String,
-        #[serde(default)]
-        path: String,
-    }
-    let Some(spec) = spec_json.and_then(|b| serde_json::from_slice::<Spec>(b).ok()) else {
-        tracing::warn!("kill-all-on-exit: cannot read the bundle spec; assuming yes");
-        return true;
-    };
-    !spec.linux.is_some_and(|l| {
-        l.namespaces
-            .iter()
-            .any(|ns| ns.kind == "pid" && ns.path.is_empty())
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,19 +103,6 @@ mod tests {
         assert_eq!(group_id(spec).as_deref(), Some("g"));
         assert_eq!(group_id(br#"{"ociVersion":"1"}"#), None);
         assert_eq!(group_id(b"not json"), None);
-    }
-
-    #[test]
-    fn kill_all_unless_the_container_has_its_own_pid_namespace() {
-        let own = br#"{"linux":{"namespaces":[{"type":"mount"},{"type":"pid"}]}}"#;
-        assert!(!kill_all_on_exit(Some(own)));
-        let host = br#"{"linux":{"namespaces":[{"type":"pid","path":"/proc/1/ns/pid"}]}}"#;
-        assert!(kill_all_on_exit(Some(host)));
-        let none = br#"{"linux":{"namespaces":[{"type":"mount"}]}}"#;
-        assert!(kill_all_on_exit(Some(none)));
-        assert!(kill_all_on_exit(Some(br#"{"ociVersion":"1.0.2"}"#)));
-        assert!(kill_all_on_exit(Some(b"not json")));
-        assert!(kill_all_on_exit(None));
     }
 
     #[test]

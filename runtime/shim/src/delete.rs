@@ -35,6 +35,8 @@ pub fn run(args: &Args, out: &mut impl std::io::Write) -> std::io::Result<()> {
         if let Err(err) = runc.delete(&args.id, true).await {
             tracing::warn!(error = %err, "failed to remove runc container");
         }
+        // A shim killed while removing the state itself may have left it half removed.
+        crate::own::remove_leftover(&runc.root.join(&args.id));
         Ok::<_, std::io::Error>(())
     })?;
     if let Err(err) = unmount_all(&dir.join(bundle::ROOTFS)) {

@@ -12,6 +12,7 @@ mod error;
 mod events;
 mod io;
 mod mount;
+mod own;
 mod process;
 mod reaper;
 mod runc;

@@ -12,13 +12,14 @@ use berth_proto::containerd::task::v2 as api;
 
 use super::exits::early_exit;
 use super::{asyncify, Container, Shim};
-use crate::bundle::{decode_options, kill_all_on_exit, save_options, SavedOptions};
+use crate::bundle::{decode_options, save_options, SavedOptions};
 use crate::cgroup::{watch_oom, Cgroup, CGROUP_ROOT};
 use crate::constants::{bundle, topic, type_url};
 use crate::error::{InvalidRequest, Result, ShimError};
 use crate::events::timestamp;
 use crate::io::{wait_outputs, StdioConfig};
 use crate::mount::{mount_all, unmount_all};
+use crate::own::{self, SpecFacts};
 use crate::process::init::InitOpts;
 use crate::process::{exec, init, Kind, Op, Process, StateError, Status};
 use crate::runc::Runc;
@@ -63,7 +64,7 @@ impl Shim {
         let dir = PathBuf::from(&req.bundle);
         let rootfs = dir.join(bundle::ROOTFS);
         let mounts = req.rootfs.clone();
-        let kill_all = {
+        let facts = {
             let (dir, rootfs, saved) = (dir.clone(), rootfs.clone(), saved.clone());
             asyncify(move || {
                 save_options(&dir, &saved)?;
@@ -73,10 +74,11 @@ impl Shim {
                         .map_err(|e| ShimError::io("mkdir", &rootfs, e))?;
                     mount_all(&mounts, &rootfs)?;
                 }
-                Ok(kill_all_on_exit(spec.as_deref()))
+                Ok(SpecFacts::of(spec.as_deref()))
             })
             .await?
         };
+        let kill_all = facts.kill_all_on_exit;
         let mounted = !req.rootfs.is_empty();
         let mut runc = Runc::new(
             &opts.binary_name,
@@ -108,6 +110,7 @@ impl Shim {
                 return Err(err);
             }
         };
+        let own = facts.eligibility(&runc.root.join(&req.id), runc.systemd_cgroup);
         let cgroup = Cgroup::of_pid(Path::new(CGROUP_ROOT), pid).ok();
         let oom_watch = cgroup.clone().map(|cg| {
             let publisher = self.publisher.clone();
@@ -135,6 +138,7 @@ impl Shim {
             cgroup,
             oom_watch,
             kill_all_on_exit: kill_all,
+            own,
         };
         let mut state = self.lock();
         state.containers.insert(req.id.clone(), container);
@@ -166,24 +170,38 @@ impl Shim {
     ) -> Result<api::StartResponse> {
         let since = SystemTime::now();
         let mut sub = self.reaper.subscribe();
-        let (runc, dir, spec, stdio) = self.with_container(&req.id, |c| {
-            let (runc, dir) = (c.runc.clone(), c.bundle.clone());
+        let (runc, dir, spec, stdio, own_start) = self.with_container(&req.id, |c| {
+            let (runc, dir, own_start) = (c.runc.clone(), c.bundle.clone(), c.own.start);
             let p = c.process_mut(&req.exec_id)?;
             p.check(Op::Start)?;
             if p.starting {
                 return Err(StateError::new("process is already starting").into());
             }
             p.starting = true;
-            Ok((runc, dir, p.spec.clone(), p.stdio.clone()))
+            let own_start = own_start.then_some(p.pid);
+            Ok((runc, dir, p.spec.clone(), p.stdio.clone(), own_start))
         })?;
+        let start_failed = |message: String| ShimError::Runc {
+            op: "OCI runtime start failed".into(),
+            message,
+        };
         let result = if req.exec_id.is_empty() {
-            runc.start(&req.id)
-                .await
-                .map(|()| None)
-                .map_err(|e| ShimError::Runc {
-                    op: "OCI runtime start failed".into(),
-                    message: e.to_string(),
-                })
+            match own_start {
+                // What `runc start` does, without starting runc (see `own`).
+                Some(pid) => {
+                    let state_dir = runc.root.join(&req.id);
+                    asyncify(move || {
+                        own::start(&state_dir, pid).map_err(|e| start_failed(e.to_string()))
+                    })
+                    .await
+                    .map(|()| None)
+                }
+                None => runc
+                    .start(&req.id)
+                    .await
+                    .map(|()| None)
+                    .map_err(|e| start_failed(e.to_string())),
+            }
         } else {
             exec::start(&runc, &req.id, &req.exec_id, &dir, &spec, &stdio)
                 .await
@@ -280,23 +298,48 @@ impl Shim {
             wait_outputs(outputs, IO_DRAIN).await;
             return Ok(resp);
         }
-        let (runc, rootfs, mounted, outputs) = self.with_container(&req.id, |c| {
+        let (runc, rootfs, mounted, outputs, own_delete) = self.with_container(&req.id, |c| {
             c.init.check(Op::Delete)?;
+            // Only a container whose init was reaped is stopped for runc too.
+            let own_delete = c.own.delete && c.init.exit().is_some();
+            if own_delete {
+                // Its cgroup is about to go: no OOM report from the removal.
+                if let Some(task) = c.oom_watch.take() {
+                    task.abort();
+                }
+            }
             Ok((
                 c.runc.clone(),
                 c.bundle.join(bundle::ROOTFS),
                 c.rootfs_mounted,
                 c.init.io.take_outputs(),
+                own_delete,
             ))
         })?;
         wait_outputs(outputs, IO_DRAIN).await;
-        if let Err(err) = runc.delete(&req.id, false).await {
-            let message = err.to_string();
-            if !message.contains("does not exist") && !message.contains("not exist") {
-                return Err(ShimError::Runc {
+        let deleted = if own_delete {
+            // What `runc delete` does for a stopped container, without starting runc.
+            let state_dir = runc.root.join(&req.id);
+            asyncify(move || {
+                own::delete(&state_dir).map_err(|e| ShimError::Runc {
                     op: "failed to delete task".into(),
-                    message,
-                });
+                    message: e.to_string(),
+                })
+            })
+            .await
+        } else {
+            Ok(())
+        };
+        deleted?;
+        if !own_delete {
+            if let Err(err) = runc.delete(&req.id, false).await {
+                let message = err.to_string();
+                if !message.contains("does not exist") && !message.contains("not exist") {
+                    return Err(ShimError::Runc {
+                        op: "failed to delete task".into(),
+                        message,
+                    });
+                }
             }
         }
         if mounted {

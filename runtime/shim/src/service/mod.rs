@@ -46,6 +46,8 @@ pub struct Container {
     pub oom_watch: Option<JoinHandle<()>>,
     /// Kill every other process of the container when init exits (no PID namespace of its own).
     pub kill_all_on_exit: bool,
+    /// What the shim does itself instead of starting the runtime (`runc start`, `runc delete`).
+    pub own: crate::own::Eligibility,
 }
 
 impl Container {
