@@ -29,7 +29,7 @@ use crate::containers_list_route::{ContainersRoutes, EncodedList};
 use crate::convert::timestamp;
 use crate::grpc::GrpcService;
 use crate::status::to_status;
-use crate::{blocking, namespace};
+use crate::{blocking, namespace, rpc_span};
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
@@ -173,25 +173,23 @@ impl ContainersService {
     }
 }
 
-/// The namespace (recorded on the current span) and the parsed filters of a listing.
+/// The namespace and the parsed filters of a listing.
 fn list_scope(
     req: &Request<ListContainersRequest>,
 ) -> Result<(String, berth_filters::Filter), Status> {
     let ns = namespace::from_request(req)?;
-    tracing::Span::current().record("namespace", ns.as_str());
     let filter = berth_filters::parse_any(&req.get_ref().filters).map_err(|e| to_status(&e))?;
     Ok((ns, filter))
 }
 
 #[tonic::async_trait]
 impl Containers for ContainersService {
-    #[tracing::instrument(skip_all, fields(namespace, id = %req.get_ref().id))]
     async fn get(
         &self,
         req: Request<GetContainerRequest>,
     ) -> Result<Response<GetContainerResponse>, Status> {
+        rpc_span::record("id", &req.get_ref().id);
         let ns = namespace::from_request(&req)?;
-        tracing::Span::current().record("namespace", ns.as_str());
         let id = req.into_inner().id;
         let c = self.with_store(move |s| s.get_container(&ns, &id)).await?;
         Ok(Response::new(GetContainerResponse {
@@ -203,7 +201,6 @@ impl Containers for ContainersService {
     /// `ContainersService::list_encoded`, which answers with the listings' bytes encoded once
     /// per change (`containers_list_route`). The generated trait requires this method; it
     /// gives the same answer, decoded, to a caller holding the service directly.
-    #[tracing::instrument(skip_all, fields(namespace))]
     async fn list(
         &self,
         req: Request<ListContainersRequest>,
@@ -214,7 +211,6 @@ impl Containers for ContainersService {
 
     type ListStreamStream = BoxStream<ListContainerMessage>;
 
-    #[tracing::instrument(skip_all, fields(namespace))]
     async fn list_stream(
         &self,
         req: Request<ListContainersRequest>,
@@ -227,7 +223,6 @@ impl Containers for ContainersService {
         Ok(Response::new(Box::pin(tokio_stream::iter(msgs))))
     }
 
-    #[tracing::instrument(skip_all, fields(namespace, id))]
     async fn create(
         &self,
         req: Request<CreateContainerRequest>,
@@ -235,7 +230,6 @@ impl Containers for ContainersService {
         let ns = namespace::from_request(&req)?;
         let c = from_proto(req.into_inner().container);
         let span = tracing::Span::current();
-        span.record("namespace", ns.as_str());
         span.record("id", c.id.as_str());
         let n = ns.clone();
         let created = self.with_store(move |s| s.create_container(&n, c)).await?;
@@ -255,7 +249,6 @@ impl Containers for ContainersService {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(namespace, id))]
     async fn update(
         &self,
         req: Request<UpdateContainerRequest>,
@@ -265,7 +258,6 @@ impl Containers for ContainersService {
         let paths = r.update_mask.map(|m| m.paths).unwrap_or_default();
         let c = from_proto(r.container);
         let span = tracing::Span::current();
-        span.record("namespace", ns.as_str());
         span.record("id", c.id.as_str());
         let n = ns.clone();
         let updated = self
@@ -285,10 +277,9 @@ impl Containers for ContainersService {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(namespace, id = %req.get_ref().id))]
     async fn delete(&self, req: Request<DeleteContainerRequest>) -> Result<Response<()>, Status> {
+        rpc_span::record("id", &req.get_ref().id);
         let ns = namespace::from_request(&req)?;
-        tracing::Span::current().record("namespace", ns.as_str());
         let id = req.into_inner().id;
         if self.tasks.as_ref().is_some_and(|t| t.get(&ns, &id).is_ok()) {
             return Err(to_status(&ContainersError::TaskExists(id)));

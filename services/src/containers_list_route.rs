@@ -21,7 +21,6 @@ use tonic::codec::{BufferSettings, Codec, EncodeBuf, Encoder};
 use tonic::server::{NamedService, UnaryService};
 use tonic::{Request, Response, Status};
 use tonic_prost::ProstDecoder;
-use tracing::Instrument as _;
 
 use crate::containers::ContainersService;
 use crate::grpc::MessageLimits;
@@ -74,8 +73,7 @@ impl UnaryService<ListContainersRequest> for ListMethod {
 
     fn call(&mut self, req: Request<ListContainersRequest>) -> Self::Future {
         let svc = self.0.clone();
-        let span = tracing::info_span!("list", namespace = tracing::field::Empty);
-        Box::pin(async move { svc.list_encoded(&req).await.map(Response::new) }.instrument(span))
+        Box::pin(async move { svc.list_encoded(&req).await.map(Response::new) })
     }
 }
 

@@ -31,7 +31,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::convert::timestamp;
 use crate::grpc::GrpcService;
 use crate::status::to_status;
-use crate::{blocking, namespace};
+use crate::{blocking, namespace, rpc_span};
 
 /// Largest chunk of one Read response, as containerd's.
 const READ_CHUNK: usize = 1 << 20;
@@ -170,10 +170,9 @@ struct WriteSession {
 
 #[tonic::async_trait]
 impl Content for ContentService {
-    #[tracing::instrument(skip_all, fields(namespace, digest = %req.get_ref().digest))]
     async fn info(&self, req: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
+        rpc_span::record("digest", &req.get_ref().digest);
         let ns = namespace::from_request(&req)?;
-        tracing::Span::current().record("namespace", ns.as_str());
         let digest = req.into_inner().digest;
         let rec = self.with_content(move |c| c.info(&ns, &digest)).await?;
         Ok(Response::new(InfoResponse {
@@ -181,7 +180,6 @@ impl Content for ContentService {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(namespace, digest))]
     async fn update(
         &self,
         req: Request<UpdateRequest>,
@@ -191,7 +189,6 @@ impl Content for ContentService {
         let info = req.info.unwrap_or_default();
         let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
         let span = tracing::Span::current();
-        span.record("namespace", ns.as_str());
         span.record("digest", info.digest.as_str());
         let labels: BTreeMap<_, _> = info.labels.into_iter().collect();
         let rec = self
@@ -204,13 +201,11 @@ impl Content for ContentService {
 
     type ListStream = BoxStream<ListContentResponse>;
 
-    #[tracing::instrument(skip_all, fields(namespace))]
     async fn list(
         &self,
         req: Request<ListContentRequest>,
     ) -> Result<Response<Self::ListStream>, Status> {
         let ns = namespace::from_request(&req)?;
-        tracing::Span::current().record("namespace", ns.as_str());
         let filter = berth_filters::parse_any(&req.get_ref().filters).map_err(|e| to_status(&e))?;
         let all = self.with_content(move |c| c.list(&ns, &filter)).await?;
         let batches: Vec<Result<ListContentResponse, Status>> = all
@@ -224,10 +219,9 @@ impl Content for ContentService {
         Ok(Response::new(Box::pin(tokio_stream::iter(batches))))
     }
 
-    #[tracing::instrument(skip_all, fields(namespace, digest = %req.get_ref().digest))]
     async fn delete(&self, req: Request<DeleteContentRequest>) -> Result<Response<()>, Status> {
+        rpc_span::record("digest", &req.get_ref().digest);
         let ns = namespace::from_request(&req)?;
-        tracing::Span::current().record("namespace", ns.as_str());
         let digest = req.into_inner().digest;
         let (ns2, d2) = (ns.clone(), digest.clone());
         self.with_content(move |c| c.delete(&ns2, &d2)).await?;
@@ -240,13 +234,12 @@ impl Content for ContentService {
 
     type ReadStream = BoxStream<ReadContentResponse>;
 
-    #[tracing::instrument(skip_all, fields(namespace, digest = %req.get_ref().digest))]
     async fn read(
         &self,
         req: Request<ReadContentRequest>,
     ) -> Result<Response<Self::ReadStream>, Status> {
+        rpc_span::record("digest", &req.get_ref().digest);
         let ns = namespace::from_request(&req)?;
-        tracing::Span::current().record("namespace", ns.as_str());
         let ReadContentRequest {
             digest,
             offset,
@@ -293,13 +286,12 @@ impl Content for ContentService {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    #[tracing::instrument(skip_all, fields(namespace, r#ref = %req.get_ref().r#ref))]
     async fn status(
         &self,
         req: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
+        rpc_span::record("ref", &req.get_ref().r#ref);
         let ns = namespace::from_request(&req)?;
-        tracing::Span::current().record("namespace", ns.as_str());
         let reference = req.into_inner().r#ref;
         let s = self
             .with_content(move |c| c.status(&ns, &reference))
@@ -309,13 +301,11 @@ impl Content for ContentService {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(namespace))]
     async fn list_statuses(
         &self,
         req: Request<ListStatusesRequest>,
     ) -> Result<Response<ListStatusesResponse>, Status> {
         let ns = namespace::from_request(&req)?;
-        tracing::Span::current().record("namespace", ns.as_str());
         let filter = berth_filters::parse_any(&req.get_ref().filters).map_err(|e| to_status(&e))?;
         let all = self.with_content(move |c| c.statuses(&ns, &filter)).await?;
         Ok(Response::new(ListStatusesResponse {
@@ -325,14 +315,12 @@ impl Content for ContentService {
 
     type WriteStream = BoxStream<WriteContentResponse>;
 
-    #[tracing::instrument(skip_all, fields(namespace, r#ref))]
     async fn write(
         &self,
         req: Request<Streaming<WriteContentRequest>>,
     ) -> Result<Response<Self::WriteStream>, Status> {
         let ns = namespace::from_request(&req)?;
         let lease = namespace::lease_from_request(&req)?;
-        tracing::Span::current().record("namespace", ns.as_str());
         let mut inbound = req.into_inner();
         let first = match inbound.next().await {
             Some(msg) => msg?,
@@ -372,10 +360,9 @@ impl Content for ContentService {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    #[tracing::instrument(skip_all, fields(namespace, r#ref = %req.get_ref().r#ref))]
     async fn abort(&self, req: Request<AbortRequest>) -> Result<Response<()>, Status> {
+        rpc_span::record("ref", &req.get_ref().r#ref);
         let ns = namespace::from_request(&req)?;
-        tracing::Span::current().record("namespace", ns.as_str());
         let reference = req.into_inner().r#ref;
         self.with_content(move |c| c.abort(&ns, &reference)).await?;
         Ok(Response::new(()))

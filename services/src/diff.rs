@@ -81,7 +81,6 @@ fn descriptor_to_proto(d: LayerDescriptor) -> Descriptor {
 
 #[tonic::async_trait]
 impl Diff for DiffService {
-    #[tracing::instrument(skip_all, fields(namespace, digest, media_type))]
     async fn apply(&self, req: Request<ApplyRequest>) -> Result<Response<ApplyResponse>, Status> {
         let ns = namespace::from_request(&req)?;
         let req = req.into_inner();
@@ -89,7 +88,6 @@ impl Diff for DiffService {
             .diff
             .ok_or_else(|| to_status(&DiffServiceError::Missing("diff descriptor")))?;
         let span = tracing::Span::current();
-        span.record("namespace", ns.as_str());
         span.record("digest", desc.digest.as_str());
         span.record("media_type", desc.media_type.as_str());
         if req.mounts.is_empty() {
@@ -114,7 +112,6 @@ impl Diff for DiffService {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(namespace, media_type, r#ref))]
     async fn diff(&self, req: Request<DiffRequest>) -> Result<Response<DiffResponse>, Status> {
         let ns = namespace::from_request(&req)?;
         let lease = namespace::lease_from_request(&req)?;
@@ -136,7 +133,6 @@ impl Diff for DiffService {
             req.r#ref
         };
         let span = tracing::Span::current();
-        span.record("namespace", ns.as_str());
         span.record("media_type", media_type.as_str());
         span.record("ref", reference.as_str());
         let opts = CompareOptions {

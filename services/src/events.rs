@@ -19,8 +19,8 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::grpc::GrpcService;
-use crate::namespace;
 use crate::status::to_status;
+use crate::{namespace, rpc_span};
 
 /// A request missing a part the exchange needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -99,10 +99,9 @@ impl Stream for EnvelopeStream {
 
 #[tonic::async_trait]
 impl Events for EventsService {
-    #[tracing::instrument(skip_all, fields(namespace, topic = %req.get_ref().topic))]
     async fn publish(&self, req: Request<PublishRequest>) -> Result<Response<()>, Status> {
+        rpc_span::record("topic", &req.get_ref().topic);
         let ns = namespace::from_request(&req)?;
-        tracing::Span::current().record("namespace", ns.as_str());
         let req = req.into_inner();
         let event = req
             .event
@@ -113,7 +112,6 @@ impl Events for EventsService {
         Ok(Response::new(()))
     }
 
-    #[tracing::instrument(skip_all, fields(namespace, topic))]
     async fn forward(&self, req: Request<ForwardRequest>) -> Result<Response<()>, Status> {
         let envelope = req
             .into_inner()
@@ -134,11 +132,11 @@ impl Events for EventsService {
 
     type SubscribeStream = EnvelopeStream;
 
-    #[tracing::instrument(skip_all, fields(filters = ?req.get_ref().filters))]
     async fn subscribe(
         &self,
         req: Request<SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
+        tracing::Span::current().record("filters", tracing::field::debug(&req.get_ref().filters));
         // Deliberately no namespace: ctr events sees every namespace whatever its header.
         let filter = berth_filters::parse_any(&req.get_ref().filters).map_err(|e| to_status(&e))?;
         Ok(Response::new(EnvelopeStream(

@@ -20,7 +20,7 @@ use tonic::{Request, Response, Status};
 use crate::convert::{descriptor_from_proto, descriptor_to_proto, timestamp};
 use crate::grpc::GrpcService;
 use crate::status::to_status;
-use crate::{blocking, namespace};
+use crate::{blocking, namespace, rpc_span};
 
 /// The Images service over the metadata store.
 #[derive(Debug, Clone)]
@@ -76,13 +76,12 @@ impl ImagesService {
 
 #[tonic::async_trait]
 impl Images for ImagesService {
-    #[tracing::instrument(skip_all, fields(namespace, name = %req.get_ref().name))]
     async fn get(
         &self,
         req: Request<GetImageRequest>,
     ) -> Result<Response<GetImageResponse>, Status> {
+        rpc_span::record("name", &req.get_ref().name);
         let ns = namespace::from_request(&req)?;
-        tracing::Span::current().record("namespace", ns.as_str());
         let name = req.into_inner().name;
         let image = self.with_store(move |s| s.get_image(&ns, &name)).await?;
         Ok(Response::new(GetImageResponse {
@@ -90,13 +89,11 @@ impl Images for ImagesService {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(namespace))]
     async fn list(
         &self,
         req: Request<ListImagesRequest>,
     ) -> Result<Response<ListImagesResponse>, Status> {
         let ns = namespace::from_request(&req)?;
-        tracing::Span::current().record("namespace", ns.as_str());
         let filter = berth_filters::parse_any(&req.get_ref().filters).map_err(|e| to_status(&e))?;
         let images = self
             .with_store(move |s| s.list_images(&ns, &filter))
@@ -106,7 +103,6 @@ impl Images for ImagesService {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(namespace, name))]
     async fn create(
         &self,
         req: Request<CreateImageRequest>,
@@ -114,7 +110,6 @@ impl Images for ImagesService {
         let ns = namespace::from_request(&req)?;
         let image = from_proto(req.into_inner().image);
         let span = tracing::Span::current();
-        span.record("namespace", ns.as_str());
         span.record("name", image.name.as_str());
         let ns2 = ns.clone();
         let created = self
@@ -132,7 +127,6 @@ impl Images for ImagesService {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(namespace, name))]
     async fn update(
         &self,
         req: Request<UpdateImageRequest>,
@@ -142,7 +136,6 @@ impl Images for ImagesService {
         let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
         let image = from_proto(req.image);
         let span = tracing::Span::current();
-        span.record("namespace", ns.as_str());
         span.record("name", image.name.as_str());
         let ns2 = ns.clone();
         let updated = self
@@ -160,10 +153,9 @@ impl Images for ImagesService {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(namespace, name = %req.get_ref().name))]
     async fn delete(&self, req: Request<DeleteImageRequest>) -> Result<Response<()>, Status> {
+        rpc_span::record("name", &req.get_ref().name);
         let ns = namespace::from_request(&req)?;
-        tracing::Span::current().record("namespace", ns.as_str());
         let DeleteImageRequest { name, sync } = req.into_inner();
         let (ns2, name2) = (ns.clone(), name.clone());
         self.with_store(move |s| s.delete_image(&ns2, &name2))

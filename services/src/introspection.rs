@@ -71,7 +71,6 @@ fn to_proto(info: PluginInfo) -> Plugin {
 
 #[tonic::async_trait]
 impl Introspection for IntrospectionService {
-    #[tracing::instrument(skip_all)]
     async fn plugins(
         &self,
         req: Request<PluginsRequest>,
@@ -87,7 +86,6 @@ impl Introspection for IntrospectionService {
         Ok(Response::new(PluginsResponse { plugins }))
     }
 
-    #[tracing::instrument(skip_all)]
     async fn server(&self, _req: Request<()>) -> Result<Response<ServerResponse>, Status> {
         Ok(Response::new(ServerResponse {
             uuid: self.uuid.clone(),

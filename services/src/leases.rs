@@ -20,7 +20,7 @@ use tonic::{Request, Response, Status};
 use crate::convert::timestamp;
 use crate::grpc::GrpcService;
 use crate::status::to_status;
-use crate::{blocking, namespace};
+use crate::{blocking, namespace, rpc_span};
 
 /// The Leases service over the metadata store; `sync` deletes wait for the collector.
 #[derive(Debug, Clone)]
@@ -72,15 +72,12 @@ impl LeasesService {
 /// The request's namespace, recorded on the handler's span with the lease id.
 fn scope<T>(req: &Request<T>, id: &str) -> Result<String, Status> {
     let ns = namespace::from_request(req)?;
-    let span = tracing::Span::current();
-    span.record("namespace", ns.as_str());
-    span.record("id", id);
+    rpc_span::record("id", id);
     Ok(ns)
 }
 
 #[tonic::async_trait]
 impl Leases for LeasesService {
-    #[tracing::instrument(skip_all, fields(namespace, id))]
     async fn create(
         &self,
         req: Request<CreateRequest>,
@@ -92,13 +89,12 @@ impl Leases for LeasesService {
             .with_store(move |s| s.create_lease(&ns, &id, labels))
             .await?;
         // A generated id is only known now.
-        tracing::Span::current().record("id", lease.id.as_str());
+        rpc_span::record("id", &lease.id);
         Ok(Response::new(CreateResponse {
             lease: Some(to_proto(lease)),
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(namespace, id))]
     async fn delete(&self, req: Request<DeleteRequest>) -> Result<Response<()>, Status> {
         let ns = scope(&req, &req.get_ref().id)?;
         let DeleteRequest { id, sync } = req.into_inner();
@@ -113,7 +109,6 @@ impl Leases for LeasesService {
         Ok(Response::new(()))
     }
 
-    #[tracing::instrument(skip_all, fields(namespace, id))]
     async fn list(&self, req: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
         let ns = scope(&req, "")?;
         let filter = berth_filters::parse_any(&req.get_ref().filters).map_err(|e| to_status(&e))?;
@@ -125,7 +120,6 @@ impl Leases for LeasesService {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(namespace, id))]
     async fn add_resource(&self, req: Request<AddResourceRequest>) -> Result<Response<()>, Status> {
         let ns = scope(&req, &req.get_ref().id)?;
         let AddResourceRequest { id, resource } = req.into_inner();
@@ -135,7 +129,6 @@ impl Leases for LeasesService {
         Ok(Response::new(()))
     }
 
-    #[tracing::instrument(skip_all, fields(namespace, id))]
     async fn delete_resource(
         &self,
         req: Request<DeleteResourceRequest>,
@@ -148,7 +141,6 @@ impl Leases for LeasesService {
         Ok(Response::new(()))
     }
 
-    #[tracing::instrument(skip_all, fields(namespace, id))]
     async fn list_resources(
         &self,
         req: Request<ListResourcesRequest>,

@@ -18,6 +18,7 @@ pub mod leases;
 pub mod namespace;
 pub mod namespaces;
 pub mod router;
+pub mod rpc_span;
 pub mod snapshots;
 pub mod status;
 pub mod tasks;

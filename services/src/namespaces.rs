@@ -18,8 +18,8 @@ use berth_proto::containerd::services::namespaces::v1::{
 use berth_registry::{types, Registration};
 use tonic::{Request, Response, Status};
 
-use crate::blocking;
 use crate::grpc::GrpcService;
+use crate::{blocking, rpc_span};
 
 /// The Namespaces service over the metadata store.
 #[derive(Debug, Clone)]
@@ -64,11 +64,11 @@ fn labels_of(ns: Option<Namespace>) -> (String, BTreeMap<String, String>) {
 
 #[tonic::async_trait]
 impl Namespaces for NamespacesService {
-    #[tracing::instrument(skip_all, fields(namespace = %req.get_ref().name))]
     async fn get(
         &self,
         req: Request<GetNamespaceRequest>,
     ) -> Result<Response<GetNamespaceResponse>, Status> {
+        rpc_span::record("name", &req.get_ref().name);
         let name = req.into_inner().name;
         let ns = self.with_store(move |s| s.get_namespace(&name)).await?;
         Ok(Response::new(GetNamespaceResponse {
@@ -76,7 +76,6 @@ impl Namespaces for NamespacesService {
         }))
     }
 
-    #[tracing::instrument(skip_all)]
     async fn list(
         &self,
         _req: Request<ListNamespacesRequest>,
@@ -88,14 +87,13 @@ impl Namespaces for NamespacesService {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(namespace))]
     async fn create(
         &self,
         req: Request<CreateNamespaceRequest>,
     ) -> Result<Response<CreateNamespaceResponse>, Status> {
         let caller = event_namespace(&req);
         let (name, labels) = labels_of(req.into_inner().namespace);
-        tracing::Span::current().record("namespace", name.as_str());
+        rpc_span::record("name", &name);
         let ns = self
             .with_store(move |s| s.create_namespace(&name, labels))
             .await?;
@@ -111,7 +109,6 @@ impl Namespaces for NamespacesService {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(namespace))]
     async fn update(
         &self,
         req: Request<UpdateNamespaceRequest>,
@@ -120,7 +117,7 @@ impl Namespaces for NamespacesService {
         let req = req.into_inner();
         let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
         let (name, labels) = labels_of(req.namespace);
-        tracing::Span::current().record("namespace", name.as_str());
+        rpc_span::record("name", &name);
         let ns = self
             .with_store(move |s| s.update_namespace(&name, labels, &paths))
             .await?;
@@ -136,8 +133,8 @@ impl Namespaces for NamespacesService {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(namespace = %req.get_ref().name))]
     async fn delete(&self, req: Request<DeleteNamespaceRequest>) -> Result<Response<()>, Status> {
+        rpc_span::record("name", &req.get_ref().name);
         let caller = event_namespace(&req);
         let name = req.into_inner().name;
         let n = name.clone();

@@ -29,7 +29,7 @@ use tonic::{Request, Response, Status};
 use crate::convert::timestamp;
 use crate::grpc::GrpcService;
 use crate::status::to_status;
-use crate::{blocking, namespace};
+use crate::{blocking, namespace, rpc_span};
 
 /// Infos per List response message, as containerd's.
 const LIST_BATCH: usize = 100;
@@ -88,13 +88,15 @@ impl SnapshotsService {
 
 #[tonic::async_trait]
 impl Snapshots for SnapshotsService {
-    #[tracing::instrument(skip_all, fields(namespace, snapshotter = %req.get_ref().snapshotter, key = %req.get_ref().key))]
     async fn prepare(
         &self,
         req: Request<PrepareSnapshotRequest>,
     ) -> Result<Response<PrepareSnapshotResponse>, Status> {
+        rpc_span::record_all(&[
+            ("snapshotter", &req.get_ref().snapshotter),
+            ("key", &req.get_ref().key),
+        ]);
         let ns = namespace::from_request(&req)?;
-        tracing::Span::current().record("namespace", ns.as_str());
         let lease = namespace::lease_from_request(&req)?;
         let r = req.into_inner();
         let (n, key, parent) = (ns.clone(), r.key.clone(), r.parent.clone());
@@ -123,13 +125,15 @@ impl Snapshots for SnapshotsService {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(namespace, snapshotter = %req.get_ref().snapshotter, key = %req.get_ref().key))]
     async fn view(
         &self,
         req: Request<ViewSnapshotRequest>,
     ) -> Result<Response<ViewSnapshotResponse>, Status> {
+        rpc_span::record_all(&[
+            ("snapshotter", &req.get_ref().snapshotter),
+            ("key", &req.get_ref().key),
+        ]);
         let ns = namespace::from_request(&req)?;
-        tracing::Span::current().record("namespace", ns.as_str());
         let lease = namespace::lease_from_request(&req)?;
         let r = req.into_inner();
         let labels: BTreeMap<_, _> = r.labels.into_iter().collect();
@@ -150,13 +154,15 @@ impl Snapshots for SnapshotsService {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(namespace, snapshotter = %req.get_ref().snapshotter, key = %req.get_ref().key))]
     async fn mounts(
         &self,
         req: Request<MountsRequest>,
     ) -> Result<Response<MountsResponse>, Status> {
+        rpc_span::record_all(&[
+            ("snapshotter", &req.get_ref().snapshotter),
+            ("key", &req.get_ref().key),
+        ]);
         let ns = namespace::from_request(&req)?;
-        tracing::Span::current().record("namespace", ns.as_str());
         let r = req.into_inner();
         let mounts = self
             .run(move |s| s.mounts(&ns, &r.snapshotter, &r.key))
@@ -166,10 +172,13 @@ impl Snapshots for SnapshotsService {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(namespace, snapshotter = %req.get_ref().snapshotter, key = %req.get_ref().key, name = %req.get_ref().name))]
     async fn commit(&self, req: Request<CommitSnapshotRequest>) -> Result<Response<()>, Status> {
+        rpc_span::record_all(&[
+            ("snapshotter", &req.get_ref().snapshotter),
+            ("key", &req.get_ref().key),
+            ("name", &req.get_ref().name),
+        ]);
         let ns = namespace::from_request(&req)?;
-        tracing::Span::current().record("namespace", ns.as_str());
         let lease = namespace::lease_from_request(&req)?;
         let r = req.into_inner();
         let (n, name, key) = (ns.clone(), r.name.clone(), r.key.clone());
@@ -186,10 +195,12 @@ impl Snapshots for SnapshotsService {
         Ok(Response::new(()))
     }
 
-    #[tracing::instrument(skip_all, fields(namespace, snapshotter = %req.get_ref().snapshotter, key = %req.get_ref().key))]
     async fn remove(&self, req: Request<RemoveSnapshotRequest>) -> Result<Response<()>, Status> {
+        rpc_span::record_all(&[
+            ("snapshotter", &req.get_ref().snapshotter),
+            ("key", &req.get_ref().key),
+        ]);
         let ns = namespace::from_request(&req)?;
-        tracing::Span::current().record("namespace", ns.as_str());
         let r = req.into_inner();
         let (n, key) = (ns.clone(), r.key.clone());
         self.run(move |s| s.remove(&n, &r.snapshotter, &key))
@@ -198,13 +209,15 @@ impl Snapshots for SnapshotsService {
         Ok(Response::new(()))
     }
 
-    #[tracing::instrument(skip_all, fields(namespace, snapshotter = %req.get_ref().snapshotter, key = %req.get_ref().key))]
     async fn stat(
         &self,
         req: Request<StatSnapshotRequest>,
     ) -> Result<Response<StatSnapshotResponse>, Status> {
+        rpc_span::record_all(&[
+            ("snapshotter", &req.get_ref().snapshotter),
+            ("key", &req.get_ref().key),
+        ]);
         let ns = namespace::from_request(&req)?;
-        tracing::Span::current().record("namespace", ns.as_str());
         let r = req.into_inner();
         let rec = self
             .run(move |s| s.stat(&ns, &r.snapshotter, &r.key))
@@ -214,13 +227,12 @@ impl Snapshots for SnapshotsService {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(namespace, snapshotter = %req.get_ref().snapshotter))]
     async fn update(
         &self,
         req: Request<UpdateSnapshotRequest>,
     ) -> Result<Response<UpdateSnapshotResponse>, Status> {
+        rpc_span::record("snapshotter", &req.get_ref().snapshotter);
         let ns = namespace::from_request(&req)?;
-        tracing::Span::current().record("namespace", ns.as_str());
         let r = req.into_inner();
         let info = r.info.unwrap_or_default();
         let paths = r.update_mask.map(|m| m.paths).unwrap_or_default();
@@ -235,13 +247,12 @@ impl Snapshots for SnapshotsService {
 
     type ListStream = BoxStream<ListSnapshotsResponse>;
 
-    #[tracing::instrument(skip_all, fields(namespace, snapshotter = %req.get_ref().snapshotter))]
     async fn list(
         &self,
         req: Request<ListSnapshotsRequest>,
     ) -> Result<Response<Self::ListStream>, Status> {
+        rpc_span::record("snapshotter", &req.get_ref().snapshotter);
         let ns = namespace::from_request(&req)?;
-        tracing::Span::current().record("namespace", ns.as_str());
         let r = req.into_inner();
         let filter = berth_filters::parse_any(&r.filters).map_err(|e| to_status(&e))?;
         let all = self
@@ -258,10 +269,12 @@ impl Snapshots for SnapshotsService {
         Ok(Response::new(Box::pin(tokio_stream::iter(batches))))
     }
 
-    #[tracing::instrument(skip_all, fields(namespace, snapshotter = %req.get_ref().snapshotter, key = %req.get_ref().key))]
     async fn usage(&self, req: Request<UsageRequest>) -> Result<Response<UsageResponse>, Status> {
+        rpc_span::record_all(&[
+            ("snapshotter", &req.get_ref().snapshotter),
+            ("key", &req.get_ref().key),
+        ]);
         let ns = namespace::from_request(&req)?;
-        tracing::Span::current().record("namespace", ns.as_str());
         let r = req.into_inner();
         let u = self
             .run(move |s| s.usage(&ns, &r.snapshotter, &r.key))
@@ -272,8 +285,8 @@ impl Snapshots for SnapshotsService {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(snapshotter = %req.get_ref().snapshotter))]
     async fn cleanup(&self, req: Request<CleanupRequest>) -> Result<Response<()>, Status> {
+        rpc_span::record("snapshotter", &req.get_ref().snapshotter);
         namespace::from_request(&req)?;
         let sn = req.into_inner().snapshotter;
         self.run(move |s| s.cleanup(&sn)).await?;

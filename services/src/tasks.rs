@@ -33,7 +33,7 @@ use tonic::{Request, Response, Status};
 
 use crate::grpc::GrpcService;
 use crate::status::to_status;
-use crate::{blocking, namespace};
+use crate::{blocking, namespace, rpc_span};
 
 /// A runtime error as a status; a missing task reads `task <id> not found`, exactly as
 /// containerd words it [obs].
@@ -129,9 +129,7 @@ impl TasksService {
 
     fn task<T>(&self, req: &Request<T>, id: &str) -> Result<(String, Arc<Task>), Status> {
         let ns = namespace::from_request(req)?;
-        let span = tracing::Span::current();
-        span.record("namespace", ns.as_str());
-        span.record("id", id);
+        rpc_span::record("id", id);
         let task = self.tasks.get(&ns, id).map_err(|_| task_not_found(id))?;
         Ok((ns, task))
     }
@@ -173,13 +171,12 @@ fn require_exec_id(exec_id: &str) -> Result<(), Status> {
 
 #[tonic::async_trait]
 impl Tasks for TasksService {
-    #[tracing::instrument(skip_all, fields(namespace, id = %req.get_ref().container_id))]
     async fn create(
         &self,
         req: Request<CreateTaskRequest>,
     ) -> Result<Response<CreateTaskResponse>, Status> {
+        rpc_span::record("id", &req.get_ref().container_id);
         let ns = namespace::from_request(&req)?;
-        tracing::Span::current().record("namespace", ns.as_str());
         let r = req.into_inner();
         if r.checkpoint.is_some() {
             return Err(to_status(&TasksRequestError::RestoreUnsupported));
@@ -221,8 +218,8 @@ impl Tasks for TasksService {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(namespace, id, exec_id = %req.get_ref().exec_id))]
     async fn start(&self, req: Request<StartRequest>) -> Result<Response<StartResponse>, Status> {
+        rpc_span::record("exec_id", &req.get_ref().exec_id);
         let (_, task) = self.task(&req, &req.get_ref().container_id)?;
         let pid = task
             .start(&req.get_ref().exec_id)
@@ -231,13 +228,12 @@ impl Tasks for TasksService {
         Ok(Response::new(StartResponse { pid }))
     }
 
-    #[tracing::instrument(skip_all, fields(namespace, id = %req.get_ref().container_id))]
     async fn delete(
         &self,
         req: Request<DeleteTaskRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
+        rpc_span::record("id", &req.get_ref().container_id);
         let ns = namespace::from_request(&req)?;
-        tracing::Span::current().record("namespace", ns.as_str());
         let id = req.into_inner().container_id;
         let container = self.container(&ns, &id).await?;
         let exit = self
@@ -249,11 +245,11 @@ impl Tasks for TasksService {
         Ok(Response::new(exit_to_delete(String::new(), exit)))
     }
 
-    #[tracing::instrument(skip_all, fields(namespace, id, exec_id = %req.get_ref().exec_id))]
     async fn delete_process(
         &self,
         req: Request<DeleteProcessRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
+        rpc_span::record("exec_id", &req.get_ref().exec_id);
         let (_, task) = self.task(&req, &req.get_ref().container_id)?;
         let exec_id = req.into_inner().exec_id;
         require_exec_id(&exec_id)?;
@@ -264,8 +260,8 @@ impl Tasks for TasksService {
         Ok(Response::new(exit_to_delete(exec_id, exit)))
     }
 
-    #[tracing::instrument(skip_all, fields(namespace, id, exec_id = %req.get_ref().exec_id))]
     async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        rpc_span::record("exec_id", &req.get_ref().exec_id);
         let (_, task) = self.task(&req, &req.get_ref().container_id)?;
         let exec_id = &req.get_ref().exec_id;
         let state = task.state(exec_id).await.map_err(runtime_status)?;
@@ -279,14 +275,12 @@ impl Tasks for TasksService {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(namespace))]
     async fn list(
         &self,
         req: Request<ListTasksRequest>,
     ) -> Result<Response<ListTasksResponse>, Status> {
         // `filter` is ignored, as in containerd 1.6.
         let ns = namespace::from_request(&req)?;
-        tracing::Span::current().record("namespace", ns.as_str());
         let mut tasks = Vec::new();
         for task in self.tasks.list(&ns) {
             match task.state("").await {
@@ -306,8 +300,9 @@ impl Tasks for TasksService {
         Ok(Response::new(ListTasksResponse { tasks }))
     }
 
-    #[tracing::instrument(skip_all, fields(namespace, id, exec_id = %req.get_ref().exec_id, signal = req.get_ref().signal))]
     async fn kill(&self, req: Request<KillRequest>) -> Result<Response<()>, Status> {
+        rpc_span::record("exec_id", &req.get_ref().exec_id);
+        tracing::Span::current().record("signal", req.get_ref().signal);
         let (_, task) = self.task(&req, &req.get_ref().container_id)?;
         let r = req.into_inner();
         task.kill(&r.exec_id, r.signal, r.all)
@@ -316,8 +311,8 @@ impl Tasks for TasksService {
         Ok(Response::new(()))
     }
 
-    #[tracing::instrument(skip_all, fields(namespace, id, exec_id = %req.get_ref().exec_id))]
     async fn exec(&self, req: Request<ExecProcessRequest>) -> Result<Response<()>, Status> {
+        rpc_span::record("exec_id", &req.get_ref().exec_id);
         require_exec_id(&req.get_ref().exec_id)?;
         let (_, task) = self.task(&req, &req.get_ref().container_id)?;
         let r = req.into_inner();
@@ -333,8 +328,8 @@ impl Tasks for TasksService {
         Ok(Response::new(()))
     }
 
-    #[tracing::instrument(skip_all, fields(namespace, id, exec_id = %req.get_ref().exec_id))]
     async fn resize_pty(&self, req: Request<ResizePtyRequest>) -> Result<Response<()>, Status> {
+        rpc_span::record("exec_id", &req.get_ref().exec_id);
         let (_, task) = self.task(&req, &req.get_ref().container_id)?;
         let r = req.into_inner();
         task.resize_pty(&r.exec_id, r.width, r.height)
@@ -343,8 +338,8 @@ impl Tasks for TasksService {
         Ok(Response::new(()))
     }
 
-    #[tracing::instrument(skip_all, fields(namespace, id, exec_id = %req.get_ref().exec_id))]
     async fn close_io(&self, req: Request<CloseIoRequest>) -> Result<Response<()>, Status> {
+        rpc_span::record("exec_id", &req.get_ref().exec_id);
         let (_, task) = self.task(&req, &req.get_ref().container_id)?;
         let r = req.into_inner();
         if r.stdin {
@@ -355,21 +350,18 @@ impl Tasks for TasksService {
         Ok(Response::new(()))
     }
 
-    #[tracing::instrument(skip_all, fields(namespace, id))]
     async fn pause(&self, req: Request<PauseTaskRequest>) -> Result<Response<()>, Status> {
         let (_, task) = self.task(&req, &req.get_ref().container_id)?;
         task.pause().await.map_err(runtime_status)?;
         Ok(Response::new(()))
     }
 
-    #[tracing::instrument(skip_all, fields(namespace, id))]
     async fn resume(&self, req: Request<ResumeTaskRequest>) -> Result<Response<()>, Status> {
         let (_, task) = self.task(&req, &req.get_ref().container_id)?;
         task.resume().await.map_err(runtime_status)?;
         Ok(Response::new(()))
     }
 
-    #[tracing::instrument(skip_all, fields(namespace, id))]
     async fn list_pids(
         &self,
         req: Request<ListPidsRequest>,
@@ -379,7 +371,6 @@ impl Tasks for TasksService {
         Ok(Response::new(ListPidsResponse { processes }))
     }
 
-    #[tracing::instrument(skip_all, fields(namespace, id))]
     async fn checkpoint(
         &self,
         req: Request<CheckpointTaskRequest>,
@@ -389,7 +380,6 @@ impl Tasks for TasksService {
         Err(to_status(&TasksRequestError::CheckpointUnsupported))
     }
 
-    #[tracing::instrument(skip_all, fields(namespace, id))]
     async fn update(&self, req: Request<UpdateTaskRequest>) -> Result<Response<()>, Status> {
         let (_, task) = self.task(&req, &req.get_ref().container_id)?;
         let r = req.into_inner();
@@ -399,13 +389,12 @@ impl Tasks for TasksService {
         Ok(Response::new(()))
     }
 
-    #[tracing::instrument(skip_all, fields(namespace, filters = ?req.get_ref().filters))]
     async fn metrics(
         &self,
         req: Request<MetricsRequest>,
     ) -> Result<Response<MetricsResponse>, Status> {
+        tracing::Span::current().record("filters", tracing::field::debug(&req.get_ref().filters));
         let ns = namespace::from_request(&req)?;
-        tracing::Span::current().record("namespace", ns.as_str());
         let filter = berth_filters::parse_any(&req.get_ref().filters).map_err(|e| to_status(&e))?;
         let mut metrics = Vec::new();
         for task in self.tasks.list(&ns) {
@@ -431,8 +420,8 @@ impl Tasks for TasksService {
         Ok(Response::new(MetricsResponse { metrics }))
     }
 
-    #[tracing::instrument(skip_all, fields(namespace, id, exec_id = %req.get_ref().exec_id))]
     async fn wait(&self, req: Request<WaitRequest>) -> Result<Response<WaitResponse>, Status> {
+        rpc_span::record("exec_id", &req.get_ref().exec_id);
         let (_, task) = self.task(&req, &req.get_ref().container_id)?;
         let resp = task
             .wait(&req.get_ref().exec_id)

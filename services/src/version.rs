@@ -26,7 +26,6 @@ pub struct VersionService;
 
 #[tonic::async_trait]
 impl Version for VersionService {
-    #[tracing::instrument(skip_all)]
     async fn version(&self, _req: Request<()>) -> Result<Response<VersionResponse>, Status> {
         Ok(Response::new(VersionResponse {
             version: VERSION.to_owned(),

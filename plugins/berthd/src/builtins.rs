@@ -19,5 +19,8 @@ pub fn register_all(registry: &mut Registry) -> Result<(), RegistryError> {
     registry.register(berth_cri::registration())?;
     // Restarts tasks through the runtime and the metadata store.
     registry.register(berth_restart::plugin::registration())?;
+    // containerd's OTLP span processor and tracing plugins (the exporter itself is set up with
+    // logging, before any plugin loads).
+    crate::tracing_otel::register(registry)?;
     Ok(())
 }

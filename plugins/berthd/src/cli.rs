@@ -118,10 +118,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         None => {
             let config = cli.load_config()?;
-            logging::init(&config.debug.level);
+            let telemetry = logging::init(&config)?;
             process::apply(&config)?;
             let registry = registry(&config)?;
-            server::run(config, registry)
+            let result = server::run(config, registry);
+            telemetry.finish();
+            result
         }
     }
 }

@@ -7,6 +7,7 @@ mod logging;
 mod notify;
 mod remote;
 mod server;
+mod tracing_otel;
 
 use std::process::ExitCode;
 

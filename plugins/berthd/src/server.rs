@@ -181,7 +181,8 @@ async fn serve(
     let incoming =
         crate::remote::incoming(listener, remote).map(|conn| conn.map(AuthorityFix::new));
     let server = tonic::transport::Server::builder()
-        .trace_fn(|req| tracing::info_span!("rpc", method = %req.uri().path()))
+        // Every call in its own span, with its service, method, namespace, ids and status.
+        .layer(berth_services::rpc_span::RpcSpanLayer)
         .add_routes(table.routes())
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = signalled_rx.await;

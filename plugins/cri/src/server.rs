@@ -1,14 +1,21 @@
-//! The two CRI gRPC services: each RPC opens a span and hands the request to the module that
-//! does the work; errors become statuses in one place ([`berth_services::status::to_status`]).
+//! The two CRI gRPC services: each RPC records the ids its request names on the call's span
+//! ([`berth_services::rpc_span`]) and hands the request to the module that does the work;
+//! errors become statuses in one place ([`berth_services::status::to_status`]).
 
 use berth_proto::runtime::v1::image_service_server::ImageService;
 use berth_proto::runtime::v1::runtime_service_server::RuntimeService;
 use berth_proto::runtime::v1::*;
+use berth_services::rpc_span;
 use berth_services::status::to_status;
 use tonic::{Request, Response, Status};
 
 use crate::error::CriError;
 use crate::service::Cri;
+
+/// The image a CRI image request names, or "" when it names none.
+fn image_name(spec: Option<&ImageSpec>) -> &str {
+    spec.map_or("", |i| i.image.as_str())
+}
 
 fn answer<T>(result: Result<T, CriError>) -> Result<Response<T>, Status> {
     result.map(Response::new).map_err(|e| to_status(&e))
@@ -16,7 +23,6 @@ fn answer<T>(result: Result<T, CriError>) -> Result<Response<T>, Status> {
 
 #[tonic::async_trait]
 impl RuntimeService for Cri {
-    #[tracing::instrument(skip_all, name = "Version")]
     async fn version(
         &self,
         req: Request<VersionRequest>,
@@ -24,7 +30,6 @@ impl RuntimeService for Cri {
         answer(crate::runtime_info::version(self, req.into_inner()).await)
     }
 
-    #[tracing::instrument(skip_all, name = "RunPodSandbox")]
     async fn run_pod_sandbox(
         &self,
         req: Request<RunPodSandboxRequest>,
@@ -32,31 +37,30 @@ impl RuntimeService for Cri {
         answer(crate::sandbox::run::run_pod_sandbox(self, req.into_inner()).await)
     }
 
-    #[tracing::instrument(skip_all, name = "StopPodSandbox")]
     async fn stop_pod_sandbox(
         &self,
         req: Request<StopPodSandboxRequest>,
     ) -> Result<Response<StopPodSandboxResponse>, Status> {
+        rpc_span::record("sandbox_id", &req.get_ref().pod_sandbox_id);
         answer(crate::sandbox::stop::stop_pod_sandbox(self, req.into_inner()).await)
     }
 
-    #[tracing::instrument(skip_all, name = "RemovePodSandbox")]
     async fn remove_pod_sandbox(
         &self,
         req: Request<RemovePodSandboxRequest>,
     ) -> Result<Response<RemovePodSandboxResponse>, Status> {
+        rpc_span::record("sandbox_id", &req.get_ref().pod_sandbox_id);
         answer(crate::sandbox::remove::remove_pod_sandbox(self, req.into_inner()).await)
     }
 
-    #[tracing::instrument(skip_all, name = "PodSandboxStatus")]
     async fn pod_sandbox_status(
         &self,
         req: Request<PodSandboxStatusRequest>,
     ) -> Result<Response<PodSandboxStatusResponse>, Status> {
+        rpc_span::record("sandbox_id", &req.get_ref().pod_sandbox_id);
         answer(crate::sandbox::status::pod_sandbox_status(self, req.into_inner()).await)
     }
 
-    #[tracing::instrument(skip_all, name = "ListPodSandbox")]
     async fn list_pod_sandbox(
         &self,
         req: Request<ListPodSandboxRequest>,
@@ -64,39 +68,38 @@ impl RuntimeService for Cri {
         answer(crate::sandbox::list::list_pod_sandbox(self, req.into_inner()).await)
     }
 
-    #[tracing::instrument(skip_all, name = "CreateContainer")]
     async fn create_container(
         &self,
         req: Request<CreateContainerRequest>,
     ) -> Result<Response<CreateContainerResponse>, Status> {
+        rpc_span::record("sandbox_id", &req.get_ref().pod_sandbox_id);
         answer(crate::container::create::create_container(self, req.into_inner()).await)
     }
 
-    #[tracing::instrument(skip_all, name = "StartContainer")]
     async fn start_container(
         &self,
         req: Request<StartContainerRequest>,
     ) -> Result<Response<StartContainerResponse>, Status> {
+        rpc_span::record("container_id", &req.get_ref().container_id);
         answer(crate::container::start::start_container(self, req.into_inner()).await)
     }
 
-    #[tracing::instrument(skip_all, name = "StopContainer")]
     async fn stop_container(
         &self,
         req: Request<StopContainerRequest>,
     ) -> Result<Response<StopContainerResponse>, Status> {
+        rpc_span::record("container_id", &req.get_ref().container_id);
         answer(crate::container::stop::stop_container(self, req.into_inner()).await)
     }
 
-    #[tracing::instrument(skip_all, name = "RemoveContainer")]
     async fn remove_container(
         &self,
         req: Request<RemoveContainerRequest>,
     ) -> Result<Response<RemoveContainerResponse>, Status> {
+        rpc_span::record("container_id", &req.get_ref().container_id);
         answer(crate::container::remove::remove_container(self, req.into_inner()).await)
     }
 
-    #[tracing::instrument(skip_all, name = "ListContainers")]
     async fn list_containers(
         &self,
         req: Request<ListContainersRequest>,
@@ -104,68 +107,67 @@ impl RuntimeService for Cri {
         answer(crate::container::list::list_containers(self, req.into_inner()).await)
     }
 
-    #[tracing::instrument(skip_all, name = "ContainerStatus")]
     async fn container_status(
         &self,
         req: Request<ContainerStatusRequest>,
     ) -> Result<Response<ContainerStatusResponse>, Status> {
+        rpc_span::record("container_id", &req.get_ref().container_id);
         answer(crate::container::status::container_status(self, req.into_inner()).await)
     }
 
-    #[tracing::instrument(skip_all, name = "UpdateContainerResources")]
     async fn update_container_resources(
         &self,
         req: Request<UpdateContainerResourcesRequest>,
     ) -> Result<Response<UpdateContainerResourcesResponse>, Status> {
+        rpc_span::record("container_id", &req.get_ref().container_id);
         answer(crate::container::update::update_container_resources(self, req.into_inner()).await)
     }
 
-    #[tracing::instrument(skip_all, name = "ReopenContainerLog")]
     async fn reopen_container_log(
         &self,
         req: Request<ReopenContainerLogRequest>,
     ) -> Result<Response<ReopenContainerLogResponse>, Status> {
+        rpc_span::record("container_id", &req.get_ref().container_id);
         answer(crate::container::reopen_log::reopen_container_log(self, req.into_inner()).await)
     }
 
-    #[tracing::instrument(skip_all, name = "ExecSync")]
     async fn exec_sync(
         &self,
         req: Request<ExecSyncRequest>,
     ) -> Result<Response<ExecSyncResponse>, Status> {
+        rpc_span::record("container_id", &req.get_ref().container_id);
         answer(crate::container::exec_sync::exec_sync(self, req.into_inner()).await)
     }
 
-    #[tracing::instrument(skip_all, name = "Exec")]
     async fn exec(&self, req: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
+        rpc_span::record("container_id", &req.get_ref().container_id);
         answer(crate::container::stream::exec(self, req.into_inner()).await)
     }
 
-    #[tracing::instrument(skip_all, name = "Attach")]
     async fn attach(
         &self,
         req: Request<AttachRequest>,
     ) -> Result<Response<AttachResponse>, Status> {
+        rpc_span::record("container_id", &req.get_ref().container_id);
         answer(crate::container::stream::attach(self, req.into_inner()).await)
     }
 
-    #[tracing::instrument(skip_all, name = "PortForward")]
     async fn port_forward(
         &self,
         req: Request<PortForwardRequest>,
     ) -> Result<Response<PortForwardResponse>, Status> {
+        rpc_span::record("sandbox_id", &req.get_ref().pod_sandbox_id);
         answer(crate::sandbox::port_forward::port_forward(self, req.into_inner()).await)
     }
 
-    #[tracing::instrument(skip_all, name = "ContainerStats")]
     async fn container_stats(
         &self,
         req: Request<ContainerStatsRequest>,
     ) -> Result<Response<ContainerStatsResponse>, Status> {
+        rpc_span::record("container_id", &req.get_ref().container_id);
         answer(crate::container::stats::container_stats(self, req.into_inner()).await)
     }
 
-    #[tracing::instrument(skip_all, name = "ListContainerStats")]
     async fn list_container_stats(
         &self,
         req: Request<ListContainerStatsRequest>,
@@ -173,15 +175,14 @@ impl RuntimeService for Cri {
         answer(crate::container::stats::list_container_stats(self, req.into_inner()).await)
     }
 
-    #[tracing::instrument(skip_all, name = "PodSandboxStats")]
     async fn pod_sandbox_stats(
         &self,
         req: Request<PodSandboxStatsRequest>,
     ) -> Result<Response<PodSandboxStatsResponse>, Status> {
+        rpc_span::record("sandbox_id", &req.get_ref().pod_sandbox_id);
         answer(crate::sandbox::stats::pod_sandbox_stats(self, req.into_inner()).await)
     }
 
-    #[tracing::instrument(skip_all, name = "ListPodSandboxStats")]
     async fn list_pod_sandbox_stats(
         &self,
         req: Request<ListPodSandboxStatsRequest>,
@@ -189,7 +190,6 @@ impl RuntimeService for Cri {
         answer(crate::sandbox::stats::list_pod_sandbox_stats(self, req.into_inner()).await)
     }
 
-    #[tracing::instrument(skip_all, name = "UpdateRuntimeConfig")]
     async fn update_runtime_config(
         &self,
         req: Request<UpdateRuntimeConfigRequest>,
@@ -197,7 +197,6 @@ impl RuntimeService for Cri {
         answer(crate::runtime_info::update_runtime_config(self, req.into_inner()).await)
     }
 
-    #[tracing::instrument(skip_all, name = "Status")]
     async fn status(
         &self,
         req: Request<StatusRequest>,
@@ -205,7 +204,6 @@ impl RuntimeService for Cri {
         answer(crate::runtime_info::status(self, req.into_inner()).await)
     }
 
-    #[tracing::instrument(skip_all, name = "CheckpointContainer")]
     async fn checkpoint_container(
         &self,
         _req: Request<CheckpointContainerRequest>,
@@ -216,7 +214,6 @@ impl RuntimeService for Cri {
     type GetContainerEventsStream =
         tokio_stream::wrappers::ReceiverStream<Result<ContainerEventResponse, Status>>;
 
-    #[tracing::instrument(skip_all, name = "GetContainerEvents")]
     async fn get_container_events(
         &self,
         _req: Request<GetEventsRequest>,
@@ -224,7 +221,6 @@ impl RuntimeService for Cri {
         Err(to_status(&CriError::NotImplemented("GetContainerEvents")))
     }
 
-    #[tracing::instrument(skip_all, name = "ListMetricDescriptors")]
     async fn list_metric_descriptors(
         &self,
         _req: Request<ListMetricDescriptorsRequest>,
@@ -232,7 +228,6 @@ impl RuntimeService for Cri {
         answer(Err(CriError::NotImplemented("ListMetricDescriptors")))
     }
 
-    #[tracing::instrument(skip_all, name = "ListPodSandboxMetrics")]
     async fn list_pod_sandbox_metrics(
         &self,
         _req: Request<ListPodSandboxMetricsRequest>,
@@ -243,7 +238,6 @@ impl RuntimeService for Cri {
 
 #[tonic::async_trait]
 impl ImageService for Cri {
-    #[tracing::instrument(skip_all, name = "ListImages")]
     async fn list_images(
         &self,
         req: Request<ListImagesRequest>,
@@ -251,31 +245,30 @@ impl ImageService for Cri {
         answer(crate::image::list::list_images(self, req.into_inner()).await)
     }
 
-    #[tracing::instrument(skip_all, name = "ImageStatus")]
     async fn image_status(
         &self,
         req: Request<ImageStatusRequest>,
     ) -> Result<Response<ImageStatusResponse>, Status> {
+        rpc_span::record("image", image_name(req.get_ref().image.as_ref()));
         answer(crate::image::status::image_status(self, req.into_inner()).await)
     }
 
-    #[tracing::instrument(skip_all, name = "PullImage")]
     async fn pull_image(
         &self,
         req: Request<PullImageRequest>,
     ) -> Result<Response<PullImageResponse>, Status> {
+        rpc_span::record("image", image_name(req.get_ref().image.as_ref()));
         answer(crate::image::pull::pull_image(self, req.into_inner()).await)
     }
 
-    #[tracing::instrument(skip_all, name = "RemoveImage")]
     async fn remove_image(
         &self,
         req: Request<RemoveImageRequest>,
     ) -> Result<Response<RemoveImageResponse>, Status> {
+        rpc_span::record("image", image_name(req.get_ref().image.as_ref()));
         answer(crate::image::remove::remove_image(self, req.into_inner()).await)
     }
 
-    #[tracing::instrument(skip_all, name = "ImageFsInfo")]
     async fn image_fs_info(
         &self,
         req: Request<ImageFsInfoRequest>,

@@ -230,12 +230,16 @@ pub struct TtrpcConfig {
 pub struct DebugConfig {
     /// Log level (`trace`, `debug`, `info`, `warn`, `error`) or a tracing filter directive.
     pub level: String,
+    /// Log format on stderr: `text` (also when empty) or `json` (one object a line), as
+    /// containerd's `[debug] format`; berthd refuses any other value at start.
+    pub format: String,
 }
 
 impl Default for DebugConfig {
     fn default() -> Self {
         DebugConfig {
             level: "info".into(),
+            format: String::new(),
         }
     }
 }
