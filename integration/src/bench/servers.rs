@@ -126,6 +126,8 @@ pub struct Server {
     kind: Kind,
     address: PathBuf,
     log: PathBuf,
+    /// The command that starts the daemon again on the same directory ([`Server::crash_and_respawn`]).
+    respawn: (Bins, PathBuf),
     child: Option<Child>,
 }
 
@@ -133,33 +135,51 @@ impl Server {
     /// Writes the config, spawns the daemon and waits until `ctr version` answers.
     pub fn start(kind: Kind, bins: &Bins, dir: PathBuf) -> Result<Server> {
         fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-        let root = dir.join("root");
-        let state = dir.join("state");
-        let address = dir.join("s.sock");
         let config = dir.join("config.toml");
+        let text = match kind {
+            Kind::Containerd => containerd_config(&dir),
+            Kind::Berth => "version = 2\n".to_owned(),
+        };
+        fs::write(&config, text).with_context(|| format!("write {}", config.display()))?;
         let log = dir.join("daemon.log");
-        let log_file = File::create(&log).with_context(|| format!("create {}", log.display()))?;
+        File::create(&log).with_context(|| format!("create {}", log.display()))?;
+        let mut server = Server {
+            kind,
+            address: dir.join("s.sock"),
+            log,
+            respawn: (bins.clone(), dir),
+            child: None,
+        };
+        server.spawn()?;
+        server.wait_ready()?;
+        Ok(server)
+    }
+
+    /// Spawns the daemon on its directory (config written), its output appended to the log.
+    fn spawn(&mut self) -> Result<()> {
+        let (bins, dir) = &self.respawn;
+        let config = dir.join("config.toml");
+        let log_file = File::options()
+            .append(true)
+            .open(&self.log)
+            .with_context(|| format!("open {}", self.log.display()))?;
         let log_err = log_file.try_clone().context("clone the log handle")?;
-        let mut cmd = match kind {
+        let mut cmd = match self.kind {
             Kind::Containerd => {
-                fs::write(&config, containerd_config(&dir))
-                    .with_context(|| format!("write {}", config.display()))?;
                 let mut cmd = Command::new(CONTAINERD_BIN);
                 cmd.arg("--config").arg(&config);
                 cmd
             }
             Kind::Berth => {
-                fs::write(&config, "version = 2\n")
-                    .with_context(|| format!("write {}", config.display()))?;
                 let mut cmd = Command::new(&bins.berthd);
                 cmd.arg("--config")
                     .arg(&config)
                     .arg("--root")
-                    .arg(&root)
+                    .arg(dir.join("root"))
                     .arg("--state")
-                    .arg(&state)
+                    .arg(dir.join("state"))
                     .arg("--address")
-                    .arg(&address)
+                    .arg(&self.address)
                     .env("PATH", bins.berth_path());
                 cmd
             }
@@ -169,15 +189,23 @@ impl Server {
             .stdin(Stdio::null())
             .stdout(log_file)
             .stderr(log_err);
-        let child = cmd.spawn().with_context(|| format!("spawn {cmd:?}"))?;
-        let mut server = Server {
-            kind,
-            address,
-            log,
-            child: Some(child),
-        };
-        server.wait_ready()?;
-        Ok(server)
+        self.child = Some(cmd.spawn().with_context(|| format!("spawn {cmd:?}"))?);
+        Ok(())
+    }
+
+    /// Kills the daemon with SIGKILL, as a crash would (the shims keep running), and starts it
+    /// again on the same root, state, config and socket without waiting for it. Returns the
+    /// instant just before the new process was spawned, for the caller to time how long it
+    /// takes to serve again.
+    pub fn crash_and_respawn(&mut self) -> Result<Instant> {
+        if let Some(mut child) = self.child.take() {
+            // It may have exited already; the wait reaps it either way.
+            let _ = child.kill();
+            child.wait().context("reap the killed daemon")?;
+        }
+        let spawned = Instant::now();
+        self.spawn()?;
+        Ok(spawned)
     }
 
     /// Polls `ctr version` until it succeeds; fails with the log tail if the daemon exits or the
