@@ -310,6 +310,31 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Like [`Server::start`] with the CRI plugin on (containerd's too) and `cri_config` (TOML
+    /// tables in containerd's keys) added to the daemon config: the daemon starts once as
+    /// [`Server::start`] makes it, then again with that config.
+    pub fn start_with_cri(
+        kind: Kind,
+        bins: &Bins,
+        dir: PathBuf,
+        cri_config: &str,
+    ) -> Result<Server> {
+        let mut server = Server::start(kind, bins, dir)?;
+        server.stop()?;
+        let dir = &server.respawn.1;
+        let text = match kind {
+            Kind::Containerd => containerd_cri_config(dir, cri_config),
+            Kind::Berth => format!("version = 2\n{cri_config}"),
+        };
+        let config = dir.join("config.toml");
+        fs::write(&config, text).with_context(|| format!("write {}", config.display()))?;
+        server.spawn()?;
+        server.wait_ready()?;
+        Ok(server)
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -331,6 +356,13 @@ fn containerd_config(dir: &Path) -> String {
          [ttrpc]\n  address = \"{d}/s.sock.ttrpc\"\n\
          [plugins.\"io.containerd.internal.v1.opt\"]\n  path = \"{d}/opt\"\n"
     )
+}
+
+/// containerd's config with its CRI plugin on: [`containerd_config`] without
+/// `disabled_plugins`, then `cri_config`.
+fn containerd_cri_config(dir: &Path, cri_config: &str) -> String {
+    let off = "disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n";
+    format!("{}{cri_config}", containerd_config(dir).replace(off, ""))
 }
 
 #[cfg(test)]
