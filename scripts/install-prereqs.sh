@@ -6,6 +6,7 @@ set -euo pipefail
 packages=(
   containerd      # the real `ctr` client, and a reference containerd for comparisons
   runc            # the OCI runtime the shim drives
+  crun            # the second OCI runtime binary (runc options' BinaryName = crun; runtime tests run both)
   busybox-static  # the tests build their image from it
   btrfs-progs     # mkfs.btrfs for the btrfs snapshotter tests (on a loop device)
   docker-registry # a real registry on 127.0.0.1 for pull and push tests
@@ -49,6 +50,20 @@ fi
 if ! cargo fuzz --version >/dev/null 2>&1; then
   echo "installing: cargo-fuzz (cargo install)"
   cargo install cargo-fuzz --locked --version 0.13.2
+fi
+
+# crun refuses a cgroup v1 host whose cgroup2 hierarchy (/sys/fs/cgroup/unified) holds
+# controllers ("cgroups in hybrid mode not supported, drop all controllers from cgroupv2"); on
+# this VM that is hugetlb, which no v1 hierarchy has. Each such controller gets a v1 hierarchy.
+unified=/sys/fs/cgroup/unified
+if [ "$(stat -fc %T /sys/fs/cgroup 2>/dev/null)" = tmpfs ] && [ -n "$(cat "$unified/cgroup.controllers" 2>/dev/null)" ]; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  for c in $(cat "$unified/cgroup.controllers"); do
+    echo "moving the $c cgroup controller to a v1 hierarchy (for crun)"
+    $SUDO mkdir -p "/sys/fs/cgroup/$c"
+    $SUDO mount -t cgroup -o "$c" cgroup "/sys/fs/cgroup/$c"
+  done
 fi
 
 missing=()

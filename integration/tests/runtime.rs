@@ -13,7 +13,11 @@
 //! (`berth_client_containerd_*`): a ctr user's expectations are the spec of `berth`. Finally
 //! every shim case runs with the other shim of each daemon: berthd with containerd's
 //! `containerd-shim-runc-v2` (`runc_shim_*`) and containerd with Berth's shim
-//! (`containerd_berth_shim_*`), and must give the same results.
+//! (`containerd_berth_shim_*`), and must give the same results. And the cases run with crun as
+//! the OCI runtime binary (`crun_*`, issue 20): berthd with crun as its configured default
+//! binary, `berth run --runc-binary crun` against berthd, and containerd with
+//! `ctr run --runc-binary crun` as the reference; each checks that the container's state is
+//! crun's.
 
 // A file under tests/ is a test crate of its own; firecracker allows the lint the same way in
 // `src/vmm/tests/integration_tests.rs`.
@@ -65,6 +69,33 @@ const KILLED: i32 = 137;
 
 /// Memory limit of the OOM test: 8 MiB.
 const OOM_LIMIT: &str = "8388608";
+
+/// The OCI runtime binary behind the shim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Oci {
+    Runc,
+    Crun,
+}
+
+impl Oci {
+    fn binary(self) -> &'static str {
+        match self {
+            Self::Runc => "runc",
+            Self::Crun => "crun",
+        }
+    }
+
+    /// The file each keeps in its state directory (`<root>/<id>/`).
+    fn state_file(self) -> &'static str {
+        match self {
+            Self::Runc => "state.json",
+            Self::Crun => "status",
+        }
+    }
+}
+
+/// Where both runc shims keep the OCI runtime's state, one directory per namespace.
+const OCI_STATE_ROOT: &str = "/run/containerd/runc";
 
 /// The client binary a case drives the daemon with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,10 +237,16 @@ fn mounts_under(dir: &Path) -> Vec<String> {
 }
 
 /// Checks that nothing of container `id` is left on the host: no shim, no bundle or work dir,
-/// no rootfs mount, no cgroup.
+/// no rootfs mount, no cgroup, no OCI runtime state.
 #[track_caller]
 fn assert_no_leftovers(t: &Target, id: &str) {
     assert_no_shim(t.shim, t.address(), Some(id));
+    let state = Path::new(OCI_STATE_ROOT).join(NS).join(id);
+    assert!(
+        !state.exists(),
+        "{} survived the container",
+        state.display()
+    );
     for dir in [t.state(), t.root()] {
         let path = dir.join(TASK_DIR).join(NS).join(id);
         assert!(!path.exists(), "{} survived the container", path.display());
@@ -389,6 +426,11 @@ struct Target {
     runtime: Option<&'static str>,
     /// This target's number within the test process, part of every container id it makes.
     seq: u32,
+    /// The OCI runtime binary its containers run with.
+    oci: Oci,
+    /// Whether `run` and `containers create` pass `--runc-binary <oci>` (else the daemon's
+    /// default binary is `oci`).
+    oci_flag: bool,
 }
 
 /// Numbers the targets of this test process.
@@ -435,6 +477,40 @@ impl Target {
         Some(target)
     }
 
+    /// `berthd` whose default runtime runs crun: `BinaryName` in the runtime's default options.
+    fn berthd_crun(client: Client) -> Option<Self> {
+        if !require_binary(Oci::Crun.binary()) {
+            return None;
+        }
+        let config = "[plugins.\"io.containerd.runtime.v2.task\".runtimes.\"io.containerd.runc.v2\".options]\n  \
+             BinaryName = \"crun\"\n";
+        let mut target = Self::berthd_with(Some(config), BERTH_SHIM, client)?;
+        target.oci = Oci::Crun;
+        Some(target)
+    }
+
+    /// `berthd` with the default config, every container run with `--runc-binary crun`.
+    fn berthd_crun_flag(client: Client) -> Option<Self> {
+        if !require_binary(Oci::Crun.binary()) {
+            return None;
+        }
+        let mut target = Self::berthd(client)?;
+        target.oci = Oci::Crun;
+        target.oci_flag = true;
+        Some(target)
+    }
+
+    /// A real containerd with its runc shim, every container run with `--runc-binary crun`.
+    fn containerd_crun(client: Client) -> Option<Self> {
+        if !require_binary(Oci::Crun.binary()) {
+            return None;
+        }
+        let mut target = Self::containerd(client)?;
+        target.oci = Oci::Crun;
+        target.oci_flag = true;
+        Some(target)
+    }
+
     /// A real containerd with its own runc shim; `None` when a prerequisite is missing.
     fn containerd(client: Client) -> Option<Self> {
         if !prerequisites(client) || !require_binary("containerd") || !require_binary(RUNC_SHIM) {
@@ -454,6 +530,8 @@ impl Target {
             client,
             runtime: None,
             seq: NEXT_TARGET.fetch_add(1, Ordering::Relaxed),
+            oci: Oci::Runc,
+            oci_flag: false,
         };
         import_image(&target);
         target
@@ -496,27 +574,57 @@ impl Target {
     }
 
     /// Runs the target's client against the daemon, with the target's `--runtime` added to
-    /// `run` and `containers create`.
+    /// `run` and `containers create` and its `--runc-binary` to `run` (`ctr containers create`
+    /// has no such flag).
     fn cli(&self, args: &[&str]) -> CmdOutput {
         let mut args = args.to_vec();
-        if let Some(runtime) = self.runtime {
-            let at = match args.as_slice() {
-                ["run", ..] => Some(1),
-                ["containers" | "container" | "c", "create", ..] => Some(2),
-                _ => None,
-            };
-            if let Some(at) = at {
-                args.splice(at..at, ["--runtime", runtime]);
-            }
+        let at = match args.as_slice() {
+            ["run", ..] => Some((1, true)),
+            ["containers" | "container" | "c", "create", ..] => Some((2, false)),
+            _ => None,
+        };
+        if let Some((at, run)) = at {
+            args.splice(at..at, self.runtime_flags(run));
         }
         self.client.run(self.address(), &args)
     }
 
-    /// The `--runtime <name>` flag of the target for a hand-built command line, or nothing.
+    /// The `--runtime <name>` flag and, for `run`, `--runc-binary <binary>` of the target.
+    fn runtime_flags(&self, run: bool) -> Vec<&'static str> {
+        let mut flags = Vec::new();
+        if let Some(runtime) = self.runtime {
+            flags.extend(["--runtime", runtime]);
+        }
+        if run && self.oci_flag {
+            flags.extend(["--runc-binary", self.oci.binary()]);
+        }
+        flags
+    }
+
+    /// [`Target::runtime_flags`] for a hand-built command line.
     fn runtime_flag(&self) -> String {
-        self.runtime
-            .map(|r| format!("--runtime {r}"))
-            .unwrap_or_default()
+        self.runtime_flags(true).join(" ")
+    }
+
+    /// Checks that the OCI runtime of the target keeps the state of the running container
+    /// `id`: the binary in use is the one the case asked for.
+    #[track_caller]
+    fn assert_oci_state(&self, id: &str) {
+        let dir = Path::new(OCI_STATE_ROOT).join(NS).join(id);
+        let file = dir.join(self.oci.state_file());
+        let listing: Vec<String> = fs::read_dir(&dir)
+            .map(|d| {
+                d.filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(
+            file.is_file(),
+            "{} is not {}'s state: {} holds {listing:?}",
+            dir.display(),
+            self.oci.binary(),
+            dir.display()
+        );
     }
 
     /// Kills the daemon with SIGKILL, waits `down`, and starts it again on the same root, state
@@ -583,6 +691,7 @@ fn detached_task_case(t: &Target) {
         .unwrap_or_else(|e| panic!("PID of {row:?}: {e}"));
     assert!(pid > 0, "{row:?}");
     assert_eq!(shim_processes(t.shim, addr, Some(&id)).len(), 1);
+    t.assert_oci_state(&id);
 
     let out = t.cli(&["tasks", "ps", &id]);
     let (header, rows) = parse_table(out.ok());
@@ -921,6 +1030,36 @@ cases! {
     runc_shim_bad_input: berthd_runc_shim(Ctr) => bad_input_case;
 }
 
+// The same cases with crun as the OCI runtime binary (issue 20): berthd with crun as the
+// default binary of `io.containerd.runc.v2` in its config (runtime options' `BinaryName`), ...
+cases! {
+    crun_run_rm: berthd_crun(Ctr) => run_rm_case;
+    crun_detached_task: berthd_crun(Ctr) => detached_task_case;
+    crun_tty: berthd_crun(Ctr) => tty_case;
+    crun_oom: berthd_crun(Ctr) => oom_case;
+    crun_events: berthd_crun(Ctr) => events_case;
+    crun_restart: berthd_crun(Ctr) => @mut restart_case;
+    crun_bad_input: berthd_crun(Ctr) => bad_input_case;
+}
+
+// ... `berth run --runc-binary crun` against berthd's default config, ...
+cases! {
+    crun_flag_berth_client_run_rm: berthd_crun_flag(Berth) => run_rm_case;
+    crun_flag_berth_client_detached_task: berthd_crun_flag(Berth) => detached_task_case;
+    crun_flag_berth_client_bad_input: berthd_crun_flag(Berth) => bad_input_case;
+}
+
+// ... and the reference: a real containerd with `ctr run --runc-binary crun`.
+cases! {
+    reference_containerd_crun_run_rm: containerd_crun(Ctr) => run_rm_case;
+    reference_containerd_crun_detached_task: containerd_crun(Ctr) => detached_task_case;
+    reference_containerd_crun_tty: containerd_crun(Ctr) => tty_case;
+    reference_containerd_crun_oom: containerd_crun(Ctr) => oom_case;
+    reference_containerd_crun_events: containerd_crun(Ctr) => events_case;
+    reference_containerd_crun_restart: containerd_crun(Ctr) => @mut restart_case;
+    reference_containerd_crun_bad_input: containerd_crun(Ctr) => bad_input_case;
+}
+
 // ... and a real containerd running Berth's shim.
 cases! {
     containerd_berth_shim_run_rm: containerd_berth_shim(Ctr) => run_rm_case;
@@ -930,6 +1069,56 @@ cases! {
     containerd_berth_shim_events: containerd_berth_shim(Ctr) => events_case;
     containerd_berth_shim_restart: containerd_berth_shim(Ctr) => @mut restart_case;
     containerd_berth_shim_bad_input: containerd_berth_shim(Ctr) => bad_input_case;
+}
+
+/// A plain lifecycle (no hooks, cgroupfs, a PID namespace of its own) starts runc once, for
+/// `create`: Berth's shim does what `runc start` and `runc delete` do itself (issue 20). crun,
+/// whose state the shim does not read, is started for each step. The runtime binary is a
+/// script that logs each verb and runs the real one.
+#[test]
+fn berthd_starts_runc_once_per_plain_lifecycle() {
+    let Some(t) = Target::berthd(Client::Ctr) else {
+        return;
+    };
+    let cases: [(Oci, &[&str]); 2] = [
+        (Oci::Runc, &["create"]),
+        (Oci::Crun, &["create", "start", "delete"]),
+    ];
+    for (oci, expected) in cases {
+        if !require_binary(oci.binary()) {
+            continue;
+        }
+        let log = t.dir().join(format!("{}-verbs.log", oci.binary()));
+        let wrapper = t.dir().join(format!("{}-logging", oci.binary()));
+        let script = format!(
+            "#!/bin/sh\nfor a in \"$@\"; do case \"$a\" in \
+             create|start|delete|kill|exec|pause|resume|update|ps|state) \
+             echo \"$a\" >> {log}; break;; esac; done\nexec {binary} \"$@\"\n",
+            log = log.display(),
+            binary = oci.binary()
+        );
+        fs::write(&wrapper, script).expect("write the wrapper");
+        fs::set_permissions(
+            &wrapper,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .expect("chmod the wrapper");
+        let id = t.unique(&format!("once-{}", oci.binary()));
+        let guard = Containers::new(&t, &[&id]);
+        let wrapper = wrapper.to_str().expect("utf-8 path");
+        let out = t.cli(&["run", "--rm", "--runc-binary", wrapper, IMAGE, &id, "true"]);
+        out.ok();
+        let verbs = fs::read_to_string(&log).unwrap_or_default();
+        let verbs: Vec<&str> = verbs.lines().collect();
+        assert_eq!(
+            verbs,
+            expected,
+            "{} verbs of a plain lifecycle",
+            oci.binary()
+        );
+        drop(guard);
+        assert_no_leftovers(&t, &id);
+    }
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! Container lifecycles: one `ctr run --rm IMG id true` against each daemon, the same through
-//! Berth's own CLI, the raw `runc run` floor, and many lifecycles at once.
+//! Berth's own CLI, the raw `runc run` floor, and many lifecycles at once; with runc or another
+//! OCI runtime binary ([`Oci`], the `crun` section).
 
 use std::path::Path;
 use std::process::Command;
@@ -42,13 +43,125 @@ pub struct Workload<'a> {
     pub image: &'a str,
 }
 
-/// `ctr run --rm IMG id true` against `server`.
-fn ctr_lifecycle(server: &Server, w: Workload<'_>, id: &str) -> Command {
-    server.ctr_command(w.namespace, &["run", "--rm", w.image, id, "true"])
+/// The OCI runtime binary of a lifecycle measurement.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Oci<'a> {
+    /// Given as `--runc-binary` to `ctr run` and `berth run`; `None` for the daemons' default
+    /// (runc).
+    pub flag: Option<&'a str>,
+    /// The binary whose own `run` of the bundle is the floor.
+    pub binary: &'a Path,
+    /// Prefix of the container ids, so that sections do not share ids.
+    pub tag: &'a str,
 }
 
-/// Alternates berth, containerd, raw runc and (when it exists) `berth run`, `runs` times after
-/// one warm-up round, and records lifecycle times, the floor and the overhead above it.
+/// `ctr run --rm [--runc-binary B] IMG id true` against `server`.
+fn ctr_lifecycle(server: &Server, w: Workload<'_>, oci: Oci<'_>, id: &str) -> Command {
+    let mut args = vec!["run", "--rm"];
+    if let Some(binary) = oci.flag {
+        args.extend(["--runc-binary", binary]);
+    }
+    args.extend([w.image, id, "true"]);
+    server.ctr_command(w.namespace, &args)
+}
+
+/// Per-round wall times (ms) of the alternating single lifecycles, warm-up round excluded.
+#[derive(Debug, Default)]
+pub(crate) struct Lifecycles {
+    /// `ctr run --rm` against berthd.
+    pub ctr_berth: Vec<f64>,
+    /// `ctr run --rm` against containerd.
+    pub ctr_containerd: Vec<f64>,
+    /// The raw runtime's `run` of the bundle.
+    pub floor: Vec<f64>,
+    /// `berth run --rm` against berthd; empty when [`Lifecycles::cli_unavailable`] says why.
+    pub cli: Vec<f64>,
+    /// Why `berth run` was not measured.
+    pub cli_unavailable: Option<String>,
+}
+
+impl Lifecycles {
+    /// Each of `xs` minus the floor of the same round (rounds are paired, so this is fairer
+    /// than a difference of medians).
+    pub fn above_floor(&self, xs: &[f64]) -> Vec<f64> {
+        xs.iter().zip(&self.floor).map(|(x, f)| x - f).collect()
+    }
+}
+
+/// Alternates berth, containerd, the raw runtime and (when it exists) `berth run`, `runs` times
+/// after one warm-up round. The raw runtime keeps its state under `state_root`.
+pub(crate) fn run_lifecycles(
+    bins: &Bins,
+    servers: &[Server; 2],
+    w: Workload<'_>,
+    oci: Oci<'_>,
+    bundle: &Path,
+    state_root: &Path,
+    runs: usize,
+) -> Result<Lifecycles> {
+    let cli_unavailable = berth_run_unavailable(bins);
+    let [berth, containerd] = servers;
+    let raw = |id: &str| {
+        let mut cmd = Command::new(oci.binary);
+        cmd.arg("--root")
+            .arg(state_root)
+            .arg("run")
+            .arg("--bundle")
+            .arg(bundle)
+            .arg(id);
+        cmd
+    };
+    let cli = |id: &str| {
+        let mut cmd = Command::new(&bins.berth_cli);
+        cmd.arg("--address")
+            .arg(berth.address())
+            .args(["--namespace", w.namespace, "run", "--rm"]);
+        if let Some(binary) = oci.flag {
+            cmd.args(["--runc-binary", binary]);
+        }
+        cmd.args([w.image, id, "true"]);
+        cmd
+    };
+    let tag = oci.tag;
+    let mut out = Lifecycles {
+        cli_unavailable,
+        ..Lifecycles::default()
+    };
+    // Round 0 warms caches (page cache of the binaries, first snapshot) and is not recorded.
+    for round in 0..=runs {
+        let bt = timed_ms(ctr_lifecycle(
+            berth,
+            w,
+            oci,
+            &format!("lc-{tag}berth-{round}"),
+        ))
+        .with_context(|| berth.log_tail())?;
+        let ct = timed_ms(ctr_lifecycle(
+            containerd,
+            w,
+            oci,
+            &format!("lc-{tag}containerd-{round}"),
+        ))
+        .with_context(|| containerd.log_tail())?;
+        let rt = timed_ms(raw(&format!("lc-{tag}raw-{round}")))?;
+        let clt = match out.cli_unavailable {
+            None => Some(
+                timed_ms(cli(&format!("lc-{tag}cli-{round}"))).with_context(|| berth.log_tail())?,
+            ),
+            Some(_) => None,
+        };
+        if round > 0 {
+            out.ctr_berth.push(bt);
+            out.ctr_containerd.push(ct);
+            out.floor.push(rt);
+            out.cli.extend(clt);
+        }
+    }
+    Ok(out)
+}
+
+/// The runc lifecycles: `ctr run --rm` on both daemons, `berth run --rm`, the raw `runc run`
+/// floor and the overhead above it.
 pub fn measure(
     report: &mut Report,
     bins: &Bins,
@@ -58,81 +171,53 @@ pub fn measure(
     runc_root: &Path,
     runs: usize,
 ) -> Result<()> {
-    let cli_unavailable = berth_run_unavailable(bins);
-    let [berth, containerd] = servers;
-    let runc = |id: &str| {
-        let mut cmd = Command::new(&bins.runc);
-        cmd.arg("--root")
-            .arg(runc_root)
-            .arg("run")
-            .arg("--bundle")
-            .arg(bundle)
-            .arg(id);
-        cmd
+    let oci = Oci {
+        flag: None,
+        binary: &bins.runc,
+        tag: "",
     };
-    let cli = |id: &str| {
-        let mut cmd = Command::new(&bins.berth_cli);
-        cmd.arg("--address").arg(berth.address()).args([
-            "--namespace",
-            w.namespace,
-            "run",
-            "--rm",
-            w.image,
-            id,
-            "true",
-        ]);
-        cmd
-    };
-    let (mut b, mut c, mut r, mut cl) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    // Round 0 warms caches (page cache of the binaries, first snapshot) and is not recorded.
-    for round in 0..=runs {
-        let bt = timed_ms(ctr_lifecycle(berth, w, &format!("lc-berth-{round}")))
-            .with_context(|| berth.log_tail())?;
-        let ct = timed_ms(ctr_lifecycle(
-            containerd,
-            w,
-            &format!("lc-containerd-{round}"),
-        ))
-        .with_context(|| containerd.log_tail())?;
-        let rt = timed_ms(runc(&format!("lc-runc-{round}")))?;
-        let clt = match cli_unavailable {
-            None => {
-                Some(timed_ms(cli(&format!("lc-cli-{round}"))).with_context(|| berth.log_tail())?)
-            }
-            Some(_) => None,
-        };
-        if round > 0 {
-            b.push(bt);
-            c.push(ct);
-            r.push(rt);
-            cl.extend(clt);
-        }
-    }
-    report.set("lifecycle_ctr_ms", Summary::of(&b), Summary::of(&c));
-    report.set("runc_floor_ms", Summary::of(&r), Summary::of(&r));
-    // Rounds are paired, so subtract per round rather than median from median.
-    let above = |xs: &[f64]| -> Vec<f64> { xs.iter().zip(&r).map(|(x, f)| x - f).collect() };
+    let l = run_lifecycles(bins, servers, w, oci, bundle, runc_root, runs)?;
+    report.set(
+        "lifecycle_ctr_ms",
+        Summary::of(&l.ctr_berth),
+        Summary::of(&l.ctr_containerd),
+    );
+    report.set(
+        "runc_floor_ms",
+        Summary::of(&l.floor),
+        Summary::of(&l.floor),
+    );
     report.set(
         "overhead_above_runc_ms",
-        Summary::of(&above(&b)),
-        Summary::of(&above(&c)),
+        Summary::of(&l.above_floor(&l.ctr_berth)),
+        Summary::of(&l.above_floor(&l.ctr_containerd)),
     );
-    report.set("lifecycle_cli_ms", Summary::of(&cl), Summary::of(&c));
-    if let Some(reason) = cli_unavailable {
-        report.not_applicable("lifecycle_cli_ms", &reason);
+    report.set(
+        "lifecycle_cli_ms",
+        Summary::of(&l.cli),
+        Summary::of(&l.ctr_containerd),
+    );
+    if let Some(reason) = &l.cli_unavailable {
+        report.not_applicable("lifecycle_cli_ms", reason);
     }
     Ok(())
 }
 
 /// Starts `count` lifecycles on `server` at once and returns the wall time until the last one
 /// finished; fails if any failed.
-fn concurrent_once(server: &Server, w: Workload<'_>, count: usize, round: usize) -> Result<f64> {
+fn concurrent_once(
+    server: &Server,
+    w: Workload<'_>,
+    oci: Oci<'_>,
+    count: usize,
+    round: usize,
+) -> Result<f64> {
     let start = Instant::now();
     let results: Vec<Result<f64>> = thread::scope(|scope| {
         let handles: Vec<_> = (0..count)
             .map(|i| {
-                let id = format!("cc-{}-{round}-{i}", server.kind());
-                scope.spawn(move || timed_ms(ctr_lifecycle(server, w, &id)))
+                let id = format!("cc-{}{}-{round}-{i}", oci.tag, server.kind());
+                scope.spawn(move || timed_ms(ctr_lifecycle(server, w, oci, &id)))
             })
             .collect();
         handles
@@ -151,7 +236,24 @@ fn concurrent_once(server: &Server, w: Workload<'_>, count: usize, round: usize)
 }
 
 /// `count` concurrent lifecycles, alternating the daemons (`servers` is berth, containerd) `runs`
-/// times.
+/// times; the wall times of berth's rounds, then containerd's.
+pub(crate) fn concurrent_walls(
+    servers: &[Server; 2],
+    w: Workload<'_>,
+    oci: Oci<'_>,
+    count: usize,
+    runs: usize,
+) -> Result<[Vec<f64>; 2]> {
+    let mut walls = [Vec::new(), Vec::new()];
+    for round in 0..runs {
+        for (server, wall) in servers.iter().zip(walls.iter_mut()) {
+            wall.push(concurrent_once(server, w, oci, count, round)?);
+        }
+    }
+    Ok(walls)
+}
+
+/// `count` concurrent runc lifecycles on each daemon, `runs` times.
 pub fn measure_concurrent(
     report: &mut Report,
     servers: &[Server; 2],
@@ -159,16 +261,16 @@ pub fn measure_concurrent(
     count: usize,
     runs: usize,
 ) -> Result<()> {
-    let mut walls = [Vec::new(), Vec::new()];
-    for round in 0..runs {
-        for (server, wall) in servers.iter().zip(walls.iter_mut()) {
-            wall.push(concurrent_once(server, w, count, round)?);
-        }
-    }
+    let oci = Oci {
+        flag: None,
+        binary: Path::new("runc"),
+        tag: "",
+    };
+    let [berth, containerd] = concurrent_walls(servers, w, oci, count, runs)?;
     report.set(
         "concurrent_lifecycles_ms",
-        Summary::of(&walls[0]),
-        Summary::of(&walls[1]),
+        Summary::of(&berth),
+        Summary::of(&containerd),
     );
     Ok(())
 }

@@ -47,6 +47,15 @@ pub enum RuntimeError {
         /// The options' type URL.
         type_url: String,
     },
+    /// The runc options do not decode.
+    #[error("decode the {runtime} options (containerd.runc.v1.Options): {source}")]
+    UndecodableOptions {
+        /// The runtime name.
+        runtime: String,
+        /// The cause.
+        #[source]
+        source: prost::DecodeError,
+    },
     /// A runtime option is set that Berth cannot honour for this runtime.
     #[error("{option} is not supported for runtime {runtime}")]
     UnsupportedOption {
@@ -163,6 +172,7 @@ impl Classify for RuntimeError {
             | RuntimeError::InvalidRuntime(_)
             | RuntimeError::ShimNotInstalled { .. }
             | RuntimeError::InvalidOptions { .. }
+            | RuntimeError::UndecodableOptions { .. }
             | RuntimeError::InvalidSpec { .. } => ErrorKind::InvalidArgument,
             RuntimeError::UnsupportedOption { .. } => ErrorKind::NotImplemented,
             RuntimeError::TaskExists(_) => ErrorKind::AlreadyExists,

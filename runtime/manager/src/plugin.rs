@@ -72,17 +72,19 @@ pub fn registration() -> Registration {
             let root = ctx.create_root()?;
             let state = ctx.create_state()?;
             let daemon = ctx.daemon_config();
-            let manager = TaskManager::new(
+            let default_options = config.default_options();
+            let manager = TaskManager::with_default_options(
                 ManagerConfig {
                     root,
                     state,
                     grpc_address: daemon.grpc.address.display().to_string(),
                     ttrpc_address: daemon.ttrpc_address().display().to_string(),
                     publish_binary: std::env::current_exe().map_err(PluginError::init)?,
-                    runtimes: config.runtimes,
+                    runtimes: config.shim_overrides(),
                     timeouts: Timeouts::from_daemon_config(daemon),
                 },
                 Arc::new(ExchangeSink(exchange)),
+                default_options,
             )
             .map_err(PluginError::init)?;
             match tokio::runtime::Handle::try_current() {
