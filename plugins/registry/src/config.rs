@@ -139,9 +139,20 @@ pub struct Config {
     /// containerd's Go plugin dir: not supported (refused when set).
     #[serde(skip_serializing_if = "String::is_empty")]
     pub plugin_dir: String,
-    /// containerd's metrics listener: not supported (refused when set).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub metrics: Option<toml::Table>,
+    /// The Prometheus metrics listener (containerd's `[metrics]`).
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: containerd's `MetricsConfig`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// A TCP `host:port` serving `GET /v1/metrics` in the Prometheus text format; empty means
+    /// no listener (and nothing added to the gRPC request path).
+    pub address: String,
+    /// Whether each gRPC call's duration goes into the `grpc_server_handling_seconds`
+    /// histograms (grpc-go-prometheus's `EnableHandlingTimeHistogram`).
+    pub grpc_histogram: bool,
 }
 
 /// `[cgroup]`: containerd's `CgroupConfig`.
@@ -176,7 +187,7 @@ impl Default for Config {
             stream_processors: BTreeMap::new(),
             temp: String::new(),
             plugin_dir: String::new(),
-            metrics: None,
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -369,12 +380,6 @@ impl Config {
                 "plugin_dir",
                 "Go plugins cannot be loaded; use proxy_plugins",
             );
-        }
-        if let Some(metrics) = &self.metrics {
-            let set = metrics.iter().find(|(_, v)| !is_zero(v));
-            if let Some((key, _)) = set {
-                return unsupported(&format!("metrics.{key}"), "there is no metrics listener");
-            }
         }
         if !(-1000..=1000).contains(&self.oom_score) {
             return Err(ConfigError::Invalid(format!(
@@ -640,10 +645,7 @@ mod tests {
             ),
             ("temp = \"/tmp/x\"\n", "temp is not supported"),
             ("plugin_dir = \"/p\"\n", "plugin_dir is not supported"),
-            (
-                "[metrics]\naddress = \"127.0.0.1:1338\"\n",
-                "metrics.address is not supported",
-            ),
+            ("[metrics]\nport = 1338\n", "unknown field `port`"),
             ("oom_score = -1001\n", "out of range"),
             ("[cgroup]\npath = \"/a/../b\"\n", "must not contain"),
             ("[cgroup]\nweight = 1\n", "unknown field `weight`"),
@@ -651,12 +653,20 @@ mod tests {
             let err = Config::parse(text, Path::new("c")).unwrap_err().to_string();
             assert!(err.contains(needle), "{text}: {err}");
         }
-        // containerd's default [metrics] section is accepted.
-        Config::parse(
+        // containerd's default [metrics] section is accepted, and a listener is taken as set.
+        let c = Config::parse(
             "[metrics]\naddress = \"\"\ngrpc_histogram = false\n",
             Path::new("c"),
         )
         .unwrap();
+        assert_eq!(c.metrics, MetricsConfig::default());
+        let c = Config::parse(
+            "[metrics]\naddress = \"127.0.0.1:1338\"\ngrpc_histogram = true\n",
+            Path::new("c"),
+        )
+        .unwrap();
+        assert_eq!(c.metrics.address, "127.0.0.1:1338");
+        assert!(c.metrics.grpc_histogram);
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub fn ingest_ref(ns: &str, reference: &str) -> String {
 pub struct GcReport {
     /// Blobs removed from the content store (no namespace held them any more).
     pub blobs_removed: usize,
+    /// Bytes of the blobs removed from the content store.
+    pub bytes_removed: u64,
     /// Namespace blob records removed (unreachable from any root).
     pub records_removed: usize,
     /// Leases removed because their `containerd.io/gc.expire` had passed.
@@ -272,6 +274,7 @@ pub fn collect_with(
             Ok(()) => {
                 tracing::debug!(digest = %digest, "removed content");
                 report.blobs_removed += 1;
+                report.bytes_removed += info.size;
             }
             Err(ContentError::NotFound { .. }) => {}
             Err(e) => return Err(content("remove blob")(e)),
@@ -510,6 +513,7 @@ mod tests {
         let report = f.collect();
         assert_eq!(report.records_removed, 1);
         assert_eq!(report.blobs_removed, 1);
+        assert_eq!(report.bytes_removed, b"orphan".len() as u64);
         assert!(!f.has_record("default", &orphan));
         assert!(!f.has_bytes(&orphan));
         for kept in [&config, &layer, &manifest] {

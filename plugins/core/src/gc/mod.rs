@@ -20,4 +20,4 @@ pub use collect::{
 pub use error::GcError;
 pub use labels::{label_refs, LabelRefs};
 pub use mark::{MarkSet, Node, SnapshotRefs, SnapshotSweeper, SweepError};
-pub use scheduler::{GcScheduler, Settings};
+pub use scheduler::{GcScheduler, GcTotals, Settings};

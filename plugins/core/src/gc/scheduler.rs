@@ -79,6 +79,33 @@ struct Shared {
     /// deletion.
     seen_ingests: AtomicU64,
     runs: Mutex<RunStats>,
+    /// What the collections did so far, for the daemon's metrics.
+    totals: Totals,
+}
+
+/// Running totals of the collections a scheduler ran (scheduled and `collect_now` alike).
+#[derive(Debug, Default)]
+struct Totals {
+    runs: AtomicU64,
+    failures: AtomicU64,
+    blobs_removed: AtomicU64,
+    bytes_removed: AtomicU64,
+    snapshots_removed: AtomicU64,
+}
+
+/// What a scheduler's collections did since it started (berthd's `/v1/metrics`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GcTotals {
+    /// Collections that finished.
+    pub runs: u64,
+    /// Collections that failed.
+    pub failures: u64,
+    /// Blobs removed from the content store.
+    pub blobs_removed: u64,
+    /// Bytes of those blobs.
+    pub bytes_removed: u64,
+    /// Snapshots removed.
+    pub snapshots_removed: u64,
 }
 
 impl Shared {
@@ -134,9 +161,18 @@ impl Shared {
                 self.seen_deletions.store(before + own, Ordering::Relaxed);
                 stats.collections += 1;
                 stats.total += report.duration;
+                let t = &self.totals;
+                t.runs.fetch_add(1, Ordering::Relaxed);
+                t.blobs_removed
+                    .fetch_add(report.blobs_removed as u64, Ordering::Relaxed);
+                t.bytes_removed
+                    .fetch_add(report.bytes_removed, Ordering::Relaxed);
+                t.snapshots_removed
+                    .fetch_add(report.snapshots_removed as u64, Ordering::Relaxed);
                 Ok(report)
             }
             Err(e) => {
+                self.totals.failures.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(error = %e, "garbage collection failed");
                 Err(e)
             }
@@ -244,6 +280,7 @@ impl GcScheduler {
             seen_deletions: AtomicU64::new(seen),
             seen_ingests,
             runs: Mutex::new(RunStats::default()),
+            totals: Totals::default(),
         });
         let task = runtime.spawn(Arc::clone(&shared).run());
         GcScheduler { shared, task }
@@ -262,6 +299,18 @@ impl GcScheduler {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .snapshot_sweepers = sweepers;
+    }
+
+    /// What the collections did since the scheduler started.
+    pub fn totals(&self) -> GcTotals {
+        let t = &self.shared.totals;
+        GcTotals {
+            runs: t.runs.load(Ordering::Relaxed),
+            failures: t.failures.load(Ordering::Relaxed),
+            blobs_removed: t.blobs_removed.load(Ordering::Relaxed),
+            bytes_removed: t.bytes_removed.load(Ordering::Relaxed),
+            snapshots_removed: t.snapshots_removed.load(Ordering::Relaxed),
+        }
     }
 
     /// Asks for a collection soon (after `schedule_delay`) without waiting for it.
@@ -366,6 +415,18 @@ mod tests {
         // Serialized: one of them removed the record, the other found nothing.
         assert_eq!(a.records_removed + b.records_removed, 1);
         assert_eq!(gc.settings().pause_threshold, 0.02);
+    }
+
+    #[tokio::test]
+    async fn totals_count_every_collection() {
+        let f = fixture();
+        // No scheduled collection within the test.
+        let gc = f.start(Duration::from_secs(3600));
+        assert_eq!(gc.totals(), GcTotals::default());
+        gc.collect_now().await.unwrap();
+        gc.collect_now().await.unwrap();
+        let totals = gc.totals();
+        assert_eq!((totals.runs, totals.failures), (2, 0));
     }
 
     #[tokio::test]
