@@ -19,6 +19,8 @@ use crate::service::{Shim, TaskService};
 
 /// The listener's descriptor, as containerd's runc shim passes it.
 const LISTENER_FD: i32 = 3;
+/// How long an idle blocking-pool thread (mounts, file writes) stays for the next job.
+const BLOCKING_KEEP_ALIVE: Duration = Duration::from_millis(500);
 
 /// Points stderr at the bundle's `log` FIFO, which the daemon reads; left alone if nobody
 /// reads it (the open would block, so it is tried non-blocking).
@@ -56,10 +58,16 @@ pub fn run(args: &Args) -> std::io::Result<()> {
     redirect_stderr_to_log(&cwd);
     init_logging(args.debug);
     set_subreaper().map_err(std::io::Error::from)?;
+    // One arena: the shim's threads take turns more than they compete, and each arena would
+    // keep pages of its own resident for the container's whole life.
+    berth_resident::limit_arenas(1);
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread for the RPCs, the exit monitor and the I/O copies: the shim mostly waits, and
+    // every blocking step (mounts, file writes) goes to the blocking pool, whose threads do not
+    // linger. Each thread kept costs resident stack and allocator pages in every shim.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .thread_keep_alive(BLOCKING_KEEP_ALIVE)
         .build()?;
     runtime.block_on(async {
         let reaper = Reaper::new();

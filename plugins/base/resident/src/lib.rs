@@ -19,6 +19,51 @@ use std::fs;
 
 use nix::sys::mman::{madvise, MmapAdvise};
 
+/// glibc's allocator controls (`malloc.h`); not in the `nix` crate.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+mod glibc {
+    use std::ffi::c_int;
+
+    /// `M_ARENA_MAX` of `mallopt`.
+    pub const M_ARENA_MAX: c_int = -8;
+
+    extern "C" {
+        pub fn mallopt(param: c_int, value: c_int) -> c_int;
+        pub fn malloc_trim(pad: usize) -> c_int;
+    }
+}
+
+/// Caps the allocator's arenas at `arenas`. glibc gives threads arenas of their own, up to
+/// eight per core, each keeping its freed memory: a process whose threads mostly wait (the
+/// shim, berthd's blocking pool) gains nothing from them but resident pages. Call it before
+/// starting threads. Elsewhere than glibc it does nothing.
+pub fn limit_arenas(arenas: u16) {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; M_ARENA_MAX takes any positive count.
+    unsafe {
+        glibc::mallopt(glibc::M_ARENA_MAX, std::ffi::c_int::from(arenas.max(1)));
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = arenas;
+}
+
+/// Gives the free memory of the allocator's heaps back to the kernel (glibc's `malloc_trim`):
+/// what a burst of work freed stays resident otherwise. Elsewhere than glibc it does nothing.
+pub fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim is thread-safe and only returns unused heap pages to the kernel.
+    unsafe {
+        glibc::malloc_trim(0);
+    }
+}
+
+/// What an idle process can give back: the clean file pages ([`release_clean_file_pages`]) and
+/// the allocator's free memory ([`trim_heap`]); returns the KiB of file pages released.
+pub fn release_idle_pages() -> usize {
+    trim_heap();
+    release_clean_file_pages()
+}
+
 /// One mapping of `/proc/self/smaps` that may be dropped.
 #[derive(Debug, PartialEq, Eq)]
 struct Region {
