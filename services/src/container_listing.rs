@@ -30,6 +30,8 @@ struct Entry {
 struct Listing {
     generation: u64,
     entries: Arc<Vec<Entry>>,
+    /// Every entry's framed encoding, concatenated: the answer to an unfiltered listing.
+    all: Bytes,
 }
 
 /// Per-namespace listings, rebuilt on the first call after any container changed.
@@ -65,6 +67,9 @@ impl ContainerListings {
         filter: &Filter,
         to_wire: impl Fn(StoredContainer) -> Container,
     ) -> Result<Bytes, MetadataError> {
+        if filter.is_always() {
+            return Ok(self.listing(store, ns, to_wire)?.all);
+        }
         let entries = self.entries(store, ns, to_wire)?;
         let matching: Vec<&Entry> = entries
             .iter()
@@ -77,18 +82,38 @@ impl ContainerListings {
         Ok(out.freeze())
     }
 
+    /// The encoded unfiltered listing of `ns` when the cache holds it for the store's current
+    /// generation: nothing to read or encode, so the caller need not leave the async runtime.
+    /// `None` when the listing must be (re)built, or for a namespace without containers.
+    pub fn cached_all(&self, store: &MetadataStore, ns: &str) -> Option<Bytes> {
+        let generation = store.container_generation();
+        self.lock()
+            .get(ns)
+            .filter(|listing| listing.generation == generation)
+            .map(|listing| listing.all.clone())
+    }
+
     fn entries(
         &self,
         store: &MetadataStore,
         ns: &str,
         to_wire: impl Fn(StoredContainer) -> Container,
     ) -> Result<Arc<Vec<Entry>>, MetadataError> {
+        Ok(self.listing(store, ns, to_wire)?.entries)
+    }
+
+    fn listing(
+        &self,
+        store: &MetadataStore,
+        ns: &str,
+        to_wire: impl Fn(StoredContainer) -> Container,
+    ) -> Result<Listing, MetadataError> {
         // Read before listing: a change racing the scan moves the generation past the one
         // recorded, so the next call rebuilds (at worst once too often, never stale).
         let generation = store.container_generation();
         if let Some(listing) = self.lock().get(ns) {
             if listing.generation == generation {
-                return Ok(listing.entries.clone());
+                return Ok(listing.clone());
             }
         }
         let entries: Vec<Entry> = store
@@ -108,21 +133,23 @@ impl ContainerListings {
                 }
             })
             .collect();
-        let entries = Arc::new(entries);
+        let mut all = BytesMut::with_capacity(entries.iter().map(|e| e.framed.len()).sum());
+        for e in &entries {
+            all.extend_from_slice(&e.framed);
+        }
+        let listing = Listing {
+            generation,
+            entries: Arc::new(entries),
+            all: all.freeze(),
+        };
         let mut cache = self.lock();
         // Namespaces without containers are not kept: deleted namespaces leave nothing behind.
-        if entries.is_empty() {
+        if listing.entries.is_empty() {
             cache.remove(ns);
         } else {
-            cache.insert(
-                ns.to_owned(),
-                Listing {
-                    generation,
-                    entries: entries.clone(),
-                },
-            );
+            cache.insert(ns.to_owned(), listing.clone());
         }
-        Ok(entries)
+        Ok(listing)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Listing>> {
@@ -204,6 +231,15 @@ mod tests {
         assert_eq!(ids(&listed), ["a", "b"]);
         assert_eq!(listed[1].image, "img2");
 
+        // The unfiltered answer is kept whole, and given without a store read while current.
+        let everything = listings.list_encoded(&store, "ns", &all, wire).unwrap();
+        let expected = ListContainersResponse {
+            containers: listings.list(&store, "ns", &all, wire).unwrap(),
+        };
+        assert_eq!(everything, expected.encode_to_vec());
+        assert_eq!(listings.cached_all(&store, "ns"), Some(everything));
+        assert_eq!(listings.cached_all(&store, "nowhere"), None);
+
         let encoded = listings.list_encoded(&store, "ns", &red, wire).unwrap();
         let expected = ListContainersResponse {
             containers: listings.list(&store, "ns", &red, wire).unwrap(),
@@ -212,6 +248,8 @@ mod tests {
         assert_eq!(ListContainersResponse::decode(encoded).unwrap(), expected);
 
         store.delete_container("ns", "a").unwrap();
+        // A change makes the kept answer stale: it is not given until rebuilt.
+        assert_eq!(listings.cached_all(&store, "ns"), None);
         assert_eq!(
             ids(&listings.list(&store, "ns", &all, wire).unwrap()),
             ["b"]

@@ -156,6 +156,12 @@ impl ContainersService {
         req: &Request<ListContainersRequest>,
     ) -> Result<EncodedList, Status> {
         let (ns, filter) = list_scope(req)?;
+        if filter.is_always() {
+            // Unchanged since the last listing: no need to go to the blocking pool.
+            if let Some(all) = self.listings.cached_all(&self.store, &ns) {
+                return Ok(EncodedList(all));
+            }
+        }
         let listings = self.listings.clone();
         self.with_store(move |s| listings.list_encoded(s, &ns, &filter, to_proto))
             .await

@@ -13,8 +13,10 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use berth_errdefs::{Classify, ErrorKind};
 use berth_registry::{Inventory, PluginStatus};
@@ -77,6 +79,26 @@ enum Slot {
 pub struct ServiceTable {
     slots: Arc<RwLock<HashMap<String, Slot>>>,
     inventory: Inventory,
+    activity: Arc<Activity>,
+}
+
+/// Counts the calls routed, and wakes whoever waits for the daemon to get busy again.
+#[derive(Debug, Default)]
+struct Activity {
+    calls: AtomicU64,
+    /// Set by [`ServiceTable::went_idle`] while it waits for a call.
+    parked: AtomicBool,
+    resumed: tokio::sync::Notify,
+}
+
+impl Activity {
+    fn called(&self) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        // One load per call; the swap and the wake-up only on the first call after a wait.
+        if self.parked.load(Ordering::Relaxed) && self.parked.swap(false, Ordering::AcqRel) {
+            self.resumed.notify_one();
+        }
+    }
 }
 
 impl ServiceTable {
@@ -85,7 +107,29 @@ impl ServiceTable {
         ServiceTable {
             slots: Arc::default(),
             inventory,
+            activity: Arc::default(),
         }
+    }
+
+    /// Resolves once calls were routed and then none for `quiet`: the daemon has gone idle
+    /// after some work. It waits for a call first, without waking up while nothing comes.
+    pub async fn went_idle(&self, quiet: Duration) {
+        let activity = &self.activity;
+        activity.parked.store(true, Ordering::Release);
+        // A call between the store and here left a permit: `notified` resolves at once.
+        activity.resumed.notified().await;
+        loop {
+            let before = activity.calls.load(Ordering::Relaxed);
+            tokio::time::sleep(quiet).await;
+            if activity.calls.load(Ordering::Relaxed) == before {
+                return;
+            }
+        }
+    }
+
+    /// The tower service routing every call through this table, for a server of its own.
+    pub fn service(&self) -> Dispatch {
+        Dispatch(self.clone())
     }
 
     /// Declares that `plugin` serves `service` once loaded; a service already served stays.
@@ -170,7 +214,7 @@ fn service_name(path: &str) -> &str {
 
 /// The tower service routing each call through a [`ServiceTable`].
 #[derive(Debug, Clone)]
-struct Dispatch(ServiceTable);
+pub struct Dispatch(ServiceTable);
 
 type DispatchFuture =
     Pin<Box<dyn Future<Output = Result<http::Response<Body>, Infallible>> + Send>>;
@@ -190,6 +234,7 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        self.0.activity.called();
         match self.0.route(service_name(req.uri().path())) {
             Ok(svc) => Box::pin(svc.oneshot(req.map(Body::new))),
             Err(status) => Box::pin(std::future::ready(Ok(status.into_http()))),
@@ -225,11 +270,13 @@ mod tests {
     ) -> VersionClient<tonic::transport::Channel> {
         let path = dir.path().join("s.sock");
         let listener = tokio::net::UnixListener::bind(&path).unwrap();
-        let routes = table.routes();
+        let service = table.service();
         tokio::spawn(async move {
             tonic::transport::Server::builder()
-                .add_routes(routes)
-                .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener))
+                .serve_with_incoming(
+                    service,
+                    tokio_stream::wrappers::UnixListenerStream::new(listener),
+                )
                 .await
         });
         VersionClient::new(berth_integration::channel_at(&path).await)
@@ -291,6 +338,34 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let err = client(&table, &dir).await.version(()).await.unwrap_err();
         assert_eq!(err.code(), Code::Unimplemented);
+    }
+
+    #[tokio::test]
+    async fn went_idle_waits_for_calls_and_then_for_quiet() {
+        let table = ServiceTable::new(Inventory::default());
+        let dir = tempfile::tempdir().unwrap();
+        let mut client = client(&table, &dir).await;
+        let quiet = Duration::from_millis(50);
+        let idle = tokio::spawn({
+            let table = table.clone();
+            async move { table.went_idle(quiet).await }
+        });
+        // No call yet: several quiet periods pass without it resolving.
+        tokio::time::sleep(quiet * 4).await;
+        assert!(!idle.is_finished());
+        // Calls (answered Unimplemented here) are activity; quiet after them ends the wait.
+        client.version(()).await.unwrap_err();
+        client.version(()).await.unwrap_err();
+        idle.await.unwrap();
+        // The next wait needs a call of its own.
+        let again = tokio::spawn({
+            let table = table.clone();
+            async move { table.went_idle(quiet).await }
+        });
+        tokio::time::sleep(quiet * 4).await;
+        assert!(!again.is_finished());
+        client.version(()).await.unwrap_err();
+        again.await.unwrap();
     }
 
     #[test]

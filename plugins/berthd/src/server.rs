@@ -2,10 +2,8 @@
 //! plugin until SIGTERM or SIGINT (retrying those that failed to load), then shut down cleanly.
 
 use std::fs::{DirBuilder, File, OpenOptions};
-use std::future::Future;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -34,12 +32,18 @@ const CALL_GRACE: Duration = Duration::from_millis(100);
 /// How long blocking jobs (a file write, a database flush) may take to finish their step at
 /// exit.
 const BLOCKING_GRACE: Duration = Duration::from_millis(500);
+/// How long the daemon goes without calls before it gives back the pages the last calls made
+/// resident (see [`trim_when_idle`]).
+const IDLE_AFTER: Duration = Duration::from_millis(500);
+/// Allocator arenas: the RPCs run on one thread, the blocking pool's jobs are short.
+const MALLOC_ARENAS: u16 = 2;
 
 /// Runs the daemon until a termination signal.
 pub fn run(config: Config, registry: Registry) -> anyhow::Result<()> {
     create_dir(&config.root)?;
     create_dir(&config.state)?;
     let _lock = lock_root(&config.root)?;
+    berth_resident::limit_arenas(MALLOC_ARENAS);
     // One thread for the RPCs: every filesystem, database and decompression job already runs on
     // the blocking pool, so the async side only moves protobufs. Measured against the
     // multi-threaded scheduler: ~15 % less CPU per Version call and half the p99 latency,
@@ -120,9 +124,6 @@ fn bind(address: &Path, uid: u32, gid: u32) -> anyhow::Result<UnixListener> {
     Ok(listener)
 }
 
-/// The gRPC server's future, with or without the metrics layer.
-type Serving = Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>>>>;
-
 /// Serves until a termination signal; returns how serving ended and the loaded plugins, which
 /// the caller closes once the runtime is gone.
 async fn serve(
@@ -130,12 +131,6 @@ async fn serve(
     registry: Registry,
 ) -> anyhow::Result<(anyhow::Result<()>, Plugins)> {
     let shutdown = shutdown_signal();
-    // Bound before anything starts, so that an address in use stops start-up.
-    let metrics_listener = if config.metrics.address.is_empty() {
-        None
-    } else {
-        Some(berth_metrics::Listener::bind(&config.metrics.address)?)
-    };
     let plugins = {
         let config = config.clone();
         // Plugin init does blocking I/O (opening databases, scanning directories).
@@ -159,22 +154,6 @@ async fn serve(
     let ttrpc_address = config.ttrpc_address();
     let ttrpc_listener = bind(&ttrpc_address, config.grpc.uid, config.grpc.gid)?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let exporter = metrics_listener
-        .as_ref()
-        .map(|_| berth_metrics::Exporter::new(&config.metrics, plugins.clone()));
-    let metrics_server = match (metrics_listener, &exporter) {
-        (Some(listener), Some(exporter)) => {
-            let mut stop = stop_rx.clone();
-            Some(tokio::spawn(berth_metrics::serve(
-                listener,
-                exporter.clone(),
-                async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                },
-            )))
-        }
-        _ => None,
-    };
     let retry = (plugins.failed() > 0)
         .then(|| tokio::spawn(retry_failed_plugins(plugins.clone(), table.clone())));
     let ttrpc = match plugins
@@ -200,33 +179,20 @@ async fn serve(
     tracing::info!(address = %address.display(), ttrpc = %ttrpc_address.display(), "serving");
     // Plugin start-up code will not run again; see berth_resident for why this pays.
     tokio::task::spawn_blocking(|| {
-        let kib = berth_resident::release_clean_file_pages();
+        let kib = berth_resident::release_idle_pages();
         tracing::debug!(kib, "released start-up pages");
     });
+    let trimmer = tokio::spawn(trim_when_idle(table.clone()));
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
     // Every connection goes through the authority fix (see `authority`).
     let incoming =
         crate::remote::incoming(listener, remote).map(|conn| conn.map(AuthorityFix::new));
-    let mut builder = tonic::transport::Server::builder()
+    let server = tonic::transport::Server::builder()
         // Every call in its own span, with its service, method, namespace, ids and status.
-        .layer(berth_services::rpc_span::RpcSpanLayer);
-    let signalled = async move {
-        let _ = signalled_rx.await;
-    };
-    // Without a metrics address the calls go through nothing more than before.
-    let server: Serving = match &exporter {
-        Some(exporter) => Box::pin(
-            builder
-                .layer(exporter.rpc_layer())
-                .add_routes(table.routes())
-                .serve_with_incoming_shutdown(incoming, signalled),
-        ),
-        None => Box::pin(
-            builder
-                .add_routes(table.routes())
-                .serve_with_incoming_shutdown(incoming, signalled),
-        ),
-    };
+        .layer(berth_services::rpc_span::RpcSpanLayer)
+        .serve_with_incoming_shutdown(table.service(), incoming, async move {
+            let _ = signalled_rx.await;
+        });
     tokio::pin!(server);
     // Both sockets listen (connections queue until the server is first polled, just below).
     crate::notify::ready();
@@ -249,13 +215,7 @@ async fn serve(
         }
     };
     let _ = stop_tx.send(true);
-    if let Some(metrics_server) = metrics_server {
-        match tokio::time::timeout(CALL_GRACE, metrics_server).await {
-            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "metrics server"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "metrics server task"),
-            Ok(Ok(Ok(()))) | Err(_) => {}
-        }
-    }
+    trimmer.abort();
     if let Some(retry) = retry {
         // A pass already on the blocking pool finishes there; its result is not served.
         retry.abort();
@@ -280,6 +240,20 @@ fn install(table: &ServiceTable, id: &str, instance: Instance) {
     match instance.downcast::<GrpcService>() {
         Ok(svc) => table.install(&svc),
         Err(_) => tracing::warn!(id = %id, "grpc plugin did not return a service"),
+    }
+}
+
+/// After every burst of calls followed by [`IDLE_AFTER`] without one, gives back what the calls
+/// made resident: code and data pages of the binary (they fault back in from the page cache
+/// when the next calls run) and the allocator's free memory. An idle daemon then holds about
+/// what it held right after start-up, and is not woken up while no call comes.
+async fn trim_when_idle(table: ServiceTable) {
+    loop {
+        table.went_idle(IDLE_AFTER).await;
+        match tokio::task::spawn_blocking(berth_resident::release_idle_pages).await {
+            Ok(kib) => tracing::trace!(kib, "released pages after calls"),
+            Err(e) => tracing::debug!(error = %e, "releasing pages failed"),
+        }
     }
 }
 
