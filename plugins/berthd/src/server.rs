@@ -2,8 +2,10 @@
 //! plugin until SIGTERM or SIGINT (retrying those that failed to load), then shut down cleanly.
 
 use std::fs::{DirBuilder, File, OpenOptions};
+use std::future::Future;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -124,6 +126,9 @@ fn bind(address: &Path, uid: u32, gid: u32) -> anyhow::Result<UnixListener> {
     Ok(listener)
 }
 
+/// The gRPC server's future, with or without the metrics layer.
+type Serving = Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>>>>;
+
 /// Serves until a termination signal; returns how serving ended and the loaded plugins, which
 /// the caller closes once the runtime is gone.
 async fn serve(
@@ -131,6 +136,12 @@ async fn serve(
     registry: Registry,
 ) -> anyhow::Result<(anyhow::Result<()>, Plugins)> {
     let shutdown = shutdown_signal();
+    // Bound before anything starts, so that an address in use stops start-up.
+    let metrics_listener = if config.metrics.address.is_empty() {
+        None
+    } else {
+        Some(berth_metrics::Listener::bind(&config.metrics.address)?)
+    };
     let plugins = {
         let config = config.clone();
         // Plugin init does blocking I/O (opening databases, scanning directories).
@@ -154,6 +165,22 @@ async fn serve(
     let ttrpc_address = config.ttrpc_address();
     let ttrpc_listener = bind(&ttrpc_address, config.grpc.uid, config.grpc.gid)?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let exporter = metrics_listener
+        .as_ref()
+        .map(|_| berth_metrics::Exporter::new(&config.metrics, plugins.clone()));
+    let metrics_server = match (metrics_listener, &exporter) {
+        (Some(listener), Some(exporter)) => {
+            let mut stop = stop_rx.clone();
+            Some(tokio::spawn(berth_metrics::serve(
+                listener,
+                exporter.clone(),
+                async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                },
+            )))
+        }
+        _ => None,
+    };
     let retry = (plugins.failed() > 0)
         .then(|| tokio::spawn(retry_failed_plugins(plugins.clone(), table.clone())));
     let ttrpc = match plugins
@@ -187,12 +214,23 @@ async fn serve(
     // Every connection goes through the authority fix (see `authority`).
     let incoming =
         crate::remote::incoming(listener, remote).map(|conn| conn.map(AuthorityFix::new));
-    let server = tonic::transport::Server::builder()
+    let builder = tonic::transport::Server::builder()
         // Every call in its own span, with its service, method, namespace, ids and status.
-        .layer(berth_services::rpc_span::RpcSpanLayer)
-        .serve_with_incoming_shutdown(table.service(), incoming, async move {
-            let _ = signalled_rx.await;
-        });
+        .layer(berth_services::rpc_span::RpcSpanLayer);
+    let signalled = async move {
+        let _ = signalled_rx.await;
+    };
+    // Without a metrics address the calls go through nothing more than before.
+    let server: Serving = match &exporter {
+        Some(exporter) => Box::pin(
+            builder
+                .layer(exporter.rpc_layer())
+                .serve_with_incoming_shutdown(table.service(), incoming, signalled),
+        ),
+        None => {
+            Box::pin(builder.serve_with_incoming_shutdown(table.service(), incoming, signalled))
+        }
+    };
     tokio::pin!(server);
     // Both sockets listen (connections queue until the server is first polled, just below).
     crate::notify::ready();
@@ -216,6 +254,13 @@ async fn serve(
     };
     let _ = stop_tx.send(true);
     trimmer.abort();
+    if let Some(metrics_server) = metrics_server {
+        match tokio::time::timeout(CALL_GRACE, metrics_server).await {
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "metrics server"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "metrics server task"),
+            Ok(Ok(Ok(()))) | Err(_) => {}
+        }
+    }
     if let Some(retry) = retry {
         // A pass already on the blocking pool finishes there; its result is not served.
         retry.abort();
