@@ -282,8 +282,8 @@ impl Tasks for TasksService {
         // `filter` is ignored, as in containerd 1.6.
         let ns = namespace::from_request(&req)?;
         let mut tasks = Vec::new();
-        for task in self.tasks.list(&ns) {
-            match task.state("").await {
+        for (task, state) in self.tasks.list_states(&ns).await {
+            match state {
                 Ok(state) => tasks.push(to_process(task.id(), state)),
                 // Deleted meanwhile.
                 Err(e) if e.kind() == ErrorKind::NotFound => {}

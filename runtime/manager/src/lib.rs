@@ -14,6 +14,7 @@ pub mod legacy;
 pub mod manager;
 pub mod orphan;
 pub mod plugin;
+mod restore;
 pub mod shim;
 pub mod task;
 

@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use berth_mount::Mount;
-use berth_proto::containerd::runc::v1::Options as RuncOptions;
 use berth_proto::containerd::task::v2::{CreateTaskRequest, CreateTaskResponse};
 use berth_proto::containerd::types::Mount as ProtoMount;
 use berth_registry::{identifiers, Classify, ErrorKind};
@@ -23,7 +22,7 @@ use crate::events::{publish_dead_shim, EventSink};
 use crate::legacy;
 use crate::shim::{is_executable, parse_address, spawn_log_pump, Exit, ShimBinary};
 use crate::task::{Task, TaskIo};
-use crate::{abort_points, orphan};
+use crate::{abort_points, orphan, restore};
 
 /// How often a task's connection is checked for a dead shim.
 const MONITOR_INTERVAL: Duration = Duration::from_millis(200);
@@ -85,8 +84,6 @@ pub struct TaskManager {
     events: Arc<dyn EventSink>,
     tasks: Mutex<BTreeMap<TaskKey, Arc<Task>>>,
     me: Weak<TaskManager>,
-    /// Runtime name → the options its tasks get where theirs leave a field empty.
-    default_options: BTreeMap<String, RuncOptions>,
 }
 
 impl std::fmt::Debug for TaskManager {
@@ -146,16 +143,6 @@ impl TaskManager {
         config: ManagerConfig,
         events: Arc<dyn EventSink>,
     ) -> Result<Arc<TaskManager>, RuntimeError> {
-        TaskManager::with_default_options(config, events, BTreeMap::new())
-    }
-
-    /// [`TaskManager::new`], with default runc options per runtime name
-    /// ([`crate::Config::default_options`]).
-    pub fn with_default_options(
-        config: ManagerConfig,
-        events: Arc<dyn EventSink>,
-        default_options: BTreeMap<String, RuncOptions>,
-    ) -> Result<Arc<TaskManager>, RuntimeError> {
         for dir in [&config.root, &config.state] {
             // 0711 (containerd `NewShimManager`): a user-namespaced container's root must
             // traverse it to reach its bundle, while nobody else may list the tasks.
@@ -176,7 +163,6 @@ impl TaskManager {
             events,
             tasks: Mutex::new(BTreeMap::new()),
             me: me.clone(),
-            default_options,
         }))
     }
 
@@ -266,16 +252,8 @@ impl TaskManager {
             }
             other => other,
         })?;
-        let mut options = effective.options;
+        let options = effective.options;
         check_options(&effective.runtime, options.as_ref())?;
-        if let Some(defaults) = self.default_options.get(&effective.runtime) {
-            options = crate::config::apply_defaults(defaults, options).map_err(|source| {
-                RuntimeError::UndecodableOptions {
-                    runtime: effective.runtime.clone(),
-                    source,
-                }
-            })?;
-        }
 
         let (state, root, spec) = (
             self.config.state.clone(),
@@ -483,10 +461,11 @@ impl TaskManager {
     /// `loadExistingTasks`): each `<state>/<ns>/<id>` bundle with a recorded shim and address
     /// is dialled and must answer Connect within 5 s; otherwise the shim's `delete` action runs,
     /// TaskExit and TaskDelete are published and the bundle is removed. Work dirs of tasks
-    /// not loaded are removed too.
+    /// not loaded are removed too. Bundles load many at once ([`restore`]).
     pub async fn load(&self) -> Result<(), RuntimeError> {
         let state = self.config.state.clone();
         let namespaces = blocking(move || list_dirs(&state)).await?;
+        let mut found = Vec::new();
         for ns in namespaces {
             if identifiers::validate_namespace(&ns).is_err() {
                 tracing::warn!(namespace = %ns, "skipping state dir that is not a namespace");
@@ -511,8 +490,16 @@ impl TaskManager {
                     tracing::warn!(namespace = %ns, id = %id, "skipping bundle with an invalid id");
                     continue;
                 }
-                self.load_one(&ns, &id).await;
+                found.push((ns.clone(), id));
             }
+        }
+        // None only while the manager is being dropped: nothing would keep what loads.
+        if let Some(me) = self.me.upgrade() {
+            restore::map_bounded(found, restore::PARALLEL_LOADS, move |(ns, id)| {
+                let me = me.clone();
+                async move { me.load_one(&ns, &id).await }
+            })
+            .await;
         }
         self.cleanup_work_dirs().await
     }
