@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use berth_mount::Mount;
+use berth_proto::containerd::runc::v1::Options as RuncOptions;
 use berth_proto::containerd::task::v2::{CreateTaskRequest, CreateTaskResponse};
 use berth_proto::containerd::types::Mount as ProtoMount;
 use berth_registry::{identifiers, Classify, ErrorKind};
@@ -84,6 +85,8 @@ pub struct TaskManager {
     events: Arc<dyn EventSink>,
     tasks: Mutex<BTreeMap<TaskKey, Arc<Task>>>,
     me: Weak<TaskManager>,
+    /// Runtime name → the options its tasks get where theirs leave a field empty.
+    default_options: BTreeMap<String, RuncOptions>,
 }
 
 impl std::fmt::Debug for TaskManager {
@@ -143,6 +146,16 @@ impl TaskManager {
         config: ManagerConfig,
         events: Arc<dyn EventSink>,
     ) -> Result<Arc<TaskManager>, RuntimeError> {
+        TaskManager::with_default_options(config, events, BTreeMap::new())
+    }
+
+    /// [`TaskManager::new`], with default runc options per runtime name
+    /// ([`crate::Config::default_options`]).
+    pub fn with_default_options(
+        config: ManagerConfig,
+        events: Arc<dyn EventSink>,
+        default_options: BTreeMap<String, RuncOptions>,
+    ) -> Result<Arc<TaskManager>, RuntimeError> {
         for dir in [&config.root, &config.state] {
             // 0711 (containerd `NewShimManager`): a user-namespaced container's root must
             // traverse it to reach its bundle, while nobody else may list the tasks.
@@ -163,6 +176,7 @@ impl TaskManager {
             events,
             tasks: Mutex::new(BTreeMap::new()),
             me: me.clone(),
+            default_options,
         }))
     }
 
@@ -252,8 +266,16 @@ impl TaskManager {
             }
             other => other,
         })?;
-        let options = effective.options;
+        let mut options = effective.options;
         check_options(&effective.runtime, options.as_ref())?;
+        if let Some(defaults) = self.default_options.get(&effective.runtime) {
+            options = crate::config::apply_defaults(defaults, options).map_err(|source| {
+                RuntimeError::UndecodableOptions {
+                    runtime: effective.runtime.clone(),
+                    source,
+                }
+            })?;
+        }
 
         let (state, root, spec) = (
             self.config.state.clone(),
