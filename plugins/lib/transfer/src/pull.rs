@@ -5,11 +5,13 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::pin::pin;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use berth_errdefs::ErrorKind;
 use berth_wellknown::{label, media_type};
+use futures::future::{self, Either};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use oci_client::client::BlobResponse;
 use oci_client::manifest::OciDescriptor;
@@ -28,6 +30,10 @@ use crate::store::{ContentWriter, Cx, Ingest, Stores, LEASE_EXPIRY};
 use crate::types::{
     chain_ids, ingest_ref, is_index, is_manifest, sha256_digest, Descriptor, Image, Platform,
 };
+
+/// The largest store write a download makes: received chunks are gathered up to this size
+/// (the size of one `Content.Write` message, as containerd's client copies in 1 MiB buffers).
+const STORE_BATCH: usize = crate::grpc::WRITE_CHUNK;
 
 /// What to pull and how (ctr `images pull` flags).
 #[derive(Clone)]
@@ -473,7 +479,23 @@ impl Puller<'_> {
             }
             Ok(())
         };
-        futures::future::try_join(downloads, unpacking).await?;
+        // A failed download cancels the others (their ingests stay, resumable) but not the
+        // layer being unpacked: the unpacker finishes or undoes it (an extraction snapshot
+        // dropped halfway would stay behind as an active snapshot), applies whatever else is
+        // already complete, and stops at the first layer whose download was lost. A failed
+        // unpack cancels the downloads.
+        let (downloads, unpacking) = (pin!(downloads), pin!(unpacking));
+        match future::select(downloads, unpacking).await {
+            Either::Left((Ok(()), unpacking)) => unpacking.await?,
+            Either::Left((Err(e), unpacking)) => {
+                if let Err(later) = unpacking.await {
+                    tracing::debug!("unpacking stopped after the failed download: {later}");
+                }
+                return Err(e);
+            }
+            Either::Right((Ok(()), downloads)) => downloads.await?,
+            Either::Right((Err(e), _downloads)) => return Err(e),
+        }
 
         if let Some(top) = chain.last() {
             let key = format!(
@@ -788,16 +810,42 @@ impl Puller<'_> {
                 }
             }
         };
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| stream_error(self.registry(), desc, e))?;
-            if w.offset() + chunk.len() as u64 > desc.size {
-                return Err(TransferError::DigestMismatch {
-                    digest: desc.digest.clone(),
-                    detail: format!("the registry sent more than {} bytes", desc.size),
-                });
+        // The HTTP body arrives in chunks of a few KiB to a few hundred KiB; each store write
+        // costs a gRPC message and its answer (client side) or a hop to the blocking pool
+        // (daemon side), so chunks are gathered into writes of up to `STORE_BATCH` bytes.
+        let mut batch: Vec<u8> = Vec::with_capacity(STORE_BATCH);
+        let mut received = w.offset();
+        loop {
+            let next = stream.next().await;
+            let ended = next.is_none();
+            if let Some(chunk) = next {
+                let chunk = match chunk {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // Keep what arrived, so that a retry resumes after it.
+                        if !batch.is_empty() && w.write(&batch).await.is_ok() {
+                            p.on_bytes(desc, batch.len() as u64);
+                        }
+                        return Err(stream_error(self.registry(), desc, e));
+                    }
+                };
+                received += chunk.len() as u64;
+                if received > desc.size {
+                    return Err(TransferError::DigestMismatch {
+                        digest: desc.digest.clone(),
+                        detail: format!("the registry sent more than {} bytes", desc.size),
+                    });
+                }
+                batch.extend_from_slice(&chunk);
             }
-            w.write(&chunk).await.map_err(store)?;
-            p.on_bytes(desc, chunk.len() as u64);
+            if !batch.is_empty() && (ended || batch.len() >= STORE_BATCH) {
+                w.write(&batch).await.map_err(store)?;
+                p.on_bytes(desc, batch.len() as u64);
+                batch.clear();
+            }
+            if ended {
+                break;
+            }
         }
         if w.offset() != desc.size {
             return Err(TransferError::Network {
