@@ -19,6 +19,7 @@
 //! Input that is not well-formed HTTP/2 is handed to h2 as it is, so h2 reports the error.
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
@@ -81,7 +82,6 @@ impl<S: AsyncRead + Unpin> AsyncRead for AuthorityFix<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let mut chunk = [0u8; 8192];
         loop {
             if !this.rewriter.output.is_empty() {
                 let n = this.rewriter.output.len().min(buf.remaining());
@@ -92,7 +92,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for AuthorityFix<S> {
             if this.eof {
                 return Poll::Ready(Ok(()));
             }
-            let mut read = ReadBuf::new(&mut chunk);
+            if this.rewriter.passes_everything() {
+                // Nothing held back and nothing more to inspect: h2 reads the socket itself,
+                // without a copy through this layer's buffers.
+                return Pin::new(&mut this.inner).poll_read(cx, buf);
+            }
+            let mut chunk = [MaybeUninit::<u8>::uninit(); 8192];
+            let mut read = ReadBuf::uninit(&mut chunk);
             ready!(Pin::new(&mut this.inner).poll_read(cx, &mut read))?;
             if read.filled().is_empty() {
                 this.eof = true;
@@ -190,6 +196,11 @@ impl FrameRewriter {
             rewriting: false,
             pending: None,
         }
+    }
+
+    /// Whether every byte from now on goes to h2 unchanged, with none held back.
+    fn passes_everything(&self) -> bool {
+        self.position == Position::Passthrough && self.input.is_empty() && self.pending.is_none()
     }
 
     /// Takes bytes read from the client and moves whatever is complete to `output`.
@@ -574,6 +585,56 @@ mod tests {
         r.push(&input);
         assert_eq!(r.position, Position::Passthrough);
         assert_eq!(r.output.to_vec(), input);
+    }
+
+    /// Writes `parts` one after another into a connection wrapped in [`AuthorityFix`] and
+    /// returns what a reader of the wrapper gets.
+    async fn read_through(parts: Vec<Vec<u8>>) -> Vec<u8> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut client, server) = tokio::io::duplex(64);
+        let writer = tokio::spawn(async move {
+            for part in parts {
+                client.write_all(&part).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+        });
+        let mut fixed = AuthorityFix::new(server);
+        let mut out = Vec::new();
+        fixed.read_to_end(&mut out).await.unwrap();
+        writer.await.unwrap();
+        assert!(fixed.rewriter.passes_everything() || fixed.rewriter.rewriting);
+        out
+    }
+
+    #[tokio::test]
+    async fn the_connection_reads_unchanged_once_passed_and_rewritten_when_not() {
+        let mut enc = hpack::Encoder::new();
+        let mut first = PREFACE.to_vec();
+        let block = encode(&mut enc, &request("localhost", "/v.Version/Version"));
+        first.extend(frame(HEADERS, END_HEADERS, 1, &block));
+        let mut later = frame(0x0, END_STREAM, 1, &[0, 0, 0, 0, 0]);
+        for id in [3, 5, 7] {
+            let block = encode(&mut enc, &request("localhost", "/v.Version/Version"));
+            later.extend(frame(HEADERS, END_HEADERS, id, &block));
+            later.extend(frame(0x0, END_STREAM, id, &vec![7; 300]));
+        }
+        let mut all = first.clone();
+        all.extend_from_slice(&later);
+        // Split mid-frame, so that the direct reads start with bytes already buffered.
+        let parts = vec![first[..30].to_vec(), first[30..].to_vec(), later];
+        assert_eq!(read_through(parts).await, all);
+
+        let mut enc = hpack::Encoder::new();
+        let mut input = PREFACE.to_vec();
+        let block = encode(&mut enc, &request("/run/berth.sock", "/v.Version/Version"));
+        input.extend(frame(HEADERS, END_HEADERS, 1, &block));
+        let block = encode(&mut enc, &request("/run/berth.sock", "/v.Version/Version"));
+        input.extend(frame(HEADERS, END_HEADERS, 3, &block));
+        let seen = h2_view(&read_through(vec![input]).await);
+        assert_eq!(seen.len(), 2);
+        for (_, _, fields) in seen {
+            assert!(fields.contains(&(b":authority".to_vec(), b"localhost".to_vec())));
+        }
     }
 
     #[test]
