@@ -342,6 +342,11 @@ mod tests {
                 false,
                 true,
             ),
+            (
+                "containerd.services.streaming.v1.Streaming/Stream",
+                true,
+                true,
+            ),
             ("runtime.v1.RuntimeService/GetContainerEvents", false, true),
         ];
         let expected: Vec<_> = expected
@@ -351,8 +356,61 @@ mod tests {
         assert_eq!(streaming, expected);
         // containers 6, content 9, diff 2, events 3, ttrpc events 1, images 5,
         // introspection 2, leases 6, namespaces 5, snapshots 10, tasks 17,
-        // version 1 (67 daemon rpcs), plus 17 shim rpcs, plus the CRI's 28 runtime and 5 image
-        // rpcs.
-        assert_eq!(rpc_count, 117);
+        // version 1 (67 daemon rpcs), plus containerd 1.7's streaming 1 and transfer 1, plus 17
+        // shim rpcs, plus the CRI's 28 runtime and 5 image rpcs.
+        assert_eq!(rpc_count, 119);
+    }
+
+    #[test]
+    fn transfer_types_numbering() {
+        use crate::containerd::services::transfer::v1::{TransferOptions, TransferRequest};
+        use crate::containerd::types::transfer::{
+            AuthResponse, ImageStore, OciRegistry, Progress, RegistryResolver, UnpackConfiguration,
+        };
+        let req = TransferRequest {
+            source: Some(any("s")),
+            destination: Some(any("d")),
+            options: Some(TransferOptions {
+                progress_stream: "p".into(),
+            }),
+        };
+        assert_eq!(numbers_of(&req), [1, 2, 3]);
+        let store = ImageStore {
+            name: "n".into(),
+            labels: labels(&[("a", "b")]),
+            platforms: vec![types::Platform::default()],
+            all_metadata: true,
+            manifest_limit: 1,
+            unpacks: vec![UnpackConfiguration::default()],
+            ..Default::default()
+        };
+        assert_eq!(numbers_of(&store), [1, 2, 3, 4, 5, 10]);
+        let reg = OciRegistry {
+            reference: "r".into(),
+            resolver: Some(RegistryResolver {
+                auth_stream: "a".into(),
+                host_dir: "h".into(),
+                default_scheme: "http".into(),
+                ..Default::default()
+            }),
+        };
+        assert_eq!(numbers_of(&reg), [1, 2]);
+        assert_eq!(numbers_of(reg.resolver.as_ref().unwrap()), [1, 3, 4]);
+        let auth = AuthResponse {
+            auth_type: 1,
+            secret: "s".into(),
+            username: "u".into(),
+            expire_at: Some(ts()),
+        };
+        assert_eq!(numbers_of(&auth), [1, 2, 3, 4]);
+        let p = Progress {
+            event: "e".into(),
+            name: "n".into(),
+            parents: vec!["p".into()],
+            progress: 1,
+            total: 2,
+            desc: Some(types::Descriptor::default()),
+        };
+        assert_eq!(numbers_of(&p), [1, 2, 3, 4, 5, 6]);
     }
 }

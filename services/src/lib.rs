@@ -21,7 +21,9 @@ pub mod router;
 pub mod rpc_span;
 pub mod snapshots;
 pub mod status;
+pub mod streaming;
 pub mod tasks;
+pub mod transfer;
 pub mod ttrpc_events;
 pub mod version;
 
@@ -43,5 +45,8 @@ pub fn register(registry: &mut Registry) -> Result<(), RegistryError> {
     registry.register(leases::registration())?;
     registry.register(events::registration())?;
     registry.register(tasks::registration())?;
+    registry.register(streaming::manager_registration())?;
+    registry.register(streaming::registration())?;
+    registry.register(transfer::registration())?;
     Ok(())
 }

@@ -13,6 +13,7 @@ mod remote;
 pub mod restart;
 pub mod spec;
 pub mod tasks;
+pub mod transfer;
 pub mod unpack;
 pub mod volumes;
 

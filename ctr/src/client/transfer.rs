@@ -1,0 +1,204 @@
+//! The daemon-side transfer, as containerd 1.7's client drives it (`pkg/transfer/proxy`): the
+//! client opens Streaming streams (progress, and credentials when it has some), then calls
+//! `Transfer` with the source and destination as `Any` messages of
+//! `containerd.types.transfer`; the daemon sends `Progress` events on the progress stream and
+//! asks credentials on the auth stream (`AuthRequest` → `AuthResponse`).
+
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use berth_proto::containerd::services::streaming::v1::streaming_client::StreamingClient;
+use berth_proto::containerd::services::streaming::v1::StreamInit;
+use berth_proto::containerd::services::transfer::v1::transfer_client::TransferClient;
+use berth_proto::containerd::services::transfer::v1::{TransferOptions, TransferRequest};
+use berth_proto::containerd::types::transfer::{
+    AuthRequest, AuthResponse, AuthType, ImageStore, OciRegistry, Progress, RegistryResolver,
+    UnpackConfiguration,
+};
+use berth_proto::containerd::types::Platform;
+use prost::Message as _;
+use prost_types::Any;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Streaming;
+
+use super::Client;
+
+/// Type URLs as containerd's typeurl names proto messages (their full names).
+const STREAM_INIT: &str = "containerd.services.streaming.v1.StreamInit";
+const OCI_REGISTRY: &str = "containerd.types.transfer.OCIRegistry";
+const IMAGE_STORE: &str = "containerd.types.transfer.ImageStore";
+const PROGRESS: &str = "containerd.types.transfer.Progress";
+const AUTH_REQUEST: &str = "containerd.types.transfer.AuthRequest";
+const AUTH_RESPONSE: &str = "containerd.types.transfer.AuthResponse";
+
+/// How long the progress already queued may take to arrive after the transfer answered.
+const PROGRESS_DRAIN: Duration = Duration::from_secs(10);
+
+/// A pull the daemon does (ctr 1.7 `images pull --local=false`).
+#[derive(Debug, Clone, Default)]
+pub struct RemotePull {
+    /// The reference to pull (and the image name recorded).
+    pub reference: String,
+    /// Labels set on the image.
+    pub labels: Vec<(String, String)>,
+    /// Platforms to fetch; empty is all of them.
+    pub platforms: Vec<Platform>,
+    /// Unpack for this platform into this snapshotter (empty: the daemon's default).
+    pub unpack: Option<(Platform, String)>,
+    /// `user`, `password` answered to the daemon's credential requests.
+    pub credentials: Option<(String, String)>,
+    /// A hosts directory on the daemon's machine (`<host>/hosts.toml`).
+    pub host_dir: Option<String>,
+    /// `http` for registries without a hosts.toml (ctr's `--plain-http`).
+    pub default_scheme: Option<String>,
+}
+
+fn any<M: prost::Message>(type_url: &str, msg: &M) -> Any {
+    Any {
+        type_url: type_url.to_owned(),
+        value: msg.encode_to_vec(),
+    }
+}
+
+/// The name part of a type URL (with or without a `type.googleapis.com/` prefix).
+fn type_name(type_url: &str) -> &str {
+    type_url.rsplit_once('/').map_or(type_url, |(_, n)| n)
+}
+
+/// A fresh stream id, `<prefix>-<random>` as containerd's `GenerateID`.
+fn stream_id(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// An open Streaming stream: what is sent goes to the daemon, `inbound` is what it sends.
+struct OpenStream {
+    tx: mpsc::Sender<Any>,
+    inbound: Streaming<Any>,
+}
+
+/// Opens the stream `id` and waits for the daemon to register it.
+async fn open_stream(client: &Client, id: &str) -> Result<OpenStream> {
+    let (tx, rx) = mpsc::channel(16);
+    tx.send(any(STREAM_INIT, &StreamInit { id: id.to_owned() }))
+        .await
+        .context("stream closed before its init")?;
+    let mut inbound = StreamingClient::new(client.channel())
+        .stream(client.req(ReceiverStream::new(rx)))
+        .await
+        .with_context(|| format!("open stream {id}"))?
+        .into_inner();
+    // The daemon answers with an Empty once the stream is registered.
+    inbound
+        .message()
+        .await
+        .with_context(|| format!("open stream {id}"))?
+        .with_context(|| format!("stream {id} ended before it was registered"))?;
+    Ok(OpenStream { tx, inbound })
+}
+
+/// Answers the daemon's credential requests on `stream` with `user`/`secret` until it ends.
+fn answer_credentials(mut stream: OpenStream, user: String, secret: String) {
+    tokio::spawn(async move {
+        while let Ok(Some(msg)) = stream.inbound.message().await {
+            // The same credentials go to every host asked for (ctr's `--user`).
+            if type_name(&msg.type_url) != AUTH_REQUEST
+                || AuthRequest::decode(msg.value.as_slice()).is_err()
+            {
+                continue;
+            }
+            let answer = AuthResponse {
+                auth_type: AuthType::Credentials as i32,
+                username: user.clone(),
+                secret: secret.clone(),
+                expire_at: None,
+            };
+            if stream.tx.send(any(AUTH_RESPONSE, &answer)).await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
+/// Pulls through the daemon's Transfer service, passing each progress event to `on_progress`
+/// as it arrives.
+pub async fn pull(
+    client: &Client,
+    spec: &RemotePull,
+    mut on_progress: impl FnMut(&Progress),
+) -> Result<(), tonic::Status> {
+    let open = |id: String| async move {
+        open_stream(client, &id)
+            .await
+            .map_err(|e| tonic::Status::unavailable(format!("{e:#}")))
+    };
+    let mut resolver = RegistryResolver {
+        host_dir: spec.host_dir.clone().unwrap_or_default(),
+        default_scheme: spec.default_scheme.clone().unwrap_or_default(),
+        ..RegistryResolver::default()
+    };
+    if let Some((user, secret)) = &spec.credentials {
+        let id = stream_id("creds");
+        let stream = open(id.clone()).await?;
+        answer_credentials(stream, user.clone(), secret.clone());
+        resolver.auth_stream = id;
+    }
+    let progress_id = stream_id("progress");
+    let mut progress = open(progress_id.clone()).await?;
+    let source = OciRegistry {
+        reference: spec.reference.clone(),
+        resolver: Some(resolver),
+    };
+    let destination = ImageStore {
+        name: spec.reference.clone(),
+        labels: spec.labels.iter().cloned().collect(),
+        platforms: spec.platforms.clone(),
+        unpacks: spec
+            .unpack
+            .iter()
+            .map(|(platform, snapshotter)| UnpackConfiguration {
+                platform: Some(platform.clone()),
+                snapshotter: snapshotter.clone(),
+            })
+            .collect(),
+        ..ImageStore::default()
+    };
+    let request = TransferRequest {
+        source: Some(any(OCI_REGISTRY, &source)),
+        destination: Some(any(IMAGE_STORE, &destination)),
+        options: Some(TransferOptions {
+            progress_stream: progress_id,
+        }),
+    };
+    let mut transfer_client = TransferClient::new(client.channel());
+    let transfer = transfer_client.transfer(client.req(request));
+    tokio::pin!(transfer);
+    let mut ended = false;
+    let mut handle = |msg: Any| {
+        if type_name(&msg.type_url) == PROGRESS {
+            if let Ok(p) = Progress::decode(msg.value.as_slice()) {
+                on_progress(&p);
+            }
+        }
+    };
+    let result = loop {
+        tokio::select! {
+            answer = &mut transfer => break answer,
+            msg = progress.inbound.message(), if !ended => match msg {
+                Ok(Some(msg)) => handle(msg),
+                _ => ended = true,
+            },
+        }
+    };
+    if result.is_ok() && !ended {
+        // The daemon closes the progress stream before it answers: what is left is queued.
+        let drain = async {
+            while let Ok(Some(msg)) = progress.inbound.message().await {
+                handle(msg);
+            }
+        };
+        let _ = tokio::time::timeout(PROGRESS_DRAIN, drain).await;
+    }
+    drop(progress.tx);
+    result.map(|_| ())
+}
