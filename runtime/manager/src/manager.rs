@@ -25,8 +25,9 @@ use crate::shim::{is_executable, parse_address, spawn_log_pump, Exit, ShimBinary
 use crate::task::{Task, TaskIo};
 use crate::{abort_points, orphan, restore};
 
-/// How often a task's connection is checked for a dead shim.
-const MONITOR_INTERVAL: Duration = Duration::from_millis(200);
+/// How often a task's monitor wakes without its connection closing, to notice a task cleaned up
+/// or a manager dropped; a dead shim is noticed at once (the connection's close wakes it).
+const MONITOR_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Runtime options type the runc shims take (`io.containerd.runc.*`).
 pub const RUNC_OPTIONS_TYPE: &str = "containerd.runc.v1.Options";
@@ -395,11 +396,14 @@ impl TaskManager {
         let me = self.me.clone();
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(MONITOR_INTERVAL).await;
+                let closed = tokio::select! {
+                    _ = task.closed() => true,
+                    _ = tokio::time::sleep(MONITOR_INTERVAL) => false,
+                };
                 if task.cleanup.initialized() || me.strong_count() == 0 {
                     return;
                 }
-                if task.is_closed() {
+                if closed || task.is_closed() {
                     break;
                 }
             }

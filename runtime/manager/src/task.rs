@@ -98,6 +98,11 @@ impl Task {
         self.client.is_closed()
     }
 
+    /// Completes once the shim connection broke.
+    pub async fn closed(&self) {
+        self.client.closed().await
+    }
+
     pub(crate) async fn call<Req, Resp>(
         &self,
         method: &'static str,

@@ -11,7 +11,7 @@ use prost::Message;
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::wire::{self, Frame, KeyValue, Request, Response};
 use crate::{code, status, TtrpcError};
@@ -30,6 +30,8 @@ struct Shared {
     /// Pending calls by stream id; `None` once the connection is closed.
     pending: Mutex<Option<HashMap<u32, Waiter>>>,
     closed: AtomicBool,
+    /// Woken once when the connection closes (see [`Client::closed`]).
+    on_close: Notify,
 }
 
 impl Shared {
@@ -47,6 +49,7 @@ impl Shared {
         for (_, waiter) in drained.into_iter().flatten() {
             let _ = waiter.send(Err(TtrpcError::Closed));
         }
+        self.on_close.notify_waiters();
     }
 
     fn remove(&self, id: u32) -> Option<Waiter> {
@@ -125,6 +128,7 @@ impl Client {
         let shared = Arc::new(Shared {
             pending: Mutex::new(Some(HashMap::new())),
             closed: AtomicBool::new(false),
+            on_close: Notify::new(),
         });
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(write_loop(wr, rx, shared.clone()));
@@ -141,6 +145,20 @@ impl Client {
     /// True once the connection broke (EOF, I/O error).
     pub fn is_closed(&self) -> bool {
         self.inner.shared.closed.load(Ordering::SeqCst)
+    }
+
+    /// Completes once the connection broke (at once if it already has): a watcher waits here
+    /// instead of polling [`Client::is_closed`].
+    pub async fn closed(&self) {
+        let shared = &self.inner.shared;
+        let notified = shared.on_close.notified();
+        tokio::pin!(notified);
+        // Registered before the flag is read, so a close in between is not missed.
+        notified.as_mut().enable();
+        if shared.closed.load(Ordering::SeqCst) {
+            return;
+        }
+        notified.await;
     }
 
     /// Calls `service/method` with `req` and decodes the response payload.
