@@ -78,7 +78,7 @@ async fn open_stream(ch: &Channel, id: &str) -> (mpsc::Sender<Any>, Streaming<An
         &StreamInit { id: id.to_owned() },
     ))
     .await
-    .unwrap();
+    .expect("queue StreamInit");
     let mut inbound = StreamingClient::new(ch.clone())
         .stream(namespaced(NS, ReceiverStream::new(rx)))
         .await
@@ -257,7 +257,7 @@ fn credentials_go_through_the_auth_stream_and_refusal_is_unauthenticated() {
             let req = berth_proto::containerd::types::transfer::AuthRequest::decode(
                 asked.value.as_slice(),
             )
-            .unwrap();
+            .expect("an AuthRequest");
             auth_tx
                 .send(any(
                     "containerd.types.transfer.AuthResponse",
@@ -269,7 +269,7 @@ fn credentials_go_through_the_auth_stream_and_refusal_is_unauthenticated() {
                     },
                 ))
                 .await
-                .unwrap();
+                .expect("answer the AuthRequest");
             // A client keeps its auth stream open until the transfer ends.
             (req.host, auth_tx, auth_rx)
         });
@@ -284,7 +284,7 @@ fn credentials_go_through_the_auth_stream_and_refusal_is_unauthenticated() {
             ))
             .await
             .expect_err("a wrong password must fail");
-        let (host, _auth_tx, _auth_rx) = answer.await.unwrap();
+        let (host, _auth_tx, _auth_rx) = answer.await.expect("the auth task");
         assert_eq!(host, registry.host());
         err
     });
