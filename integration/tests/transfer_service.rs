@@ -290,13 +290,14 @@ fn credentials_go_through_the_auth_stream_and_refusal_is_unauthenticated() {
     });
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
     let message = status.message();
-    // What the registry answered (oci-client keeps its status and the URL, not its body).
+    // What the registry answered: its status, the URL and the words of its error body.
     let host = registry.host();
     assert_eq!(
         message,
         format!(
             "failed to pull {remote}: authentication failed for {host}: \
-             401 Unauthorized from http://{host}/v2/auth/bb/manifests/1"
+             401 Unauthorized from http://{host}/v2/auth/bb/manifests/1: \
+             authentication required"
         )
     );
     assert_eq!(berth(a, &["images", "ls", "-q"]).ok().trim(), "");

@@ -32,6 +32,7 @@ pub mod manifest;
 pub mod progress;
 pub mod pull;
 pub mod push;
+mod refusal;
 pub mod registry;
 pub mod store;
 pub mod types;

@@ -25,6 +25,7 @@ use crate::manifest::{
     parse_config, parse_index, parse_manifest, select_entries, sniff_media_type,
 };
 use crate::progress::{NoProgress, Progress, ShowProgress};
+use crate::refusal;
 use crate::registry::{ImageRef, RegistryOptions};
 use crate::store::{ContentWriter, Cx, Ingest, Stores, LEASE_EXPIRY};
 use crate::types::{
@@ -209,8 +210,23 @@ async fn resolve(
                 })
             }
             Err(e) => {
-                let err =
+                let refused = match &e {
+                    oci_client::errors::OciDistributionError::UnauthorizedError { url } => {
+                        Some(url.clone())
+                    }
+                    _ => None,
+                };
+                let mut err =
                     TransferError::from_oci(e, &ep.host, &format!("manifest {}", image_ref.name));
+                if let (Some(url), TransferError::Unauthorized { detail, .. }) = (refused, &mut err)
+                {
+                    let skip_verify = opts.registry.skip_verify;
+                    if let Some(words) = refusal::registry_words(ep, skip_verify, &url, &auth).await
+                    {
+                        detail.push_str(": ");
+                        detail.push_str(&words);
+                    }
+                }
                 tracing::debug!(endpoint = %ep.url(), "resolving failed: {err}");
                 first_err.get_or_insert(err);
             }
