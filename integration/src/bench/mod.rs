@@ -76,8 +76,6 @@ pub const SECTIONS: [&str; 10] = [
 
 /// What every newer section (crun, pull, pods, scale) gets: each sizes itself from `quick` and
 /// `runs`, and may start daemons of its own under `scratch`.
-// Until every newer section reads each field.
-#[allow(dead_code)]
 pub(crate) struct SectionCx<'a> {
     /// CI mode: tiny sizes.
     pub quick: bool,

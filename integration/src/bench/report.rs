@@ -129,7 +129,7 @@ const CORE_METRICS: &[MetricDef] = &[
         "daemon_rss_idle_mib",
         "daemon RSS, idle",
         "MiB",
-        Target::RatioAtMost(0.33),
+        Target::RatioAtMost(0.2),
     ),
     def(
         "daemon_rss_imported_mib",
@@ -153,13 +153,13 @@ const CORE_METRICS: &[MetricDef] = &[
         "shim_rss_per_container_mib",
         "shim RSS per container (sum / containers)",
         "MiB",
-        Target::RatioAtMost(0.25),
+        Target::RatioAtMost(0.15),
     ),
     def(
         "shim_pss_per_container_mib",
         "shim PSS per container (sum / containers)",
         "MiB",
-        Target::RatioAtMost(0.5),
+        Target::RatioAtMost(0.2),
     ),
     def(
         "shim_rss_median_mib",
@@ -199,7 +199,7 @@ const CORE_METRICS: &[MetricDef] = &[
         "version_daemon_cpu_us",
         "Version: daemon CPU per call",
         "us",
-        Target::RatioAtMost(0.5),
+        Target::RatioAtMost(0.4),
     ),
     def(
         "version_client_cpu_us",
@@ -211,7 +211,7 @@ const CORE_METRICS: &[MetricDef] = &[
         "list_rps",
         "Containers.List: requests/s (16 clients)",
         "req/s",
-        Target::RatioAtLeast(5.0),
+        Target::RatioAtLeast(10.0),
     ),
     def(
         "list_p50_us",
