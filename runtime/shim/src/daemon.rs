@@ -43,12 +43,18 @@ fn redirect_stderr_to_log(dir: &Path) {
     let _ = std::io::Write::flush(&mut stderr);
 }
 
+/// Logs to stderr, that is the `log` FIFO. The daemon stops reading it when it deletes the
+/// bundle, while this shim may still serve (a pod's other containers) and logs at least its exit:
+/// such writes fail with EPIPE and are dropped, as containerd's shim drops them (it ignores
+/// SIGPIPE). tracing-subscriber would otherwise report each failed write with `eprintln!`, which
+/// panics on the same broken stderr: the request's task died unanswered and the shim exited 101.
 fn init_logging(debug: bool) {
     let level = if debug { "debug" } else { "info" };
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(level))
         .with_writer(std::io::stderr)
         .with_ansi(false)
+        .log_internal_errors(false)
         .try_init();
 }
 

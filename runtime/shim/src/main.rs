@@ -20,6 +20,7 @@ mod service;
 mod socket;
 mod start;
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use args::{Action, Args};
@@ -49,7 +50,9 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("containerd-shim-berth-v2: {err}");
+            // Not `eprintln!`: the served shim's stderr may be a FIFO nobody reads any more,
+            // and `eprintln!` panics when the write fails.
+            let _ = writeln!(std::io::stderr(), "containerd-shim-berth-v2: {err}");
             ExitCode::FAILURE
         }
     }
