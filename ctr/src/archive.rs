@@ -6,7 +6,6 @@ use std::io::{self, Read, Write};
 use std::path::Path;
 
 use anyhow::{bail, Context as _, Result};
-use berth_wellknown::annotation;
 use serde::Deserialize;
 
 use crate::oci::{Descriptor, Index};
@@ -95,40 +94,10 @@ impl Scan {
     }
 }
 
-/// Turns a `org.opencontainers.image.ref.name` into an image name, as containerd's
-/// `archive.AddRefPrefix` (`filter == false`) and `FilterRefPrefix` (`filter == true`) do.
-pub fn translate_ref(prefix: &str, filter: bool, reference: &str) -> Option<String> {
-    if reference.contains(['/', ':', '@']) {
-        if filter && !has_image_prefix(reference, prefix) {
-            return None;
-        }
-        return Some(reference.to_owned());
-    }
-    Some(format!("{prefix}:{reference}"))
-}
-
-fn has_image_prefix(s: &str, prefix: &str) -> bool {
-    match s.strip_prefix(prefix) {
-        Some("") => true,
-        Some(rest) => rest.starts_with(['/', ':', '@']),
-        None => false,
-    }
-}
-
 /// The image name for a manifest in an imported index (containerd `imageName`): the
 /// `io.containerd.image.name` annotation, else the translated ref name.
 pub fn image_name(desc: &Descriptor, prefix: &str, filter: bool) -> Option<String> {
-    if let Some(name) = desc
-        .annotations
-        .get(annotation::IMAGE_NAME)
-        .filter(|n| !n.is_empty())
-    {
-        return Some(name.clone());
-    }
-    desc.annotations
-        .get(annotation::REF_NAME)
-        .filter(|n| !n.is_empty())
-        .and_then(|r| translate_ref(prefix, filter, r))
+    berth_transfer::archive::image_name(&desc.annotations, prefix, filter)
 }
 
 /// The OCI reference name for an image name: the tag, else the digest, else the name.
@@ -225,6 +194,9 @@ pub fn remove_spool(spool: Option<&Path>) {
 
 #[cfg(test)]
 mod tests {
+    use berth_transfer::archive::translate_ref;
+    use berth_wellknown::annotation;
+
     use super::*;
 
     fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {

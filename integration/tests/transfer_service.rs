@@ -3,7 +3,10 @@
 //! `docker-registry` on 127.0.0.1) and a real `berthd`: `berth images pull --local=false`
 //! through a hosts directory, streaming progress, then running the image; refused credentials
 //! (Unauthenticated with the registry's words); an unknown transfer type (InvalidArgument
-//! naming it).
+//! naming it); an OCI layout tar streamed to the service (`ImageImportStream`, `Data` within
+//! the daemon's `WindowUpdate` credit: `berth images import --local=false`) records the image,
+//! which runs, and a truncated archive or an unknown archive media type is InvalidArgument
+//! naming the problem with nothing left behind.
 //!
 //! Needs root (berthd unpacks with overlayfs and runs the container), `docker-registry`,
 //! `htpasswd` and `openssl`; a missing one skips the test, or fails it under CI=true.
@@ -23,14 +26,15 @@ use berth_proto::containerd::services::streaming::v1::StreamInit;
 use berth_proto::containerd::services::transfer::v1::transfer_client::TransferClient;
 use berth_proto::containerd::services::transfer::v1::{TransferOptions, TransferRequest};
 use berth_proto::containerd::types::transfer::{
-    AuthResponse, AuthType, ImageStore, OciRegistry, RegistryResolver, UnpackConfiguration,
+    AuthResponse, AuthType, Data, ImageImportStream, ImageReference, ImageStore, OciRegistry,
+    RegistryResolver, UnpackConfiguration, WindowUpdate,
 };
 use prost::Message as _;
 use prost_types::Any;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
-use tonic::{Code, Streaming};
+use tonic::{Code, Status, Streaming};
 
 const IMAGE: &str = "docker.io/library/bb:latest";
 const NS: &str = "default";
@@ -370,14 +374,14 @@ fn unknown_transfer_types_are_invalid_argument() {
 
         // Known types the service does not move between: Unimplemented, as containerd.
         let req = TransferRequest {
-            source: Some(Any {
-                type_url: "containerd.types.transfer.ImageImportStream".into(),
-                value: vec![],
-            }),
-            destination: Some(any(
+            source: Some(any(
                 "containerd.types.transfer.ImageStore",
                 &ImageStore::default(),
             )),
+            destination: Some(Any {
+                type_url: "containerd.types.transfer.ImageExportStream".into(),
+                value: vec![],
+            }),
             options: None,
         };
         let err = client.transfer(namespaced(NS, req)).await.unwrap_err();
@@ -409,4 +413,171 @@ fn unknown_transfer_types_are_invalid_argument() {
         assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
         assert!(rx.message().await.expect("clean end").is_none());
     });
+}
+
+/// Imports `bytes` (declared as `media_type`) through the Transfer service as a containerd 1.7
+/// client does: a Streaming stream `import-test` carrying `Data` within the daemon's window.
+async fn import_bytes(
+    ch: &Channel,
+    id: &str,
+    bytes: Vec<u8>,
+    media_type: &str,
+) -> Result<(), Status> {
+    let (tx, mut inbound) = open_stream(ch, id).await;
+    let sender = tokio::spawn(async move {
+        let mut remaining: usize = 0;
+        let mut sent = 0;
+        while sent < bytes.len() {
+            while remaining == 0 {
+                let Ok(Some(msg)) = inbound.message().await else {
+                    return sent;
+                };
+                assert_eq!(msg.type_url, "containerd.types.transfer.WindowUpdate");
+                let w = WindowUpdate::decode(msg.value.as_slice()).expect("a WindowUpdate");
+                remaining += usize::try_from(w.update).expect("a positive update");
+            }
+            let n = remaining.min(32 * 1024).min(bytes.len() - sent);
+            let data = Data {
+                data: bytes[sent..sent + n].to_vec(),
+            };
+            if tx
+                .send(any("containerd.types.transfer.Data", &data))
+                .await
+                .is_err()
+            {
+                return sent;
+            }
+            sent += n;
+            remaining -= n;
+        }
+        // The end of the data; the daemon ends the stream once it has read it.
+        drop(tx);
+        while let Ok(Some(_)) = inbound.message().await {}
+        sent
+    });
+    let request = TransferRequest {
+        source: Some(any(
+            "containerd.types.transfer.ImageImportStream",
+            &ImageImportStream {
+                stream: id.to_owned(),
+                media_type: media_type.to_owned(),
+                force_compress: false,
+            },
+        )),
+        destination: Some(any(
+            "containerd.types.transfer.ImageStore",
+            &ImageStore {
+                extra_references: vec![ImageReference {
+                    name: "import-test".to_owned(),
+                    is_prefix: true,
+                    ..ImageReference::default()
+                }],
+                ..ImageStore::default()
+            },
+        )),
+        options: None,
+    };
+    let answer = TransferClient::new(ch.clone())
+        .transfer(namespaced(NS, request))
+        .await;
+    sender.abort();
+    answer.map(|_| ())
+}
+
+#[test]
+fn import_through_the_service_records_the_image_and_it_runs() {
+    if !require_root() || !berth_bin().is_file() {
+        return;
+    }
+    let daemon = Daemon::start();
+    let a = daemon.address();
+    let img = build_busybox_image(daemon.dir(), IMAGE);
+    let archive = img.archive.to_str().expect("utf-8 path");
+    let out = berth(a, &["images", "import", "--local=false", archive]).ok();
+    assert!(
+        out.contains(&format!(
+            "unpacking {IMAGE} ({})...done",
+            img.manifest_digest
+        )),
+        "{out}"
+    );
+    let ls = berth(a, &["images", "ls", "--format", "json"]).json();
+    assert_eq!(ls[0]["name"], IMAGE, "{ls}");
+    assert_eq!(ls[0]["digest"], img.manifest_digest.as_str(), "{ls}");
+    // Every blob is in the content store, none left as an ingest, no lease kept.
+    let blobs = berth(a, &["content", "ls", "-q"]).ok();
+    for digest in img.image_blob_digests() {
+        assert!(
+            blobs.lines().any(|l| l == digest),
+            "{digest} not in:\n{blobs}"
+        );
+    }
+    assert_eq!(berth(a, &["content", "active", "-q"]).ok().trim(), "");
+    assert_eq!(berth(a, &["leases", "ls", "-q"]).ok().trim(), "");
+    berth(a, &["run", "--rm", IMAGE, "archive-run", "true"]).ok();
+}
+
+#[test]
+fn broken_archives_and_unknown_media_types_are_invalid_argument() {
+    if !require_root() || !berth_bin().is_file() {
+        return;
+    }
+    let daemon = Daemon::start();
+    let a = daemon.address();
+    let img = build_busybox_image(daemon.dir(), IMAGE);
+    let bytes = std::fs::read(&img.archive).expect("read the archive");
+    let (truncated, unknown, not_oci) = runtime().block_on(async {
+        let ch = channel(&daemon).await;
+        // Cut inside the largest blob.
+        let truncated = import_bytes(&ch, "import-cut", bytes[..bytes.len() / 2].to_vec(), "")
+            .await
+            .expect_err("a truncated archive must fail");
+        let unknown = import_bytes(&ch, "import-rar", bytes.clone(), "application/x-rar")
+            .await
+            .expect_err("an unknown media type must fail");
+        let not_oci = import_bytes(&ch, "import-empty", vec![0; 4096], "application/x-tar")
+            .await
+            .expect_err("an empty tar must fail");
+        (truncated, unknown, not_oci)
+    });
+    assert_eq!(truncated.code(), Code::InvalidArgument, "{truncated:?}");
+    assert!(
+        truncated
+            .message()
+            .starts_with("invalid image archive: blobs/sha256/")
+            && truncated.message().contains("truncated archive"),
+        "{}",
+        truncated.message()
+    );
+    assert_eq!(unknown.code(), Code::InvalidArgument, "{unknown:?}");
+    assert!(
+        unknown.message().contains("\"application/x-rar\""),
+        "{}",
+        unknown.message()
+    );
+    assert_eq!(not_oci.code(), Code::InvalidArgument, "{not_oci:?}");
+    assert!(
+        not_oci.message().contains("no oci-layout file"),
+        "{}",
+        not_oci.message()
+    );
+    // Nothing left behind: no image, no ingest, no lease.
+    assert_eq!(berth(a, &["images", "ls", "-q"]).ok().trim(), "");
+    assert_eq!(berth(a, &["content", "active", "-q"]).ok().trim(), "");
+    assert_eq!(berth(a, &["leases", "ls", "-q"]).ok().trim(), "");
+
+    // The CLI says it in one line and exits non-zero.
+    let cut = daemon.dir().join("cut.tar");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).expect("write the truncated archive");
+    let err = berth(
+        a,
+        &[
+            "images",
+            "import",
+            "--local=false",
+            cut.to_str().expect("utf-8"),
+        ],
+    )
+    .fails();
+    assert!(err.contains("truncated archive"), "{err}");
 }

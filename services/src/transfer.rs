@@ -18,8 +18,11 @@
 //! `downloading`/`uploading`, `complete`, `already exists`, `saved`, ...), and the stream is
 //! closed when the transfer ends.
 //!
+//! - `ImageImportStream` → `ImageStore`: an OCI layout tar streamed by the client (module
+//!   [`import`]).
+//!
 //! A type URL this service does not know is InvalidArgument naming it; a known pair it does
-//! not serve (archive import and export) is Unimplemented, as containerd answers; registry
+//! not serve (archive export) is Unimplemented, as containerd answers; registry
 //! refusal of the credentials is Unauthenticated with the registry's words.
 
 use std::collections::{BTreeMap, HashMap};
@@ -38,8 +41,8 @@ use berth_proto::containerd::services::transfer::v1::transfer_server::{
 };
 use berth_proto::containerd::services::transfer::v1::TransferRequest;
 use berth_proto::containerd::types::transfer::{
-    AuthRequest, AuthResponse, AuthType, ImageStore as ApiImageStore, OciRegistry,
-    Progress as ApiProgress, RegistryResolver,
+    AuthRequest, AuthResponse, AuthType, ImageImportStream, ImageStore as ApiImageStore,
+    OciRegistry, Progress as ApiProgress, RegistryResolver,
 };
 use berth_proto::containerd::types::{Descriptor as ApiDescriptor, Platform as ApiPlatform};
 use berth_registry::{types, Classify, ErrorKind, PluginError, Registration};
@@ -55,6 +58,8 @@ use prost_types::Any;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
+
+mod import;
 
 use crate::grpc::{GrpcService, MessageLimits};
 use crate::namespace;
@@ -159,6 +164,9 @@ pub enum TransferServiceError {
     /// The registry host configuration.
     #[error("{}", transfer_text(.0))]
     Hosts(TransferError),
+    /// An imported archive is not one this service can read.
+    #[error("invalid image archive: {0}")]
+    Archive(String),
 }
 
 /// A transfer error's text, with the registry's own words where the library's message leaves
@@ -191,7 +199,8 @@ impl Classify for TransferServiceError {
             Self::Missing(_)
             | Self::UnknownType { .. }
             | Self::Decode { .. }
-            | Self::Invalid { .. } => ErrorKind::InvalidArgument,
+            | Self::Invalid { .. }
+            | Self::Archive(_) => ErrorKind::InvalidArgument,
             Self::Unsupported { .. } => ErrorKind::NotImplemented,
             Self::Stream(e) => e.kind(),
             Self::Auth { .. } => ErrorKind::FailedPrecondition,
@@ -216,7 +225,7 @@ fn status(err: &TransferServiceError) -> Status {
 enum Endpoint {
     Registry(OciRegistry),
     Store(ApiImageStore),
-    Import,
+    Import(ImageImportStream),
     Export,
 }
 
@@ -225,7 +234,7 @@ impl Endpoint {
         match self {
             Endpoint::Registry(_) => "OCIRegistry",
             Endpoint::Store(_) => "ImageStore",
-            Endpoint::Import => "ImageImportStream",
+            Endpoint::Import(_) => "ImageImportStream",
             Endpoint::Export => "ImageExportStream",
         }
     }
@@ -246,7 +255,9 @@ fn endpoint(field: &'static str, any: Option<&Any>) -> Result<Endpoint, Transfer
         IMAGE_STORE_TYPE => ApiImageStore::decode(any.value.as_slice())
             .map(Endpoint::Store)
             .map_err(decode_err),
-        IMAGE_IMPORT_TYPE => Ok(Endpoint::Import),
+        IMAGE_IMPORT_TYPE => ImageImportStream::decode(any.value.as_slice())
+            .map(Endpoint::Import)
+            .map_err(decode_err),
         IMAGE_EXPORT_TYPE => Ok(Endpoint::Export),
         _ => Err(TransferServiceError::UnknownType {
             field,
@@ -916,6 +927,9 @@ impl Transfer for TransferService {
                 }
                 (Endpoint::Store(store), Endpoint::Registry(reg)) => {
                     self.push(&ns, store, reg, &sink).await
+                }
+                (Endpoint::Import(source), Endpoint::Store(store)) => {
+                    self.import(&ns, source, store, &sink).await
                 }
                 (from, to) => Err(TransferServiceError::Unsupported {
                     from: from.kind(),

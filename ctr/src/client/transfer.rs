@@ -12,8 +12,8 @@ use berth_proto::containerd::services::streaming::v1::StreamInit;
 use berth_proto::containerd::services::transfer::v1::transfer_client::TransferClient;
 use berth_proto::containerd::services::transfer::v1::{TransferOptions, TransferRequest};
 use berth_proto::containerd::types::transfer::{
-    AuthRequest, AuthResponse, AuthType, ImageStore, OciRegistry, Progress, RegistryResolver,
-    UnpackConfiguration,
+    AuthRequest, AuthResponse, AuthType, Data, ImageImportStream, ImageReference, ImageStore,
+    OciRegistry, Progress, RegistryResolver, UnpackConfiguration, WindowUpdate,
 };
 use berth_proto::containerd::types::Platform;
 use prost::Message as _;
@@ -29,6 +29,9 @@ const STREAM_INIT: &str = "containerd.services.streaming.v1.StreamInit";
 const OCI_REGISTRY: &str = "containerd.types.transfer.OCIRegistry";
 const IMAGE_STORE: &str = "containerd.types.transfer.ImageStore";
 const PROGRESS: &str = "containerd.types.transfer.Progress";
+const IMAGE_IMPORT: &str = "containerd.types.transfer.ImageImportStream";
+const DATA: &str = "containerd.types.transfer.Data";
+const WINDOW_UPDATE: &str = "containerd.types.transfer.WindowUpdate";
 const AUTH_REQUEST: &str = "containerd.types.transfer.AuthRequest";
 const AUTH_RESPONSE: &str = "containerd.types.transfer.AuthResponse";
 
@@ -125,7 +128,7 @@ fn answer_credentials(mut stream: OpenStream, user: String, secret: String) {
 pub async fn pull(
     client: &Client,
     spec: &RemotePull,
-    mut on_progress: impl FnMut(&Progress),
+    on_progress: impl FnMut(&Progress),
 ) -> Result<(), tonic::Status> {
     let open = |id: String| async move {
         open_stream(client, &id)
@@ -143,8 +146,6 @@ pub async fn pull(
         answer_credentials(stream, user.clone(), secret.clone());
         resolver.auth_stream = id;
     }
-    let progress_id = stream_id("progress");
-    let mut progress = open(progress_id.clone()).await?;
     let source = OciRegistry {
         reference: spec.reference.clone(),
         resolver: Some(resolver),
@@ -163,9 +164,30 @@ pub async fn pull(
             .collect(),
         ..ImageStore::default()
     };
+    run(
+        client,
+        any(OCI_REGISTRY, &source),
+        any(IMAGE_STORE, &destination),
+        on_progress,
+    )
+    .await
+}
+
+/// Calls `Transfer` from `source` to `destination`, passing each progress event to
+/// `on_progress` as it arrives.
+async fn run(
+    client: &Client,
+    source: Any,
+    destination: Any,
+    mut on_progress: impl FnMut(&Progress),
+) -> Result<(), tonic::Status> {
+    let progress_id = stream_id("progress");
+    let mut progress = open_stream(client, &progress_id)
+        .await
+        .map_err(|e| tonic::Status::unavailable(format!("{e:#}")))?;
     let request = TransferRequest {
-        source: Some(any(OCI_REGISTRY, &source)),
-        destination: Some(any(IMAGE_STORE, &destination)),
+        source: Some(source),
+        destination: Some(destination),
         options: Some(TransferOptions {
             progress_stream: progress_id,
         }),
@@ -201,4 +223,119 @@ pub async fn pull(
     }
     drop(progress.tx);
     result.map(|_| ())
+}
+
+/// An import the daemon does (ctr 1.7 `images import --local=false`).
+#[derive(Debug, Clone, Default)]
+pub struct RemoteImport {
+    /// The name of the archive's index as an image (`--index-name`), or empty.
+    pub index_name: String,
+    /// The prefix of names from the archive's ref-name annotations.
+    pub prefix: String,
+    /// Also name each image `<prefix>@<digest>`.
+    pub digests: bool,
+    /// Platforms to keep; empty is all of them.
+    pub platforms: Vec<Platform>,
+}
+
+/// The largest `Data` message sent (containerd's `maxRead`).
+const MAX_READ: usize = 32 * 1024;
+
+/// Streams `file` on `stream` as `Data` messages, within the daemon's `WindowUpdate` credit
+/// (containerd's `SendStream`), then ends the stream.
+async fn send_file(mut stream: OpenStream, mut file: tokio::fs::File) -> Result<()> {
+    use tokio::io::AsyncReadExt as _;
+    let mut remaining: i64 = 0;
+    let mut buf = vec![0; MAX_READ];
+    loop {
+        while remaining <= 0 {
+            let msg = stream
+                .inbound
+                .message()
+                .await
+                .context("import stream")?
+                .context("the daemon ended the import stream")?;
+            if type_name(&msg.type_url) == WINDOW_UPDATE {
+                if let Ok(w) = WindowUpdate::decode(msg.value.as_slice()) {
+                    remaining += i64::from(w.update);
+                }
+            }
+        }
+        let max = usize::try_from(remaining).unwrap_or(MAX_READ).min(MAX_READ);
+        let n = file
+            .read(&mut buf[..max])
+            .await
+            .context("read the archive")?;
+        if n == 0 {
+            // End the data, and keep the stream until the daemon ends it: dropping it now
+            // would reset the stream and lose what the daemon has not read yet.
+            drop(stream.tx);
+            while let Ok(Some(_)) = stream.inbound.message().await {}
+            return Ok(());
+        }
+        remaining -= i64::try_from(n).unwrap_or(i64::MAX);
+        let data = Data {
+            data: buf[..n].to_vec(),
+        };
+        stream
+            .tx
+            .send(any(DATA, &data))
+            .await
+            .context("the import stream closed")?;
+    }
+}
+
+/// Imports the archive `file` through the daemon's Transfer service; returns the names of the
+/// images it recorded (its `saved` events).
+pub async fn import(
+    client: &Client,
+    spec: &RemoteImport,
+    file: tokio::fs::File,
+    mut on_progress: impl FnMut(&Progress),
+) -> Result<Vec<String>, tonic::Status> {
+    let stream_name = stream_id("import");
+    let stream = open_stream(client, &stream_name)
+        .await
+        .map_err(|e| tonic::Status::unavailable(format!("{e:#}")))?;
+    let sender = tokio::spawn(send_file(stream, file));
+    let source = ImageImportStream {
+        stream: stream_name,
+        media_type: String::new(),
+        force_compress: false,
+    };
+    let destination = ImageStore {
+        name: spec.index_name.clone(),
+        platforms: spec.platforms.clone(),
+        extra_references: vec![ImageReference {
+            name: spec.prefix.clone(),
+            is_prefix: true,
+            allow_overwrite: true,
+            add_digest: spec.digests,
+            ..ImageReference::default()
+        }],
+        ..ImageStore::default()
+    };
+    let mut saved = Vec::new();
+    let result = run(
+        client,
+        any(IMAGE_IMPORT, &source),
+        any(IMAGE_STORE, &destination),
+        |p| {
+            if p.event == "saved" {
+                saved.push(p.name.clone());
+            }
+            on_progress(p);
+        },
+    )
+    .await;
+    if let Err(status) = result {
+        sender.abort();
+        return Err(status);
+    }
+    let sent = sender.await;
+    match sent {
+        Ok(Ok(())) => Ok(saved),
+        Ok(Err(e)) => Err(tonic::Status::unavailable(format!("{e:#}"))),
+        Err(e) => Err(tonic::Status::internal(format!("import sender: {e}"))),
+    }
 }

@@ -18,6 +18,7 @@ use crate::archive::{self, Scan};
 use crate::client::content::{self, WriteSpec};
 use crate::client::images::{self as img, PlatformFilter};
 use crate::client::leases::TempLease;
+use crate::client::transfer as remote;
 use crate::client::Client;
 use crate::error::{Object, RpcResultExt};
 use crate::oci::{self, Descriptor, Index};
@@ -50,6 +51,18 @@ pub struct Args {
     /// Snapshotter to unpack on.
     #[arg(long, env = "CONTAINERD_SNAPSHOTTER")]
     pub snapshotter: Option<String>,
+    /// Import here, through the daemon's stores (the default); `--local=false` streams the
+    /// archive to the daemon's Transfer service, which imports it (ctr 1.7's flag).
+    #[arg(
+        long,
+        value_name = "BOOL",
+        default_value_t = true,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub local: bool,
     /// The archive (`-` for stdin).
     #[arg(value_name = "IN")]
     pub input: String,
@@ -62,6 +75,11 @@ pub async fn run(client: &Client, args: Args) -> Result<()> {
     }
     let input = args.input.clone();
     let (file, spool) = tokio::task::spawn_blocking(move || archive::open_input(&input)).await??;
+    if !args.local {
+        let result = daemon_import(client, &args, tokio::fs::File::from_std(file)).await;
+        archive::remove_spool(spool.as_deref());
+        return result;
+    }
     let scanned = {
         let file = file.try_clone()?;
         tokio::task::spawn_blocking(move || archive::scan(file)).await?
@@ -90,6 +108,54 @@ pub async fn run(client: &Client, args: Args) -> Result<()> {
     .await;
     archive::remove_spool(spool.as_deref());
     result
+}
+
+/// `--local=false`: the daemon imports the archive streamed to its Transfer service; the
+/// images it records are then unpacked here unless `--no-unpack`.
+async fn daemon_import(client: &Client, args: &Args, file: tokio::fs::File) -> Result<()> {
+    let platform = platform_arg(args.platform.as_deref())?;
+    let platforms = if args.all_platforms {
+        Vec::new()
+    } else {
+        vec![berth_proto::containerd::types::Platform {
+            os: platform.os.clone(),
+            architecture: platform.architecture.clone(),
+            variant: platform.variant.clone(),
+        }]
+    };
+    let prefix = if args.base_name.is_empty() {
+        let (now, _) = timefmt::now();
+        format!("import-{}", &timefmt::rfc3339(now)[..10])
+    } else {
+        args.base_name.clone()
+    };
+    let spec = remote::RemoteImport {
+        index_name: args.index_name.clone(),
+        prefix,
+        digests: args.digests,
+        platforms,
+    };
+    let saved = remote::import(client, &spec, file, |_| {})
+        .await
+        .map_err(|status| anyhow::Error::msg(status.message().to_owned()))?;
+    if args.no_unpack {
+        return Ok(());
+    }
+    let snapshotter = client.snapshotter(args.snapshotter.as_deref()).await?;
+    for name in saved {
+        let image = img::get(client, &name).await?;
+        let digest = image
+            .target
+            .as_ref()
+            .map(|t| t.digest.clone())
+            .unwrap_or_default();
+        print!("unpacking {name} ({digest})...");
+        use std::io::Write as _;
+        std::io::stdout().flush().ok();
+        unpack_image(client, &image, &platform, &snapshotter).await?;
+        println!("done");
+    }
+    Ok(())
 }
 
 /// Writes the blobs and image records under a temporary lease.

@@ -25,6 +25,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod archive;
 pub mod error;
 pub mod grpc;
 pub mod hosts;
