@@ -6,7 +6,8 @@
 //! naming it); an OCI layout tar streamed to the service (`ImageImportStream`, `Data` within
 //! the daemon's `WindowUpdate` credit: `berth images import --local=false`) records the image,
 //! which runs, and a truncated archive or an unknown archive media type is InvalidArgument
-//! naming the problem with nothing left behind.
+//! naming the problem with nothing left behind; `berth images export --local=false` gives an
+//! archive another daemon imports and runs.
 //!
 //! Needs root (berthd unpacks with overlayfs and runs the container), `docker-registry`,
 //! `htpasswd` and `openssl`; a missing one skips the test, or fails it under CI=true.
@@ -374,10 +375,10 @@ fn unknown_transfer_types_are_invalid_argument() {
 
         // Known types the service does not move between: Unimplemented, as containerd.
         let req = TransferRequest {
-            source: Some(any(
-                "containerd.types.transfer.ImageStore",
-                &ImageStore::default(),
-            )),
+            source: Some(Any {
+                type_url: "containerd.types.transfer.ImageImportStream".into(),
+                value: vec![],
+            }),
             destination: Some(Any {
                 type_url: "containerd.types.transfer.ImageExportStream".into(),
                 value: vec![],
@@ -580,4 +581,57 @@ fn broken_archives_and_unknown_media_types_are_invalid_argument() {
     )
     .fails();
     assert!(err.contains("truncated archive"), "{err}");
+}
+
+#[test]
+fn export_through_the_service_gives_an_archive_another_daemon_imports_and_runs() {
+    if !require_root() || !berth_bin().is_file() {
+        return;
+    }
+    let (source, img) = daemon_with_busybox();
+    let out = source.dir().join("exported.tar");
+    let out_arg = out.to_str().expect("utf-8 path");
+    berth(
+        source.address(),
+        &["images", "export", "--local=false", out_arg, IMAGE],
+    )
+    .ok();
+    let bytes = std::fs::read(&out).expect("the exported archive");
+    let mut names = berth_integration::image::tar_entry_paths(&bytes);
+    names.sort();
+    let mut want: Vec<String> = img
+        .image_blob_digests()
+        .iter()
+        .map(|d| format!("blobs/{}", d.replacen(':', "/", 1)))
+        .collect();
+    want.extend(["index.json", "manifest.json", "oci-layout"].map(String::from));
+    want.sort();
+    assert_eq!(names, want);
+
+    // A fresh daemon imports it (client-side) and runs it.
+    let daemon = Daemon::start();
+    let a = daemon.address();
+    let imported = berth(a, &["images", "import", out_arg]).ok();
+    assert!(
+        imported.contains(&format!(
+            "unpacking {IMAGE} ({})...done",
+            img.manifest_digest
+        )),
+        "{imported}"
+    );
+    berth(a, &["run", "--rm", IMAGE, "exported-run", "true"]).ok();
+
+    // An image the store does not have: NotFound naming it.
+    let err = berth(
+        source.address(),
+        &[
+            "images",
+            "export",
+            "--local=false",
+            out_arg,
+            "docker.io/library/nope:1",
+        ],
+    )
+    .fails();
+    assert!(err.contains("docker.io/library/nope:1"), "{err}");
 }

@@ -20,10 +20,12 @@
 //!
 //! - `ImageImportStream` → `ImageStore`: an OCI layout tar streamed by the client (module
 //!   [`import`]).
+//! - `ImageStore` → `ImageExportStream`: an OCI layout tar of the image streamed to the
+//!   client (module [`export`]).
 //!
 //! A type URL this service does not know is InvalidArgument naming it; a known pair it does
-//! not serve (archive export) is Unimplemented, as containerd answers; registry
-//! refusal of the credentials is Unauthenticated with the registry's words.
+//! not serve (say `ImageImportStream` → `ImageExportStream`) is Unimplemented, as containerd
+//! answers; registry refusal of the credentials is Unauthenticated with the registry's words.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -41,8 +43,8 @@ use berth_proto::containerd::services::transfer::v1::transfer_server::{
 };
 use berth_proto::containerd::services::transfer::v1::TransferRequest;
 use berth_proto::containerd::types::transfer::{
-    AuthRequest, AuthResponse, AuthType, ImageImportStream, ImageStore as ApiImageStore,
-    OciRegistry, Progress as ApiProgress, RegistryResolver,
+    AuthRequest, AuthResponse, AuthType, ImageExportStream, ImageImportStream,
+    ImageStore as ApiImageStore, OciRegistry, Progress as ApiProgress, RegistryResolver,
 };
 use berth_proto::containerd::types::{Descriptor as ApiDescriptor, Platform as ApiPlatform};
 use berth_registry::{types, Classify, ErrorKind, PluginError, Registration};
@@ -59,6 +61,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
+mod export;
 mod import;
 
 use crate::grpc::{GrpcService, MessageLimits};
@@ -164,6 +167,12 @@ pub enum TransferServiceError {
     /// The registry host configuration.
     #[error("{}", transfer_text(.0))]
     Hosts(TransferError),
+    /// An image to export is not in the store.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// An export failed.
+    #[error("failed to export: {0}")]
+    Export(String),
     /// An imported archive is not one this service can read.
     #[error("invalid image archive: {0}")]
     Archive(String),
@@ -201,6 +210,8 @@ impl Classify for TransferServiceError {
             | Self::Decode { .. }
             | Self::Invalid { .. }
             | Self::Archive(_) => ErrorKind::InvalidArgument,
+            Self::NotFound(_) => ErrorKind::NotFound,
+            Self::Export(_) => ErrorKind::Internal,
             Self::Unsupported { .. } => ErrorKind::NotImplemented,
             Self::Stream(e) => e.kind(),
             Self::Auth { .. } => ErrorKind::FailedPrecondition,
@@ -226,7 +237,7 @@ enum Endpoint {
     Registry(OciRegistry),
     Store(ApiImageStore),
     Import(ImageImportStream),
-    Export,
+    Export(ImageExportStream),
 }
 
 impl Endpoint {
@@ -235,7 +246,7 @@ impl Endpoint {
             Endpoint::Registry(_) => "OCIRegistry",
             Endpoint::Store(_) => "ImageStore",
             Endpoint::Import(_) => "ImageImportStream",
-            Endpoint::Export => "ImageExportStream",
+            Endpoint::Export(_) => "ImageExportStream",
         }
     }
 }
@@ -258,7 +269,9 @@ fn endpoint(field: &'static str, any: Option<&Any>) -> Result<Endpoint, Transfer
         IMAGE_IMPORT_TYPE => ImageImportStream::decode(any.value.as_slice())
             .map(Endpoint::Import)
             .map_err(decode_err),
-        IMAGE_EXPORT_TYPE => Ok(Endpoint::Export),
+        IMAGE_EXPORT_TYPE => ImageExportStream::decode(any.value.as_slice())
+            .map(Endpoint::Export)
+            .map_err(decode_err),
         _ => Err(TransferServiceError::UnknownType {
             field,
             type_url: any.type_url.clone(),
@@ -930,6 +943,9 @@ impl Transfer for TransferService {
                 }
                 (Endpoint::Import(source), Endpoint::Store(store)) => {
                     self.import(&ns, source, store, &sink).await
+                }
+                (Endpoint::Store(store), Endpoint::Export(dest)) => {
+                    self.export(&ns, store, dest, &sink).await
                 }
                 (from, to) => Err(TransferServiceError::Unsupported {
                     from: from.kind(),

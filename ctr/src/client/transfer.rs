@@ -12,8 +12,9 @@ use berth_proto::containerd::services::streaming::v1::StreamInit;
 use berth_proto::containerd::services::transfer::v1::transfer_client::TransferClient;
 use berth_proto::containerd::services::transfer::v1::{TransferOptions, TransferRequest};
 use berth_proto::containerd::types::transfer::{
-    AuthRequest, AuthResponse, AuthType, Data, ImageImportStream, ImageReference, ImageStore,
-    OciRegistry, Progress, RegistryResolver, UnpackConfiguration, WindowUpdate,
+    AuthRequest, AuthResponse, AuthType, Data, ImageExportStream, ImageImportStream,
+    ImageReference, ImageStore, OciRegistry, Progress, RegistryResolver, UnpackConfiguration,
+    WindowUpdate,
 };
 use berth_proto::containerd::types::Platform;
 use prost::Message as _;
@@ -30,6 +31,7 @@ const OCI_REGISTRY: &str = "containerd.types.transfer.OCIRegistry";
 const IMAGE_STORE: &str = "containerd.types.transfer.ImageStore";
 const PROGRESS: &str = "containerd.types.transfer.Progress";
 const IMAGE_IMPORT: &str = "containerd.types.transfer.ImageImportStream";
+const IMAGE_EXPORT: &str = "containerd.types.transfer.ImageExportStream";
 const DATA: &str = "containerd.types.transfer.Data";
 const WINDOW_UPDATE: &str = "containerd.types.transfer.WindowUpdate";
 const AUTH_REQUEST: &str = "containerd.types.transfer.AuthRequest";
@@ -337,5 +339,93 @@ pub async fn import(
         Ok(Ok(())) => Ok(saved),
         Ok(Err(e)) => Err(tonic::Status::unavailable(format!("{e:#}"))),
         Err(e) => Err(tonic::Status::internal(format!("import sender: {e}"))),
+    }
+}
+
+/// An export the daemon does (ctr 1.7 `images export --local=false`).
+#[derive(Debug, Clone, Default)]
+pub struct RemoteExport {
+    /// The image to export.
+    pub image: String,
+    /// Platforms to keep (the first is used); empty with `all_platforms` false is the daemon's.
+    pub platforms: Vec<Platform>,
+    /// Every platform.
+    pub all_platforms: bool,
+    /// Leave out Docker's `manifest.json`.
+    pub skip_compatibility_manifest: bool,
+    /// Leave out non-distributable layers.
+    pub skip_non_distributable: bool,
+}
+
+/// The credit granted to the daemon whenever fewer bytes are outstanding (containerd's
+/// `windowSize`).
+const WINDOW: i32 = 64 * 1024;
+
+/// Writes the `Data` the daemon sends on `stream` to `out`, granting `WindowUpdate` credit
+/// (containerd's `ReceiveStream`), until the daemon ends the stream.
+async fn receive_file(mut stream: OpenStream, mut out: tokio::fs::File) -> Result<()> {
+    use tokio::io::AsyncWriteExt as _;
+    let mut window: i32 = 0;
+    loop {
+        if window < WINDOW {
+            let update = WindowUpdate { update: WINDOW };
+            if stream.tx.send(any(WINDOW_UPDATE, &update)).await.is_ok() {
+                window += WINDOW;
+            }
+        }
+        let Some(msg) = stream.inbound.message().await.context("export stream")? else {
+            break;
+        };
+        if type_name(&msg.type_url) != DATA {
+            continue;
+        }
+        let data = Data::decode(msg.value.as_slice()).context("Data does not decode")?;
+        out.write_all(&data.data)
+            .await
+            .context("write the archive")?;
+        window -= i32::try_from(data.data.len()).unwrap_or(i32::MAX);
+    }
+    out.flush().await.context("write the archive")?;
+    Ok(())
+}
+
+/// Exports an image through the daemon's Transfer service into `out`.
+pub async fn export(
+    client: &Client,
+    spec: &RemoteExport,
+    out: tokio::fs::File,
+) -> Result<(), tonic::Status> {
+    let stream_name = stream_id("export");
+    let stream = open_stream(client, &stream_name)
+        .await
+        .map_err(|e| tonic::Status::unavailable(format!("{e:#}")))?;
+    let receiver = tokio::spawn(receive_file(stream, out));
+    let source = ImageStore {
+        name: spec.image.clone(),
+        ..ImageStore::default()
+    };
+    let destination = ImageExportStream {
+        stream: stream_name,
+        media_type: String::new(),
+        platforms: spec.platforms.clone(),
+        all_platforms: spec.all_platforms,
+        skip_compatibility_manifest: spec.skip_compatibility_manifest,
+        skip_non_distributable: spec.skip_non_distributable,
+    };
+    let result = run(
+        client,
+        any(IMAGE_STORE, &source),
+        any(IMAGE_EXPORT, &destination),
+        |_| {},
+    )
+    .await;
+    if let Err(status) = result {
+        receiver.abort();
+        return Err(status);
+    }
+    match receiver.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(tonic::Status::unavailable(format!("{e:#}"))),
+        Err(e) => Err(tonic::Status::internal(format!("export receiver: {e}"))),
     }
 }

@@ -11,6 +11,7 @@ use berth_wellknown::{annotation, media_type};
 use super::platform_filter;
 use crate::archive::{self, Writer};
 use crate::client::images as img;
+use crate::client::transfer as remote;
 use crate::client::{content, Client};
 use crate::oci::Index;
 
@@ -32,6 +33,10 @@ pub struct Args {
     /// Output file (`-` for stdout).
     #[arg(value_name = "OUT")]
     pub output: String,
+    /// `--local=false`: the daemon's Transfer service writes the archive (one image) to a
+    /// stream.
+    #[command(flatten)]
+    pub local: super::import::LocalFlag,
     /// Images to export.
     #[arg(required = true)]
     pub images: Vec<String>,
@@ -39,6 +44,9 @@ pub struct Args {
 
 /// Writes the archive.
 pub async fn run(client: &Client, args: Args) -> Result<()> {
+    if !args.local.local {
+        return daemon_export(client, &args).await;
+    }
     let filter = platform_filter(args.platform.as_deref(), args.all_platforms)?;
     let out: Box<dyn Write + Send> = if args.output == "-" {
         Box::new(std::io::stdout())
@@ -79,4 +87,41 @@ pub async fn run(client: &Client, args: Args) -> Result<()> {
     let mut out = writer.finish(&index)?;
     out.flush()?;
     Ok(())
+}
+
+/// `--local=false`: the daemon writes the archive of one image to a stream into the file.
+async fn daemon_export(client: &Client, args: &Args) -> Result<()> {
+    let [image] = args.images.as_slice() else {
+        anyhow::bail!(
+            "--local=false exports one image, {} given",
+            args.images.len()
+        );
+    };
+    if args.output == "-" {
+        anyhow::bail!("--local=false writes to a file, not stdout");
+    }
+    let platforms = match args.platform.as_deref() {
+        Some(text) if !args.all_platforms => {
+            let p = super::platform_arg(Some(text))?;
+            vec![berth_proto::containerd::types::Platform {
+                os: p.os.clone(),
+                architecture: p.architecture.clone(),
+                variant: p.variant.clone(),
+            }]
+        }
+        _ => Vec::new(),
+    };
+    let out = tokio::fs::File::create(&args.output)
+        .await
+        .with_context(|| format!("cannot create {}", args.output))?;
+    let spec = remote::RemoteExport {
+        image: image.clone(),
+        platforms,
+        all_platforms: args.all_platforms,
+        skip_compatibility_manifest: args.skip_manifest_json,
+        skip_non_distributable: args.skip_non_distributable,
+    };
+    remote::export(client, &spec, out)
+        .await
+        .map_err(|status| anyhow::Error::msg(status.message().to_owned()))
 }

@@ -51,8 +51,20 @@ pub struct Args {
     /// Snapshotter to unpack on.
     #[arg(long, env = "CONTAINERD_SNAPSHOTTER")]
     pub snapshotter: Option<String>,
-    /// Import here, through the daemon's stores (the default); `--local=false` streams the
-    /// archive to the daemon's Transfer service, which imports it (ctr 1.7's flag).
+    /// `--local=false`: the daemon's Transfer service imports the archive streamed to it.
+    #[command(flatten)]
+    pub local: LocalFlag,
+    /// The archive (`-` for stdin).
+    #[arg(value_name = "IN")]
+    pub input: String,
+}
+
+/// ctr 1.7's `--local[=BOOL]` of `images import` and `export`: work here, through the daemon's
+/// stores (the default), or (`--local=false`) have the daemon's Transfer service do it over a
+/// stream.
+#[derive(Debug, clap::Args)]
+pub struct LocalFlag {
+    /// Work here (the default); `--local=false` has the daemon's Transfer service do it.
     #[arg(
         long,
         value_name = "BOOL",
@@ -63,9 +75,6 @@ pub struct Args {
         action = clap::ArgAction::Set
     )]
     pub local: bool,
-    /// The archive (`-` for stdin).
-    #[arg(value_name = "IN")]
-    pub input: String,
 }
 
 /// Imports, then unpacks unless `--no-unpack`.
@@ -75,7 +84,7 @@ pub async fn run(client: &Client, args: Args) -> Result<()> {
     }
     let input = args.input.clone();
     let (file, spool) = tokio::task::spawn_blocking(move || archive::open_input(&input)).await??;
-    if !args.local {
+    if !args.local.local {
         let result = daemon_import(client, &args, tokio::fs::File::from_std(file)).await;
         archive::remove_spool(spool.as_deref());
         return result;
