@@ -7,7 +7,9 @@
 //! the daemon's `WindowUpdate` credit: `berth images import --local=false`) records the image,
 //! which runs, and a truncated archive or an unknown archive media type is InvalidArgument
 //! naming the problem with nothing left behind; `berth images export --local=false` gives an
-//! archive another daemon imports and runs.
+//! archive another daemon imports and runs; a push through the service (`ImageStore` →
+//! `OCIRegistry`, plain HTTP from the resolver's `default_scheme`) gives an image another
+//! daemon pulls and runs.
 //!
 //! Needs root (berthd unpacks with overlayfs and runs the container), `docker-registry`,
 //! `htpasswd` and `openssl`; a missing one skips the test, or fails it under CI=true.
@@ -634,4 +636,66 @@ fn export_through_the_service_gives_an_archive_another_daemon_imports_and_runs()
     )
     .fails();
     assert!(err.contains("docker.io/library/nope:1"), "{err}");
+}
+
+#[test]
+fn push_through_the_service_gives_an_image_another_daemon_pulls_and_runs() {
+    if !prerequisites() {
+        return;
+    }
+    let registry = Registry::start_plain();
+    let (source, img) = daemon_with_busybox();
+    let remote = format!("{}/pushed/bb:1", registry.host());
+    let events = runtime().block_on(async {
+        let ch = channel(&source).await;
+        let (_tx, mut progress) = open_stream(&ch, "progress-push").await;
+        let request = TransferRequest {
+            source: Some(any(
+                "containerd.types.transfer.ImageStore",
+                &ImageStore {
+                    name: IMAGE.to_owned(),
+                    ..ImageStore::default()
+                },
+            )),
+            destination: Some(any(
+                "containerd.types.transfer.OCIRegistry",
+                &OciRegistry {
+                    reference: remote.clone(),
+                    resolver: Some(RegistryResolver {
+                        default_scheme: "http".into(),
+                        ..RegistryResolver::default()
+                    }),
+                },
+            )),
+            options: Some(TransferOptions {
+                progress_stream: "progress-push".into(),
+            }),
+        };
+        TransferClient::new(ch.clone())
+            .transfer(namespaced(NS, request))
+            .await
+            .expect("push through the Transfer service");
+        let mut events = Vec::new();
+        while let Some(msg) = progress.message().await.expect("progress stream") {
+            let p =
+                berth_proto::containerd::types::transfer::Progress::decode(msg.value.as_slice())
+                    .expect("a Progress");
+            events.push(p.event);
+        }
+        events
+    });
+    assert!(
+        events
+            .iter()
+            .any(|e| e == &format!("Pushed to OCI Registry ({remote})")),
+        "{events:?}"
+    );
+
+    // Another daemon pulls what was pushed, and runs it.
+    let daemon = Daemon::start();
+    let a = daemon.address();
+    berth(a, &["images", "pull", "--plain-http", &remote]).ok();
+    let ls = berth(a, &["images", "ls", "--format", "json"]).json();
+    assert_eq!(ls[0]["digest"], img.manifest_digest.as_str(), "{ls}");
+    berth(a, &["run", "--rm", &remote, "pushed-run", "true"]).ok();
 }

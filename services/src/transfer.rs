@@ -519,9 +519,18 @@ impl TransferService {
         let reference = reg.reference.clone();
         let failed = failed("push", &reference);
         let image_ref = parse_reference(&reg, "destination.reference", &failed)?;
-        let registry = self
+        let mut registry = self
             .registry_options(ns, &image_ref, reg.resolver.as_ref(), "push")
             .await?;
+        // The library's push talks to the reference's registry with the options' own flags:
+        // those of the endpoint that may push there (its scheme, TLS verification, CA).
+        if let Some(ep) = registry.hosts.iter().find(|h| h.capabilities.push) {
+            registry.plain_http = ep.scheme == "http";
+            registry.skip_verify = ep.skip_verify.unwrap_or(registry.skip_verify);
+            if let Some(ca) = ep.ca_pem.first() {
+                registry.ca_pem = Some(ca.clone());
+            }
+        }
         progress.set_root(&store.name);
         progress.set_verb("uploading");
         let opts = PushOptions {
