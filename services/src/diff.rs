@@ -161,6 +161,11 @@ pub fn registration() -> Registration {
         .init(|ctx| {
             let content = content_view(ctx)?;
             let tmp_dir = ctx.create_state()?;
+            // Temp mounts a killed daemon left mounted here: nobody else will release them.
+            let stale = berth_snapshotters::mount::cleanup_temp_mounts(&tmp_dir);
+            if stale > 0 {
+                tracing::info!(count = stale, dir = %tmp_dir.display(), "released stale temp mounts");
+            }
             let svc = DiffService::new(content, tmp_dir);
             Ok(Arc::new(GrpcService::new(DiffServer::new(svc))))
         })

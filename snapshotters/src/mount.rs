@@ -39,6 +39,42 @@ pub fn unmount(target: &Path) -> Result<(), SnapshotError> {
     berth_mount::unmount_all(target, MntFlags::empty()).map_err(snapshot_error)
 }
 
+/// The name prefix of [`TempMount`] directories.
+const TEMP_MOUNT_PREFIX: &str = "berth-mount-";
+
+/// Unmounts and removes every [`TempMount`] directory left in `parent` by a daemon that was
+/// killed while one was mounted (containerd `mount.CleanupTempMounts`, run at start-up): nobody
+/// else would ever release them. Returns how many were removed; one that cannot be unmounted is
+/// logged and left (never removed through a live mount).
+pub fn cleanup_temp_mounts(parent: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        if !entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(TEMP_MOUNT_PREFIX)
+        {
+            continue;
+        }
+        let dir = entry.path();
+        let released = berth_mount::unmount_all(&dir, MntFlags::MNT_DETACH)
+            .map_err(snapshot_error)
+            .and_then(|()| {
+                std::fs::remove_dir(&dir).map_err(|e| SnapshotError::io("remove", &dir, e))
+            });
+        match released {
+            Ok(()) => removed += 1,
+            Err(e) => {
+                tracing::warn!(path = %dir.display(), error = %e, "cannot release a stale temp mount")
+            }
+        }
+    }
+    removed
+}
+
 /// Mounts a snapshot's mounts on a fresh temporary directory and unmounts them on drop
 /// (containerd `mount.WithTempMount`). If the unmount fails the directory is left in place
 /// rather than deleting through a live mount.
@@ -57,7 +93,7 @@ impl TempMount {
     /// Mounts `mounts` on a new directory under `parent`.
     pub fn new_in(parent: &Path, mounts: &[Mount]) -> Result<TempMount, SnapshotError> {
         let dir = tempfile::Builder::new()
-            .prefix("berth-mount-")
+            .prefix(TEMP_MOUNT_PREFIX)
             .tempdir_in(parent)
             .map_err(|e| SnapshotError::io("create temp mount dir in", parent, e))?
             .keep();
@@ -99,6 +135,35 @@ impl Drop for TempMount {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stale_temp_mounts_are_released_and_others_kept() {
+        if !berth_testutil::require_root() {
+            return;
+        }
+        let parent = tempfile::tempdir().expect("tempdir");
+        let src = parent.path().join("src");
+        std::fs::create_dir(&src).expect("mkdir src");
+        std::fs::write(src.join("f"), "x").expect("write");
+        let bind = Mount {
+            mount_type: "bind".into(),
+            source: src.to_string_lossy().into_owned(),
+            options: vec!["rbind".into(), "ro".into()],
+            ..Mount::default()
+        };
+        // A killed daemon's temp mount: mounted, never dropped.
+        let stale = TempMount::new_in(parent.path(), &[bind]).expect("mount");
+        let path = stale.path().to_owned();
+        std::mem::forget(stale);
+        assert!(path.join("f").exists());
+        std::fs::create_dir(parent.path().join("other")).expect("mkdir other");
+
+        assert_eq!(cleanup_temp_mounts(parent.path()), 1);
+        assert!(!path.exists(), "{} still there", path.display());
+        assert!(src.join("f").exists(), "the bind source must survive");
+        assert!(parent.path().join("other").exists());
+        assert_eq!(cleanup_temp_mounts(parent.path()), 0);
+    }
 
     #[test]
     fn too_long_options_keep_the_snapshot_error_class() {
