@@ -162,7 +162,11 @@ pub fn registration() -> Registration {
             let content = content_view(ctx)?;
             let tmp_dir = ctx.create_state()?;
             // Temp mounts a killed daemon left mounted here: nobody else will release them.
-            let stale = berth_snapshotters::mount::cleanup_temp_mounts(&tmp_dir);
+            // Once per process: the plugin is reloadable, and a later init must not detach an
+            // earlier instance's mounts in use.
+            static SWEPT: std::sync::Once = std::sync::Once::new();
+            let mut stale = 0;
+            SWEPT.call_once(|| stale = berth_snapshotters::mount::cleanup_temp_mounts(&tmp_dir));
             if stale > 0 {
                 tracing::info!(count = stale, dir = %tmp_dir.display(), "released stale temp mounts");
             }
