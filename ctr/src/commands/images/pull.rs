@@ -70,16 +70,8 @@ pub struct Args {
     pub hosts_dir: Option<PathBuf>,
     /// Pull here, through the daemon's stores (the default); `--local=false` has the daemon
     /// pull through its Transfer service.
-    #[arg(
-        long,
-        value_name = "BOOL",
-        default_value_t = true,
-        num_args = 0..=1,
-        require_equals = true,
-        default_missing_value = "true",
-        action = clap::ArgAction::Set
-    )]
-    pub local: bool,
+    #[command(flatten)]
+    pub local: super::import::LocalFlag,
 }
 
 /// Fetches `flags.reference` into the content store under a lease and records the image (ctr's
@@ -137,7 +129,7 @@ async fn fetch_from(
 /// Pulls and, unless `--no-unpack`, unpacks.
 pub async fn run(client: &Client, args: Args) -> Result<()> {
     let snapshotter = client.snapshotter(args.snapshotter.as_deref()).await?;
-    let image = if args.local {
+    let image = if args.local.local {
         fetch_from(
             client,
             &args.fetch,
@@ -299,9 +291,9 @@ mod tests {
 
     #[test]
     fn local_is_the_default_and_false_only_with_equals() {
-        assert!(parse(&["r"]).local);
-        assert!(parse(&["--local", "r"]).local);
-        assert!(!parse(&["--local=false", "r"]).local);
+        assert!(parse(&["r"]).local.local);
+        assert!(parse(&["--local", "r"]).local.local);
+        assert!(!parse(&["--local=false", "r"]).local.local);
         let a = parse(&["--local=false", "--hosts-dir", "/etc/berth/certs.d", "r"]);
         assert_eq!(a.fetch.reference, "r");
         assert_eq!(
