@@ -285,7 +285,7 @@ impl TaskManager {
         );
         let (n, i) = (ns.clone(), id.clone());
         let bundle = blocking(move || Bundle::create(&state, &root, &n, &i, &spec)).await?;
-        // Recorded (synced) before the shim starts: a restart after a crash at any later point
+        // Recorded before the shim starts: a restart after a crash at any later point
         // finds the binary whose `delete` action cleans up after the shim (issue 16).
         let (b, bin) = (bundle.clone(), binary.display().to_string());
         if let Err(e) =
@@ -562,7 +562,7 @@ impl TaskManager {
             }
         };
         let Some(binary) = binary.map(PathBuf::from).filter(|p| is_executable(p)) else {
-            // shim-binary-path is synced before a shim starts, so without it no shim ran for
+            // shim-binary-path is written before a shim starts, so without it no shim ran for
             // this bundle (or its binary is gone and nothing can clean up with it).
             tracing::warn!(namespace = %ns, id = %id, "bundle has no usable shim-binary-path; removing it");
             delete_bundle(&bundle).await;
