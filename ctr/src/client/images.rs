@@ -167,8 +167,20 @@ impl RootFs {
 
 /// Manifest, config and the layer/diffID pairs of `target` for `platform`.
 pub async fn rootfs(client: &Client, target: &Descriptor, platform: &Platform) -> Result<RootFs> {
+    Ok(rootfs_and_config(client, target, platform).await?.0)
+}
+
+/// [`rootfs`] and the image config's bytes, read once for both.
+pub async fn rootfs_and_config(
+    client: &Client,
+    target: &Descriptor,
+    platform: &Platform,
+) -> Result<(RootFs, Vec<u8>)> {
     let (_, manifest) = manifest(client, target, platform).await?;
-    let config: ImageConfig = read_json(client, &manifest.config).await?;
+    let desc = &manifest.config;
+    let raw = content::read_blob(client, &desc.digest).await?;
+    let config: ImageConfig = serde_json::from_slice(&raw)
+        .with_context(|| format!("cannot parse {} {} as JSON", desc.media_type, desc.digest))?;
     if config.rootfs.diff_ids.len() != manifest.layers.len() {
         bail!(
             "mismatched image rootfs and manifest layers: {} diff ids, {} layers",
@@ -176,14 +188,15 @@ pub async fn rootfs(client: &Client, target: &Descriptor, platform: &Platform) -
             manifest.layers.len()
         );
     }
-    Ok(RootFs {
+    let rootfs = RootFs {
         config: manifest.config.clone(),
         layers: manifest
             .layers
             .into_iter()
             .zip(config.rootfs.diff_ids)
             .collect(),
-    })
+    };
+    Ok((rootfs, raw))
 }
 
 /// Sum of the sizes of every blob of the image for `filter` (containerd `Image.Size`).

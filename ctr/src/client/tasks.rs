@@ -13,6 +13,7 @@ use berth_proto::containerd::services::tasks::v1::{
     CloseIoRequest, CreateTaskRequest, DeleteProcessRequest, DeleteResponse, DeleteTaskRequest,
     GetRequest, KillRequest, ResizePtyRequest, StartRequest, WaitRequest, WaitResponse,
 };
+use berth_proto::containerd::types::Mount;
 use berth_proto::containerd::v1::types::{Process, Status};
 use nix::sys::signal::Signal;
 use prost::Message as _;
@@ -127,12 +128,35 @@ pub fn runc_options_any(opts: &RuncOptions) -> prost_types::Any {
     }
 }
 
+/// What a caller that just made the container knows of it: its record and, when it has a
+/// snapshot, that snapshot's mounts (Prepare's answer). With it, [`create`] asks for neither.
+#[derive(Debug)]
+pub struct Known<'a> {
+    pub container: &'a Container,
+    pub rootfs: Option<Vec<Mount>>,
+}
+
 /// `container.NewTask`: Containers.Get, the snapshot's mounts as rootfs, then Tasks.Create with
-/// the FIFOs. Returns the pid.
-pub async fn create(client: &Client, id: &str, fifos: &FifoSet, no_pivot: bool) -> Result<u32> {
-    let c = container(client, id).await?;
+/// the FIFOs (the first two skipped when `known`). Returns the pid.
+pub async fn create(
+    client: &Client,
+    id: &str,
+    fifos: &FifoSet,
+    no_pivot: bool,
+    known: Option<Known<'_>>,
+) -> Result<u32> {
+    let fetched;
+    let (c, known_rootfs) = match known {
+        Some(k) => (k.container, k.rootfs),
+        None => {
+            fetched = container(client, id).await?;
+            (&fetched, None)
+        }
+    };
     let mut rootfs = Vec::new();
-    if !c.snapshot_key.is_empty() {
+    if let Some(mounts) = known_rootfs.filter(|_| !c.snapshot_key.is_empty()) {
+        rootfs = mounts;
+    } else if !c.snapshot_key.is_empty() {
         if c.snapshotter.is_empty() {
             bail!("unable to resolve rootfs mounts without snapshotter on container {id:?}: invalid argument");
         }

@@ -20,7 +20,7 @@ use super::volumes::{Plan, RootSource, VolumeFlags};
 use crate::client::images as img;
 use crate::client::leases::TempLease;
 use crate::client::spec::{self, Accounts, ImageConfigDoc};
-use crate::client::tasks::{self as task_client, runc_options_any, STOP_SIGNAL_LABEL};
+use crate::client::tasks::{runc_options_any, STOP_SIGNAL_LABEL};
 use crate::client::unpack::{snapshot_exists, unpack};
 use crate::client::{mount, Client};
 use crate::commands::images::platform_arg;
@@ -283,6 +283,11 @@ pub async fn read_accounts(client: &Client, snapshotter: &str, key: &str) -> Res
         .rpc(client, "get mounts of", Object::snapshot(snapshotter, key))?
         .into_inner()
         .mounts;
+    accounts_from_mounts(mounts).await
+}
+
+/// Reads the accounts files of a snapshot through `mounts` (mounted read-only for it).
+async fn accounts_from_mounts(mounts: Vec<Mount>) -> Result<Accounts> {
     let mounts = readonly_mounts(mounts);
     tokio::task::spawn_blocking(move || -> Result<Accounts> {
         let dir = std::env::temp_dir().join(format!("berth-mount-{}", uuid::Uuid::new_v4()));
@@ -461,6 +466,14 @@ struct FromImage {
     labels: HashMap<String, String>,
 }
 
+/// A container [`new_container`] made, with the rootfs mounts of its snapshot when it has one:
+/// the task created right after needs no Containers.Get and Snapshots.Mounts of its own.
+#[derive(Debug)]
+pub struct NewContainer {
+    pub container: Container,
+    pub rootfs: Option<Vec<Mount>>,
+}
+
 /// ctr's `NewContainer`: builds the spec and creates container `id` from `image_ref` (or the
 /// `--rootfs` directory, or the `--config` spec).
 pub async fn new_container(
@@ -469,7 +482,7 @@ pub async fn new_container(
     image_ref: &str,
     id: &str,
     args: &[String],
-) -> Result<Container> {
+) -> Result<NewContainer> {
     let cmd_labels = label_args(&flags.labels);
     let runtime = runtime(flags)?;
 
@@ -481,7 +494,7 @@ pub async fn new_container(
         let mut spec: Value =
             serde_json::from_slice(&text).with_context(|| format!("cannot decode spec {path}"))?;
         spec::with_annotations(&mut spec, &cmd_labels);
-        return create(
+        let container = create(
             client,
             Container {
                 id: id.to_owned(),
@@ -491,7 +504,11 @@ pub async fn new_container(
                 ..Default::default()
             },
         )
-        .await;
+        .await?;
+        return Ok(NewContainer {
+            container,
+            rootfs: None,
+        });
     }
 
     let mut spec = spec::default_spec(&client.namespace, id);
@@ -533,22 +550,56 @@ pub async fn new_container(
             Ok(_) => applied.done(),
             Err(_) => applied.rollback(),
         }
-        return made;
+        return made.map(|container| NewContainer {
+            container,
+            rootfs: None,
+        });
     }
 
-    // Image: resolve, unpack if needed, then everything else under one lease.
-    let image = img::get(client, image_ref).await?;
-    let snapshotter = client.snapshotter(flags.snapshotter.as_deref()).await?;
+    // Image: resolve, unpack if needed, then everything else under one lease. Lookups that do
+    // not depend on each other are asked at once (each is a round trip to the daemon, and the
+    // lease a durable write).
     let platform = platform_arg(flags.platform.as_deref())?;
-    let rootfs = img::rootfs(client, &img::target(&image), &platform).await?;
-    let raw_config: Value = img::read_json(client, &rootfs.config).await?;
-    let config: ImageConfigDoc =
-        serde_json::from_value(raw_config.clone()).context("cannot decode the image config")?;
-    volumes.add_image_volumes(&raw_config)?;
-    let chain = rootfs.chain_id().context("image has no layers to run")?;
-    if !snapshot_exists(client, &snapshotter, &chain).await? {
-        unpack(client, &rootfs, &snapshotter).await?;
+    let (image, snapshotter) = tokio::try_join!(
+        img::get(client, image_ref),
+        client.snapshotter(flags.snapshotter.as_deref()),
+    )?;
+    let resolve = async {
+        let (rootfs, raw) = img::rootfs_and_config(client, &img::target(&image), &platform).await?;
+        let raw_config: Value =
+            serde_json::from_slice(&raw).context("cannot decode the image config")?;
+        let chain = rootfs.chain_id().context("image has no layers to run")?;
+        let unpacked = snapshot_exists(client, &snapshotter, &chain).await?;
+        anyhow::Ok((rootfs, raw_config, chain, unpacked))
+    };
+    let (rootfs, raw_config, chain, unpacked, lease) =
+        match tokio::join!(resolve, TempLease::new(client)) {
+            (Ok((r, c, ch, u)), Ok(lease)) => (r, c, ch, u, lease),
+            (Ok(_), Err(e)) => return Err(e),
+            (Err(e), lease) => {
+                if let Ok(lease) = lease {
+                    let _ = lease.done().await;
+                }
+                return Err(e);
+            }
+        };
+    let prepared = async {
+        let config: ImageConfigDoc =
+            serde_json::from_value(raw_config.clone()).context("cannot decode the image config")?;
+        volumes.add_image_volumes(&raw_config)?;
+        if !unpacked {
+            unpack(client, &rootfs, &snapshotter).await?;
+        }
+        anyhow::Ok(config)
     }
+    .await;
+    let config = match prepared {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = lease.done().await;
+            return Err(e);
+        }
+    };
     let mut labels: HashMap<String, String> = config.config.labels.clone().unwrap_or_default();
     labels.extend(image.labels.clone());
     labels.extend(cmd_labels.clone());
@@ -564,12 +615,11 @@ pub async fn new_container(
         labels,
     };
 
-    let lease = TempLease::new(client).await?;
     let leased = lease.client.clone();
     let result = async {
-        prepare_snapshot(&leased, flags, &from.snapshotter, id, &chain).await?;
+        let mounts = prepare_snapshot(&leased, flags, &from.snapshotter, id, &chain).await?;
         let made = async {
-            let accounts = read_accounts(&leased, &from.snapshotter, id).await?;
+            let accounts = accounts_from_mounts(mounts.clone()).await?;
             spec::with_image_config(&mut spec, &config.config, &[], &accounts)?;
             apply_flags(&mut spec, flags, args, &accounts)?;
             spec::with_annotations(&mut spec, &cmd_labels);
@@ -602,7 +652,10 @@ pub async fn new_container(
                 Ok(_) => applied.done(),
                 Err(_) => applied.rollback(),
             }
-            created
+            created.map(|container| NewContainer {
+                container,
+                rootfs: Some(mounts),
+            })
         }
         .await;
         if made.is_err() {
@@ -618,9 +671,9 @@ pub async fn new_container(
     }
     .await;
     let done = lease.done().await;
-    let container = result?;
+    let made = result?;
     done?;
-    Ok(container)
+    Ok(made)
 }
 
 /// `WithNewSnapshot`: Prepare(key = id, parent = top chain ID).
@@ -630,8 +683,8 @@ async fn prepare_snapshot(
     snapshotter: &str,
     id: &str,
     parent: &str,
-) -> Result<()> {
-    client
+) -> Result<Vec<Mount>> {
+    Ok(client
         .snapshots()
         .prepare(client.req(PrepareSnapshotRequest {
             snapshotter: snapshotter.to_owned(),
@@ -640,8 +693,9 @@ async fn prepare_snapshot(
             labels: label_args(&flags.snapshotter_labels),
         }))
         .await
-        .rpc(client, "prepare", Object::snapshot(snapshotter, id))?;
-    Ok(())
+        .rpc(client, "prepare", Object::snapshot(snapshotter, id))?
+        .into_inner()
+        .mounts)
 }
 
 /// Containers.Create.
@@ -657,10 +711,15 @@ async fn create(client: &Client, c: Container) -> Result<Container> {
         .unwrap_or_default())
 }
 
-/// `container.Delete(WithSnapshotCleanup)`: Containers.Get, Snapshots.Remove, Containers.Delete.
-pub async fn delete_with_snapshot(client: &Client, id: &str) -> Result<()> {
-    let c = task_client::container(client, id).await?;
-    if !c.snapshot_key.is_empty() && !c.snapshotter.is_empty() {
+/// `container.Delete(WithSnapshotCleanup)` of a container whose record the caller has:
+/// Snapshots.Remove and Containers.Delete, asked at once (each is a durable write in the daemon;
+/// neither depends on the other, and a crash between them leaves what ctr's order can leave
+/// too: a record without its snapshot, or a snapshot nothing references, which GC removes).
+pub async fn delete_with_snapshot(client: &Client, c: &Container) -> Result<()> {
+    let remove_snapshot = async {
+        if c.snapshot_key.is_empty() || c.snapshotter.is_empty() {
+            return Ok(());
+        }
         let removed = client
             .snapshots()
             .remove(client.req(RemoveSnapshotRequest {
@@ -668,22 +727,25 @@ pub async fn delete_with_snapshot(client: &Client, id: &str) -> Result<()> {
                 key: c.snapshot_key.clone(),
             }))
             .await;
-        if let Err(s) = removed {
-            if s.code() != Code::NotFound {
-                return Err(s).rpc(
-                    client,
-                    "remove",
-                    Object::snapshot(&c.snapshotter, &c.snapshot_key),
-                );
-            }
+        match removed {
+            Err(s) if s.code() != Code::NotFound => Err(s).rpc(
+                client,
+                "remove",
+                Object::snapshot(&c.snapshotter, &c.snapshot_key),
+            ),
+            _ => Ok(()),
         }
-    }
-    client
-        .containers()
-        .delete(client.req(DeleteContainerRequest { id: id.to_owned() }))
-        .await
-        .rpc(client, "delete", Object::container(id))?;
-    Ok(())
+    };
+    let delete_record = async {
+        client
+            .containers()
+            .delete(client.req(DeleteContainerRequest { id: c.id.clone() }))
+            .await
+            .rpc(client, "delete", Object::container(&c.id))
+            .map(drop)
+    };
+    let (removed, deleted) = tokio::join!(remove_snapshot, delete_record);
+    removed.and(deleted)
 }
 
 #[cfg(test)]

@@ -113,24 +113,30 @@ pub async fn run(client: &Client, mut args: Args) -> Result<()> {
     args.container.labels.extend(net.labels);
     args.container.oci_hooks = net.hooks;
     args.container.net_host |= net.host;
-    let container = new_container(client, &args.container, &image, &id, &args.args).await?;
+    let made = new_container(client, &args.container, &image, &id, &args.args).await?;
     let result = start_task(
         client,
         &id,
         &args.io,
-        args.container.tty,
-        args.detach,
-        args.container.no_pivot,
-        args.container.pid_file.as_deref(),
+        StartOpts {
+            tty: args.container.tty,
+            detach: args.detach,
+            no_pivot: args.container.no_pivot,
+            pid_file: args.container.pid_file.as_deref(),
+        },
+        Some(tasks::Known {
+            container: &made.container,
+            rootfs: made.rootfs.clone(),
+        }),
     )
     .await;
     if plan.restart && result.is_ok() {
         crate::client::restart::mark_started(client, &id).await?;
     }
     if args.rm && !args.detach {
-        let deleted = match container::delete_with_snapshot(client, &id).await {
+        let deleted = match container::delete_with_snapshot(client, &made.container).await {
             // Docker's `--rm` takes the container's anonymous volumes along.
-            Ok(()) => volumes::remove_anonymous(client, &container.labels).await,
+            Ok(()) => volumes::remove_anonymous(client, &made.container.labels).await,
             Err(err) => Err(err),
         };
         if let Err(err) = deleted {
@@ -143,6 +149,15 @@ pub async fn run(client: &Client, mut args: Args) -> Result<()> {
     result
 }
 
+/// How [`start_task`] runs the task.
+#[derive(Debug, Clone, Copy)]
+pub struct StartOpts<'a> {
+    pub tty: bool,
+    pub detach: bool,
+    pub no_pivot: bool,
+    pub pid_file: Option<&'a str>,
+}
+
 /// Creates the task of container `id` and runs it (ctr's `tasks.NewTask` + Wait/Start), shared
 /// by `run` and `tasks start`. Unless `detach`, waits for the exit, deletes the task and returns
 /// [`ExitStatus`] for a non-zero status.
@@ -150,11 +165,15 @@ pub async fn start_task(
     client: &Client,
     id: &str,
     io: &IoFlags,
-    tty: bool,
-    detach: bool,
-    no_pivot: bool,
-    pid_file: Option<&str>,
+    opts: StartOpts<'_>,
+    known: Option<tasks::Known<'_>>,
 ) -> Result<()> {
+    let StartOpts {
+        tty,
+        detach,
+        no_pivot,
+        pid_file,
+    } = opts;
     let _raw = if tty {
         Some(RawTerminal::enable()?)
     } else {
@@ -162,7 +181,7 @@ pub async fn start_task(
     };
     let fifos = io.fifos(id, tty)?;
     let mut attached = Attached::start(&fifos);
-    let pid = match tasks::create(client, id, &fifos, no_pivot).await {
+    let pid = match tasks::create(client, id, &fifos, no_pivot, known).await {
         Ok(pid) => pid,
         Err(err) => {
             fifos.remove();

@@ -4,7 +4,7 @@
 use anyhow::Result;
 
 use crate::client::{restart, spec, tasks, Client};
-use crate::commands::run::{start_task, IoFlags};
+use crate::commands::run::{start_task, IoFlags, StartOpts};
 
 /// Flags of `tasks start`.
 #[derive(Debug, clap::Args)]
@@ -33,10 +33,16 @@ pub async fn run(client: &Client, args: Args) -> Result<()> {
         client,
         &args.id,
         &args.io,
-        tty,
-        args.detach,
-        args.no_pivot,
-        args.pid_file.as_deref(),
+        StartOpts {
+            tty,
+            detach: args.detach,
+            no_pivot: args.no_pivot,
+            pid_file: args.pid_file.as_deref(),
+        },
+        Some(tasks::Known {
+            container: &c,
+            rootfs: None,
+        }),
     )
     .await?;
     // A user's start of a restart-managed container: keep it running again (nerdctl `start`).
