@@ -135,6 +135,7 @@ impl Server {
     /// Writes the config, spawns the daemon and waits until `ctr version` answers.
     pub fn start(kind: Kind, bins: &Bins, dir: PathBuf) -> Result<Server> {
         fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        mount_state_tmpfs(&dir.join("state"))?;
         let config = dir.join("config.toml");
         let text = match kind {
             Kind::Containerd => containerd_config(&dir),
@@ -342,6 +343,28 @@ impl Drop for Server {
             let _ = child.wait();
         }
     }
+}
+
+/// Mounts a tmpfs on a daemon's state directory, as a node's `/run` (where containerd keeps its
+/// state, `/run/containerd`) is one: bundles, FIFOs and shim sockets live in memory, while the
+/// root (content, snapshots, metadata) stays on the scratch disk. The scratch clean-up unmounts it.
+fn mount_state_tmpfs(state: &Path) -> Result<()> {
+    use nix::mount::{mount, MsFlags};
+    fs::create_dir_all(state).with_context(|| format!("create {}", state.display()))?;
+    if super::procfs::mounts_under(state)
+        .iter()
+        .any(|m| m == state)
+    {
+        return Ok(());
+    }
+    mount(
+        Some("tmpfs"),
+        state,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=0711"),
+    )
+    .with_context(|| format!("mount a tmpfs on {}", state.display()))
 }
 
 /// containerd's config: everything under `dir`, CRI off (the reference setup).
