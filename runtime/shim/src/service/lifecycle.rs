@@ -27,6 +27,10 @@ use crate::runc::Runc;
 /// How long Delete waits for output to drain (containerd `waitTimeout(&p.wg, 2s)`).
 const IO_DRAIN: Duration = Duration::from_secs(2);
 
+/// How long after a process starts the shim gives back its start-up file pages: after the
+/// calls that follow a start, and after its blocking threads' 0.5 s keep-alive.
+const RELEASE_PAGES_AFTER: Duration = Duration::from_secs(1);
+
 /// containerd's identifier rule, enough to keep ids out of paths.
 fn validate_id(id: &str) -> Result<()> {
     let ok = !id.is_empty()
@@ -233,8 +237,15 @@ impl Shim {
         }
         p.status = Status::Running;
         let pid = p.pid;
-        // From here the shim mostly waits; see `resident` for why this pays.
-        tokio::task::spawn_blocking(|| {
+        // From here the shim mostly waits; see `resident` for why this pays. Not right away: the
+        // answer to Start, the TaskStart event, the daemon's Wait and the exit of the blocking
+        // threads Start used would fault their code back in. Released once they are done, what
+        // an idle shim keeps is what its waiting touches. It runs on the shim's one async
+        // thread, as an exception to keeping blocking work off it: reading /proc/self/smaps and
+        // a few madvise calls take well under a millisecond on a shim that is idle by then, and
+        // a blocking-pool thread would fault its own start and exit code back in.
+        tokio::spawn(async {
+            tokio::time::sleep(RELEASE_PAGES_AFTER).await;
             let kib = berth_resident::release_clean_file_pages();
             tracing::debug!(kib, "released start-up pages");
         });
