@@ -379,6 +379,19 @@ pub async fn delete(client: &Client, id: &str, force: bool) -> Result<DeleteResp
     Ok(resp)
 }
 
+/// Tasks.Delete of a task the caller just saw exit (its Wait answered): [`delete`] without the
+/// Tasks.Get that checks it is stopped. The caller removes its own FIFOs.
+pub async fn delete_exited(client: &Client, id: &str) -> Result<DeleteResponse> {
+    Ok(client
+        .tasks()
+        .delete(client.req(DeleteTaskRequest {
+            container_id: id.to_owned(),
+        }))
+        .await
+        .rpc(client, "delete", Object::named("task", id))?
+        .into_inner())
+}
+
 /// `process.Delete` of an exec process, with the same rules as [`delete`].
 pub async fn delete_process(
     client: &Client,

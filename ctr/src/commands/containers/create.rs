@@ -24,6 +24,6 @@ pub struct Args {
 /// Creates the container.
 pub async fn run(client: &Client, args: Args) -> Result<()> {
     let (image, id) = run::ref_and_id(&args.container, &args.image, args.id.as_deref())?;
-    run::new_container(client, &args.container, image, id, &args.args).await?;
-    Ok(())
+    let made = run::new_container(client, &args.container, image, id, &args.args).await?;
+    run::NewContainer::release_lease(made.lease).await
 }

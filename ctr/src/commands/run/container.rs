@@ -472,6 +472,20 @@ struct FromImage {
 pub struct NewContainer {
     pub container: Container,
     pub rootfs: Option<Vec<Mount>>,
+    /// The temporary lease the container was made under, not deleted yet: the container
+    /// references its snapshot by now, so the caller deletes it when it likes (`berth run`,
+    /// alongside Tasks.Create) with [`NewContainer::release_lease`].
+    pub lease: Option<TempLease>,
+}
+
+impl NewContainer {
+    /// Deletes the temporary lease, if it is still there.
+    pub async fn release_lease(lease: Option<TempLease>) -> Result<()> {
+        match lease {
+            Some(lease) => lease.done().await,
+            None => Ok(()),
+        }
+    }
 }
 
 /// ctr's `NewContainer`: builds the spec and creates container `id` from `image_ref` (or the
@@ -508,6 +522,7 @@ pub async fn new_container(
         return Ok(NewContainer {
             container,
             rootfs: None,
+            lease: None,
         });
     }
 
@@ -553,6 +568,7 @@ pub async fn new_container(
         return made.map(|container| NewContainer {
             container,
             rootfs: None,
+            lease: None,
         });
     }
 
@@ -655,6 +671,7 @@ pub async fn new_container(
             created.map(|container| NewContainer {
                 container,
                 rootfs: Some(mounts),
+                lease: None,
             })
         }
         .await;
@@ -670,10 +687,16 @@ pub async fn new_container(
         made
     }
     .await;
-    let done = lease.done().await;
-    let made = result?;
-    done?;
-    Ok(made)
+    match result {
+        Ok(made) => Ok(NewContainer {
+            lease: Some(lease),
+            ..made
+        }),
+        Err(e) => {
+            let _ = lease.done().await;
+            Err(e)
+        }
+    }
 }
 
 /// `WithNewSnapshot`: Prepare(key = id, parent = top chain ID).

@@ -16,7 +16,7 @@ mod volumes;
 
 use anyhow::{bail, Result};
 
-pub use container::{new_container, read_accounts, ref_and_id, ContainerFlags};
+pub use container::{new_container, read_accounts, ref_and_id, ContainerFlags, NewContainer};
 
 use crate::client::io::{Attached, FifoSet, RawTerminal};
 use crate::client::{tasks, Client};
@@ -113,8 +113,11 @@ pub async fn run(client: &Client, mut args: Args) -> Result<()> {
     args.container.labels.extend(net.labels);
     args.container.oci_hooks = net.hooks;
     args.container.net_host |= net.host;
-    let made = new_container(client, &args.container, &image, &id, &args.args).await?;
-    let result = start_task(
+    let mut made = new_container(client, &args.container, &image, &id, &args.args).await?;
+    // The temporary lease goes while the task is created (ctr keeps it until it exits and
+    // ignores a failure to delete it; a failure here is reported, not fatal).
+    let release = NewContainer::release_lease(made.lease.take());
+    let task = start_task(
         client,
         &id,
         &args.io,
@@ -128,8 +131,14 @@ pub async fn run(client: &Client, mut args: Args) -> Result<()> {
             container: &made.container,
             rootfs: made.rootfs.clone(),
         }),
-    )
-    .await;
+    );
+    let (result, released) = tokio::join!(task, release);
+    if let Err(err) = released {
+        eprintln!(
+            "berth: cannot delete the temporary lease: {}",
+            crate::error::render(&err)
+        );
+    }
     if plan.restart && result.is_ok() {
         crate::client::restart::mark_started(client, &id).await?;
     }
@@ -208,8 +217,12 @@ pub async fn start_task(
             Err(err)
         }
     };
-    // ctr defers task.Delete; a failed delete after a good run is the command's error.
-    let deleted = tasks::delete(client, id, false).await;
+    // ctr defers task.Delete; a failed delete after a good run is the command's error. After
+    // a Wait that answered, the task is known to have exited: no Tasks.Get to check it.
+    let deleted = match &outcome {
+        Ok(_) => tasks::delete_exited(client, id).await,
+        Err(_) => tasks::delete(client, id, false).await,
+    };
     fifos.remove();
     let code = match (outcome, deleted) {
         (Ok(code), Ok(_)) => code,
