@@ -591,6 +591,11 @@ mod tests {
 
     #[tokio::test]
     async fn binary_logger_gets_both_streams_and_its_env() {
+        // Held from before the script is written until the logger is done: a reaper test's
+        // waitpid(-1) would otherwise take the logger's status (spawn then panics in std when
+        // exec failed), and a test forking while the script is open for writing makes its exec
+        // fail with ETXTBSY (CI saw both at once).
+        let _serial = crate::reaper::TEST_FORK_LOCK.lock().await;
         let dir = tempfile::tempdir().unwrap();
         let script = dir.path().join("logger.sh");
         let out = dir.path().join("out");

@@ -426,6 +426,8 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let fifo = tmp.path().join(EXEC_FIFO);
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        // A reaper test's waitpid(-1) running meanwhile would take this child's status.
+        let _serial = crate::reaper::TEST_FORK_LOCK.blocking_lock();
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let pid = child.id();
         child.wait().unwrap();
