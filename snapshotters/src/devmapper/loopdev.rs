@@ -207,6 +207,13 @@ mod tests {
         // A second attach (a restart) finds the same device.
         assert_eq!(attach(&file).unwrap(), dev);
         detach(&dev.path).unwrap();
+        // While anyone else still has the device open (a probe, a parallel test scanning
+        // block devices), the kernel defers the unbinding to its last close (autoclear): CI
+        // once still found the binding right after LOOP_CLR_FD.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while find(&file).unwrap().is_some() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         assert_eq!(find(&file).unwrap(), None);
     }
 
