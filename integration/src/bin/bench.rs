@@ -19,8 +19,8 @@ struct Args {
     /// Also write the report as JSON to this file.
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Run only these sections (comma-separated: memory, unpack, lifecycle, concurrent, api,
-    /// shims); the figures of the others are left out and not required.
+    /// Run only these sections (comma-separated, of the possible values); the figures of the
+    /// others are left out and not required.
     #[arg(long, value_delimiter = ',', value_parser = bench::SECTIONS)]
     only: Vec<String>,
 }
