@@ -159,3 +159,12 @@ pub fn import_archive(address: &Path, archive: &Path, extra: &[&str]) {
     args.push(archive.to_str().expect("utf-8 path"));
     berth(address, &args).ok();
 }
+
+/// A fresh daemon with the busybox test image imported (and unpacked) as `name` through
+/// `berth images import`.
+pub fn daemon_with_busybox(name: &str) -> (crate::Daemon, crate::image::TestImage) {
+    let daemon = crate::Daemon::start();
+    let img = crate::image::build_busybox_image(daemon.dir(), name);
+    import_archive(daemon.address(), &img.archive, &[]);
+    (daemon, img)
+}

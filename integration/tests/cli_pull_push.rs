@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use berth_integration::berth_cli::{berth, berth_bin, berth_cmd};
+use berth_integration::berth_cli::{berth, berth_bin, berth_cmd, daemon_with_busybox};
 use berth_integration::image::{build_busybox_image, sha256_digest};
 use berth_integration::registry::{require_registry, Registry};
 use berth_integration::{require_root, Daemon};
@@ -46,22 +46,13 @@ fn images(address: &Path) -> Vec<(String, String)> {
         .collect()
 }
 
-/// A daemon with the busybox test image imported (and unpacked) as [`IMAGE`].
-fn daemon_with_busybox() -> (Daemon, berth_integration::image::TestImage) {
-    let daemon = Daemon::start();
-    let img = build_busybox_image(daemon.dir(), IMAGE);
-    let archive = img.archive.to_str().expect("utf-8 path");
-    berth(daemon.address(), &["images", "import", archive]).ok();
-    (daemon, img)
-}
-
 #[test]
 fn plain_http_push_remove_pull() {
     if !prerequisites() {
         return;
     }
     let registry = Registry::start_plain();
-    let (daemon, img) = daemon_with_busybox();
+    let (daemon, img) = daemon_with_busybox(IMAGE);
     let a = daemon.address();
     let remote = format!("{}/bb:1", registry.host());
 
@@ -132,7 +123,7 @@ fn content_fetch_stores_every_blob_and_the_image_without_unpacking() {
         return;
     }
     let registry = Registry::start_plain();
-    let (daemon, img) = daemon_with_busybox();
+    let (daemon, img) = daemon_with_busybox(IMAGE);
     let remote = format!("{}/fetch/bb:1", registry.host());
     berth(
         daemon.address(),
@@ -203,7 +194,7 @@ fn https_with_test_ca_and_basic_auth() {
         .to_str()
         .expect("utf-8 path")
         .to_owned();
-    let (daemon, img) = daemon_with_busybox();
+    let (daemon, img) = daemon_with_busybox(IMAGE);
     let a = daemon.address();
     let host = registry.host();
     let remote = format!("{host}/private/bb:v1");

@@ -19,8 +19,8 @@
 
 use std::path::{Path, PathBuf};
 
-use berth_integration::berth_cli::{berth, berth_bin};
-use berth_integration::image::{build_busybox_image, TestImage};
+use berth_integration::berth_cli::{berth, berth_bin, daemon_with_busybox};
+use berth_integration::image::build_busybox_image;
 use berth_integration::registry::{require_registry, Registry};
 use berth_integration::{channel, namespaced};
 use berth_integration::{require_root, Daemon};
@@ -44,15 +44,6 @@ const NS: &str = "default";
 
 fn prerequisites() -> bool {
     require_root() && require_registry() && berth_bin().is_file()
-}
-
-/// A daemon with the busybox test image imported as [`IMAGE`].
-fn daemon_with_busybox() -> (Daemon, TestImage) {
-    let daemon = Daemon::start();
-    let img = build_busybox_image(daemon.dir(), IMAGE);
-    let archive = img.archive.to_str().expect("utf-8 path");
-    berth(daemon.address(), &["images", "import", archive]).ok();
-    (daemon, img)
 }
 
 /// A hosts directory sending `registry` to the test registry at `host` over plain HTTP.
@@ -137,7 +128,7 @@ fn pull_through_hosts_dir_streams_progress_and_the_image_runs() {
         return;
     }
     let registry = Registry::start_plain();
-    let (source, img) = daemon_with_busybox();
+    let (source, img) = daemon_with_busybox(IMAGE);
     let remote = format!("{}/bb:1", registry.host());
     berth(
         source.address(),
@@ -231,7 +222,7 @@ fn credentials_go_through_the_auth_stream_and_refusal_is_unauthenticated() {
         return;
     }
     let registry = Registry::start_plain_auth("user", "pass");
-    let (source, img) = daemon_with_busybox();
+    let (source, img) = daemon_with_busybox(IMAGE);
     let remote = format!("{}/auth/bb:1", registry.host());
     berth(
         source.address(),
@@ -590,7 +581,7 @@ fn export_through_the_service_gives_an_archive_another_daemon_imports_and_runs()
     if !require_root() || !berth_bin().is_file() {
         return;
     }
-    let (source, img) = daemon_with_busybox();
+    let (source, img) = daemon_with_busybox(IMAGE);
     let out = source.dir().join("exported.tar");
     let out_arg = out.to_str().expect("utf-8 path");
     berth(
@@ -644,7 +635,7 @@ fn push_through_the_service_gives_an_image_another_daemon_pulls_and_runs() {
         return;
     }
     let registry = Registry::start_plain();
-    let (source, img) = daemon_with_busybox();
+    let (source, img) = daemon_with_busybox(IMAGE);
     let remote = format!("{}/pushed/bb:1", registry.host());
     let events = runtime().block_on(async {
         let ch = channel(&source).await;
