@@ -19,10 +19,10 @@ use berth_integration::image::{build_busybox_image, sha256_digest, TestImage};
 use berth_integration::registry::{require_registry, Registry};
 use berth_integration::{channel, ctr, require_binary, require_root, Daemon};
 use berth_transfer::grpc::GrpcStores;
-use berth_transfer::types::chain_ids;
+use berth_transfer::types::{chain_ids, ingest_ref};
 use berth_transfer::{
     pull, push, Cx, Descriptor, Platform, Progress, PullOptions, PushOptions, RegistryOptions,
-    TransferError,
+    Stores, TransferError,
 };
 use berth_wellknown::media_type;
 use flate2::write::GzEncoder;
@@ -464,12 +464,20 @@ async fn multi_platform_index_pulls_one_platform_unless_all() {
 #[derive(Default)]
 struct Interrupt {
     layers: Vec<String>,
+    started: Mutex<BTreeMap<String, Descriptor>>,
     bytes: Mutex<BTreeMap<String, u64>>,
     done: Mutex<Vec<String>>,
     notify: tokio::sync::Notify,
 }
 
 impl Progress for Interrupt {
+    fn on_start(&self, desc: &Descriptor) {
+        self.started
+            .lock()
+            .expect("progress lock")
+            .insert(desc.digest.clone(), desc.clone());
+    }
+
     fn on_bytes(&self, desc: &Descriptor, n: u64) {
         *self
             .bytes
@@ -545,7 +553,13 @@ async fn interrupted_pull_resumes_without_refetching() {
             )
         })
         .collect();
-    eprintln!("interrupted with {done:?} done, bytes {bytes:?}, gets {gets_before:?}");
+    let kept = kept_layers(&stores, &img, &progress).await;
+    for digest in &done {
+        assert_eq!(kept[digest], Kept::Committed, "{digest} reported done");
+    }
+    eprintln!(
+        "interrupted with {done:?} done, bytes {bytes:?}, kept {kept:?}, gets {gets_before:?}"
+    );
     let listed = ctr(&fresh, &["images", "ls", "-q"]).ok().to_owned();
     assert!(listed.trim().is_empty(), "no image record yet: {listed}");
 
@@ -565,19 +579,72 @@ async fn interrupted_pull_resumes_without_refetching() {
     for layer in &img.layers {
         let after = registry.blob_gets("test/resume", &layer.digest);
         let before = &gets_before[&layer.digest];
-        if done.contains(&layer.digest) {
-            assert_eq!(
+        match &kept[&layer.digest] {
+            Kept::Committed | Kept::Complete => assert_eq!(
                 &after, before,
-                "completed layer {} fetched again",
-                layer.digest
-            );
-        } else {
-            let got = bytes.get(&layer.digest).copied().unwrap_or(0);
-            assert_eq!(after.len(), before.len() + 1, "{}", layer.digest);
-            if got > 0 && got < layer.size {
+                "layer {} ({:?} before the resume) fetched again",
+                layer.digest, kept[&layer.digest]
+            ),
+            Kept::Partial => {
                 // A partly written ingest resumes with a ranged request.
+                assert_eq!(after.len(), before.len() + 1, "{}", layer.digest);
                 assert_eq!(after.last(), Some(&206), "{after:?}");
+            }
+            Kept::Nothing => {
+                assert_eq!(after.len(), before.len() + 1, "{}", layer.digest);
+                assert_eq!(after.last(), Some(&200), "{after:?}");
             }
         }
     }
+}
+
+/// What the daemon holds of a layer after an interrupted pull.
+#[derive(Debug, PartialEq)]
+enum Kept {
+    /// The blob is committed.
+    Committed,
+    /// The ingest has every byte but no commit: the resumed pull only commits it.
+    Complete,
+    /// The ingest has some of the bytes.
+    Partial,
+    /// No bytes.
+    Nothing,
+}
+
+/// Asks the daemon what it kept of each layer. The progress callbacks cannot tell: a write the
+/// daemon applied may have had its answer dropped with the pull.
+async fn kept_layers(
+    stores: &Stores<'_>,
+    img: &TestImage,
+    progress: &Interrupt,
+) -> BTreeMap<String, Kept> {
+    let cx = Cx::new(stores.namespace);
+    let started = progress.started.lock().expect("progress lock").clone();
+    let mut kept = BTreeMap::new();
+    for layer in &img.layers {
+        let state = if stores
+            .content
+            .info(&cx, &layer.digest)
+            .await
+            .expect("content info")
+            .is_some()
+        {
+            Kept::Committed
+        } else if let Some(desc) = started.get(&layer.digest) {
+            match stores
+                .content
+                .status(&cx, &ingest_ref(desc))
+                .await
+                .expect("ingest status")
+            {
+                Some(s) if s.offset == layer.size => Kept::Complete,
+                Some(s) if s.offset > 0 => Kept::Partial,
+                _ => Kept::Nothing,
+            }
+        } else {
+            Kept::Nothing
+        };
+        kept.insert(layer.digest.clone(), state);
+    }
+    kept
 }
