@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 scripts/install-prereqs.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+# The devmapper kernel tests are only built with this feature (integration/tests/devmapper_guest.rs
+# builds them so and runs them in a QEMU guest); lint them too.
+cargo clippy -p berth-snapshotters --lib --tests --features devmapper-kernel-tests -- -D warnings
 # The integration tests start the berthd binary, so build it before testing.
 cargo build --workspace
 cargo test --workspace --no-fail-fast

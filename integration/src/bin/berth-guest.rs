@@ -9,8 +9,10 @@
 //! `sh` text instead of a binary; `<binary>` may then be left out), `--file <host>` (also copy
 //! this host executable to `/usr/local/bin/`, repeatable).
 //!
-//! Example: the devmapper conformance tests of the snapshotters library, in the guest:
-//! `cargo run -p berth-integration --bin berth-guest -- $(ls -t target/debug/deps/berth_snapshotters-* | grep -v '\.d$' | head -1) --ignored devmapper:: --test-threads=1`
+//! Example: the devmapper kernel tests of the snapshotters library, in the guest (the last
+//! `executable` that `cargo test -p berth-snapshotters --lib --features devmapper-kernel-tests
+//! --no-run` prints is the binary):
+//! `cargo run -p berth-integration --bin berth-guest -- <that binary> devmapper:: --test-threads=1`
 
 use std::env;
 use std::fs;

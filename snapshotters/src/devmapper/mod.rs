@@ -54,6 +54,9 @@
 //! windows of create and remove for the guest's crash test.
 
 pub mod dm;
+#[cfg(test)]
+#[cfg(feature = "devmapper-kernel-tests")]
+mod kernel_tests;
 pub mod loopdev;
 pub mod metadata;
 pub mod plugin;

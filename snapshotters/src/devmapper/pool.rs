@@ -642,8 +642,11 @@ mod tests {
 }
 
 /// The kernel path, for real: a pool on two loop devices and every call of [`dm`], [`Pool`]
-/// and the loop module. Needs root and a kernel with dm-thin-pool: run in the QEMU guest.
+/// and the loop module. Needs root and a kernel with dm-thin-pool, so only built with the
+/// `devmapper-kernel-tests` feature: `integration/tests/devmapper_guest.rs` runs them in the
+/// QEMU guest.
 #[cfg(test)]
+#[cfg(feature = "devmapper-kernel-tests")]
 mod kernel_tests {
     use std::io::{Read, Seek, SeekFrom, Write};
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -691,7 +694,6 @@ mod kernel_tests {
     }
 
     #[test]
-    #[ignore = "needs device-mapper: run in the QEMU guest (integration/tests/devmapper_guest.rs)"]
     fn ioctl_round_trip_cost() {
         dm::availability().unwrap();
         let control = Control::open().unwrap();
@@ -730,7 +732,6 @@ mod kernel_tests {
     }
 
     #[test]
-    #[ignore = "needs device-mapper: run in the QEMU guest (integration/tests/devmapper_guest.rs)"]
     fn a_pool_on_loop_devices_goes_through_every_call() {
         dm::availability().unwrap();
         // A missing control node is made again from /proc/misc's minor.

@@ -223,7 +223,7 @@ pub fn run_check(name: &str, make: &MakeFn, setup: Option<&SetupFn>) {
 /// Generates one `#[test]` per suite check, named after the check, for the snapshotter that
 /// `$make` (a `fn(&Path) -> Arc<dyn Snapshotter>`) builds; `$setup` (a
 /// [`SetupFn`](crate::testsuite::SetupFn)-shaped fn) prepares each root first. Attributes
-/// after them (`#[ignore = "why"]`) go on every generated test.
+/// after them (`#[cfg(feature = "...")]`, say) go on every generated test.
 #[macro_export]
 macro_rules! snapshotter_suite {
     ($make:expr) => {
