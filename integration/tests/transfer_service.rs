@@ -20,7 +20,7 @@
 use std::path::{Path, PathBuf};
 
 use berth_integration::berth_cli::{berth, berth_bin, daemon_with_busybox};
-use berth_integration::image::build_busybox_image;
+use berth_integration::image::{build_busybox_image, TestImage};
 use berth_integration::registry::{require_registry, Registry};
 use berth_integration::{channel, namespaced};
 use berth_integration::{require_root, Daemon};
@@ -32,6 +32,7 @@ use berth_proto::containerd::types::transfer::{
     AuthResponse, AuthType, Data, ImageImportStream, ImageReference, ImageStore, OciRegistry,
     RegistryResolver, UnpackConfiguration, WindowUpdate,
 };
+use berth_transfer::types::chain_ids;
 use prost::Message as _;
 use prost_types::Any;
 use tokio::sync::mpsc;
@@ -416,6 +417,7 @@ async fn import_bytes(
     id: &str,
     bytes: Vec<u8>,
     media_type: &str,
+    unpacks: Vec<UnpackConfiguration>,
 ) -> Result<(), Status> {
     let (tx, mut inbound) = open_stream(ch, id).await;
     let sender = tokio::spawn(async move {
@@ -466,6 +468,7 @@ async fn import_bytes(
                     is_prefix: true,
                     ..ImageReference::default()
                 }],
+                unpacks,
                 ..ImageStore::default()
             },
         )),
@@ -490,10 +493,36 @@ fn import_through_the_service_records_the_image_and_it_runs() {
     let out = berth(a, &["images", "import", "--local=false", archive]).ok();
     assert!(
         out.contains(&format!(
-            "unpacking {IMAGE} ({})...done",
+            "{IMAGE} ({}) imported and unpacked by the daemon",
             img.manifest_digest
         )),
         "{out}"
+    );
+    // The daemon unpacked it (an `unpacks` entry): one committed snapshot per layer, named by
+    // its chain ID, and the config labelled with the top one, so GC keeps them.
+    let chain = chain_ids(
+        &img.layers
+            .iter()
+            .map(|l| l.diff_id.clone())
+            .collect::<Vec<_>>(),
+    );
+    let snapshots = berth(a, &["snapshots", "ls"]).ok();
+    for id in &chain {
+        assert!(
+            snapshots
+                .lines()
+                .any(|l| l.starts_with(id.as_str()) && l.contains("Committed")),
+            "{id} not committed:\n{snapshots}"
+        );
+    }
+    let config = berth(a, &["content", "ls"]).ok();
+    let top = chain.last().expect("layers");
+    assert!(
+        config
+            .lines()
+            .any(|l| l.starts_with(img.config_digest.as_str())
+                && l.contains(&format!("containerd.io/gc.ref.snapshot.overlayfs={top}"))),
+        "{config}"
     );
     let ls = berth(a, &["images", "ls", "--format", "json"]).json();
     assert_eq!(ls[0]["name"], IMAGE, "{ls}");
@@ -508,57 +537,180 @@ fn import_through_the_service_records_the_image_and_it_runs() {
     }
     assert_eq!(berth(a, &["content", "active", "-q"]).ok().trim(), "");
     assert_eq!(berth(a, &["leases", "ls", "-q"]).ok().trim(), "");
+    // Another namespace imports the same archive: the bytes are shared, and this namespace
+    // records each blob (a claim without bytes) and unpacks it too.
+    let other = berth(
+        a,
+        &["-n", "other", "images", "import", "--local=false", archive],
+    )
+    .ok();
+    assert!(
+        other.contains("imported and unpacked by the daemon"),
+        "{other}"
+    );
+    let other_snapshots = berth(a, &["-n", "other", "snapshots", "ls"]).ok();
+    assert!(
+        chain.iter().all(|id| other_snapshots.contains(id.as_str())),
+        "{other_snapshots}"
+    );
+    // A garbage collection (deleting another name, synchronously) keeps the snapshots.
+    berth(a, &["images", "tag", IMAGE, "docker.io/library/gc:now"]).ok();
+    berth(a, &["images", "rm", "--sync", "docker.io/library/gc:now"]).ok();
+    let after_gc = berth(a, &["snapshots", "ls"]).ok();
+    assert!(
+        chain.iter().all(|id| after_gc.contains(id.as_str())),
+        "{after_gc}"
+    );
     berth(a, &["run", "--rm", IMAGE, "archive-run", "true"]).ok();
+}
+
+/// An `unpacks` entry the daemon cannot serve is InvalidArgument naming it, and leaves
+/// nothing: a snapshotter it has not loaded (refused before the archive is read), a platform
+/// the archive has no image for. `--no-unpack` imports without unpacking.
+#[test]
+fn import_unpacks_it_cannot_do_are_invalid_argument() {
+    let Some((daemon, img, bytes)) = daemon_and_archive() else {
+        return;
+    };
+    let a = daemon.address();
+    let unpack = |os: &str, arch: &str, snapshotter: &str| UnpackConfiguration {
+        platform: Some(berth_proto::containerd::types::Platform {
+            os: os.to_owned(),
+            architecture: arch.to_owned(),
+            variant: String::new(),
+        }),
+        snapshotter: snapshotter.to_owned(),
+    };
+    let (no_snapshotter, no_platform) = runtime().block_on(async {
+        let ch = channel(&daemon).await;
+        let no_snapshotter = import_bytes(
+            &ch,
+            "import-nosuch",
+            bytes.clone(),
+            "",
+            vec![unpack("linux", "amd64", "nosuch")],
+        )
+        .await
+        .expect_err("an unknown snapshotter must fail");
+        let no_platform = import_bytes(
+            &ch,
+            "import-s390x",
+            bytes.clone(),
+            "",
+            vec![unpack("linux", "s390x", "")],
+        )
+        .await
+        .expect_err("a platform the archive lacks must fail");
+        (no_snapshotter, no_platform)
+    });
+    assert_invalid(
+        &no_snapshotter,
+        &["destination.unpacks.snapshotter", "\"nosuch\""],
+    );
+    assert_invalid(&no_platform, &["no image for platform linux/s390x"]);
+    assert_nothing_left(a, "snapshots ls");
+
+    let archive = img.archive.to_str().expect("utf-8 path");
+    let out = berth(
+        a,
+        &["images", "import", "--local=false", "--no-unpack", archive],
+    )
+    .ok();
+    assert!(
+        out.contains(&format!("{IMAGE} ({}) imported\n", img.manifest_digest)),
+        "{out}"
+    );
+    assert_eq!(berth(a, &["snapshots", "ls", "-q"]).ok().trim(), "");
+}
+
+/// A daemon, the test image built in its directory, and the image's archive bytes; `None`
+/// (skipped) without root or the `berth` binary.
+fn daemon_and_archive() -> Option<(Daemon, TestImage, Vec<u8>)> {
+    if !require_root() || !berth_bin().is_file() {
+        return None;
+    }
+    let daemon = Daemon::start();
+    let img = build_busybox_image(daemon.dir(), IMAGE);
+    let bytes = std::fs::read(&img.archive).expect("read the archive");
+    Some((daemon, img, bytes))
+}
+
+/// `status` is InvalidArgument and its message has each of `wanted`.
+#[track_caller]
+fn assert_invalid(status: &Status, wanted: &[&str]) {
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    for w in wanted {
+        assert!(
+            status.message().contains(w),
+            "{w:?} not in {}",
+            status.message()
+        );
+    }
+}
+
+/// After a failed import: no image, no lease, and nothing listed by `berth <listing> -q`.
+#[track_caller]
+fn assert_nothing_left(a: &std::path::Path, listing: &str) {
+    let mut args: Vec<&str> = listing.split(' ').collect();
+    args.push("-q");
+    for args in [&["images", "ls", "-q"][..], &["leases", "ls", "-q"], &args] {
+        assert_eq!(berth(a, args).ok().trim(), "", "berth {args:?}");
+    }
 }
 
 #[test]
 fn broken_archives_and_unknown_media_types_are_invalid_argument() {
-    if !require_root() || !berth_bin().is_file() {
+    let Some((daemon, _img, bytes)) = daemon_and_archive() else {
         return;
-    }
-    let daemon = Daemon::start();
+    };
     let a = daemon.address();
-    let img = build_busybox_image(daemon.dir(), IMAGE);
-    let bytes = std::fs::read(&img.archive).expect("read the archive");
     let (truncated, unknown, not_oci) = runtime().block_on(async {
         let ch = channel(&daemon).await;
         // Cut inside the largest blob.
-        let truncated = import_bytes(&ch, "import-cut", bytes[..bytes.len() / 2].to_vec(), "")
-            .await
-            .expect_err("a truncated archive must fail");
-        let unknown = import_bytes(&ch, "import-rar", bytes.clone(), "application/x-rar")
-            .await
-            .expect_err("an unknown media type must fail");
-        let not_oci = import_bytes(&ch, "import-empty", vec![0; 4096], "application/x-tar")
-            .await
-            .expect_err("an empty tar must fail");
+        let truncated = import_bytes(
+            &ch,
+            "import-cut",
+            bytes[..bytes.len() / 2].to_vec(),
+            "",
+            vec![],
+        )
+        .await
+        .expect_err("a truncated archive must fail");
+        let unknown = import_bytes(
+            &ch,
+            "import-rar",
+            bytes.clone(),
+            "application/x-rar",
+            vec![],
+        )
+        .await
+        .expect_err("an unknown media type must fail");
+        let not_oci = import_bytes(
+            &ch,
+            "import-empty",
+            vec![0; 4096],
+            "application/x-tar",
+            vec![],
+        )
+        .await
+        .expect_err("an empty tar must fail");
         (truncated, unknown, not_oci)
     });
-    assert_eq!(truncated.code(), Code::InvalidArgument, "{truncated:?}");
+    assert_invalid(
+        &truncated,
+        &["invalid image archive: blobs/sha256/", "truncated archive"],
+    );
     assert!(
         truncated
             .message()
-            .starts_with("invalid image archive: blobs/sha256/")
-            && truncated.message().contains("truncated archive"),
+            .starts_with("invalid image archive: blobs/sha256/"),
         "{}",
         truncated.message()
     );
-    assert_eq!(unknown.code(), Code::InvalidArgument, "{unknown:?}");
-    assert!(
-        unknown.message().contains("\"application/x-rar\""),
-        "{}",
-        unknown.message()
-    );
-    assert_eq!(not_oci.code(), Code::InvalidArgument, "{not_oci:?}");
-    assert!(
-        not_oci.message().contains("no oci-layout file"),
-        "{}",
-        not_oci.message()
-    );
+    assert_invalid(&unknown, &["\"application/x-rar\""]);
+    assert_invalid(&not_oci, &["no oci-layout file"]);
     // Nothing left behind: no image, no ingest, no lease.
-    assert_eq!(berth(a, &["images", "ls", "-q"]).ok().trim(), "");
-    assert_eq!(berth(a, &["content", "active", "-q"]).ok().trim(), "");
-    assert_eq!(berth(a, &["leases", "ls", "-q"]).ok().trim(), "");
+    assert_nothing_left(a, "content active");
 
     // The CLI says it in one line and exits non-zero.
     let cut = daemon.dir().join("cut.tar");

@@ -19,7 +19,8 @@
 //! closed when the transfer ends.
 //!
 //! - `ImageImportStream` → `ImageStore`: an OCI layout tar streamed by the client (module
-//!   [`import`]).
+//!   [`import`]), its images unpacked for each `unpacks` entry (nerdctl's `load` and
+//!   containerd 2's `ctr images import` ask for one).
 //! - `ImageStore` → `ImageExportStream`: an OCI layout tar of the image streamed to the
 //!   client (module [`export`]).
 //!
@@ -45,6 +46,7 @@ use berth_proto::containerd::services::transfer::v1::TransferRequest;
 use berth_proto::containerd::types::transfer::{
     AuthRequest, AuthResponse, AuthType, ImageExportStream, ImageImportStream,
     ImageStore as ApiImageStore, OciRegistry, Progress as ApiProgress, RegistryResolver,
+    UnpackConfiguration,
 };
 use berth_proto::containerd::types::{Descriptor as ApiDescriptor, Platform as ApiPlatform};
 use berth_registry::{types, Classify, ErrorKind, PluginError, Registration};
@@ -414,6 +416,23 @@ impl TransferService {
         Ok(options)
     }
 
+    /// The snapshotter an `unpacks` entry names (the default when empty); InvalidArgument
+    /// unless it is loaded.
+    fn unpack_snapshotter(&self, u: &UnpackConfiguration) -> Result<String, TransferServiceError> {
+        let snapshotter = if u.snapshotter.is_empty() {
+            DEFAULT_SNAPSHOTTER
+        } else {
+            u.snapshotter.as_str()
+        };
+        if self.snapshots.names().all(|n| n != snapshotter) {
+            return Err(TransferServiceError::Invalid {
+                field: "destination.unpacks.snapshotter",
+                reason: format!("snapshotter {snapshotter:?} is not loaded"),
+            });
+        }
+        Ok(snapshotter.to_owned())
+    }
+
     /// OCIRegistry → ImageStore.
     async fn pull(
         &self,
@@ -428,21 +447,11 @@ impl TransferService {
         let (platform, snapshotter) = match store.unpacks.first() {
             Some(u) => (
                 u.platform.as_ref().map(platform_from_api),
-                if u.snapshotter.is_empty() {
-                    DEFAULT_SNAPSHOTTER.to_owned()
-                } else {
-                    u.snapshotter.clone()
-                },
+                self.unpack_snapshotter(u)?,
             ),
             None => (None, DEFAULT_SNAPSHOTTER.to_owned()),
         };
         let unpack = !store.unpacks.is_empty();
-        if unpack && self.snapshots.names().all(|n| n != snapshotter) {
-            return Err(TransferServiceError::Invalid {
-                field: "destination.unpacks.snapshotter",
-                reason: format!("snapshotter {snapshotter:?} is not loaded"),
-            });
-        }
         let platform = platform.or_else(|| store.platforms.first().map(platform_from_api));
         for extra in &store.extra_references {
             if extra.is_prefix || extra.add_digest {

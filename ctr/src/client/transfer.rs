@@ -238,6 +238,8 @@ pub struct RemoteImport {
     pub digests: bool,
     /// Platforms to keep; empty is all of them.
     pub platforms: Vec<Platform>,
+    /// What the daemon unpacks: a platform and a snapshotter each; empty is nothing.
+    pub unpacks: Vec<UnpackConfiguration>,
 }
 
 /// The largest `Data` message sent (containerd's `maxRead`).
@@ -315,6 +317,7 @@ pub async fn import(
             add_digest: spec.digests,
             ..ImageReference::default()
         }],
+        unpacks: spec.unpacks.clone(),
         ..ImageStore::default()
     };
     let mut saved = Vec::new();

@@ -5,7 +5,9 @@
 //! 32 KiB a message and ends with the end of its stream). The tar is read on a blocking
 //! thread as it arrives; each `blobs/<alg>/<hex>` goes straight into the content store under
 //! a lease, `index.json` after it; then the index is walked (children labelled for GC, the
-//! `ImageStore`'s platforms kept) and the images it names are recorded.
+//! `ImageStore`'s platforms kept), the kept image manifests of each `unpacks` entry's platform
+//! are unpacked into its snapshotter (the default when it names none; InvalidArgument before
+//! any byte is read when it is not loaded), and the images it names are recorded.
 //!
 //! Names: the `ImageStore.name` names the index; each index entry is named from its
 //! `io.containerd.image.name` or `org.opencontainers.image.ref.name` annotation under the
@@ -21,11 +23,12 @@ use std::io::Read;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use berth_proto::containerd::types::transfer::{
-    Data, ImageImportStream, ImageStore as ApiImageStore, WindowUpdate,
+    Data, ImageImportStream, ImageStore as ApiImageStore, UnpackConfiguration, WindowUpdate,
 };
 use berth_transfer::manifest::{parse_index, parse_manifest, select_entries};
 use berth_transfer::types::{is_index, is_manifest, rfc3339};
-use berth_transfer::{Cx, Descriptor, Image, Ingest};
+use berth_transfer::unpack::unpack_manifest;
+use berth_transfer::{Cx, Descriptor, Image, Ingest, Platform};
 use berth_wellknown::{label, media_type};
 use prost::Message as _;
 use prost_types::Any;
@@ -281,11 +284,8 @@ impl TransferService {
                 ),
             });
         }
-        if !store.unpacks.is_empty() {
-            return Err(TransferServiceError::Invalid {
-                field: "destination.unpacks",
-                reason: "unpacking imported images in the daemon is not supported; unpack them afterwards".into(),
-            });
+        for u in &store.unpacks {
+            self.unpack_snapshotter(u)?;
         }
         for extra in &store.extra_references {
             if !extra.is_prefix && !extra.add_digest {
@@ -386,7 +386,7 @@ impl TransferService {
         let local = self.stores(super::DEFAULT_SNAPSHOTTER);
         let content = &local.stores(ns).content;
         let mut found = Ingested::default();
-        let mut open: Option<(String, Option<Box<dyn berth_transfer::ContentWriter>>)> = None;
+        let mut open: Option<OpenBlob> = None;
         let result = async {
             while let Some(entry) = rx.recv().await {
                 match entry {
@@ -395,33 +395,48 @@ impl TransferService {
                     Entry::Blob { name, digest, size } => {
                         let reference = format!("import-{digest}");
                         let desc = Descriptor::new("application/octet-stream", &digest, size);
-                        let writer = match content.writer(cx, &reference, &desc).await {
-                            Ok(Ingest::Present) => None,
+                        let mut blob = OpenBlob {
+                            reference,
+                            writer: None,
+                            has_all: false,
+                        };
+                        match content.writer(cx, &blob.reference, &desc).await {
+                            Ok(Ingest::Present) => {}
                             Ok(Ingest::Writer(mut w)) => {
-                                if w.offset() > 0 {
+                                // Every byte is there already (a complete ingest, or bytes
+                                // this namespace does not record yet, claimed): only the
+                                // commit, which records the blob here, is left.
+                                blob.has_all = w.offset() == size;
+                                if !blob.has_all && w.offset() > 0 {
                                     w.truncate().await.map_err(|e| store_err(&name, e))?;
                                 }
-                                Some(w)
+                                blob.writer = Some(w);
                             }
-                            Err(e) if e.is_already_exists() => None,
+                            Err(e) if e.is_already_exists() => {}
                             Err(e) => return Err(store_err(&name, e)),
-                        };
-                        open = Some((reference, writer));
+                        }
+                        open = Some(blob);
                     }
                     Entry::Chunk(data) => {
-                        if let Some((reference, writer)) = open.as_mut() {
-                            if let Some(w) = writer.as_mut() {
+                        if let Some(blob) = open.as_mut().filter(|b| !b.has_all) {
+                            if let Some(w) = blob.writer.as_mut() {
                                 match w.write(&data).await {
                                     Ok(()) => {}
-                                    // Committed meanwhile: nothing more to write.
-                                    Err(e) if e.is_already_exists() => *writer = None,
-                                    Err(e) => return Err(store_err(reference, e)),
+                                    // The bytes are there (committed meanwhile, or claimed):
+                                    // nothing more to write, the commit records the blob.
+                                    Err(e) if e.is_already_exists() => blob.has_all = true,
+                                    Err(e) => return Err(store_err(&blob.reference, e)),
                                 }
                             }
                         }
                     }
                     Entry::BlobEnd => {
-                        if let Some((reference, Some(w))) = open.take() {
+                        if let Some(OpenBlob {
+                            reference,
+                            writer: Some(w),
+                            ..
+                        }) = open.take()
+                        {
                             match w.commit(BTreeMap::new()).await {
                                 Err(e) if !e.is_already_exists() => {
                                     return Err(bad(format!("{reference}: {e}")))
@@ -440,16 +455,8 @@ impl TransferService {
                             Err(e) if e.is_already_exists() => Ingest::Present,
                             Err(e) => return Err(store_err("index.json", e)),
                         };
-                        if let Ingest::Writer(mut w) = opened {
-                            let written = async {
-                                if w.offset() > 0 {
-                                    w.truncate().await?;
-                                }
-                                w.write(&data).await?;
-                                w.commit(BTreeMap::new()).await
-                            }
-                            .await;
-                            match written {
+                        if let Ingest::Writer(w) = opened {
+                            match write_whole(w, &data).await {
                                 Err(e) if !e.is_already_exists() => {
                                     return Err(store_err("index.json", e))
                                 }
@@ -465,7 +472,12 @@ impl TransferService {
         .await;
         // Stop the reader before waiting for anything else.
         drop(rx);
-        if let Some((reference, Some(w))) = open.take() {
+        if let Some(OpenBlob {
+            reference,
+            writer: Some(w),
+            ..
+        }) = open.take()
+        {
             drop(w);
             let content = self.content.clone();
             let ns = ns.to_owned();
@@ -538,7 +550,9 @@ impl TransferService {
             return Err(bad("the archive's index names no image"));
         }
 
-        // Label every parent with its children, keeping the wanted platform.
+        // Label every parent with its children, keeping the wanted platform; the image
+        // manifests kept, with their platforms, are the ones an unpack may choose.
+        let mut manifests: Vec<Descriptor> = Vec::new();
         let mut stack = vec![index.clone()];
         let mut seen = BTreeSet::new();
         while let Some(desc) = stack.pop() {
@@ -558,6 +572,7 @@ impl TransferService {
                         .into_iter()
                         .cloned()
                         .collect();
+                    manifests.extend(kept.iter().filter(|c| is_manifest(&c.media_type)).cloned());
                     for (i, c) in kept.iter().enumerate() {
                         labels.insert(
                             format!("{}{i}", label::GC_REF_CONTENT_MANIFEST),
@@ -607,6 +622,9 @@ impl TransferService {
         if seen.len() <= 1 {
             return Err(bad("no images for this platform in the archive"));
         }
+        for u in &store.unpacks {
+            self.unpack(ns, cx, u, &manifests, progress).await?;
+        }
         for record in &images {
             save(stores.images, ns, record, true)
                 .await
@@ -620,6 +638,74 @@ impl TransferService {
         tracing::info!(images = images.len(), index = %index.digest, "imported");
         Ok(())
     }
+    /// Unpacks each of `manifests` for the platform of `u` (the host's when it names none)
+    /// into its snapshotter, as containerd's import unpacks the images it records for each
+    /// `unpacks` entry; InvalidArgument when the archive has none for that platform.
+    async fn unpack(
+        &self,
+        ns: &str,
+        cx: &Cx,
+        u: &UnpackConfiguration,
+        manifests: &[Descriptor],
+        progress: &std::sync::Arc<ProgressSink>,
+    ) -> Result<(), TransferServiceError> {
+        let snapshotter = self.unpack_snapshotter(u)?;
+        let want = u
+            .platform
+            .as_ref()
+            .map_or_else(Platform::host, platform_from_api);
+        let mut chosen: Vec<&Descriptor> = manifests
+            .iter()
+            .filter(|m| m.platform.as_ref().is_none_or(|p| want.matches(p)))
+            .collect();
+        chosen.sort_by(|a, b| a.digest.cmp(&b.digest));
+        chosen.dedup_by(|a, b| a.digest == b.digest);
+        if chosen.is_empty() {
+            return Err(bad(format!(
+                "no image for platform {want} in the archive to unpack"
+            )));
+        }
+        let local = self.stores(&snapshotter);
+        for manifest in chosen {
+            unpack_manifest(local.stores(ns), cx, manifest, &**progress)
+                .await
+                .map_err(|cause| TransferServiceError::Transfer {
+                    op: "unpack",
+                    reference: manifest.digest.clone(),
+                    cause,
+                })?;
+            tracing::info!(manifest = %manifest.digest, snapshotter, "unpacked");
+        }
+        Ok(())
+    }
+}
+
+/// The blob an import is writing.
+struct OpenBlob {
+    /// Its ingest reference.
+    reference: String,
+    /// `None` when the namespace records the blob already.
+    writer: Option<Box<dyn berth_transfer::ContentWriter>>,
+    /// The writer holds every byte: the archive's are skipped and the commit records it.
+    has_all: bool,
+}
+
+/// Writes `data` through `w` (unless it holds every byte already) and commits it.
+async fn write_whole(
+    mut w: Box<dyn berth_transfer::ContentWriter>,
+    data: &[u8],
+) -> Result<(), berth_transfer::StoreError> {
+    if w.offset() != data.len() as u64 {
+        if w.offset() > 0 {
+            w.truncate().await?;
+        }
+        match w.write(data).await {
+            // The bytes are there (claimed): the commit records them.
+            Err(e) if e.is_already_exists() => {}
+            written => written?,
+        }
+    }
+    w.commit(BTreeMap::new()).await
 }
 
 /// A content store failure on `target` during an import.

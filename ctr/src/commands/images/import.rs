@@ -9,6 +9,7 @@ use anyhow::{bail, Context as _, Result};
 use berth_proto::containerd::services::images::v1::{
     CreateImageRequest, Image, UpdateImageRequest,
 };
+use berth_proto::containerd::types::transfer::UnpackConfiguration;
 use berth_wellknown::media_type;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tonic::Code;
@@ -119,18 +120,20 @@ pub async fn run(client: &Client, args: Args) -> Result<()> {
     result
 }
 
-/// `--local=false`: the daemon imports the archive streamed to its Transfer service; the
-/// images it records are then unpacked here unless `--no-unpack`.
+/// `--local=false`: the daemon imports the archive streamed to its Transfer service and, unless
+/// `--no-unpack`, unpacks the platform's images into the snapshotter (an `unpacks` entry, as
+/// containerd 2's ctr and nerdctl's `load` ask).
 async fn daemon_import(client: &Client, args: &Args, file: tokio::fs::File) -> Result<()> {
     let platform = platform_arg(args.platform.as_deref())?;
+    let api_platform = berth_proto::containerd::types::Platform {
+        os: platform.os.clone(),
+        architecture: platform.architecture.clone(),
+        variant: platform.variant.clone(),
+    };
     let platforms = if args.all_platforms {
         Vec::new()
     } else {
-        vec![berth_proto::containerd::types::Platform {
-            os: platform.os.clone(),
-            architecture: platform.architecture.clone(),
-            variant: platform.variant.clone(),
-        }]
+        vec![api_platform.clone()]
     };
     let prefix = if args.base_name.is_empty() {
         let (now, _) = timefmt::now();
@@ -138,19 +141,25 @@ async fn daemon_import(client: &Client, args: &Args, file: tokio::fs::File) -> R
     } else {
         args.base_name.clone()
     };
+    let unpacks = if args.no_unpack {
+        Vec::new()
+    } else {
+        vec![UnpackConfiguration {
+            platform: Some(api_platform),
+            snapshotter: client.snapshotter(args.snapshotter.as_deref()).await?,
+        }]
+    };
     let spec = remote::RemoteImport {
         index_name: args.index_name.clone(),
         prefix,
         digests: args.digests,
         platforms,
+        unpacks,
     };
+    let unpacked = !spec.unpacks.is_empty();
     let saved = remote::import(client, &spec, file, |_| {})
         .await
         .map_err(|status| anyhow::Error::msg(status.message().to_owned()))?;
-    if args.no_unpack {
-        return Ok(());
-    }
-    let snapshotter = client.snapshotter(args.snapshotter.as_deref()).await?;
     for name in saved {
         let image = img::get(client, &name).await?;
         let digest = image
@@ -158,11 +167,11 @@ async fn daemon_import(client: &Client, args: &Args, file: tokio::fs::File) -> R
             .as_ref()
             .map(|t| t.digest.clone())
             .unwrap_or_default();
-        print!("unpacking {name} ({digest})...");
-        use std::io::Write as _;
-        std::io::stdout().flush().ok();
-        unpack_image(client, &image, &platform, &snapshotter).await?;
-        println!("done");
+        if unpacked {
+            println!("{name} ({digest}) imported and unpacked by the daemon");
+        } else {
+            println!("{name} ({digest}) imported");
+        }
     }
     Ok(())
 }

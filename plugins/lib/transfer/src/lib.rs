@@ -37,6 +37,7 @@ mod refusal;
 pub mod registry;
 pub mod store;
 pub mod types;
+pub mod unpack;
 
 pub use error::{StoreError, TransferError};
 pub use hosts::{registry_hosts, RegistryHost};

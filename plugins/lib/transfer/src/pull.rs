@@ -21,16 +21,13 @@ use tokio::sync::mpsc;
 
 use crate::error::{StoreError, TransferError};
 use crate::hosts::RegistryHost;
-use crate::manifest::{
-    parse_config, parse_index, parse_manifest, select_entries, sniff_media_type,
-};
+use crate::manifest::{parse_index, parse_manifest, select_entries, sniff_media_type};
 use crate::progress::{NoProgress, Progress, ShowProgress};
 use crate::refusal;
 use crate::registry::{ImageRef, RegistryOptions};
 use crate::store::{ContentWriter, Cx, Ingest, Stores, LEASE_EXPIRY};
-use crate::types::{
-    chain_ids, ingest_ref, is_index, is_manifest, sha256_digest, Descriptor, Image, Platform,
-};
+use crate::types::{ingest_ref, is_index, is_manifest, sha256_digest, Descriptor, Image, Platform};
+use crate::unpack::Unpacker;
 
 /// The largest store write a download makes: received chunks are gathered up to this size
 /// (the size of one `Content.Write` message, as containerd's client copies in 1 MiB buffers).
@@ -433,23 +430,13 @@ impl Puller<'_> {
                 .map(|_| ());
         }
 
-        let config_bytes = content
-            .read(&self.cx, &manifest.config.digest)
-            .await
-            .map_err(|e| TransferError::store("read content", &manifest.config.digest, e))?;
-        let config = parse_config(&config_bytes, &manifest.config.digest)?;
-        if config.diff_ids.len() != layers.len() {
-            return Err(TransferError::InvalidContent {
-                what: "config",
-                digest: manifest.config.digest.clone(),
-                reason: format!(
-                    "number of layers and diffIDs don't match: {} != {}",
-                    layers.len(),
-                    config.diff_ids.len()
-                ),
-            });
-        }
-        let chain = chain_ids(&config.diff_ids);
+        let unpacker = Unpacker {
+            stores: self.stores,
+            cx: &self.cx,
+            progress: self.progress(),
+        };
+        let image = unpacker.prepare(manifest).await?;
+        let layers = &image.manifest.layers;
 
         // Downloads run `parallelism` at a time and report each finished index; the unpacker
         // applies layer i as soon as layers 0..=i are in, while later ones still download.
@@ -489,9 +476,7 @@ impl Puller<'_> {
                         }
                     }
                 }
-                let parent = if i == 0 { "" } else { chain[i - 1].as_str() };
-                self.unpack_layer(layer, &config.diff_ids[i], &chain[i], parent)
-                    .await?;
+                unpacker.layer(&image, i).await?;
             }
             Ok(())
         };
@@ -513,119 +498,7 @@ impl Puller<'_> {
             Either::Right((Err(e), _downloads)) => return Err(e),
         }
 
-        if let Some(top) = chain.last() {
-            let key = format!(
-                "{}.{}",
-                label::GC_REF_SNAPSHOT,
-                self.stores.snapshots.snapshotter()
-            );
-            content
-                .update_labels(
-                    &self.cx,
-                    &manifest.config.digest,
-                    &BTreeMap::from([(key, top.clone())]),
-                )
-                .await
-                .map_err(|e| TransferError::store("label content", &manifest.config.digest, e))?;
-        }
-        Ok(())
-    }
-
-    /// Unpacks one layer as containerd's unpacker does: skip when the chain ID snapshot
-    /// exists; else Prepare `extract-<nanos>-<rand> <chainID>`, Apply, check the diffID,
-    /// Commit as the chain ID and label the blob `containerd.io/uncompressed`.
-    async fn unpack_layer(
-        &self,
-        layer: &Descriptor,
-        diff_id: &str,
-        chain_id: &str,
-        parent: &str,
-    ) -> Result<(), TransferError> {
-        let sn = self.stores.snapshots;
-        let stat = |key: String| async move {
-            sn.exists(&self.cx, &key)
-                .await
-                .map_err(|e| TransferError::store("stat snapshot", key, e))
-        };
-        if stat(chain_id.to_owned()).await? {
-            self.progress().on_unpacked(layer);
-            return Ok(());
-        }
-        let mut labels: BTreeMap<String, String> = layer
-            .annotations
-            .iter()
-            .filter(|(k, _)| k.starts_with(label::SNAPSHOT_INHERITED_PREFIX))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        labels.insert(label::SNAPSHOT_REF.to_owned(), chain_id.to_owned());
-
-        let mut prepared = None;
-        for _ in 0..3 {
-            let key = format!("extract-{} {chain_id}", unique_part());
-            match sn.prepare(&self.cx, &key, parent, &labels).await {
-                Ok(mounts) => {
-                    prepared = Some((key, mounts));
-                    break;
-                }
-                Err(e) if e.is_already_exists() => {
-                    if stat(chain_id.to_owned()).await? {
-                        // Someone else (another pull, or a shared snapshot) made it.
-                        self.progress().on_unpacked(layer);
-                        return Ok(());
-                    }
-                }
-                Err(e) => return Err(TransferError::store("prepare snapshot", key, e)),
-            }
-        }
-        let Some((key, mounts)) = prepared else {
-            return Err(TransferError::ExtractionCollides {
-                chain_id: chain_id.to_owned(),
-            });
-        };
-        let abort = || async {
-            if let Err(e) = sn.remove(&self.cx, &key).await {
-                tracing::warn!(key, "cannot remove extraction snapshot: {e}");
-            }
-        };
-
-        let applied = match self.stores.applier.apply(&self.cx, layer, &mounts).await {
-            Ok(d) => d,
-            Err(e) => {
-                abort().await;
-                return Err(TransferError::store("apply layer", &layer.digest, e));
-            }
-        };
-        if applied.digest != diff_id {
-            abort().await;
-            return Err(TransferError::DiffIdMismatch {
-                layer: layer.digest.clone(),
-                got: applied.digest,
-                expected: diff_id.to_owned(),
-            });
-        }
-        match sn.commit(&self.cx, chain_id, &key, &labels).await {
-            Ok(()) => {}
-            Err(e) if e.is_already_exists() => {
-                abort().await;
-                self.progress().on_unpacked(layer);
-                return Ok(());
-            }
-            Err(e) => {
-                abort().await;
-                return Err(TransferError::store("commit snapshot", chain_id, e));
-            }
-        }
-        self.stores
-            .content
-            .update_labels(
-                &self.cx,
-                &layer.digest,
-                &BTreeMap::from([(label::UNCOMPRESSED.to_owned(), diff_id.to_owned())]),
-            )
-            .await
-            .map_err(|e| TransferError::store("label content", &layer.digest, e))?;
-        self.progress().on_unpacked(layer);
-        Ok(())
+        unpacker.finish(&image).await
     }
 
     /// The labels every pulled blob gets besides `extra`: the distribution source, appended to
@@ -927,14 +800,4 @@ fn stream_error(registry: &str, desc: &Descriptor, e: std::io::Error) -> Transfe
             crate::error::error_chain(&e)
         ),
     }
-}
-
-/// `<nanos>-<random>`, the unique part of extraction keys (containerd's `uniquePart`).
-fn unique_part() -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .subsec_nanos();
-    let rand = uuid::Uuid::new_v4();
-    format!("{nanos}-{}", hex::encode(&rand.as_bytes()[..4]))
 }
