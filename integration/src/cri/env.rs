@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use berth_proto::runtime::v1::{ContainerConfig, PodSandboxConfig};
 use nix::mount::{umount2, MntFlags};
@@ -217,7 +217,9 @@ impl CriEnv {
         let cgroup_root = format!("{CGROUP_ROOT}/env-{}-{n}", std::process::id());
         let config = cri_config(p, &options);
         let (daemon, containerd) = if options.containerd {
-            (None, Some(CriContainerd::start(&p.join("ctd"), &config)))
+            let containerd = CriContainerd::start(&p.join("ctd"), &config);
+            wait_for_cri(containerd.address()).await;
+            (None, Some(containerd))
         } else {
             (Some(Daemon::start_with(Some(&config), &[])), None)
         };
@@ -486,4 +488,24 @@ fn cri_config(dir: &Path, options: &CriEnvOptions) -> String {
         hosts = dir.join("certs.d").display(),
         extra = options.extra_config,
     )
+}
+
+/// Waits until the CRI on `address` answers `Version`: containerd opens its socket before its
+/// CRI plugin has recovered its state, and until then every CRI call fails with "server is not
+/// initialized yet".
+async fn wait_for_cri(address: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut client = CriClient::connect(address).await;
+    loop {
+        match client.version().await {
+            Err(e) if e.message().contains("not initialized") && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!(
+                "the CRI on {} does not answer Version: {e}",
+                address.display()
+            ),
+            Ok(_) => return,
+        }
+    }
 }
