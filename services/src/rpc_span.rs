@@ -19,11 +19,9 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{ready, Context, Poll};
 
-use bytes::Bytes;
+use berth_errdefs::outcome::{on_call_end, OnCallEnd, OutcomeBody};
 use http::HeaderMap;
-use http_body::{Frame, SizeHint};
 use tonic::body::Body;
-use tonic::Status;
 use tracing::field::Empty;
 use tracing::Span;
 
@@ -49,12 +47,6 @@ pub const OBJECT_FIELDS: &[&str] = &[
     "container_id",
     "image",
 ];
-
-/// The gRPC code a call whose client went away before the end gets (grpc-go's server reports
-/// a cancelled context so).
-const CANCELLED: i64 = tonic::Code::Cancelled as i64;
-/// The gRPC code of a call whose body failed.
-const UNKNOWN: i64 = tonic::Code::Unknown as i64;
 
 static OTEL_FIELDS: AtomicBool = AtomicBool::new(false);
 
@@ -138,12 +130,6 @@ fn record_status(span: &Span, code: i64) {
     }
 }
 
-/// The status code in `headers`, if they hold one.
-fn status_code(headers: &HeaderMap) -> Option<i64> {
-    let value = headers.get(Status::GRPC_STATUS)?;
-    std::str::from_utf8(value.as_bytes()).ok()?.parse().ok()
-}
-
 /// Puts every call in its own span (see the module docs).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RpcSpanLayer;
@@ -209,79 +195,24 @@ where
         };
         let Ok(response) = response;
         let span = this.span.take().unwrap_or_else(Span::none);
-        let (parts, body) = response.into_parts();
-        // A status in the headers is a trailers-only answer: the call is over.
-        let span = match status_code(&parts.headers) {
-            Some(code) => {
-                record_status(&span, code);
-                None
-            }
-            None => Some(span),
-        };
-        Poll::Ready(Ok(http::Response::from_parts(
-            parts,
-            SpanBody { inner: body, span },
-        )))
+        Poll::Ready(Ok(on_call_end(response, SpanEnd(span))))
     }
 }
 
-/// A response body that keeps its call's span open until the trailers, and records their
-/// status on it.
+/// A call's span, kept open until the call's status is known (the answer's headers or the end
+/// of its body), then given the status and closed. A call whose client went away before the
+/// end gets Cancelled, as grpc-go's server reports a cancelled context.
 #[derive(Debug)]
-pub struct SpanBody<B = Body> {
-    inner: B,
-    /// The call's span while its status is not known yet.
-    span: Option<Span>,
-}
+pub struct SpanEnd(Span);
 
-impl<B> http_body::Body for SpanBody<B>
-where
-    B: http_body::Body<Data = Bytes> + Unpin,
-{
-    type Data = Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
-        match &frame {
-            Some(Ok(frame)) => {
-                if let Some(code) = frame.trailers_ref().and_then(status_code) {
-                    if let Some(span) = self.span.take() {
-                        record_status(&span, code);
-                    }
-                }
-            }
-            Some(Err(_)) => {
-                // The body failed before its trailers: the client sees the stream reset.
-                if let Some(span) = self.span.take() {
-                    record_status(&span, UNKNOWN);
-                }
-            }
-            None => {}
-        }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+impl OnCallEnd for SpanEnd {
+    fn call_ended(self, code: tonic::Code) {
+        record_status(&self.0, code as i64);
     }
 }
 
-impl<B> Drop for SpanBody<B> {
-    fn drop(&mut self) {
-        // The body went before its trailers: the client cancelled, or the connection closed.
-        if let Some(span) = self.span.take() {
-            record_status(&span, CANCELLED);
-        }
-    }
-}
+/// A response body holding its call's span until the status is known.
+pub type SpanBody<B = Body> = OutcomeBody<B, SpanEnd>;
 
 #[cfg(test)]
 mod tests {
@@ -294,13 +225,5 @@ mod tests {
             ("containerd.services.tasks.v1.Tasks", "Create")
         );
         assert_eq!(service_and_method("/a.B"), ("a.B", ""));
-    }
-
-    #[test]
-    fn status_codes_come_from_grpc_status() {
-        let mut headers = HeaderMap::new();
-        assert_eq!(status_code(&headers), None);
-        Status::not_found("x").add_header(&mut headers).unwrap();
-        assert_eq!(status_code(&headers), Some(5));
     }
 }

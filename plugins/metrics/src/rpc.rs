@@ -15,12 +15,11 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock, RwLock};
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
+use berth_errdefs::outcome::on_call_end;
 use bytes::Bytes;
-use http::HeaderMap;
-use http_body::{Frame, SizeHint};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -57,8 +56,6 @@ const CODE_NAMES: [&str; 17] = [
     "DataLoss",
     "Unauthenticated",
 ];
-const CANCELED: usize = 1;
-const UNKNOWN: usize = 2;
 
 /// The streaming methods of the API berthd serves (from the `.proto` files); every other
 /// method is unary.
@@ -249,17 +246,6 @@ fn method_type(path: &str) -> &'static str {
         .map_or("unary", |(_, kind)| kind)
 }
 
-/// The code number of the `grpc-status` in `headers`, if there is one.
-fn status_code(headers: &HeaderMap) -> Option<usize> {
-    let value = headers.get("grpc-status")?;
-    Some(
-        std::str::from_utf8(value.as_bytes())
-            .ok()
-            .and_then(|s| s.parse::<usize>().ok())
-            .unwrap_or(UNKNOWN),
-    )
-}
-
 /// The tower layer counting every call ([`RpcMetrics`]).
 #[derive(Debug, Clone)]
 pub struct RpcLayer {
@@ -326,19 +312,13 @@ where
         });
         let response = self.inner.call(req);
         Box::pin(async move {
-            let (parts, body) = response.await?.into_parts();
-            // A status in the headers is a trailers-only answer: the call is over.
-            let call = match (call, status_code(&parts.headers)) {
-                (Some(call), Some(code)) => {
-                    call.finish(code);
-                    None
+            let response = on_call_end(response.await?, move |code| {
+                if let Some(call) = call {
+                    call.finish(code as usize);
                 }
-                (call, _) => call,
-            };
-            Ok(http::Response::from_parts(
-                parts,
-                Body::new(CountedBody { inner: body, call }),
-            ))
+            });
+            let (parts, body) = response.into_parts();
+            Ok(http::Response::from_parts(parts, Body::new(body)))
         })
     }
 }
@@ -356,58 +336,10 @@ impl Call {
     }
 }
 
-/// A response body that counts its call as handled when its trailers pass.
-#[derive(Debug)]
-pub struct CountedBody<B> {
-    inner: B,
-    call: Option<Call>,
-}
-
-impl<B> http_body::Body for CountedBody<B>
-where
-    B: http_body::Body<Data = Bytes> + Unpin,
-{
-    type Data = Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
-        if self.call.is_some() {
-            let code = match &frame {
-                Some(Ok(frame)) => frame.trailers_ref().map(|t| status_code(t).unwrap_or(0)),
-                Some(Err(_)) | None => Some(UNKNOWN),
-            };
-            if let Some(code) = code {
-                if let Some(call) = self.call.take() {
-                    call.finish(code);
-                }
-            }
-        }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl<B> Drop for CountedBody<B> {
-    fn drop(&mut self) {
-        if let Some(call) = self.call.take() {
-            call.finish(CANCELED);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use http::HeaderMap;
+    use http_body::Frame;
     use http_body_util::BodyExt;
     use prometheus_client::encoding::prometheus_text::encode;
     use tower::{Service, ServiceExt};
