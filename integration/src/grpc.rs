@@ -2,6 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
+use berth_proto::containerd::services::containers::v1::{
+    container, Container, CreateContainerRequest,
+};
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 use tonic::metadata::MetadataValue;
@@ -32,6 +35,25 @@ pub async fn channel_at(address: &Path) -> Channel {
         }))
         .await
         .unwrap_or_else(|e| panic!("cannot connect to {shown}: {e}"))
+}
+
+/// `CreateContainerRequest` of a container record `id` with runc v2 as its runtime and an empty
+/// spec: enough for the Containers service, which neither reads the spec nor starts anything.
+pub fn minimal_container(id: &str) -> CreateContainerRequest {
+    CreateContainerRequest {
+        container: Some(Container {
+            id: id.into(),
+            runtime: Some(container::Runtime {
+                name: "io.containerd.runc.v2".into(),
+                options: None,
+            }),
+            spec: Some(prost_types::Any {
+                type_url: "types.containerd.io/opencontainers/runtime-spec/1/Spec".into(),
+                value: b"{}".to_vec(),
+            }),
+            ..Default::default()
+        }),
+    }
 }
 
 /// Wraps `message` in a request carrying the `containerd-namespace` header, as every namespaced

@@ -21,7 +21,7 @@ pub mod registry;
 pub use command::{run_with_timeout, CmdOutput};
 pub use ctr::{client_at, ctr, ctr_at, parse_table, BackgroundCtr, Row, CTR_BIN, CTR_TIMEOUT};
 pub use daemon::{berthd_bin, spawn_raw, Daemon, READY_TIMEOUT};
-pub use grpc::{channel, channel_at, namespaced, NAMESPACE_HEADER};
+pub use grpc::{channel, channel_at, minimal_container, namespaced, NAMESPACE_HEADER};
 pub use prereq::{
     find_executable, on_path, require_binary, require_python_module, require_root, skip,
 };

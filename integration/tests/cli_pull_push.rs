@@ -17,7 +17,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use berth_integration::berth_cli::{berth, berth_bin, berth_cmd, daemon_with_busybox};
-use berth_integration::image::{build_busybox_image, sha256_digest};
+use berth_integration::image::{build_busybox_image, noise, sha256_digest};
 use berth_integration::registry::{require_registry, Registry};
 use berth_integration::{require_root, Daemon};
 use berth_transfer::types::chain_ids;
@@ -272,19 +272,6 @@ fn https_with_test_ca_and_basic_auth() {
         images(other.address()),
         [(remote, img.manifest_digest.clone())]
     );
-}
-
-/// Bytes that do not compress: xorshift64 output.
-fn noise(len: usize, mut seed: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        out.extend_from_slice(&seed.to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }
 
 /// A one-file uncompressed layer tar.

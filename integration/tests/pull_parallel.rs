@@ -31,6 +31,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use berth_integration::berth_cli::{berth, berth_bin, berth_cmd};
+use berth_integration::image::noise;
 use berth_integration::layers::{
     base_layer_entries, build_image_of_layers, digest_of, upper_layer_entries, walk_tree,
     LayeredImage, Node, RawEntry,
@@ -54,19 +55,6 @@ fn prerequisites() -> bool {
         && require_registry()
         && require_binary(berth_integration::CTR_BIN)
         && berth_bin().is_file()
-}
-
-/// Bytes that do not compress: xorshift64 output.
-fn noise(len: usize, mut seed: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        out.extend_from_slice(&seed.to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }
 
 /// Three gzip layers: the busybox base, then whiteouts, an opaque directory and special

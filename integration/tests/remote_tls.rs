@@ -17,11 +17,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use berth_integration::berth_cli::{berth, berth_env};
-use berth_integration::{namespaced, require_binary, require_root, spawn_raw, Daemon};
-use berth_proto::containerd::services::containers::v1::containers_client::ContainersClient;
-use berth_proto::containerd::services::containers::v1::{
-    container, Container, CreateContainerRequest, ListContainersRequest,
+use berth_integration::{
+    minimal_container, namespaced, require_binary, require_root, spawn_raw, Daemon,
 };
+use berth_proto::containerd::services::containers::v1::containers_client::ContainersClient;
+use berth_proto::containerd::services::containers::v1::ListContainersRequest;
 use berth_proto::containerd::services::version::v1::version_client::VersionClient;
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::pem::PemObject;
@@ -459,23 +459,7 @@ async fn berth_lists_containers_over_tcp() {
     let daemon = Daemon::start_with(Some(&certs.grpc_section(port)), &[]);
     let chan = berth_integration::channel(&daemon).await;
     ContainersClient::new(chan)
-        .create(namespaced(
-            "default",
-            CreateContainerRequest {
-                container: Some(Container {
-                    id: "over-tcp".into(),
-                    runtime: Some(container::Runtime {
-                        name: "io.containerd.runc.v2".into(),
-                        options: None,
-                    }),
-                    spec: Some(prost_types::Any {
-                        type_url: "types.containerd.io/opencontainers/runtime-spec/1/Spec".into(),
-                        value: b"{}".to_vec(),
-                    }),
-                    ..Default::default()
-                }),
-            },
-        ))
+        .create(namespaced("default", minimal_container("over-tcp")))
         .await
         .expect("create a container over the unix socket");
 

@@ -22,12 +22,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use berth_integration::{
-    channel, ctr, namespaced, parse_table, require_binary, require_root, spawn_raw, Daemon,
+    channel, ctr, minimal_container, namespaced, parse_table, require_binary, require_root,
+    spawn_raw, Daemon,
 };
 use berth_proto::containerd::services::containers::v1::containers_client::ContainersClient;
-use berth_proto::containerd::services::containers::v1::{
-    container, Container, CreateContainerRequest, GetContainerRequest,
-};
+use berth_proto::containerd::services::containers::v1::GetContainerRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -55,23 +54,7 @@ const EXPORT_WAIT: Duration = Duration::from_secs(20);
 async fn create_and_miss(daemon: &Daemon) {
     let mut client = ContainersClient::new(channel(daemon).await);
     client
-        .create(namespaced(
-            NS,
-            CreateContainerRequest {
-                container: Some(Container {
-                    id: CONTAINER.into(),
-                    runtime: Some(container::Runtime {
-                        name: "io.containerd.runc.v2".into(),
-                        options: None,
-                    }),
-                    spec: Some(prost_types::Any {
-                        type_url: "types.containerd.io/opencontainers/runtime-spec/1/Spec".into(),
-                        value: b"{}".to_vec(),
-                    }),
-                    ..Default::default()
-                }),
-            },
-        ))
+        .create(namespaced(NS, minimal_container(CONTAINER)))
         .await
         .expect("create the container");
     let err = client

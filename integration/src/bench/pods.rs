@@ -19,9 +19,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _, Result};
 use berth_proto::runtime::v1::{ContainerConfig, PodSandboxConfig};
-use nix::mount::{umount2, MntFlags};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use serde_json::json;
 use tokio::runtime::Runtime;
 use tokio::task::JoinSet;
@@ -31,7 +28,9 @@ use super::servers::{Kind, Server};
 use super::stats::Summary;
 use super::{procfs, progress, SectionCx};
 use crate::cri::images::pause_image;
-use crate::cri::leftovers::{cgroup_dirs_under, mounts_under, pids_in_cgroups_under};
+use crate::cri::leftovers::{
+    kill_until_gone, mounts_under, pids_in_cgroups_under, remove_cgroup_dirs, unmount_deepest_first,
+};
 use crate::cri::network::{CNI_BIN_DIR, CNI_PLUGINS};
 use crate::cri::{
     container_config, pod_config, CriClient, TestNetwork, CRI_SECTION, PAUSE_IMAGE, PAUSE_SOURCE,
@@ -121,7 +120,7 @@ pub(crate) fn measure(report: &mut Report, cx: &SectionCx<'_>) -> Result<()> {
     }
     let outcome = runtime.block_on(measure_pods(report, cx, &daemons));
     drop(daemons);
-    remove_cgroups(&cgroup_root);
+    remove_cgroup_dirs(&cgroup_root);
     outcome
 }
 
@@ -521,45 +520,25 @@ impl CriDaemon {
         if let Err(e) = self.server.stop() {
             progress(&format!("pods: {e:#}"));
         }
-        for _ in 0..3 {
+        let shim = self.kind.shim();
+        kill_until_gone(|| {
             let mut pids = pids_in_cgroups_under(&self.cgroup_root);
-            pids.extend(procfs::shim_pids(self.kind.shim(), self.server.address()));
-            if pids.is_empty() {
-                break;
-            }
-            for pid in pids {
-                if let Ok(pid) = i32::try_from(pid) {
-                    // Only processes of this daemon's pods and shims; they may exit meanwhile.
-                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-                }
-            }
-            thread::sleep(Duration::from_millis(200));
-        }
-        let mut points: Vec<PathBuf> = mounts_under(&self.dir)
-            .into_iter()
-            .map(|m| m.mount_point)
-            .collect();
-        // Deepest first, so that a mount below another goes before its parent.
-        points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-        for point in points {
-            let _ = umount2(&point, MntFlags::MNT_DETACH);
-        }
-        remove_cgroups(&self.cgroup_root);
+            pids.extend(procfs::shim_pids(shim, self.server.address()));
+            pids
+        });
+        unmount_deepest_first(
+            mounts_under(&self.dir)
+                .into_iter()
+                .map(|m| m.mount_point)
+                .collect(),
+        );
+        remove_cgroup_dirs(&self.cgroup_root);
     }
 }
 
 impl Drop for CriDaemon {
     fn drop(&mut self) {
         self.clean_up();
-    }
-}
-
-/// Removes the (empty) cgroup directories at or below `cgroup_path` in every hierarchy.
-fn remove_cgroups(cgroup_path: &str) {
-    let mut dirs = cgroup_dirs_under(cgroup_path);
-    dirs.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    for dir in dirs {
-        let _ = fs::remove_dir(dir);
     }
 }
 

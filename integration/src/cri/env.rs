@@ -10,16 +10,16 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use berth_proto::runtime::v1::{ContainerConfig, PodSandboxConfig};
-use nix::mount::{umount2, MntFlags};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use tempfile::TempDir;
 
 use super::client::{container_config, pod_config, CriClient};
 use super::images::{
     self, busybox_images, pause_image, push_image, BuiltImage, PAUSE_IMAGE, PAUSE_TAGS,
 };
-use super::leftovers::{mounts, pids_in_cgroups_under, processes_mentioning, HostState};
+use super::leftovers::{
+    kill_until_gone, mounts, pids_in_cgroups_under, processes_mentioning, remove_cgroup_dirs,
+    unmount_deepest_first, HostState,
+};
 use super::network::{TestNetwork, CNI_BIN_DIR, CNI_PLUGINS};
 use super::reference::CriContainerd;
 use crate::daemon::Daemon;
@@ -379,40 +379,22 @@ impl CriEnv {
     /// Kills what the pods left (processes in the env's cgroups, shims naming the socket),
     /// unmounts everything under the env's directories, removes its cgroups. Best effort.
     fn clean_host(&mut self) {
-        for _ in 0..3 {
+        let address = self.address().display().to_string();
+        kill_until_gone(|| {
             let mut pids = pids_in_cgroups_under(&self.cgroup_root);
-            pids.extend(
-                processes_mentioning(&self.address().display().to_string())
-                    .into_iter()
-                    .map(|p| p.pid),
-            );
-            if pids.is_empty() {
-                break;
-            }
-            for pid in pids {
-                if let Ok(pid) = i32::try_from(pid) {
-                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-                }
-            }
-            thread::sleep(Duration::from_millis(200));
-        }
+            pids.extend(processes_mentioning(&address).into_iter().map(|p| p.pid));
+            pids
+        });
         let [root, state] = self.daemon_dirs();
         let dirs = [root, state, self.dir.path().to_path_buf()];
-        let mut points: Vec<PathBuf> = mounts()
-            .into_iter()
-            .map(|m| m.mount_point)
-            .filter(|m| dirs.iter().any(|d| m.starts_with(d)))
-            .collect();
-        // Deepest first, so a mount below another is gone before its parent.
-        points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-        for point in points {
-            let _ = umount2(&point, MntFlags::MNT_DETACH);
-        }
-        let mut cgroups = super::leftovers::cgroup_dirs_under(&self.cgroup_root);
-        cgroups.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-        for dir in cgroups {
-            let _ = fs::remove_dir(dir);
-        }
+        unmount_deepest_first(
+            mounts()
+                .into_iter()
+                .map(|m| m.mount_point)
+                .filter(|m| dirs.iter().any(|d| m.starts_with(d)))
+                .collect(),
+        );
+        remove_cgroup_dirs(&self.cgroup_root);
     }
 }
 

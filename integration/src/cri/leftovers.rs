@@ -6,6 +6,11 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
+
+use nix::mount::{umount2, MntFlags};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 
 /// One line of `/proc/self/mountinfo`, the fields tests look at.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -342,6 +347,42 @@ impl HostState {
             && self.cgroups.is_empty()
             && self.iptables.is_empty()
             && self.processes.is_empty()
+    }
+}
+
+/// SIGKILLs the processes `find` names, up to three rounds 200 ms apart (a dying shim may fork
+/// meanwhile), until it names none. Only for processes a test or benchmark owns.
+pub fn kill_until_gone(mut find: impl FnMut() -> BTreeSet<u32>) {
+    for _ in 0..3 {
+        let pids = find();
+        if pids.is_empty() {
+            break;
+        }
+        for pid in pids {
+            if let Ok(pid) = i32::try_from(pid) {
+                // They may exit meanwhile.
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Lazily unmounts `points`, deepest first so that a mount below another goes before it.
+pub fn unmount_deepest_first(mut points: Vec<PathBuf>) {
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for point in points {
+        let _ = umount2(&point, MntFlags::MNT_DETACH);
+    }
+}
+
+/// Removes the (empty) cgroup directories at or below `cgroup_path` in every hierarchy,
+/// deepest first.
+pub fn remove_cgroup_dirs(cgroup_path: &str) {
+    let mut dirs = cgroup_dirs_under(cgroup_path);
+    dirs.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for dir in dirs {
+        let _ = fs::remove_dir(dir);
     }
 }
 
