@@ -137,7 +137,14 @@ impl Classify for ShimError {
 
 impl From<ShimError> for RpcStatus {
     fn from(err: ShimError) -> RpcStatus {
-        tracing::warn!(error = %err, "request failed");
+        // The caller's mistakes and races (a Delete of a task another caller deleted, a State
+        // of an exec that finished) are its business, as containerd's shim leaves them to the
+        // caller; failures of the shim's own work are worth a warning in berthd's log.
+        if err.kind() == ErrorKind::Internal {
+            tracing::warn!(error = %err, "request failed");
+        } else {
+            tracing::debug!(error = %err, "request refused");
+        }
         status(err.code(), err.to_string())
     }
 }
