@@ -22,12 +22,24 @@ pub struct TarFile {
     pub size: u64,
 }
 
-/// What an archive holds: the layout version (OCI) and every other regular file.
+/// What an archive holds: the layout version (OCI), Docker's `manifest.json`, every other
+/// regular file, and the symbolic links (newer `docker save` links a layer tar it already has).
 #[derive(Debug, Default)]
 pub struct Scan {
     pub layout_version: Option<String>,
-    pub has_docker_manifest: bool,
+    pub docker_manifest: Option<TarFile>,
     pub files: Vec<TarFile>,
+    /// Link path → the path it points at (cleaned, relative to the archive root).
+    pub links: Vec<(String, String)>,
+}
+
+/// The kind of archive, with the file the import starts from.
+#[derive(Debug, Clone, Copy)]
+pub enum Format<'a> {
+    /// An OCI layout: its `index.json`.
+    Oci(&'a TarFile),
+    /// A Docker archive (`docker save`): its `manifest.json`.
+    Docker(&'a TarFile),
 }
 
 #[derive(Deserialize)]
@@ -36,12 +48,19 @@ struct Layout {
     version: String,
 }
 
-/// `path.Clean` for tar entry names: no leading `./` or `/`, no empty or `.` segments.
+/// `path.Clean` for tar entry names: no leading `./` or `/`, no empty or `.` segments, and
+/// `..` takes the segment before it (none above the root).
 pub fn clean_name(name: &str) -> String {
-    let parts: Vec<&str> = name
-        .split('/')
-        .filter(|p| !p.is_empty() && *p != ".")
-        .collect();
+    let mut parts: Vec<&str> = Vec::new();
+    for part in name.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
     parts.join("/")
 }
 
@@ -52,6 +71,15 @@ pub fn scan(reader: impl Read) -> Result<Scan> {
     for entry in archive.entries().context("cannot read the archive")? {
         let mut entry = entry.context("cannot read an archive entry")?;
         let kind = entry.header().entry_type();
+        if kind.is_symlink() {
+            let name = clean_name(&entry.path()?.to_string_lossy());
+            if let Some(target) = entry.link_name()? {
+                let dir = name.rsplit_once('/').map_or("", |(d, _)| d);
+                let joined = format!("{dir}/{}", target.to_string_lossy());
+                scan.links.push((name, clean_name(&joined)));
+            }
+            continue;
+        }
         if !(kind.is_file() || kind == tar::EntryType::Continuous) {
             continue;
         }
@@ -65,7 +93,13 @@ pub fn scan(reader: impl Read) -> Result<Scan> {
                     .with_context(|| format!("untar oci layout {name:?}"))?;
                 scan.layout_version = Some(layout.version);
             }
-            "manifest.json" => scan.has_docker_manifest = true,
+            "manifest.json" => {
+                scan.docker_manifest = Some(TarFile {
+                    name,
+                    offset: entry.raw_file_position(),
+                    size,
+                });
+            }
             _ => scan.files.push(TarFile {
                 name,
                 offset: entry.raw_file_position(),
@@ -77,20 +111,32 @@ pub fn scan(reader: impl Read) -> Result<Scan> {
 }
 
 impl Scan {
-    /// Checks this is an OCI layout ctr can import and returns the `index.json` entry.
-    pub fn index_file(&self) -> Result<&TarFile> {
-        match self.layout_version.as_deref() {
-            Some(OCI_LAYOUT_VERSION) => {}
-            Some(other) => bail!("unsupported OCI version {other}"),
-            None if self.has_docker_manifest => {
-                bail!("docker archive format (manifest.json) is not supported yet; save the image as an OCI layout")
-            }
-            None => bail!("unrecognized image format: no oci-layout file"),
+    /// Checks this is an archive ctr can import: an OCI layout (its `index.json`), or without
+    /// `oci-layout`, a Docker archive (its `manifest.json`).
+    pub fn format(&self) -> Result<Format<'_>> {
+        match (self.layout_version.as_deref(), &self.docker_manifest) {
+            (Some(OCI_LAYOUT_VERSION), _) => self
+                .files
+                .iter()
+                .find(|f| f.name == "index.json")
+                .map(Format::Oci)
+                .with_context(|| format!("missing index.json in OCI layout {OCI_LAYOUT_VERSION}")),
+            (Some(other), _) => bail!("unsupported OCI version {other}"),
+            (None, Some(manifest)) => Ok(Format::Docker(manifest)),
+            (None, None) => bail!("unrecognized image format: no oci-layout file"),
         }
-        self.files
-            .iter()
-            .find(|f| f.name == "index.json")
-            .with_context(|| format!("missing index.json in OCI layout {OCI_LAYOUT_VERSION}"))
+    }
+
+    /// The regular file at `path`, following the archive's symbolic links.
+    pub fn file(&self, path: &str) -> Option<&TarFile> {
+        let mut path = clean_name(path);
+        for _ in 0..8 {
+            if let Some(f) = self.files.iter().find(|f| f.name == path) {
+                return Some(f);
+            }
+            path = self.links.iter().find(|(l, _)| *l == path)?.1.clone();
+        }
+        None
     }
 }
 
@@ -220,7 +266,7 @@ mod tests {
         ]);
         let scan = scan(&bytes[..]).unwrap();
         assert_eq!(scan.layout_version.as_deref(), Some("1.0.0"));
-        assert_eq!(scan.index_file().unwrap().name, "index.json");
+        assert!(matches!(scan.format().unwrap(), Format::Oci(f) if f.name == "index.json"));
         let blob = &scan.files[1];
         assert_eq!(blob.name, "blobs/sha256/abcd");
         let start = usize::try_from(blob.offset).unwrap();
@@ -228,15 +274,25 @@ mod tests {
     }
 
     #[test]
-    fn scan_rejects_other_formats() {
-        let docker = tar_of(&[("manifest.json", b"[]")]);
-        let err = scan(&docker[..]).unwrap().index_file().unwrap_err();
-        assert!(err.to_string().contains("docker archive format"), "{err}");
+    fn scan_tells_docker_archives_and_refuses_other_formats() {
+        let docker = tar_of(&[("manifest.json", b"[]"), ("a/layer.tar", b"x")]);
+        let scanned = scan(&docker[..]).unwrap();
+        assert!(
+            matches!(scanned.format().unwrap(), Format::Docker(f) if f.name == "manifest.json")
+        );
+        assert_eq!(scanned.file("./a/layer.tar").unwrap().size, 1);
+        assert!(scanned.file("b/layer.tar").is_none());
         let bad = tar_of(&[("oci-layout", br#"{"imageLayoutVersion":"2.0.0"}"#)]);
-        let err = scan(&bad[..]).unwrap().index_file().unwrap_err();
+        let err = scan(&bad[..]).unwrap().format().unwrap_err();
         assert_eq!(err.to_string(), "unsupported OCI version 2.0.0");
         let empty = tar_of(&[("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)]);
-        assert!(scan(&empty[..]).unwrap().index_file().is_err());
+        assert!(scan(&empty[..]).unwrap().format().is_err());
+        let neither = tar_of(&[("x", b"y")]);
+        let err = scan(&neither[..]).unwrap().format().unwrap_err();
+        assert!(
+            err.to_string().contains("unrecognized image format"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -270,6 +326,8 @@ mod tests {
         assert_eq!(ref_name("docker.io/library/bb:latest"), "latest");
         assert_eq!(ref_name("localhost:5000/bb"), "latest");
         assert_eq!(clean_name("./blobs//sha256/x"), "blobs/sha256/x");
+        assert_eq!(clean_name("linked/../top/layer.tar"), "top/layer.tar");
+        assert_eq!(clean_name("../../x"), "x");
     }
 
     #[test]

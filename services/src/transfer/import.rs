@@ -365,7 +365,7 @@ impl TransferService {
             Some(other) => return Err(bad(format!("unsupported OCI layout version {other:?}"))),
             None if ingested.docker => {
                 return Err(bad(
-                    "docker archive format (manifest.json without oci-layout) is not supported",
+                    "docker archive format (manifest.json without oci-layout) is not supported by the Transfer service; import it client-side (berth images import without --local=false)",
                 ))
             }
             None => return Err(bad("unrecognized image format: no oci-layout file")),

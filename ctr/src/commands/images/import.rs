@@ -1,5 +1,6 @@
-//! `berth images import IN`: an OCI layout tar into the content store under a lease, GC labels
-//! on index and manifests, image records from the index annotations, then unpack (containerd
+//! `berth images import IN`: an OCI layout tar, or a Docker archive (`docker save`, its index
+//! made by [`super::docker`]), into the content store under a lease, GC labels on index and
+//! manifests, image records from the index annotations, then unpack (containerd
 //! `Client.Import` + `archive.ImportIndex`; call sequence in CONFORMANCE §8).
 
 use std::collections::{BTreeSet, HashMap};
@@ -14,7 +15,7 @@ use berth_wellknown::media_type;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tonic::Code;
 
-use super::{platform_arg, platform_filter, unpack_image};
+use super::{docker, platform_arg, platform_filter, unpack_image};
 use crate::archive::{self, Scan};
 use crate::client::content::{self, WriteSpec};
 use crate::client::images::{self as img, PlatformFilter};
@@ -183,9 +184,9 @@ async fn import(
     file: tokio::fs::File,
     scan: &Scan,
 ) -> Result<Vec<Image>> {
-    let index_file = scan.index_file()?.clone();
+    let format = scan.format()?;
     let lease = TempLease::new(client).await?;
-    let result = import_leased(&lease.client, args, file, scan, &index_file).await;
+    let result = import_leased(&lease.client, args, file, scan, format).await;
     let done = lease.done().await;
     let images = result?;
     done?;
@@ -197,7 +198,7 @@ async fn import_leased(
     args: &Args,
     mut file: tokio::fs::File,
     scan: &Scan,
-    index_file: &archive::TarFile,
+    format: archive::Format<'_>,
 ) -> Result<Vec<Image>> {
     let mut digests: HashMap<String, String> = HashMap::new();
     for entry in &scan.files {
@@ -213,11 +214,16 @@ async fn import_leased(
             .with_context(|| format!("failed to ingest {:?}", entry.name))?;
         digests.insert(entry.name.clone(), written.digest);
     }
-    let index_desc = Descriptor {
-        media_type: media_type::OCI_INDEX.to_owned(),
-        digest: digests[&index_file.name].clone(),
-        size: i64::try_from(index_file.size)?,
-        ..Default::default()
+    let index_desc = match format {
+        archive::Format::Oci(index_file) => Descriptor {
+            media_type: media_type::OCI_INDEX.to_owned(),
+            digest: digests[&index_file.name].clone(),
+            size: i64::try_from(index_file.size)?,
+            ..Default::default()
+        },
+        archive::Format::Docker(manifest) => {
+            docker::index(client, &mut file, scan, &digests, manifest).await?
+        }
     };
 
     let filter = if args.all_platforms {

@@ -1,6 +1,7 @@
 //! `berth images`: the image store, and registry `pull` / `push` through `berth-transfer`.
 
 mod check;
+mod docker;
 mod export;
 mod import;
 mod label;

@@ -1,8 +1,11 @@
 //! Image names of an imported OCI layout archive, as containerd's `archive.AddRefPrefix`,
 //! `FilterRefPrefix` and `imageName` give them; shared by `berth images import` and the
-//! daemon's Transfer service (`ImageImportStream`).
+//! daemon's Transfer service (`ImageImportStream`). Also what a Docker archive (`docker save`:
+//! `manifest.json` beside the configs and layer tars) says, and the names its `RepoTags` give.
 
 use std::collections::BTreeMap;
+
+use serde::Deserialize;
 
 /// `org.opencontainers.image.ref.name`.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -45,8 +48,144 @@ pub fn image_name(
         .and_then(|r| translate_ref(prefix, filter, r))
 }
 
+/// One image of a Docker archive's `manifest.json` (Docker's save format 1.1/1.2).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct DockerImage {
+    /// The archive path of its config (`<hex>.json`).
+    #[serde(rename = "Config")]
+    pub config: String,
+    /// Its names (`busybox:latest`), possibly none.
+    #[serde(rename = "RepoTags", default)]
+    pub repo_tags: Option<Vec<String>>,
+    /// The archive paths of its layer tars, bottom first.
+    #[serde(rename = "Layers", default)]
+    pub layers: Vec<String>,
+}
+
+/// The largest `manifest.json` read (containerd's `jsonLimit`).
+pub const DOCKER_MANIFEST_LIMIT: u64 = 20 << 20;
+
+/// Parses a Docker archive's `manifest.json`.
+pub fn parse_docker_manifest(bytes: &[u8]) -> Result<Vec<DockerImage>, String> {
+    serde_json::from_slice(bytes).map_err(|e| format!("untar manifest \"manifest.json\": {e}"))
+}
+
+/// A Docker name as containerd's `normalizeReference` gives it (`busybox` →
+/// `docker.io/library/busybox:latest`, `me/app:1` → `docker.io/me/app:1`,
+/// `registry:5000/app` → `registry:5000/app:latest`); an invalid one is refused with the reason.
+pub fn normalize_docker_name(name: &str) -> Result<String, String> {
+    let invalid = |why: &str| format!("normalize image ref {name:?}: {why}");
+    if name.is_empty() {
+        return Err(invalid("empty reference"));
+    }
+    if name
+        .chars()
+        .any(|c| c.is_ascii_whitespace() || c.is_control())
+    {
+        return Err(invalid("invalid reference format"));
+    }
+    let (remote, digest) = match name.split_once('@') {
+        Some((r, d)) => (r, Some(d)),
+        None => (name, None),
+    };
+    // A tag is after the last `:` that follows the last `/`.
+    let last_slash = remote.rfind('/').map_or(0, |i| i + 1);
+    let (path, tag) = match remote[last_slash..].rfind(':') {
+        Some(i) => (
+            &remote[..last_slash + i],
+            Some(&remote[last_slash + i + 1..]),
+        ),
+        None => (remote, None),
+    };
+    let (domain, rest) = match path.split_once('/') {
+        Some((first, rest))
+            if first.contains(['.', ':'])
+                || first == "localhost"
+                || first.chars().any(|c| c.is_ascii_uppercase()) =>
+        {
+            (first, rest.to_owned())
+        }
+        _ => ("docker.io", path.to_owned()),
+    };
+    let rest = if domain == "docker.io" && !rest.contains('/') {
+        format!("library/{rest}")
+    } else {
+        rest
+    };
+    let valid_path = rest.split('/').all(|c| {
+        !c.is_empty()
+            && c.chars()
+                .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || "._-".contains(ch))
+    });
+    if !valid_path {
+        return Err(invalid("repository name must be lowercase"));
+    }
+    let mut out = format!("{domain}/{rest}");
+    match (tag, digest) {
+        (Some(""), _) => return Err(invalid("empty tag")),
+        (Some(t), _) => {
+            out.push(':');
+            out.push_str(t);
+        }
+        (None, None) => out.push_str(":latest"),
+        (None, Some(_)) => {}
+    }
+    if let Some(d) = digest {
+        out.push('@');
+        out.push_str(d);
+    }
+    Ok(out)
+}
+
+/// `org.opencontainers.image.ref.name` of a normalized name (containerd `ociReferenceName`):
+/// its tag, else its digest, else the name.
+pub fn oci_ref_name(normalized: &str) -> String {
+    let (remote, digest) = match normalized.split_once('@') {
+        Some((r, d)) => (r, Some(d)),
+        None => (normalized, None),
+    };
+    let last = remote.rsplit('/').next().unwrap_or(remote);
+    match (last.split_once(':'), digest) {
+        (Some((_, tag)), _) => tag.to_owned(),
+        (None, Some(d)) => d.to_owned(),
+        (None, None) => normalized.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn docker_names_normalize_as_containerds() {
+        let n = |s: &str| normalize_docker_name(s).unwrap();
+        assert_eq!(n("busybox"), "docker.io/library/busybox:latest");
+        assert_eq!(n("busybox:1.36"), "docker.io/library/busybox:1.36");
+        assert_eq!(n("me/app:1"), "docker.io/me/app:1");
+        assert_eq!(n("registry:5000/app"), "registry:5000/app:latest");
+        assert_eq!(n("localhost/a/b:2"), "localhost/a/b:2");
+        assert_eq!(
+            n("docker.io/library/bb:latest"),
+            "docker.io/library/bb:latest"
+        );
+        let d = format!("sha256:{}", "a".repeat(64));
+        assert_eq!(n(&format!("bb@{d}")), format!("docker.io/library/bb@{d}"));
+        assert!(normalize_docker_name("Busybox").is_err());
+        assert!(normalize_docker_name("").is_err());
+        assert_eq!(oci_ref_name("docker.io/library/bb:latest"), "latest");
+        assert_eq!(oci_ref_name("registry:5000/app:2"), "2");
+        assert_eq!(oci_ref_name(&format!("docker.io/library/bb@{d}")), d);
+    }
+
+    #[test]
+    fn docker_manifests_parse() {
+        let m = br#"[{"Config":"ab.json","RepoTags":["bb:latest"],"Layers":["l1/layer.tar"]},{"Config":"cd.json","RepoTags":null,"Layers":[]}]"#;
+        let images = parse_docker_manifest(m).unwrap();
+        assert_eq!(images[0].config, "ab.json");
+        assert_eq!(images[0].repo_tags, Some(vec!["bb:latest".to_owned()]));
+        assert_eq!(images[0].layers, ["l1/layer.tar"]);
+        assert_eq!(images[1].repo_tags, None);
+        assert!(parse_docker_manifest(b"{}").is_err());
+    }
+
     use super::*;
 
     #[test]
