@@ -8,6 +8,8 @@ use std::path::Path;
 use anyhow::{bail, Context as _, Result};
 use serde::Deserialize;
 
+use berth_transfer::archive::{clean_name, link_target};
+
 use crate::oci::{Descriptor, Index};
 
 /// The `oci-layout` file name and the only layout version accepted.
@@ -48,22 +50,6 @@ struct Layout {
     version: String,
 }
 
-/// `path.Clean` for tar entry names: no leading `./` or `/`, no empty or `.` segments, and
-/// `..` takes the segment before it (none above the root).
-pub fn clean_name(name: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for part in name.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            p => parts.push(p),
-        }
-    }
-    parts.join("/")
-}
-
 /// Reads the archive's headers, noting the position of each regular file.
 pub fn scan(reader: impl Read) -> Result<Scan> {
     let mut archive = tar::Archive::new(reader);
@@ -74,9 +60,8 @@ pub fn scan(reader: impl Read) -> Result<Scan> {
         if kind.is_symlink() {
             let name = clean_name(&entry.path()?.to_string_lossy());
             if let Some(target) = entry.link_name()? {
-                let dir = name.rsplit_once('/').map_or("", |(d, _)| d);
-                let joined = format!("{dir}/{}", target.to_string_lossy());
-                scan.links.push((name, clean_name(&joined)));
+                let target = link_target(&name, &target.to_string_lossy());
+                scan.links.push((name, target));
             }
             continue;
         }
@@ -325,9 +310,6 @@ mod tests {
         );
         assert_eq!(ref_name("docker.io/library/bb:latest"), "latest");
         assert_eq!(ref_name("localhost:5000/bb"), "latest");
-        assert_eq!(clean_name("./blobs//sha256/x"), "blobs/sha256/x");
-        assert_eq!(clean_name("linked/../top/layer.tar"), "top/layer.tar");
-        assert_eq!(clean_name("../../x"), "x");
     }
 
     #[test]

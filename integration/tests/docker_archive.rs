@@ -1,7 +1,8 @@
 //! `berth images import` of a Docker archive (what `docker save` writes: `manifest.json`, the
 //! config as `<hex>.json`, each layer as `<dir>/layer.tar`, no `oci-layout`), next to
 //! containerd 1.6's `ctr images import` of the same file: the same image name and manifest
-//! digest (the manifests and index are rebuilt as Go's JSON), and the image runs.
+//! digest (the manifests and index are rebuilt as Go's JSON), and the image runs; the same
+//! through the daemon's Transfer service (`--local=false`).
 //!
 //! The archive is made from the busybox test image: the bottom layer as a plain tar, the top
 //! one gzip (both kinds `docker save` has written), and the top one reached through a symbolic
@@ -109,6 +110,27 @@ fn docker_archives_import_as_containerds_and_run() {
     )
     .ok();
     assert_eq!(out.as_bytes(), HELLO);
+
+    // The daemon's Transfer service imports (and unpacks) it the same way.
+    let remote = ["-n", "remote"];
+    let args = |rest: &[&'static str]| -> Vec<&str> {
+        remote.iter().copied().chain(rest.iter().copied()).collect()
+    };
+    let mut import = args(&["images", "import", "--local=false"]);
+    import.push(archive);
+    let out = berth(daemon.address(), &import).ok();
+    assert!(
+        out.contains(&format!("{NAME} ({digest}) imported and unpacked")),
+        "{out}"
+    );
+    let ls = berth(daemon.address(), &args(&["images", "ls"])).ok();
+    assert_eq!(listed_digest(&ls, NAME), digest, "{ls}");
+    let out = berth(
+        daemon.address(),
+        &args(&["run", "--rm", NAME, "docker-remote", "cat", "/etc/hello"]),
+    )
+    .ok();
+    assert_eq!(out.as_bytes(), HELLO);
 }
 
 #[test]
@@ -133,8 +155,24 @@ fn a_docker_archive_missing_a_layer_is_refused_naming_it() {
     )
     .fails();
     assert!(err.contains("layer \"gone/layer.tar\" not found"), "{err}");
-    assert_eq!(
-        berth(daemon.address(), &["images", "ls", "-q"]).ok().trim(),
-        ""
-    );
+    // Through the daemon's Transfer service: InvalidArgument with the same words, and no
+    // image, ingest or lease left.
+    let path = path.to_str().expect("utf-8");
+    let err = berth(
+        daemon.address(),
+        &["images", "import", "--local=false", path],
+    )
+    .fails();
+    assert!(err.contains("layer \"gone/layer.tar\" not found"), "{err}");
+    for listing in [
+        &["images", "ls", "-q"][..],
+        &["content", "active", "-q"],
+        &["leases", "ls", "-q"],
+    ] {
+        assert_eq!(
+            berth(daemon.address(), listing).ok().trim(),
+            "",
+            "{listing:?}"
+        );
+    }
 }

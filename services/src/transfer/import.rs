@@ -9,6 +9,10 @@
 //! are unpacked into its snapshotter (the default when it names none; InvalidArgument before
 //! any byte is read when it is not loaded), and the images it names are recorded.
 //!
+//! A Docker archive (`docker save`: `manifest.json` and no `oci-layout`) is taken as
+//! containerd takes one (module [`docker`]): its other files are stored as they come, then its
+//! manifests and index are made and recorded as an OCI layout's.
+//!
 //! Names: the `ImageStore.name` names the index; each index entry is named from its
 //! `io.containerd.image.name` or `org.opencontainers.image.ref.name` annotation under the
 //! prefix of the first prefix `extra_references` entry (`import-<date>` without one), and
@@ -25,6 +29,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use berth_proto::containerd::types::transfer::{
     Data, ImageImportStream, ImageStore as ApiImageStore, UnpackConfiguration, WindowUpdate,
 };
+use berth_transfer::archive::{clean_name, link_target};
 use berth_transfer::manifest::{parse_index, parse_manifest, select_entries};
 use berth_transfer::types::{is_index, is_manifest, rfc3339};
 use berth_transfer::unpack::unpack_manifest;
@@ -36,6 +41,8 @@ use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
 
 use super::{platform_from_api, save, ProgressSink, TransferService, TransferServiceError};
+
+mod docker;
 use crate::streaming::{type_name, ManagedStream, StreamError};
 
 /// Type URL of `Data`.
@@ -67,11 +74,22 @@ const LEASE_EXPIRY_SECS: u64 = 24 * 3600;
 #[derive(Debug)]
 enum Entry {
     Layout(String),
-    DockerManifest,
+    /// Docker's `manifest.json`.
+    DockerManifest(Vec<u8>),
     Blob {
         name: String,
         digest: String,
         size: u64,
+    },
+    /// A regular file that is not an OCI blob: its digest is known at its end.
+    File {
+        name: String,
+        size: u64,
+    },
+    /// A symbolic link and the archive path it leads to.
+    Link {
+        name: String,
+        target: String,
     },
     Chunk(Vec<u8>),
     BlobEnd,
@@ -108,14 +126,6 @@ fn bad(reason: impl Into<String>) -> TransferServiceError {
     TransferServiceError::Archive(reason.into())
 }
 
-/// `path.Clean` for tar entry names.
-fn clean_name(name: &str) -> String {
-    name.split('/')
-        .filter(|p| !p.is_empty() && *p != ".")
-        .collect::<Vec<_>>()
-        .join("/")
-}
-
 /// The digest a `blobs/<alg>/<hex>` path names.
 fn blob_digest(name: &str) -> Option<String> {
     let rest = name.strip_prefix("blobs/")?;
@@ -138,6 +148,17 @@ fn read_tar(reader: impl Read, out: &mpsc::Sender<Entry>) -> Result<(), Transfer
     for entry in entries {
         let mut entry = entry.map_err(|e| bad(format!("cannot read an archive entry: {e}")))?;
         let kind = entry.header().entry_type();
+        if kind.is_symlink() {
+            let path = entry
+                .path()
+                .map_err(|e| bad(format!("archive entry name: {e}")))?;
+            let name = clean_name(&path.to_string_lossy());
+            if let Ok(Some(target)) = entry.link_name() {
+                let target = link_target(&name, &target.to_string_lossy());
+                send(Entry::Link { name, target })?;
+            }
+            continue;
+        }
         if !(kind.is_file() || kind == tar::EntryType::Continuous) {
             continue;
         }
@@ -170,17 +191,20 @@ fn read_tar(reader: impl Read, out: &mpsc::Sender<Entry>) -> Result<(), Transfer
                     .map_err(|e| bad(format!("oci-layout does not parse: {e}")))?;
                 send(Entry::Layout(layout.version))?;
             }
-            "manifest.json" => send(Entry::DockerManifest)?,
+            "manifest.json" => send(Entry::DockerManifest(read_small(&mut entry)?))?,
             "index.json" => send(Entry::Index(read_small(&mut entry)?))?,
             _ => {
-                let Some(digest) = blob_digest(&name) else {
-                    continue;
-                };
-                send(Entry::Blob {
-                    name: name.clone(),
-                    digest,
-                    size,
-                })?;
+                match blob_digest(&name) {
+                    Some(digest) => send(Entry::Blob {
+                        name: name.clone(),
+                        digest,
+                        size,
+                    })?,
+                    None => send(Entry::File {
+                        name: name.clone(),
+                        size,
+                    })?,
+                }
                 let mut left = size;
                 while left > 0 {
                     let n = usize::try_from(left).unwrap_or(CHUNK).min(CHUNK);
@@ -243,8 +267,11 @@ async fn receive(
 #[derive(Debug, Default)]
 struct Ingested {
     layout: Option<String>,
-    docker: bool,
+    /// Docker's `manifest.json`.
+    docker: Option<Vec<u8>>,
     index: Option<Descriptor>,
+    /// The regular files that are not OCI blobs, and the links.
+    files: docker::Files,
 }
 
 impl TransferService {
@@ -363,12 +390,15 @@ impl TransferService {
         match ingested.layout.as_deref() {
             Some("1.0.0") => {}
             Some(other) => return Err(bad(format!("unsupported OCI layout version {other:?}"))),
-            None if ingested.docker => {
-                return Err(bad(
-                    "docker archive format (manifest.json without oci-layout) is not supported by the Transfer service; import it client-side (berth images import without --local=false)",
-                ))
+            None => {
+                let Some(manifest) = &ingested.docker else {
+                    return Err(bad("unrecognized image format: no oci-layout file"));
+                };
+                let local = self.stores(super::DEFAULT_SNAPSHOTTER);
+                let content = local.stores(ns).content;
+                let index = docker::write_index(content, cx, manifest, &ingested.files).await?;
+                return self.record(ns, cx, &index, store, progress).await;
             }
-            None => return Err(bad("unrecognized image format: no oci-layout file")),
         }
         let index = ingested
             .index
@@ -387,11 +417,27 @@ impl TransferService {
         let content = &local.stores(ns).content;
         let mut found = Ingested::default();
         let mut open: Option<OpenBlob> = None;
+        let mut file: Option<docker::FileIngest> = None;
         let result = async {
             while let Some(entry) = rx.recv().await {
                 match entry {
                     Entry::Layout(v) => found.layout = Some(v),
-                    Entry::DockerManifest => found.docker = true,
+                    Entry::DockerManifest(m) => found.docker = Some(m),
+                    Entry::Link { name, target } => {
+                        found.files.links.insert(name, target);
+                    }
+                    Entry::File { name, size } => {
+                        file = Some(
+                            docker::FileIngest::open(
+                                &self.content,
+                                ns,
+                                cx.lease.as_deref(),
+                                name,
+                                size,
+                            )
+                            .await?,
+                        );
+                    }
                     Entry::Blob { name, digest, size } => {
                         let reference = format!("import-{digest}");
                         let desc = Descriptor::new("application/octet-stream", &digest, size);
@@ -416,6 +462,17 @@ impl TransferService {
                             Err(e) => return Err(store_err(&name, e)),
                         }
                         open = Some(blob);
+                    }
+                    Entry::Chunk(data) if file.is_some() => {
+                        if let Some(f) = file.as_mut() {
+                            f.write(data).await?;
+                        }
+                    }
+                    Entry::BlobEnd if file.is_some() => {
+                        if let Some(f) = file.take() {
+                            let (name, stored) = f.commit().await?;
+                            found.files.stored.insert(name, stored);
+                        }
                     }
                     Entry::Chunk(data) => {
                         if let Some(blob) = open.as_mut().filter(|b| !b.has_all) {
@@ -472,13 +529,22 @@ impl TransferService {
         .await;
         // Stop the reader before waiting for anything else.
         drop(rx);
-        if let Some(OpenBlob {
-            reference,
-            writer: Some(w),
-            ..
-        }) = open.take()
-        {
-            drop(w);
+        let unfinished = match (open.take(), file.take()) {
+            (
+                Some(OpenBlob {
+                    reference,
+                    writer: Some(w),
+                    ..
+                }),
+                _,
+            ) => {
+                drop(w);
+                Some(reference)
+            }
+            (_, Some(f)) => Some(f.reference()),
+            _ => None,
+        };
+        if let Some(reference) = unfinished {
             let content = self.content.clone();
             let ns = ns.to_owned();
             let reference2 = reference.clone();
@@ -732,7 +798,6 @@ mod tests {
         );
         assert_eq!(blob_digest("blobs/sha256/xyz"), None);
         assert_eq!(blob_digest("index.json"), None);
-        assert_eq!(clean_name("./blobs//sha256/x"), "blobs/sha256/x");
     }
 
     #[test]

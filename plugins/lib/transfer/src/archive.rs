@@ -48,6 +48,29 @@ pub fn image_name(
         .and_then(|r| translate_ref(prefix, filter, r))
 }
 
+/// `path.Clean` for tar entry names: no leading `./` or `/`, no empty or `.` segments, and
+/// `..` takes the segment before it (none above the root).
+pub fn clean_name(name: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in name.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    parts.join("/")
+}
+
+/// Where a symbolic link at `link` pointing at `target` leads, as an archive path
+/// (`path.Join(path.Dir(link), target)`).
+pub fn link_target(link: &str, target: &str) -> String {
+    let dir = link.rsplit_once('/').map_or("", |(d, _)| d);
+    clean_name(&format!("{dir}/{target}"))
+}
+
 /// One image of a Docker archive's `manifest.json` (Docker's save format 1.1/1.2).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct DockerImage {
@@ -152,6 +175,155 @@ pub fn oci_ref_name(normalized: &str) -> String {
     }
 }
 
+/// A file of a Docker archive once in the content store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredFile {
+    /// `sha256:<hex>` of its bytes.
+    pub digest: String,
+    /// Its size.
+    pub size: u64,
+    /// Its first bytes are gzip's or zstd's magic (a layer is then `tar.gzip`, as containerd
+    /// types every compressed Docker layer).
+    pub compressed: bool,
+}
+
+/// Whether `head`, a file's first bytes, starts a gzip or zstd stream.
+pub fn is_compressed(head: &[u8]) -> bool {
+    head.starts_with(&[0x1f, 0x8b]) || head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
+}
+
+/// A descriptor as Go's `ocispec.Descriptor` marshals (field order, empty fields left out),
+/// so that the JSON made here has containerd's digest.
+#[derive(serde::Serialize)]
+struct GoDescriptor<'a> {
+    #[serde(rename = "mediaType")]
+    media_type: &'a str,
+    digest: &'a str,
+    size: u64,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    annotations: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    platform: Option<GoPlatform>,
+}
+
+/// `ocispec.Platform` as Go marshals it (architecture first).
+#[derive(serde::Serialize)]
+struct GoPlatform {
+    architecture: String,
+    os: String,
+}
+
+fn go_descriptor<'a>(media_type: &'a str, file: &'a StoredFile) -> GoDescriptor<'a> {
+    GoDescriptor {
+        media_type,
+        digest: &file.digest,
+        size: file.size,
+        annotations: BTreeMap::new(),
+        platform: None,
+    }
+}
+
+/// The Docker schema 2 manifest containerd's importer writes for an image of a Docker archive.
+pub fn docker_manifest_json(config: &StoredFile, layers: &[StoredFile]) -> Vec<u8> {
+    use berth_wellknown::media_type::{
+        DOCKER_CONFIG, DOCKER_LAYER, DOCKER_LAYER_GZIP, DOCKER_MANIFEST,
+    };
+    #[derive(serde::Serialize)]
+    struct Manifest<'a> {
+        #[serde(rename = "schemaVersion")]
+        schema_version: u32,
+        #[serde(rename = "mediaType")]
+        media_type: &'a str,
+        config: GoDescriptor<'a>,
+        layers: Vec<GoDescriptor<'a>>,
+    }
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: DOCKER_MANIFEST,
+        config: go_descriptor(DOCKER_CONFIG, config),
+        layers: layers
+            .iter()
+            .map(|l| {
+                go_descriptor(
+                    if l.compressed {
+                        DOCKER_LAYER_GZIP
+                    } else {
+                        DOCKER_LAYER
+                    },
+                    l,
+                )
+            })
+            .collect(),
+    };
+    // Strings and numbers only: serializing cannot fail.
+    serde_json::to_vec(&manifest).unwrap_or_default()
+}
+
+/// One image of a Docker archive for its index: its manifest (digest and size), the
+/// `os`/`architecture` of its config, and its `RepoTags`.
+#[derive(Debug, Clone)]
+pub struct DockerEntry {
+    /// The manifest's digest.
+    pub digest: String,
+    /// The manifest's size.
+    pub size: u64,
+    /// The config's OS (containerd 1.6 takes only the OS and architecture).
+    pub os: String,
+    /// The config's architecture.
+    pub architecture: String,
+    /// The names; none gives one unnamed entry.
+    pub repo_tags: Option<Vec<String>>,
+}
+
+/// The OCI index containerd's importer writes for a Docker archive: one entry per name
+/// (normalized, with `io.containerd.image.name` and `org.opencontainers.image.ref.name`), or an
+/// unnamed one for an image without names. A name that does not normalize is refused.
+pub fn docker_index_json(entries: &[DockerEntry]) -> Result<Vec<u8>, String> {
+    #[derive(serde::Serialize)]
+    struct Index<'a> {
+        #[serde(rename = "schemaVersion")]
+        schema_version: u32,
+        manifests: Vec<GoDescriptor<'a>>,
+    }
+    let mut manifests = Vec::new();
+    for e in entries {
+        let normal = crate::types::Platform {
+            os: e.os.clone(),
+            architecture: e.architecture.clone(),
+            variant: String::new(),
+        }
+        .normalized();
+        let desc = |annotations| GoDescriptor {
+            media_type: berth_wellknown::media_type::DOCKER_MANIFEST,
+            digest: &e.digest,
+            size: e.size,
+            annotations,
+            platform: Some(GoPlatform {
+                architecture: normal.architecture.clone(),
+                os: normal.os.clone(),
+            }),
+        };
+        match e.repo_tags.as_ref().filter(|t| !t.is_empty()) {
+            None => manifests.push(desc(BTreeMap::new())),
+            Some(tags) => {
+                for tag in tags {
+                    let name = normalize_docker_name(tag)?;
+                    let ref_name = oci_ref_name(&name);
+                    manifests.push(desc(BTreeMap::from([
+                        (IMAGE_NAME.to_owned(), name),
+                        (REF_NAME.to_owned(), ref_name),
+                    ])));
+                }
+            }
+        }
+    }
+    serde_json::to_vec(&Index {
+        schema_version: 2,
+        manifests,
+    })
+    .map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -173,6 +345,18 @@ mod tests {
         assert_eq!(oci_ref_name("docker.io/library/bb:latest"), "latest");
         assert_eq!(oci_ref_name("registry:5000/app:2"), "2");
         assert_eq!(oci_ref_name(&format!("docker.io/library/bb@{d}")), d);
+    }
+
+    #[test]
+    fn names_clean_as_go_path_clean() {
+        assert_eq!(clean_name("./blobs//sha256/x"), "blobs/sha256/x");
+        assert_eq!(clean_name("linked/../top/layer.tar"), "top/layer.tar");
+        assert_eq!(clean_name("../../x"), "x");
+        assert_eq!(
+            link_target("linked/layer.tar", "../top/layer.tar"),
+            "top/layer.tar"
+        );
+        assert_eq!(link_target("a.tar", "b.tar"), "b.tar");
     }
 
     #[test]
