@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::{bail, Context as _, Result};
 use serde::Deserialize;
 
-use berth_transfer::archive::{clean_name, link_target};
+use berth_transfer::archive::{clean_name, follow_links, link_target};
 
 use crate::oci::{Descriptor, Index};
 
@@ -114,14 +114,17 @@ impl Scan {
 
     /// The regular file at `path`, following the archive's symbolic links.
     pub fn file(&self, path: &str) -> Option<&TarFile> {
-        let mut path = clean_name(path);
-        for _ in 0..8 {
-            if let Some(f) = self.files.iter().find(|f| f.name == path) {
-                return Some(f);
-            }
-            path = self.links.iter().find(|(l, _)| *l == path)?.1.clone();
-        }
-        None
+        let found = follow_links(
+            path,
+            |p| self.files.iter().any(|f| f.name == p),
+            |p| {
+                self.links
+                    .iter()
+                    .find(|(l, _)| l == p)
+                    .map(|(_, t)| t.clone())
+            },
+        )?;
+        self.files.iter().find(|f| f.name == found)
     }
 }
 
@@ -129,18 +132,6 @@ impl Scan {
 /// `io.containerd.image.name` annotation, else the translated ref name.
 pub fn image_name(desc: &Descriptor, prefix: &str, filter: bool) -> Option<String> {
     berth_transfer::archive::image_name(&desc.annotations, prefix, filter)
-}
-
-/// The OCI reference name for an image name: the tag, else the digest, else the name.
-pub fn ref_name(image: &str) -> String {
-    let last = image.rsplit('/').next().unwrap_or(image);
-    if let Some((_, digest)) = image.split_once('@') {
-        return digest.to_owned();
-    }
-    match last.split_once(':') {
-        Some((_, tag)) => tag.to_owned(),
-        None => "latest".to_owned(),
-    }
 }
 
 /// Writes an OCI layout tar: `oci-layout`, the blobs, then `index.json`.
@@ -308,8 +299,6 @@ mod tests {
             image_name(&desc, "p", true).unwrap(),
             "docker.io/library/bb:latest"
         );
-        assert_eq!(ref_name("docker.io/library/bb:latest"), "latest");
-        assert_eq!(ref_name("localhost:5000/bb"), "latest");
     }
 
     #[test]

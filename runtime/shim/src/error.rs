@@ -108,6 +108,28 @@ impl ShimError {
     }
 }
 
+impl ShimError {
+    /// A refusal of the request as asked (an unknown or finished process, a duplicate, a
+    /// wrong state or argument), not a failure of the shim's own work: I/O, runc and mounts
+    /// fail as themselves even when their class is NotFound (a missing bundle file).
+    fn is_refusal(&self) -> bool {
+        match self {
+            ShimError::ContainerNotFound { .. }
+            | ShimError::ProcessNotFound { .. }
+            | ShimError::ProcessFinished
+            | ShimError::AlreadyExists { .. }
+            | ShimError::State(_)
+            | ShimError::InvalidArgument(_)
+            | ShimError::Decode { .. }
+            | ShimError::Unimplemented(_) => true,
+            ShimError::Runc { .. }
+            | ShimError::Io { .. }
+            | ShimError::Sys { .. }
+            | ShimError::Mount(_) => false,
+        }
+    }
+}
+
 impl Classify for ShimError {
     fn kind(&self) -> ErrorKind {
         match self {
@@ -137,13 +159,13 @@ impl Classify for ShimError {
 
 impl From<ShimError> for RpcStatus {
     fn from(err: ShimError) -> RpcStatus {
-        // The caller's mistakes and races (a Delete of a task another caller deleted, a State
-        // of an exec that finished) are its business, as containerd's shim leaves them to the
-        // caller; failures of the shim's own work are worth a warning in berthd's log.
-        if err.kind() == ErrorKind::Internal {
-            tracing::warn!(error = %err, "request failed");
-        } else {
+        // Refusals (a Delete of a task another caller deleted, a State of an exec that
+        // finished) are the caller's business, as containerd's shim leaves them to the caller;
+        // failures of the shim's own work are worth a warning in berthd's log.
+        if err.is_refusal() {
             tracing::debug!(error = %err, "request refused");
+        } else {
+            tracing::warn!(error = %err, "request failed");
         }
         status(err.code(), err.to_string())
     }
@@ -203,6 +225,20 @@ mod tests {
     use berth_ttrpc::code;
 
     use super::*;
+
+    #[test]
+    fn refusals_are_the_callers_and_own_failures_are_not() {
+        assert!(ShimError::ContainerNotFound { id: "x".into() }.is_refusal());
+        assert!(ShimError::ProcessFinished.is_refusal());
+        // A file of the shim's own missing is NotFound to the caller but the shim's failure.
+        let missing = ShimError::io(
+            "open",
+            "/run/x/config.json",
+            std::io::Error::from(std::io::ErrorKind::NotFound),
+        );
+        assert_eq!(missing.kind(), ErrorKind::NotFound);
+        assert!(!missing.is_refusal());
+    }
 
     #[test]
     fn codes_and_messages() {

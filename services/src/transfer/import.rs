@@ -33,7 +33,7 @@ use berth_transfer::archive::{clean_name, link_target};
 use berth_transfer::manifest::{parse_index, parse_manifest, select_entries};
 use berth_transfer::types::{is_index, is_manifest, rfc3339};
 use berth_transfer::unpack::unpack_manifest;
-use berth_transfer::{Cx, Descriptor, Image, Ingest, Platform};
+use berth_transfer::{ContentStore, Cx, Descriptor, Image, Ingest, Platform};
 use berth_wellknown::{label, media_type};
 use prost::Message as _;
 use prost_types::Any;
@@ -41,9 +41,9 @@ use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
 
 use super::{platform_from_api, save, ProgressSink, TransferService, TransferServiceError};
+use crate::streaming::{type_name, ManagedStream, StreamError};
 
 mod docker;
-use crate::streaming::{type_name, ManagedStream, StreamError};
 
 /// Type URL of `Data`.
 pub const DATA_TYPE: &str = "containerd.types.transfer.Data";
@@ -506,20 +506,9 @@ impl TransferService {
                         let digest = format!("sha256:{}", hex::encode(Sha256::digest(&data)));
                         let desc =
                             Descriptor::new(media_type::OCI_INDEX, &digest, data.len() as u64);
-                        let reference = format!("import-{digest}");
-                        let opened = match content.writer(cx, &reference, &desc).await {
-                            Ok(ingest) => ingest,
-                            Err(e) if e.is_already_exists() => Ingest::Present,
-                            Err(e) => return Err(store_err("index.json", e)),
-                        };
-                        if let Ingest::Writer(w) = opened {
-                            match write_whole(w, &data).await {
-                                Err(e) if !e.is_already_exists() => {
-                                    return Err(store_err("index.json", e))
-                                }
-                                _ => {}
-                            }
-                        }
+                        put_bytes(*content, cx, &format!("import-{digest}"), &desc, &data)
+                            .await
+                            .map_err(|e| store_err("index.json", e))?;
                         found.index = Some(desc);
                     }
                 }
@@ -756,11 +745,22 @@ struct OpenBlob {
     has_all: bool,
 }
 
-/// Writes `data` through `w` (unless it holds every byte already) and commits it.
-async fn write_whole(
-    mut w: Box<dyn berth_transfer::ContentWriter>,
+/// Stores `data` as `desc` through the ingest `reference` unless the namespace has it: a
+/// writer that holds every byte already (a complete ingest, or bytes claimed from the store)
+/// is only committed, which records the blob here.
+async fn put_bytes(
+    content: &dyn ContentStore,
+    cx: &Cx,
+    reference: &str,
+    desc: &Descriptor,
     data: &[u8],
 ) -> Result<(), berth_transfer::StoreError> {
+    let mut w = match content.writer(cx, reference, desc).await {
+        Ok(Ingest::Writer(w)) => w,
+        Ok(Ingest::Present) => return Ok(()),
+        Err(e) if e.is_already_exists() => return Ok(()),
+        Err(e) => return Err(e),
+    };
     if w.offset() != data.len() as u64 {
         if w.offset() > 0 {
             w.truncate().await?;
@@ -771,7 +771,10 @@ async fn write_whole(
             written => written?,
         }
     }
-    w.commit(BTreeMap::new()).await
+    match w.commit(BTreeMap::new()).await {
+        Err(e) if e.is_already_exists() => Ok(()),
+        committed => committed,
+    }
 }
 
 /// A content store failure on `target` during an import.

@@ -9,11 +9,12 @@ use anyhow::{Context as _, Result};
 use berth_wellknown::{annotation, media_type};
 
 use super::platform_filter;
-use crate::archive::{self, Writer};
+use crate::archive::Writer;
 use crate::client::images as img;
 use crate::client::transfer as remote;
 use crate::client::{content, Client};
 use crate::oci::Index;
+use berth_transfer::archive::oci_ref_name;
 
 /// Arguments of `images export`.
 #[derive(Debug, clap::Args)]
@@ -81,7 +82,7 @@ pub async fn run(client: &Client, args: Args) -> Result<()> {
             .insert(annotation::IMAGE_NAME.to_owned(), name.clone());
         entry
             .annotations
-            .insert(annotation::REF_NAME.to_owned(), archive::ref_name(name));
+            .insert(annotation::REF_NAME.to_owned(), oci_ref_name(name));
         index.manifests.push(entry);
     }
     let mut out = writer.finish(&index)?;

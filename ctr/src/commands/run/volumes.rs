@@ -137,17 +137,7 @@ fn clean_host_path(src: &str, what: &str) -> Result<String> {
     if !src.starts_with('/') {
         bail!("invalid {what} {src:?}: a host path must be absolute");
     }
-    let mut parts: Vec<&str> = Vec::new();
-    for part in src.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            p => parts.push(p),
-        }
-    }
-    Ok(format!("/{}", parts.join("/")))
+    Ok(format!("/{}", berth_transfer::types::clean_path(src)))
 }
 
 const PROPAGATIONS: [&str; 6] = [

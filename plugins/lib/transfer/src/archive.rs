@@ -48,21 +48,8 @@ pub fn image_name(
         .and_then(|r| translate_ref(prefix, filter, r))
 }
 
-/// `path.Clean` for tar entry names: no leading `./` or `/`, no empty or `.` segments, and
-/// `..` takes the segment before it (none above the root).
-pub fn clean_name(name: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for part in name.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            p => parts.push(p),
-        }
-    }
-    parts.join("/")
-}
+/// Tar entry names are cleaned as `path.Clean` does (see [`crate::types::clean_path`]).
+pub use crate::types::clean_path as clean_name;
 
 /// Where a symbolic link at `link` pointing at `target` leads, as an archive path
 /// (`path.Join(path.Dir(link), target)`).
@@ -160,8 +147,8 @@ pub fn normalize_docker_name(name: &str) -> Result<String, String> {
     Ok(out)
 }
 
-/// `org.opencontainers.image.ref.name` of a normalized name (containerd `ociReferenceName`):
-/// its tag, else its digest, else the name.
+/// `org.opencontainers.image.ref.name` of an image name (containerd `ociReferenceName`): its
+/// tag, else its digest, else `latest`.
 pub fn oci_ref_name(normalized: &str) -> String {
     let (remote, digest) = match normalized.split_once('@') {
         Some((r, d)) => (r, Some(d)),
@@ -171,8 +158,25 @@ pub fn oci_ref_name(normalized: &str) -> String {
     match (last.split_once(':'), digest) {
         (Some((_, tag)), _) => tag.to_owned(),
         (None, Some(d)) => d.to_owned(),
-        (None, None) => normalized.to_owned(),
+        (None, None) => "latest".to_owned(),
     }
+}
+
+/// The regular file `path` leads to: itself when `is_file`, else where the symbolic link
+/// `link(path)` leads, and so on, at most 8 links deep (a loop leads nowhere).
+pub fn follow_links(
+    path: &str,
+    is_file: impl Fn(&str) -> bool,
+    link: impl Fn(&str) -> Option<String>,
+) -> Option<String> {
+    let mut path = clean_name(path);
+    for _ in 0..8 {
+        if is_file(&path) {
+            return Some(path);
+        }
+        path = link(&path)?;
+    }
+    None
 }
 
 /// A file of a Docker archive once in the content store.
@@ -345,6 +349,19 @@ mod tests {
         assert_eq!(oci_ref_name("docker.io/library/bb:latest"), "latest");
         assert_eq!(oci_ref_name("registry:5000/app:2"), "2");
         assert_eq!(oci_ref_name(&format!("docker.io/library/bb@{d}")), d);
+        assert_eq!(oci_ref_name("localhost:5000/bb"), "latest");
+        let links = |p: &str| match p {
+            "a" => Some("b".to_owned()),
+            "loop" => Some("loop".to_owned()),
+            _ => None,
+        };
+        assert_eq!(
+            follow_links("./a", |p| p == "b", links),
+            Some("b".to_owned())
+        );
+        assert_eq!(follow_links("b", |p| p == "b", links), Some("b".to_owned()));
+        assert_eq!(follow_links("loop", |p| p == "b", links), None);
+        assert_eq!(follow_links("c", |p| p == "b", links), None);
     }
 
     #[test]

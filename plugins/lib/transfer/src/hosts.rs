@@ -473,17 +473,7 @@ fn parse_host(
 
 /// `path.Clean` for an absolute URL path: no empty, `.` or trailing segments, `..` resolved.
 fn clean_path(path: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for seg in path.split('/') {
-        match seg {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            s => parts.push(s),
-        }
-    }
-    format!("/{}", parts.join("/"))
+    format!("/{}", crate::types::clean_path(path))
 }
 
 #[cfg(test)]

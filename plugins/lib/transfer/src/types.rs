@@ -44,6 +44,23 @@ pub fn ingest_ref(desc: &Descriptor) -> String {
     format!("{prefix}-{}", desc.digest)
 }
 
+/// Go's `path.Clean` without the root: no empty or `.` segments, and `..` takes the segment
+/// before it (none above the root). `a/./b//../c` is `a/c`, `/../x` is `x`. Tar entry names,
+/// registry URL paths and bind-mount sources are all cleaned with it.
+pub fn clean_path(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    parts.join("/")
+}
+
 /// An OCI platform (`os/architecture[/variant]`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub struct Platform {

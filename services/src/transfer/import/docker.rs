@@ -9,15 +9,15 @@ use std::collections::{BTreeMap, HashMap};
 
 use berth_core::namespaced_content::{NamespacedContent, NamespacedWriter};
 use berth_transfer::archive::{
-    docker_index_json, docker_manifest_json, is_compressed, parse_docker_manifest, DockerEntry,
-    StoredFile,
+    docker_index_json, docker_manifest_json, follow_links, is_compressed, parse_docker_manifest,
+    DockerEntry, StoredFile,
 };
 use berth_transfer::manifest::parse_config;
 use berth_transfer::types::sha256_digest;
-use berth_transfer::{ContentStore, Cx, Descriptor, Ingest};
+use berth_transfer::{ContentStore, Cx, Descriptor};
 use berth_wellknown::media_type;
 
-use super::{bad, store_err, write_whole};
+use super::{bad, put_bytes, store_err};
 use crate::transfer::TransferServiceError;
 
 /// The files of an archive that are not OCI blobs, once stored: path → file; and its
@@ -29,16 +29,14 @@ pub(super) struct Files {
 }
 
 impl Files {
-    /// The stored file at `path`, following links (at most 8).
+    /// The stored file at `path`, following links.
     fn get(&self, path: &str) -> Option<&StoredFile> {
-        let mut path = berth_transfer::archive::clean_name(path);
-        for _ in 0..8 {
-            if let Some(f) = self.stored.get(&path) {
-                return Some(f);
-            }
-            path = self.links.get(&path)?.clone();
-        }
-        None
+        let found = follow_links(
+            path,
+            |p| self.stored.contains_key(p),
+            |p| self.links.get(p).cloned(),
+        )?;
+        self.stored.get(&found)
     }
 }
 
@@ -194,14 +192,8 @@ async fn write_json(
     let digest = sha256_digest(&bytes);
     let desc = Descriptor::new(media_type, &digest, bytes.len() as u64);
     let reference = format!("manifest-{digest}");
-    match content.writer(cx, &reference, &desc).await {
-        Ok(Ingest::Writer(w)) => match write_whole(w, &bytes).await {
-            Err(e) if !e.is_already_exists() => return Err(store_err(&reference, e)),
-            _ => {}
-        },
-        Ok(Ingest::Present) => {}
-        Err(e) if e.is_already_exists() => {}
-        Err(e) => return Err(store_err(&reference, e)),
-    }
+    put_bytes(content, cx, &reference, &desc, &bytes)
+        .await
+        .map_err(|e| store_err(&reference, e))?;
     Ok(desc)
 }
